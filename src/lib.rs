@@ -1,0 +1,12 @@
+pub mod pb {
+    tonic::include_proto!("quota.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("quota_descriptor");
+}
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod ledger;
+pub mod server;
+pub mod store;
