@@ -1,0 +1,1101 @@
+//! The conformance suite: every case runs on the memory store and on the Redis store (a private
+//! `redis-server`), with the same inputs and the same expected numbers. It is what keeps the Lua
+//! scripts and their Rust twin identical.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use quota_sidecar::ledger::{Catalog, CreditSource, GrantDraw, Kind};
+use quota_sidecar::store::memory::MemoryStore;
+use quota_sidecar::store::redis::RedisStore;
+use quota_sidecar::store::*;
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+const S: i64 = 1000;
+const MIN: i64 = 60 * S;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+fn ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Thursday 2026-01-15 00:00 UTC: the default "now" of a case.
+fn t0() -> i64 {
+    ms(datetime!(2026-01-15 00:00 UTC))
+}
+
+/// The store under test; keeps the Redis server alive as long as the store.
+struct Subject {
+    store: Arc<dyn Store>,
+    _redis: Option<harness::RedisServer>,
+}
+
+impl std::ops::Deref for Subject {
+    type Target = dyn Store;
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+fn memory() -> Subject {
+    Subject {
+        store: Arc::new(MemoryStore::new(Arc::new(Catalog::builtin()))),
+        _redis: None,
+    }
+}
+
+async fn redis() -> Subject {
+    let server = harness::RedisServer::start();
+    let store = RedisStore::connect(
+        &server.url(),
+        Arc::new(Catalog::builtin()),
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .expect("connect");
+    Subject {
+        store: Arc::new(store),
+        _redis: Some(server),
+    }
+}
+
+fn cmd(account: &str, generation: &str, kind: Kind, model: &str, quantity: u32) -> ReserveCmd {
+    ReserveCmd {
+        account_id: account.into(),
+        generation_id: generation.into(),
+        kind,
+        model: model.into(),
+        quantity,
+        ttl_seconds: 300,
+        labels: BTreeMap::new(),
+    }
+}
+
+fn image(account: &str, generation: &str) -> ReserveCmd {
+    cmd(account, generation, Kind::CharacterImage, "standard", 1)
+}
+
+fn video(account: &str, generation: &str, model: &str, seconds: u32) -> ReserveCmd {
+    cmd(account, generation, Kind::Video, model, seconds)
+}
+
+async fn set_plan(s: &Subject, account: &str, request: &str, plan: &str, now_ms: i64) -> PlanSet {
+    s.set_plan(
+        &SetPlanCmd {
+            request_id: request.into(),
+            account_id: account.into(),
+            plan: plan.into(),
+            cycle_anchor_ms: None,
+        },
+        now_ms,
+    )
+    .await
+    .expect("set plan")
+}
+
+async fn start_plan_at(
+    s: &Subject,
+    account: &str,
+    plan: &str,
+    anchor_ms: i64,
+    now_ms: i64,
+) -> PlanSet {
+    s.set_plan(
+        &SetPlanCmd {
+            request_id: format!("start-{account}"),
+            account_id: account.into(),
+            plan: plan.into(),
+            cycle_anchor_ms: Some(anchor_ms),
+        },
+        now_ms,
+    )
+    .await
+    .expect("start plan")
+}
+
+async fn grant(
+    s: &Subject,
+    account: &str,
+    id: &str,
+    units: u64,
+    source: CreditSource,
+    expires_at_ms: Option<i64>,
+    now_ms: i64,
+) -> Granted {
+    s.grant_credits(
+        &GrantCmd {
+            account_id: account.into(),
+            grant_id: id.into(),
+            units,
+            source,
+            expires_at_ms,
+        },
+        now_ms,
+    )
+    .await
+    .expect("grant")
+}
+
+fn draws(list: &[(&str, u64)]) -> Vec<GrantDraw> {
+    list.iter()
+        .map(|(id, units)| GrantDraw {
+            grant_id: (*id).into(),
+            units: *units,
+        })
+        .collect()
+}
+
+/// Puts `account` on Hollywood and spends 4,800 of its 5,000 units (six 20 s cinema videos).
+async fn hollywood_with_200_left(s: &Subject, account: &str, now_ms: i64) {
+    set_plan(s, account, "start", "hollywood", now_ms).await;
+    for i in 0..6 {
+        let generation = format!("burn-{i}");
+        s.reserve(&video(account, &generation, "cinema", 20), now_ms)
+            .await
+            .unwrap();
+        s.settle(account, &generation, None, now_ms).await.unwrap();
+    }
+    let b = s.balance(account, now_ms).await.unwrap();
+    assert_eq!((b.allowance_used, b.allowance_available), (4800, 200));
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn allowance_then_credits(s: Subject) {
+        let now = t0();
+        hollywood_with_200_left(&s, "acct", now).await;
+        grant(&s, "acct", "pack", 1000, CreditSource::Purchased, None, now).await;
+        let r = s
+            .reserve(&video("acct", "g1", "cinema", 20), now)
+            .await
+            .unwrap();
+        assert!(!r.replayed);
+        assert_eq!(r.hold.cost_units, 800);
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 600));
+        assert_eq!(r.hold.grants, draws(&[("pack", 600)]));
+        assert_eq!(r.hold.state, HoldState::Held);
+        assert_eq!(r.hold.expires_at_ms, now + 300 * S);
+        let b = r.balance;
+        assert_eq!(
+            (
+                b.allowance_total,
+                b.allowance_used,
+                b.allowance_held,
+                b.allowance_available
+            ),
+            (5000, 4800, 200, 0)
+        );
+        assert_eq!(
+            (b.credits_available, b.credits_held, b.open_holds),
+            (400, 600, 1)
+        );
+        let settled = s.settle("acct", "g1", None, now).await.unwrap();
+        assert_eq!((settled.charged_units, settled.returned_units), (800, 0));
+        let b = settled.balance;
+        assert_eq!(
+            (
+                b.allowance_used,
+                b.allowance_held,
+                b.credits_available,
+                b.credits_held
+            ),
+            (5000, 0, 400, 0)
+        );
+    }
+
+    pub async fn burn_order_across_three_grants(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(&s, a, "bought", 100, CreditSource::Purchased, None, now).await;
+        grant(
+            &s,
+            a,
+            "promo-late",
+            10,
+            CreditSource::Promotional,
+            None,
+            now + 1,
+        )
+        .await;
+        grant(&s, a, "promo", 50, CreditSource::Promotional, None, now).await;
+        grant(
+            &s,
+            a,
+            "expiring",
+            30,
+            CreditSource::Purchased,
+            Some(now + 10 * DAY),
+            now,
+        )
+        .await;
+        let at = now + 2;
+        // Earliest expiry first, then promotional before purchased, then the oldest.
+        let view = s.account(a, at).await.unwrap();
+        let order: Vec<_> = view.grants.iter().map(|g| g.grant_id.as_str()).collect();
+        assert_eq!(order, ["expiring", "promo", "promo-late", "bought"]);
+        // 50 units span the first two grants.
+        let r = s.reserve(&video(a, "g1", "standard", 5), at).await.unwrap();
+        assert_eq!(r.hold.grants, draws(&[("expiring", 30), ("promo", 20)]));
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (0, 50));
+        assert_eq!(
+            (r.balance.credits_available, r.balance.credits_held),
+            (140, 50)
+        );
+        s.settle(a, "g1", None, at).await.unwrap();
+        let view = s.account(a, at).await.unwrap();
+        let left: Vec<_> = view
+            .grants
+            .iter()
+            .map(|g| (g.grant_id.as_str(), g.units_remaining, g.units_held))
+            .collect();
+        // The exhausted grant is dropped.
+        assert_eq!(
+            left,
+            [("promo", 30, 0), ("promo-late", 10, 0), ("bought", 100, 0)]
+        );
+        // The next 50 take the rest of promo, then promo-late, then bought.
+        let r = s.reserve(&video(a, "g2", "standard", 5), at).await.unwrap();
+        assert_eq!(
+            r.hold.grants,
+            draws(&[("promo", 30), ("promo-late", 10), ("bought", 10)])
+        );
+    }
+
+    pub async fn replays_are_idempotent(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "r1", "hollywood", now).await;
+        let first = s.reserve(&image(a, "g1"), now).await.unwrap();
+        let again = s.reserve(&image(a, "g1"), now + 5 * S).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.hold, first.hold);
+        assert_eq!(again.balance.allowance_held, 4);
+        let settled = s.settle(a, "g1", Some(1), now).await.unwrap();
+        assert!(!settled.replayed);
+        // A retried Settle returns the first result, whatever it asks.
+        let retried = s.settle(a, "g1", None, now + S).await.unwrap();
+        assert!(retried.replayed);
+        assert_eq!((retried.charged_units, retried.returned_units), (4, 0));
+        assert_eq!(retried.hold, settled.hold);
+        assert_eq!(retried.balance.allowance_used, 4);
+        // Reserve after settle returns the settled hold.
+        let after = s.reserve(&image(a, "g1"), now + 2 * S).await.unwrap();
+        assert!(after.replayed);
+        assert_eq!(after.hold.state, HoldState::Settled);
+        assert_eq!(after.balance.allowance_used, 4);
+
+        s.reserve(&image(a, "g2"), now).await.unwrap();
+        let released = s
+            .release(a, "g2", ReleaseReason::Failed, now)
+            .await
+            .unwrap();
+        assert!(!released.replayed);
+        assert_eq!(released.returned_units, 4);
+        let again = s
+            .release(a, "g2", ReleaseReason::Cancelled, now + S)
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.returned_units, 4);
+        assert_eq!(again.hold.state, HoldState::Released);
+        let b = s.balance(a, now + 3 * S).await.unwrap();
+        assert_eq!(
+            (b.allowance_used, b.allowance_held, b.open_holds),
+            (4, 0, 0)
+        );
+    }
+
+    pub async fn same_generation_with_other_terms_conflicts(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "r1", "hollywood", now).await;
+        s.reserve(&image(a, "g1"), now).await.unwrap();
+        for other in [
+            cmd(a, "g1", Kind::LocationImage, "standard", 1),
+            cmd(a, "g1", Kind::CharacterImage, "pro", 1),
+            cmd(a, "g1", Kind::CharacterImage, "standard", 2),
+        ] {
+            let err = s.reserve(&other, now).await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::GenerationConflict { .. }),
+                "{err:?}"
+            );
+        }
+        let b = s.balance(a, now).await.unwrap();
+        assert_eq!((b.allowance_held, b.open_holds), (4, 1));
+    }
+
+    pub async fn denied_reserve_leaves_no_state(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        let err = s.reserve(&image(a, "g1"), now).await.unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::InsufficientFunds {
+                needed: 4,
+                available: 0
+            }
+        );
+        grant(&s, a, "small", 3, CreditSource::Promotional, None, now).await;
+        let err = s.reserve(&image(a, "g1"), now).await.unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::InsufficientFunds {
+                needed: 4,
+                available: 3
+            }
+        );
+        let b = s.balance(a, now).await.unwrap();
+        assert_eq!(
+            (b.credits_available, b.credits_held, b.open_holds),
+            (3, 0, 0)
+        );
+        assert!(matches!(
+            s.settle(a, "g1", None, now).await,
+            Err(StoreError::HoldNotFound { .. })
+        ));
+        // After a top-up the same generation goes through, as a first reservation.
+        grant(&s, a, "topup", 10, CreditSource::Purchased, None, now).await;
+        let r = s.reserve(&image(a, "g1"), now).await.unwrap();
+        assert!(!r.replayed);
+        assert_eq!(r.hold.grants, draws(&[("small", 3), ("topup", 1)]));
+    }
+
+    pub async fn partial_settle_returns_credits_first(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        hollywood_with_200_left(&s, a, now).await;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        let r = s.reserve(&video(a, "g1", "cinema", 20), now).await.unwrap();
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 600));
+        // 5 of 20 seconds: 200 units charged, all from allowance; the credits go back.
+        let settled = s.settle(a, "g1", Some(5), now).await.unwrap();
+        assert_eq!((settled.charged_units, settled.returned_units), (200, 600));
+        assert_eq!(settled.hold.charged_units, 200);
+        assert_eq!(settled.hold.state, HoldState::Settled);
+        let b = settled.balance;
+        assert_eq!((b.allowance_used, b.allowance_held), (5000, 0));
+        assert_eq!((b.credits_available, b.credits_held), (1000, 0));
+
+        // Credits only: the charge takes grants in burn order, the rest goes back.
+        let c = "credits-only";
+        grant(&s, c, "promo", 30, CreditSource::Promotional, None, now).await;
+        grant(&s, c, "bought", 100, CreditSource::Purchased, None, now).await;
+        s.reserve(&video(c, "v", "standard", 5), now).await.unwrap();
+        let settled = s.settle(c, "v", Some(4), now).await.unwrap();
+        assert_eq!((settled.charged_units, settled.returned_units), (40, 10));
+        let view = s.account(c, now).await.unwrap();
+        let left: Vec<_> = view
+            .grants
+            .iter()
+            .map(|g| (g.grant_id.as_str(), g.units_remaining))
+            .collect();
+        assert_eq!(left, [("bought", 90)]);
+    }
+
+    pub async fn settle_preconditions(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "r1", "hollywood", now).await;
+        s.reserve(&video(a, "g1", "standard", 5), now)
+            .await
+            .unwrap();
+        let err = s.settle(a, "g1", Some(6), now).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SettleAboveHold {
+                    actual_quantity: 6,
+                    reserved_quantity: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        s.release(a, "g1", ReleaseReason::ContentFiltered, now)
+            .await
+            .unwrap();
+        let err = s.settle(a, "g1", None, now).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::HoldState {
+                    state: HoldState::Released,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        let mut short = video(a, "g2", "standard", 5);
+        short.ttl_seconds = 60;
+        s.reserve(&short, now).await.unwrap();
+        let err = s.settle(a, "g2", None, now + 60 * S).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::HoldState {
+                    state: HoldState::Expired,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Release after expiry succeeds with nothing to return.
+        let released = s
+            .release(a, "g2", ReleaseReason::SystemError, now + 61 * S)
+            .await
+            .unwrap();
+        assert_eq!(released.returned_units, 0);
+        assert_eq!(released.hold.state, HoldState::Expired);
+        assert_eq!(released.balance.allowance_held, 0);
+
+        s.reserve(&image(a, "g3"), now).await.unwrap();
+        s.settle(a, "g3", None, now).await.unwrap();
+        let err = s
+            .release(a, "g3", ReleaseReason::Failed, now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::HoldState {
+                    state: HoldState::Settled,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let b = s.balance(a, now + 61 * S).await.unwrap();
+        assert_eq!((b.allowance_used, b.allowance_held), (4, 0));
+    }
+
+    pub async fn unknown_holds_are_not_found(s: Subject) {
+        let now = t0();
+        for err in [
+            s.settle("acct", "nope", None, now).await.unwrap_err(),
+            s.release("acct", "nope", ReleaseReason::Failed, now)
+                .await
+                .unwrap_err(),
+            s.extend("acct", "nope", 60, now).await.unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::HoldNotFound { .. }), "{err:?}");
+        }
+    }
+
+    pub async fn expiry_and_extend(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "r1", "hollywood", now).await;
+        let mut c = video(a, "long", "standard", 10);
+        c.ttl_seconds = 60;
+        s.reserve(&c, now).await.unwrap();
+        let h = s.extend(a, "long", 60, now + 50 * S).await.unwrap();
+        assert_eq!(h.expires_at_ms, now + 110 * S);
+        // Extend never shortens a hold.
+        let h = s.extend(a, "long", 10, now + 51 * S).await.unwrap();
+        assert_eq!(h.expires_at_ms, now + 110 * S);
+        let b = s.balance(a, now + 109 * S).await.unwrap();
+        assert_eq!((b.open_holds, b.allowance_held), (1, 100));
+        let b = s.balance(a, now + 110 * S).await.unwrap();
+        assert_eq!(
+            (b.open_holds, b.allowance_held, b.allowance_used),
+            (0, 0, 0)
+        );
+        let err = s.extend(a, "long", 60, now + 111 * S).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::HoldState {
+                    state: HoldState::Expired,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        // A hold lives at most 6 h, however often it is extended.
+        let mut c = video(a, "epic", "standard", 20);
+        c.ttl_seconds = 3600;
+        s.reserve(&c, now).await.unwrap();
+        let mut at = now;
+        let mut last = 0;
+        for _ in 0..8 {
+            at += 50 * MIN;
+            if at >= now + 6 * HOUR {
+                break;
+            }
+            last = s.extend(a, "epic", 3600, at).await.unwrap().expires_at_ms;
+        }
+        assert_eq!(last, now + 6 * HOUR);
+        let view = s.account(a, now + 6 * HOUR - 1).await.unwrap();
+        assert_eq!(view.holds.len(), 1);
+        let b = s.balance(a, now + 6 * HOUR).await.unwrap();
+        assert_eq!(b.open_holds, 0);
+        // A reserve on the account reclaims expired holds first.
+        let mut c = video(a, "x", "standard", 5);
+        c.ttl_seconds = 1;
+        s.reserve(&c, now + 7 * HOUR).await.unwrap();
+        let r = s.reserve(&image(a, "y"), now + 7 * HOUR + S).await.unwrap();
+        assert_eq!((r.balance.open_holds, r.balance.allowance_held), (1, 4));
+    }
+
+    pub async fn plan_gates_refuse_even_with_credits(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "r1", "microbudget", now).await;
+        grant(&s, a, "rich", 1_000_000, CreditSource::Purchased, None, now).await;
+        let denied = |e: StoreError| match e {
+            StoreError::Denied(d) => d,
+            other => panic!("expected a denial, got {other:?}"),
+        };
+        let d = denied(
+            s.reserve(&video(a, "g1", "cinema", 5), now)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(
+            d.to_string(),
+            "model `cinema` needs plan `hollywood`; account is on `microbudget`"
+        );
+        let d = denied(
+            s.reserve(&video(a, "g2", "standard", 6), now)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(
+            (d.code(), d.needs.as_deref()),
+            ("video_seconds", Some("independent"))
+        );
+        s.reserve(&image(a, "g3"), now).await.unwrap();
+        s.reserve(&image(a, "g4"), now).await.unwrap();
+        let d = denied(s.reserve(&image(a, "g5"), now).await.unwrap_err());
+        assert_eq!(
+            (d.code(), d.needs.as_deref()),
+            ("concurrent_holds", Some("independent"))
+        );
+        // Denials leave nothing behind.
+        let b = s.balance(a, now).await.unwrap();
+        assert_eq!((b.open_holds, b.allowance_held, b.credits_held), (2, 8, 0));
+        // Without a plan: the `none` row, standard only, one at a time.
+        let n = "no-plan";
+        grant(&s, n, "rich", 1_000_000, CreditSource::Purchased, None, now).await;
+        let d = denied(s.reserve(&video(n, "g1", "pro", 1), now).await.unwrap_err());
+        assert_eq!(d.needs.as_deref(), Some("independent"));
+        s.reserve(&image(n, "g2"), now).await.unwrap();
+        let d = denied(s.reserve(&image(n, "g3"), now).await.unwrap_err());
+        assert_eq!(d.code(), "concurrent_holds");
+    }
+
+    pub async fn month_end_anchor_rolls_over(s: Subject) {
+        let a = "acct";
+        let jan31 = ms(datetime!(2026-01-31 10:00 UTC));
+        let started = start_plan_at(&s, a, "microbudget", jan31, jan31).await;
+        assert_eq!(started.change, PlanChange::Started);
+        assert_eq!(started.balance.cycle_start_ms, Some(jan31));
+        let feb28 = ms(datetime!(2026-02-28 10:00 UTC));
+        let mar31 = ms(datetime!(2026-03-31 10:00 UTC));
+        assert_eq!(started.balance.cycle_end_ms, Some(feb28));
+        s.reserve(&video(a, "g1", "standard", 5), jan31)
+            .await
+            .unwrap();
+        s.settle(a, "g1", None, jan31).await.unwrap();
+        let b = s.balance(a, feb28 - 1).await.unwrap();
+        assert_eq!((b.allowance_used, b.cycle_end_ms), (50, Some(feb28)));
+        let b = s.balance(a, feb28).await.unwrap();
+        assert_eq!(
+            (b.cycle_start_ms, b.cycle_end_ms),
+            (Some(feb28), Some(mar31))
+        );
+        assert_eq!(
+            (b.allowance_total, b.allowance_used, b.allowance_available),
+            (1000, 0, 1000)
+        );
+        let b = s.balance(a, mar31 + 1).await.unwrap();
+        assert_eq!(b.cycle_start_ms, Some(mar31));
+        assert_eq!(b.cycle_end_ms, Some(ms(datetime!(2026-04-30 10:00 UTC))));
+    }
+
+    pub async fn start_with_past_anchor_and_missed_cycles(s: Subject) {
+        let a = "acct";
+        // Migrating a subscription that started on Jan 29: the cycle containing now applies.
+        let anchor = ms(datetime!(2026-01-29 00:00 UTC));
+        let now = ms(datetime!(2026-03-10 12:00 UTC));
+        let started = start_plan_at(&s, a, "independent", anchor, now).await;
+        let b = &started.balance;
+        assert_eq!(b.cycle_start_ms, Some(ms(datetime!(2026-02-28 00:00 UTC))));
+        assert_eq!(b.cycle_end_ms, Some(ms(datetime!(2026-03-29 00:00 UTC))));
+        assert_eq!(b.allowance_total, 2500);
+        s.reserve(&image(a, "g1"), now).await.unwrap();
+        s.settle(a, "g1", None, now).await.unwrap();
+        // Nobody touches the account for three cycles.
+        let later = ms(datetime!(2026-06-30 00:00 UTC));
+        let b = s.balance(a, later).await.unwrap();
+        assert_eq!(b.cycle_start_ms, Some(ms(datetime!(2026-06-29 00:00 UTC))));
+        assert_eq!(b.cycle_end_ms, Some(ms(datetime!(2026-07-29 00:00 UTC))));
+        assert_eq!((b.allowance_total, b.allowance_used), (2500, 0));
+    }
+
+    pub async fn upgrade_is_prorated(s: Subject) {
+        let a = "acct";
+        // A 30-day cycle: April.
+        let apr1 = ms(datetime!(2026-04-01 00:00 UTC));
+        start_plan_at(&s, a, "independent", apr1, apr1).await;
+        s.reserve(&video(a, "g1", "pro", 10), apr1).await.unwrap();
+        s.settle(a, "g1", None, apr1).await.unwrap();
+        // 18 of 30 days left: +1,500 units and 1,500 cents.
+        let apr13 = apr1 + 12 * DAY;
+        let up = set_plan(&s, a, "up", "hollywood", apr13).await;
+        assert_eq!(up.change, PlanChange::Upgraded);
+        assert_eq!((up.allowance_added, up.prorated_charge_cents), (1500, 1500));
+        assert_eq!(up.effective_at_ms, apr13);
+        let b = &up.balance;
+        assert_eq!(
+            (b.plan.as_str(), b.allowance_total, b.allowance_used),
+            ("hollywood", 4000, 200)
+        );
+        // Features switch at once.
+        s.reserve(&video(a, "g2", "cinema", 20), apr13)
+            .await
+            .unwrap();
+        // The next cycle has the full new allowance.
+        let b = s
+            .balance(a, ms(datetime!(2026-05-01 00:00 UTC)))
+            .await
+            .unwrap();
+        assert_eq!((b.allowance_total, b.allowance_used), (5000, 0));
+    }
+
+    pub async fn two_upgrades_add_up(s: Subject) {
+        let a = "acct";
+        let apr1 = ms(datetime!(2026-04-01 00:00 UTC));
+        start_plan_at(&s, a, "microbudget", apr1, apr1).await;
+        let first = set_plan(&s, a, "up1", "independent", apr1 + 15 * DAY).await;
+        assert_eq!(
+            (first.allowance_added, first.prorated_charge_cents),
+            (750, 750)
+        );
+        let second = set_plan(&s, a, "up2", "hollywood", apr1 + 20 * DAY).await;
+        // floor(2500 * 10 / 30) = 833
+        assert_eq!(
+            (second.allowance_added, second.prorated_charge_cents),
+            (833, 833)
+        );
+        assert_eq!(second.balance.allowance_total, 1000 + 750 + 833);
+    }
+
+    pub async fn downgrade_waits_for_the_cycle_end(s: Subject) {
+        let a = "acct";
+        let apr1 = ms(datetime!(2026-04-01 00:00 UTC));
+        let may1 = ms(datetime!(2026-05-01 00:00 UTC));
+        start_plan_at(&s, a, "hollywood", apr1, apr1).await;
+        let down = set_plan(&s, a, "down", "microbudget", apr1 + DAY).await;
+        assert_eq!(down.change, PlanChange::DowngradeScheduled);
+        assert_eq!(down.effective_at_ms, may1);
+        assert_eq!((down.allowance_added, down.prorated_charge_cents), (0, 0));
+        let b = &down.balance;
+        assert_eq!(
+            (
+                b.plan.as_str(),
+                b.scheduled_plan.as_deref(),
+                b.allowance_total
+            ),
+            ("hollywood", Some("microbudget"), 5000)
+        );
+        // Until then the account keeps its features.
+        s.reserve(&video(a, "g1", "cinema", 20), apr1 + DAY)
+            .await
+            .unwrap();
+        s.settle(a, "g1", None, apr1 + DAY).await.unwrap();
+        let b = s.balance(a, may1).await.unwrap();
+        assert_eq!(
+            (
+                b.plan.as_str(),
+                b.scheduled_plan,
+                b.allowance_total,
+                b.allowance_used
+            ),
+            ("microbudget", None, 1000, 0)
+        );
+        let err = s
+            .reserve(&video(a, "g2", "cinema", 5), may1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Denied(_)), "{err:?}");
+    }
+
+    pub async fn asking_for_the_current_plan_cancels_a_downgrade(s: Subject) {
+        let a = "acct";
+        let apr1 = ms(datetime!(2026-04-01 00:00 UTC));
+        start_plan_at(&s, a, "independent", apr1, apr1).await;
+        assert_eq!(
+            set_plan(&s, a, "same", "independent", apr1).await.change,
+            PlanChange::Unchanged
+        );
+        set_plan(&s, a, "down", "microbudget", apr1 + DAY).await;
+        let back = set_plan(&s, a, "back", "independent", apr1 + 2 * DAY).await;
+        assert_eq!(back.change, PlanChange::ScheduledChangeCancelled);
+        assert_eq!(back.balance.scheduled_plan, None);
+        // An upgrade also cancels a scheduled downgrade.
+        set_plan(&s, a, "down2", "microbudget", apr1 + 3 * DAY).await;
+        let up = set_plan(&s, a, "up", "hollywood", apr1 + 4 * DAY).await;
+        assert_eq!(
+            (up.change, up.balance.scheduled_plan),
+            (PlanChange::Upgraded, None)
+        );
+        let b = s
+            .balance(a, ms(datetime!(2026-05-01 00:00 UTC)))
+            .await
+            .unwrap();
+        assert_eq!((b.plan.as_str(), b.allowance_total), ("hollywood", 5000));
+    }
+
+    pub async fn cancelled_plan_still_spends_credits(s: Subject) {
+        let a = "acct";
+        let apr1 = ms(datetime!(2026-04-01 00:00 UTC));
+        let may1 = ms(datetime!(2026-05-01 00:00 UTC));
+        start_plan_at(&s, a, "microbudget", apr1, apr1).await;
+        grant(&s, a, "pack", 100, CreditSource::Purchased, None, apr1).await;
+        let cancel = set_plan(&s, a, "cancel", "none", apr1 + DAY).await;
+        assert_eq!(
+            (cancel.change, cancel.effective_at_ms),
+            (PlanChange::DowngradeScheduled, may1)
+        );
+        let b = s.balance(a, may1).await.unwrap();
+        assert_eq!(
+            (b.plan.as_str(), b.cycle_start_ms, b.allowance_total),
+            ("none", None, 0)
+        );
+        let r = s.reserve(&image(a, "g1"), may1).await.unwrap();
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (0, 4));
+        // Starting again begins a fresh cycle.
+        let again = set_plan(&s, a, "again", "independent", may1 + DAY).await;
+        assert_eq!(again.change, PlanChange::Started);
+        assert_eq!(again.balance.cycle_start_ms, Some(may1 + DAY));
+    }
+
+    pub async fn holds_pin_their_cycle(s: Subject) {
+        let a = "acct";
+        let apr1 = ms(datetime!(2026-04-01 00:00 UTC));
+        let may1 = ms(datetime!(2026-05-01 00:00 UTC));
+        start_plan_at(&s, a, "hollywood", apr1, apr1).await;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, apr1).await;
+        let before = may1 - 10 * S;
+        // Spend down to 200 allowance so the held videos draw from both sources.
+        for i in 0..6 {
+            let g = format!("burn-{i}");
+            s.reserve(&video(a, &g, "cinema", 20), apr1).await.unwrap();
+            s.settle(a, &g, None, apr1).await.unwrap();
+        }
+        let mut c = video(a, "settled-late", "cinema", 20);
+        c.ttl_seconds = 3600;
+        let r = s.reserve(&c, before).await.unwrap();
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 600));
+        // Rollover: the new cycle starts clean.
+        let b = s.balance(a, may1).await.unwrap();
+        assert_eq!(
+            (b.allowance_used, b.allowance_held, b.credits_held),
+            (0, 0, 600)
+        );
+        // Settling charges the old cycle: nothing moves in the new one.
+        let settled = s
+            .settle(a, "settled-late", Some(10), may1 + S)
+            .await
+            .unwrap();
+        assert_eq!(settled.charged_units, 400);
+        let b = settled.balance;
+        // 400 charged: 200 from the old allowance, 200 from credits; 400 credits come back.
+        assert_eq!(
+            (b.allowance_used, b.allowance_held, b.allowance_available),
+            (0, 0, 5000)
+        );
+        assert_eq!((b.credits_available, b.credits_held), (800, 0));
+
+        let mut c = video(a, "released-late", "cinema", 20);
+        c.ttl_seconds = 3600;
+        let june1 = ms(datetime!(2026-06-01 00:00 UTC));
+        for i in 0..6 {
+            let g = format!("may-{i}");
+            s.reserve(&video(a, &g, "cinema", 20), may1 + S)
+                .await
+                .unwrap();
+            s.settle(a, &g, None, may1 + S).await.unwrap();
+        }
+        let r = s.reserve(&c, june1 - 10 * S).await.unwrap();
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 600));
+        let released = s
+            .release(a, "released-late", ReleaseReason::Failed, june1 + S)
+            .await
+            .unwrap();
+        assert_eq!(released.returned_units, 800);
+        let b = released.balance;
+        // Credits come back; the old cycle's allowance does not join the new one.
+        assert_eq!(
+            (b.allowance_total, b.allowance_used, b.allowance_held),
+            (5000, 0, 0)
+        );
+        assert_eq!((b.credits_available, b.credits_held), (800, 0));
+    }
+
+    pub async fn grant_expiring_mid_hold(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(
+            &s,
+            a,
+            "short",
+            100,
+            CreditSource::Promotional,
+            Some(now + 100 * S),
+            now,
+        )
+        .await;
+        grant(&s, a, "long", 100, CreditSource::Purchased, None, now).await;
+        let mut c = video(a, "settled", "standard", 5);
+        c.ttl_seconds = 3600;
+        s.reserve(&c, now).await.unwrap();
+        let mut c2 = c.clone();
+        c2.generation_id = "released".into();
+        // "none" allows one hold at a time: a second account takes the release path.
+        s.settle(a, "settled", None, now + 200 * S).await.unwrap();
+        let b = s.balance(a, now + 200 * S).await.unwrap();
+        // The expired grant was charged for the hold; its remainder is gone.
+        assert_eq!((b.credits_available, b.credits_held), (100, 0));
+        let view = s.account(a, now + 200 * S).await.unwrap();
+        assert_eq!(view.grants.len(), 1);
+
+        let r = "other";
+        grant(
+            &s,
+            r,
+            "short",
+            100,
+            CreditSource::Promotional,
+            Some(now + 100 * S),
+            now,
+        )
+        .await;
+        c2.account_id = r.into();
+        s.reserve(&c2, now).await.unwrap();
+        let released = s
+            .release(r, "released", ReleaseReason::Failed, now + 200 * S)
+            .await
+            .unwrap();
+        // What goes back to an expired grant is lost.
+        assert_eq!(
+            (
+                released.balance.credits_available,
+                released.balance.credits_held
+            ),
+            (0, 0)
+        );
+        let view = s.account(r, now + 200 * S).await.unwrap();
+        assert!(view.grants.is_empty());
+    }
+
+    pub async fn revoke_with_a_live_hold(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(&s, a, "promo", 100, CreditSource::Promotional, None, now).await;
+        s.reserve(&video(a, "g1", "standard", 5), now)
+            .await
+            .unwrap();
+        let revoked = s.revoke_credits(a, "promo", now).await.unwrap();
+        assert_eq!(revoked.revoked_units, 50);
+        assert_eq!(
+            (
+                revoked.balance.credits_available,
+                revoked.balance.credits_held
+            ),
+            (0, 50)
+        );
+        // The held part stays chargeable.
+        let settled = s.settle(a, "g1", Some(3), now).await.unwrap();
+        assert_eq!(settled.charged_units, 30);
+        // ... and what the partial settle gives back to a revoked grant is gone.
+        assert_eq!(
+            (
+                settled.balance.credits_available,
+                settled.balance.credits_held
+            ),
+            (0, 0)
+        );
+        assert_eq!(
+            s.revoke_credits(a, "promo", now)
+                .await
+                .unwrap()
+                .revoked_units,
+            0
+        );
+        let err = s.revoke_credits(a, "never", now).await.unwrap_err();
+        assert!(matches!(err, StoreError::GrantNotFound { .. }), "{err:?}");
+    }
+
+    pub async fn idempotent_admin_calls(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        let first = set_plan(&s, a, "req-1", "microbudget", now).await;
+        let again = set_plan(&s, a, "req-1", "microbudget", now + MIN).await;
+        assert!(again.replayed && !first.replayed);
+        assert_eq!(
+            (again.change, again.effective_at_ms, again.allowance_added),
+            (first.change, first.effective_at_ms, first.allowance_added)
+        );
+        let err = s
+            .set_plan(
+                &SetPlanCmd {
+                    request_id: "req-1".into(),
+                    account_id: a.into(),
+                    plan: "hollywood".into(),
+                    cycle_anchor_ms: None,
+                },
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::RequestConflict { .. }), "{err:?}");
+        assert_eq!(s.balance(a, now).await.unwrap().plan, "microbudget");
+
+        let g = grant(&s, a, "pack-1", 50, CreditSource::Purchased, None, now).await;
+        let again = grant(
+            &s,
+            a,
+            "pack-1",
+            50,
+            CreditSource::Purchased,
+            None,
+            now + MIN,
+        )
+        .await;
+        assert!(again.replayed && !g.replayed);
+        assert_eq!(again.grant, g.grant);
+        assert_eq!(again.balance.credits_available, 50);
+        let err = s
+            .grant_credits(
+                &GrantCmd {
+                    account_id: a.into(),
+                    grant_id: "pack-1".into(),
+                    units: 60,
+                    source: CreditSource::Purchased,
+                    expires_at_ms: None,
+                },
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::GrantConflict { .. }), "{err:?}");
+        // A grant spent to nothing is still recognised by its id.
+        let c = "credits-only";
+        grant(&s, c, "exact", 4, CreditSource::Promotional, None, now).await;
+        s.reserve(&image(c, "g"), now).await.unwrap();
+        s.settle(c, "g", None, now).await.unwrap();
+        let replay = grant(
+            &s,
+            c,
+            "exact",
+            4,
+            CreditSource::Promotional,
+            None,
+            now + MIN,
+        )
+        .await;
+        assert!(replay.replayed);
+        assert_eq!(
+            (
+                replay.grant.units_remaining,
+                replay.balance.credits_available
+            ),
+            (0, 0)
+        );
+        let err = s
+            .grant_credits(
+                &GrantCmd {
+                    account_id: a.into(),
+                    grant_id: "old".into(),
+                    units: 1,
+                    source: CreditSource::Purchased,
+                    expires_at_ms: Some(now),
+                },
+                now,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::InvalidArgument {
+                    field: "expires_at",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    pub async fn unknown_account_reads_as_empty(s: Subject) {
+        let b = s.balance("nobody", t0()).await.unwrap();
+        assert_eq!(b.plan, "none");
+        assert_eq!(
+            (
+                b.allowance_total,
+                b.credits_available,
+                b.open_holds,
+                b.cycle_start_ms
+            ),
+            (0, 0, 0, None)
+        );
+        let view = s.account("nobody", t0()).await.unwrap();
+        assert!(view.grants.is_empty() && view.holds.is_empty());
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::memory()).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    allowance_then_credits,
+    burn_order_across_three_grants,
+    replays_are_idempotent,
+    same_generation_with_other_terms_conflicts,
+    denied_reserve_leaves_no_state,
+    partial_settle_returns_credits_first,
+    settle_preconditions,
+    unknown_holds_are_not_found,
+    expiry_and_extend,
+    plan_gates_refuse_even_with_credits,
+    month_end_anchor_rolls_over,
+    start_with_past_anchor_and_missed_cycles,
+    upgrade_is_prorated,
+    two_upgrades_add_up,
+    downgrade_waits_for_the_cycle_end,
+    asking_for_the_current_plan_cancels_a_downgrade,
+    cancelled_plan_still_spends_credits,
+    holds_pin_their_cycle,
+    grant_expiring_mid_hold,
+    revoke_with_a_live_hold,
+    idempotent_admin_calls,
+    unknown_account_reads_as_empty,
+);

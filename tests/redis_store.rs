@@ -1,0 +1,254 @@
+//! What only the Redis store has: one round trip per operation, script reloads, a Redis that
+//! dies or stalls mid-run, and atomicity under racing callers.
+
+mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quota_sidecar::ledger::{Catalog, CreditSource, Kind};
+use quota_sidecar::store::redis::RedisStore;
+use quota_sidecar::store::*;
+
+const NOW_MS: i64 = 1_780_000_000_000;
+const DEADLINE: Duration = Duration::from_millis(250);
+
+async fn store(server: &harness::RedisServer) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::connect(&server.url(), Arc::new(Catalog::builtin()), DEADLINE)
+            .await
+            .expect("connect"),
+    )
+}
+
+fn reserve_cmd(
+    account: &str,
+    generation: &str,
+    kind: Kind,
+    model: &str,
+    quantity: u32,
+) -> ReserveCmd {
+    ReserveCmd {
+        account_id: account.into(),
+        generation_id: generation.into(),
+        kind,
+        model: model.into(),
+        quantity,
+        ttl_seconds: 300,
+        labels: BTreeMap::from([("job".to_string(), "j-1".to_string())]),
+    }
+}
+
+fn image(account: &str, generation: &str) -> ReserveCmd {
+    reserve_cmd(account, generation, Kind::CharacterImage, "standard", 1)
+}
+
+#[tokio::test]
+async fn every_operation_is_one_evalsha() {
+    let server = harness::RedisServer::start();
+    let proxy = harness::proxy::CountingProxy::start(server.port()).await;
+    let s = RedisStore::connect(&proxy.url(), Arc::new(Catalog::builtin()), DEADLINE)
+        .await
+        .expect("connect");
+    // Connecting loads every script once; after that, one EVALSHA per operation.
+    let startup = proxy.take();
+    assert!(
+        startup
+            .iter()
+            .all(|c| c == "SCRIPT" || c == "HELLO" || c == "CLIENT"),
+        "{startup:?}"
+    );
+    assert_eq!(
+        startup.iter().filter(|c| *c == "SCRIPT").count(),
+        RedisStore::SCRIPT_COUNT,
+        "{startup:?}"
+    );
+    let a = "acct";
+    let mut table = Vec::new();
+    macro_rules! measure {
+        ($name:literal, $call:expr) => {{
+            let result = $call.await;
+            assert!(result.is_ok(), "{}: {:?}", $name, result.err());
+            let sent = proxy.take();
+            assert_eq!(sent, ["EVALSHA"], "{}", $name);
+            table.push(($name, sent.len()));
+        }};
+    }
+    let plan = SetPlanCmd {
+        request_id: "r1".into(),
+        account_id: a.into(),
+        plan: "hollywood".into(),
+        cycle_anchor_ms: None,
+    };
+    let grant = GrantCmd {
+        account_id: a.into(),
+        grant_id: "pack".into(),
+        units: 100,
+        source: CreditSource::Purchased,
+        expires_at_ms: None,
+    };
+    measure!("set_plan", s.set_plan(&plan, NOW_MS));
+    measure!("grant_credits", s.grant_credits(&grant, NOW_MS));
+    measure!("reserve", s.reserve(&image(a, "g1"), NOW_MS));
+    measure!("reserve (replay)", s.reserve(&image(a, "g1"), NOW_MS));
+    measure!("extend", s.extend(a, "g1", 600, NOW_MS));
+    measure!("settle", s.settle(a, "g1", None, NOW_MS));
+    measure!("settle (replay)", s.settle(a, "g1", None, NOW_MS));
+    measure!("reserve", s.reserve(&image(a, "g2"), NOW_MS));
+    measure!("release", s.release(a, "g2", ReleaseReason::Failed, NOW_MS));
+    measure!("balance", s.balance(a, NOW_MS));
+    measure!("account", s.account(a, NOW_MS));
+    measure!("revoke_credits", s.revoke_credits(a, "pack", NOW_MS));
+    measure!("reserve", s.reserve(&image(a, "g3"), NOW_MS));
+    // Lazy work (rolling a cycle over, reclaiming an expired hold) rides in the same script.
+    measure!(
+        "reserve after rollover, reclaiming an expired hold",
+        s.reserve(&image(a, "g4"), NOW_MS + 40 * 86_400_000)
+    );
+    let denied = s
+        .reserve(
+            &reserve_cmd(a, "g5", Kind::Video, "standard", 21),
+            NOW_MS + 40 * 86_400_000,
+        )
+        .await;
+    assert!(matches!(denied, Err(StoreError::Denied(_))), "{denied:?}");
+    assert_eq!(proxy.take(), ["EVALSHA"], "a denied reserve");
+    for (name, commands) in table {
+        println!("{name}: {commands} command(s)");
+    }
+}
+
+#[tokio::test]
+async fn scripts_reload_after_a_flush() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    s.reserve(&image("acct-noscript", "g0"), NOW_MS)
+        .await
+        .unwrap_err();
+    server.cli(&["SCRIPT", "FLUSH"]);
+    // NOSCRIPT → load → EVALSHA again, invisibly to the caller.
+    let err = s
+        .reserve(&image("acct-noscript", "g1"), NOW_MS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InsufficientFunds { .. }),
+        "{err:?}"
+    );
+    s.balance("acct-noscript", NOW_MS).await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_is_unavailable_then_recovers() {
+    let mut server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let grant = GrantCmd {
+        account_id: "acct".into(),
+        grant_id: "pack".into(),
+        units: 100,
+        source: CreditSource::Purchased,
+        expires_at_ms: None,
+    };
+    s.grant_credits(&grant, NOW_MS).await.unwrap();
+    s.reserve(&image("acct", "before"), NOW_MS).await.unwrap();
+
+    server.stop();
+    for i in 0..5 {
+        let started = Instant::now();
+        let err = s
+            .reserve(&image("acct", &format!("down-{i}")), NOW_MS)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(took < Duration::from_secs(1), "answered after {took:?}");
+        assert!(s.ping().await.is_err());
+    }
+
+    server.restart();
+    // The connection comes back by itself; the restarted Redis is empty (no persistence here).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recovered_after = loop {
+        match s.grant_credits(&grant, NOW_MS).await {
+            Ok(_) => break deadline - Instant::now(),
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("did not recover: {e:?}"),
+        }
+    };
+    println!("recovered with {recovered_after:?} of the 10 s budget left");
+    let r = s.reserve(&image("acct", "after"), NOW_MS).await.unwrap();
+    assert_eq!(r.balance.credits_held, 4);
+}
+
+#[tokio::test]
+async fn a_stalled_redis_answers_within_the_deadline() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    s.ping().await.unwrap();
+    let port = server.port().to_string();
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port, "DEBUG", "SLEEP", "1.5"])
+            .output()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let err = s.reserve(&image("acct", "slow"), NOW_MS).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        took < DEADLINE + Duration::from_millis(150),
+        "answered after {took:?}"
+    );
+    sleeper.join().unwrap().unwrap();
+    // Once Redis answers again, so does the store.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.balance("acct", NOW_MS).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "store did not come back after the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn racing_reserves_never_overspend() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let a = "racer";
+    let plan = SetPlanCmd {
+        request_id: "r1".into(),
+        account_id: a.into(),
+        plan: "hollywood".into(),
+        cycle_anchor_ms: None,
+    };
+    s.set_plan(&plan, NOW_MS).await.unwrap();
+    // 5,000 units and 8 concurrent holds: 800-unit videos are limited by money (6 fit).
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let cmd = reserve_cmd(a, &format!("v{i}"), Kind::Video, "cinema", 20);
+                s.reserve(&cmd, NOW_MS).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::InsufficientFunds { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok, 6);
+    let b = s.balance(a, NOW_MS).await.unwrap();
+    assert_eq!(
+        (b.allowance_held, b.allowance_available, b.open_holds),
+        (4800, 200, 6)
+    );
+}
