@@ -1,0 +1,224 @@
+//! The memory store's event log: the same shape as the Redis streams (one log per shard, ack
+//! ids `<shard>/<n>-0`) and the same consumer-group rules, so the two behave alike.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use async_trait::async_trait;
+
+use super::{AckId, EventLog, UsageEvent};
+use crate::store::keys::SHARD_COUNT;
+use crate::store::memory::MemoryStore;
+use crate::store::StoreResult;
+
+/// Per-shard logs and the groups reading them.
+#[derive(Debug)]
+pub(crate) struct MemoryLog {
+    shards: Vec<ShardLog>,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ShardLog {
+    /// Entry numbers start at 1; `trimmed` of them were dropped from the front.
+    trimmed: u64,
+    entries: VecDeque<UsageEvent>,
+}
+
+impl ShardLog {
+    fn get(&self, n: u64) -> Option<&UsageEvent> {
+        self.entries
+            .get(usize::try_from(n.checked_sub(self.trimmed + 1)?).ok()?)
+    }
+
+    fn last(&self) -> u64 {
+        self.trimmed + self.entries.len() as u64
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    /// Per shard: the next entry number to deliver.
+    next: Vec<u64>,
+    /// (shard, entry number) → owner and when it was delivered (`None`: abandoned).
+    pending: BTreeMap<(u32, u64), (String, Option<i64>)>,
+}
+
+impl MemoryLog {
+    pub(crate) fn new() -> MemoryLog {
+        MemoryLog {
+            shards: vec![ShardLog::default(); SHARD_COUNT as usize],
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Appends an event to its shard's log and gives it its ack id.
+    pub(crate) fn append(&mut self, shard: u32, mut event: UsageEvent) {
+        let log = &mut self.shards[shard as usize];
+        event.ack_id = AckId::format(shard, &format!("{}-0", log.last() + 1));
+        log.entries.push_back(event);
+    }
+
+    /// Every retained event, shard 0 first.
+    pub(crate) fn all(&self) -> Vec<UsageEvent> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.entries.iter().cloned())
+            .collect()
+    }
+
+    fn group(&mut self, name: &str) -> &mut Group {
+        let shards = &self.shards;
+        self.groups
+            .entry(name.to_string())
+            .or_insert_with(|| Group {
+                next: shards.iter().map(|s| s.trimmed + 1).collect(),
+                pending: BTreeMap::new(),
+            })
+    }
+
+    fn read(
+        &mut self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        resume: bool,
+        claim_idle_ms: u64,
+        now_ms: i64,
+    ) -> Vec<UsageEvent> {
+        if max == 0 {
+            return Vec::new();
+        }
+        self.group(group);
+        let g = self.groups.get_mut(group).expect("created above");
+        let mut out: Vec<(u32, u64)> = Vec::new();
+        for shard in 0..SHARD_COUNT {
+            let room = |out: &Vec<(u32, u64)>| max.saturating_sub(out.len());
+            let in_shard = g.pending.range((shard, 0)..(shard + 1, 0));
+            let mut take: Vec<(u32, u64)> = Vec::new();
+            if resume {
+                take.extend(
+                    in_shard
+                        .clone()
+                        .filter(|(_, (owner, _))| owner == consumer)
+                        .map(|(k, _)| *k)
+                        .take(room(&out)),
+                );
+            }
+            let claimable = in_shard
+                .filter(|(k, (owner, at))| {
+                    let idle = at.is_none_or(|at| now_ms - at >= claim_idle_ms as i64);
+                    idle && !(resume && owner == consumer) && !take.contains(k)
+                })
+                .map(|(k, _)| *k)
+                .take(room(&out).saturating_sub(take.len()))
+                .collect::<Vec<_>>();
+            take.extend(claimable);
+            let log = &self.shards[shard as usize];
+            while take.len() < room(&out) && g.next[shard as usize] <= log.last() {
+                take.push((shard, g.next[shard as usize]));
+                g.next[shard as usize] += 1;
+            }
+            for key in take {
+                g.pending.insert(key, (consumer.to_string(), Some(now_ms)));
+                out.push(key);
+            }
+        }
+        out.into_iter()
+            .filter_map(|(shard, n)| self.shards[shard as usize].get(n).cloned())
+            .collect()
+    }
+
+    fn ack(&mut self, group: &str, ids: &[AckId]) -> u32 {
+        let Some(g) = self.groups.get_mut(group) else {
+            return 0;
+        };
+        let mut acked = 0;
+        for id in ids {
+            let n = id
+                .entry_id
+                .split_once('-')
+                .and_then(|(n, _)| n.parse().ok());
+            if let Some(n) = n {
+                if g.pending.remove(&(id.shard, n)).is_some() {
+                    acked += 1;
+                }
+            }
+        }
+        acked
+    }
+
+    fn abandon(&mut self, group: &str, consumer: &str) {
+        if let Some(g) = self.groups.get_mut(group) {
+            for (owner, at) in g.pending.values_mut() {
+                if owner == consumer {
+                    *at = None;
+                }
+            }
+        }
+    }
+
+    fn trim(&mut self, keep_ms: i64, now_ms: i64) -> u64 {
+        let mut dropped = 0;
+        for (shard, log) in self.shards.iter_mut().enumerate() {
+            // Nothing a group still needs: below every group's next entry and oldest pending.
+            let safe = self
+                .groups
+                .values()
+                .map(|g| {
+                    let oldest_pending = g
+                        .pending
+                        .range((shard as u32, 0)..(shard as u32 + 1, 0))
+                        .next()
+                        .map(|((_, n), _)| *n);
+                    oldest_pending.unwrap_or(u64::MAX).min(g.next[shard])
+                })
+                .min()
+                .unwrap_or(u64::MAX);
+            while let Some(front) = log.entries.front() {
+                if log.trimmed + 1 >= safe || front.time_ms > now_ms - keep_ms {
+                    break;
+                }
+                log.entries.pop_front();
+                log.trimmed += 1;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn read(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        resume: bool,
+        claim_idle_ms: u64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<UsageEvent>> {
+        Ok(self.with_log(|log| log.read(group, consumer, max, resume, claim_idle_ms, now_ms)))
+    }
+
+    async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32> {
+        let ids = ack_ids
+            .iter()
+            .map(|id| AckId::parse(id))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(self.with_log(|log| log.ack(group, &ids)))
+    }
+
+    async fn abandon(&self, group: &str, consumer: &str) -> StoreResult<()> {
+        self.with_log(|log| log.abandon(group, consumer));
+        Ok(())
+    }
+
+    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        Ok(self.with_log(|log| log.trim(keep_ms, now_ms)))
+    }
+
+    async fn pending(&self, group: &str) -> StoreResult<u64> {
+        Ok(self.with_log(|log| log.groups.get(group).map_or(0, |g| g.pending.len() as u64)))
+    }
+}

@@ -1,0 +1,256 @@
+//! Usage events: the outbox every store operation writes in the same atomic step as its change,
+//! its encoding in a Redis Stream entry, and the readers that hand it to billing and analytics
+//! through consumer groups with acknowledgements (at-least-once).
+
+pub mod memory_log;
+pub mod redis_log;
+pub mod sweeper;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::ledger::{GrantDraw, Kind};
+use crate::store::keys::SHARD_COUNT;
+use crate::store::{StoreError, StoreResult};
+
+/// The event log read through consumer groups. Every shard has its own log; a group reads all
+/// of them. Delivery is at-least-once: an event stays pending for its group until acked.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Up to `max` events for `consumer` of `group`; the group is created on first use at the
+    /// oldest retained event. Per shard: with `resume`, this consumer's own unacked events
+    /// first (for a consumer that reconnects); then events other consumers left unacked for
+    /// `claim_idle_ms` or more; then new events. `max = 0` reads (and creates) nothing.
+    async fn read(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        resume: bool,
+        claim_idle_ms: u64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<UsageEvent>>;
+    /// Acknowledges events by ack id; returns how many were pending for the group.
+    async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32>;
+    /// A consumer went away: its unacked events become claimable by the others at once.
+    async fn abandon(&self, group: &str, consumer: &str) -> StoreResult<()>;
+    /// Drops history that every group has acked and that is older than `keep_ms`; never an
+    /// event some group has not acked. Returns how many events were dropped.
+    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64>;
+    /// Events delivered to `group` and not acked yet.
+    async fn pending(&self, group: &str) -> StoreResult<u64>;
+}
+
+/// Where an event sits: its shard and its id in that shard's log (`<shard>/<stream id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckId {
+    pub shard: u32,
+    pub entry_id: String,
+}
+
+impl AckId {
+    /// Parses `<shard>/<ms>-<seq>`; the error names the `ack_ids` field.
+    pub fn parse(text: &str) -> StoreResult<AckId> {
+        let bad = || StoreError::InvalidArgument {
+            field: "ack_ids",
+            message: format!("`{text}` is not an ack id from Subscribe"),
+        };
+        let (shard, entry_id) = text.split_once('/').ok_or_else(bad)?;
+        let shard: u32 = shard.parse().map_err(|_| bad())?;
+        let (ms, seq) = entry_id.split_once('-').ok_or_else(bad)?;
+        if shard >= SHARD_COUNT || ms.parse::<u64>().is_err() || seq.parse::<u64>().is_err() {
+            return Err(bad());
+        }
+        Ok(AckId {
+            shard,
+            entry_id: entry_id.to_string(),
+        })
+    }
+
+    /// `<shard>/<entry id>`.
+    pub fn format(shard: u32, entry_id: &str) -> String {
+        format!("{shard}/{entry_id}")
+    }
+}
+
+/// Event types. Only [`HOLD_SETTLED`] (usage) and [`PLAN_UPGRADED`] (prorated charge) are
+/// billable.
+pub const HOLD_RESERVED: &str = "hold.reserved";
+pub const HOLD_SETTLED: &str = "hold.settled";
+pub const HOLD_RELEASED: &str = "hold.released";
+pub const HOLD_EXPIRED: &str = "hold.expired";
+pub const HOLD_EXTENDED: &str = "hold.extended";
+pub const CREDITS_GRANTED: &str = "credits.granted";
+pub const CREDITS_REVOKED: &str = "credits.revoked";
+pub const PLAN_UPGRADED: &str = "plan.upgraded";
+pub const PLAN_DOWNGRADE_SCHEDULED: &str = "plan.downgrade_scheduled";
+pub const PLAN_CHANGED: &str = "plan.changed";
+pub const CYCLE_RENEWED: &str = "cycle.renewed";
+
+/// One change to an account. Fields that do not apply to a type stay empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageEvent {
+    /// Deterministic, for downstream de-duplication: `<account>/<generation>:settled`,
+    /// `<account>/<grant>:granted`, `<account>/<request>:<change>`,
+    /// `<account>:<cycle_start_ms>:renewed`.
+    pub id: String,
+    /// One of the type constants of this module.
+    pub event_type: String,
+    pub account_id: String,
+    pub time_ms: i64,
+    /// Strictly increasing per account.
+    pub sequence: u64,
+    /// Where the event sits in its log, for acknowledging it; empty until read from a log.
+    pub ack_id: String,
+    pub generation_id: String,
+    pub kind: Option<Kind>,
+    pub model: String,
+    pub quantity: u32,
+    /// hold.reserved/released/expired: the hold's cost; hold.settled: the charge;
+    /// credits.*: the units granted or revoked.
+    pub units: u64,
+    pub from_allowance: u64,
+    pub from_credits: u64,
+    pub grants: Vec<GrantDraw>,
+    pub reason: String,
+    pub plan: String,
+    pub previous_plan: String,
+    pub cycle_start_ms: Option<i64>,
+    /// plan.*: allowance added now; cycle.renewed: the new cycle's allowance.
+    pub allowance_added: u64,
+    pub prorated_charge_cents: u64,
+    pub grant_id: String,
+    pub source: String,
+    pub expires_at_ms: Option<i64>,
+    pub effective_at_ms: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl UsageEvent {
+    /// Builds an event from a stream entry's fields (as the scripts write them).
+    pub fn from_fields<'a>(
+        ack_id: String,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<UsageEvent, String> {
+        let mut e = UsageEvent {
+            ack_id,
+            ..UsageEvent::default()
+        };
+        let num = |name: &str, v: &str| -> Result<u64, String> {
+            v.parse()
+                .map_err(|_| format!("event field `{name}`: `{v}` is not a number"))
+        };
+        let time = |name: &str, v: &str| -> Result<Option<i64>, String> {
+            if v.is_empty() || v == "0" {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|_| format!("event field `{name}`: `{v}` is not a time"))
+        };
+        for (name, v) in fields {
+            match name {
+                "id" => e.id = v.to_string(),
+                "type" => e.event_type = v.to_string(),
+                "account" => e.account_id = v.to_string(),
+                "time" => e.time_ms = time(name, v)?.unwrap_or_default(),
+                "seq" => e.sequence = num(name, v)?,
+                "gen" => e.generation_id = v.to_string(),
+                "kind" => e.kind = Kind::parse(v),
+                "model" => e.model = v.to_string(),
+                "qty" => e.quantity = num(name, v)? as u32,
+                "units" => e.units = num(name, v)?,
+                "fa" => e.from_allowance = num(name, v)?,
+                "fc" => e.from_credits = num(name, v)?,
+                "draws" => e.grants = parse_draws(v)?,
+                "reason" => e.reason = v.to_string(),
+                "plan" => e.plan = v.to_string(),
+                "prev" => e.previous_plan = v.to_string(),
+                "cycle" => e.cycle_start_ms = time(name, v)?,
+                "added" => e.allowance_added = num(name, v)?,
+                "charge" => e.prorated_charge_cents = num(name, v)?,
+                "grant" => e.grant_id = v.to_string(),
+                "source" => e.source = v.to_string(),
+                "expires" => e.expires_at_ms = time(name, v)?,
+                "effective" => e.effective_at_ms = time(name, v)?,
+                "labels" => {
+                    e.labels = serde_json::from_str(v)
+                        .map_err(|err| format!("event field `labels`: {err}"))?
+                }
+                // Fields a newer version added are not an error for an older reader.
+                _ => {}
+            }
+        }
+        Ok(e)
+    }
+}
+
+/// `"g1=5,g2=3"` → draws, in order.
+pub fn parse_draws(text: &str) -> Result<Vec<GrantDraw>, String> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|pair| {
+            let (grant_id, units) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("bad grant draw `{pair}`"))?;
+            Ok(GrantDraw {
+                grant_id: grant_id.to_string(),
+                units: units
+                    .parse()
+                    .map_err(|_| format!("bad grant draw `{pair}`"))?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_ids() {
+        assert_eq!(
+            AckId::parse("3/1700000000000-2").unwrap(),
+            AckId {
+                shard: 3,
+                entry_id: "1700000000000-2".into()
+            }
+        );
+        for bad in ["", "3", "x/1-0", "99/1-0", "3/1", "3/a-b", "3/1-0/x"] {
+            assert!(AckId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_a_stream_entry() {
+        let fields = [
+            ("id", "a/g1:settled"),
+            ("type", "hold.settled"),
+            ("account", "a"),
+            ("time", "1700000000000"),
+            ("seq", "7"),
+            ("gen", "g1"),
+            ("kind", "video"),
+            ("model", "pro"),
+            ("qty", "3"),
+            ("units", "60"),
+            ("fa", "40"),
+            ("fc", "20"),
+            ("draws", "promo=15,bought=5"),
+            ("cycle", "0"),
+            ("labels", r#"{"job":"j1"}"#),
+            ("future_field", "x"),
+        ];
+        let e = UsageEvent::from_fields("3/1-0".into(), fields).unwrap();
+        assert_eq!(e.sequence, 7);
+        assert_eq!(e.kind, Some(Kind::Video));
+        assert_eq!(e.grants.len(), 2);
+        assert_eq!(e.grants[1].units, 5);
+        assert_eq!(e.cycle_start_ms, None);
+        assert_eq!(e.labels["job"], "j1");
+        assert!(UsageEvent::from_fields(String::new(), [("seq", "x")]).is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! The Redis event log: one stream per shard (`q:{s<n>}:events`), read through Redis consumer
+//! groups. Each command names one shard's stream, so it works on Redis Cluster, and none
+//! blocks: the connection is shared with the ledger's scripts, so readers poll instead.
+
+use std::collections::HashSet;
+
+use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
+use ::redis::Value;
+use async_trait::async_trait;
+
+use super::{AckId, EventLog, UsageEvent};
+use crate::store::keys::{shard_prefix, SHARD_COUNT};
+use crate::store::redis::RedisStore;
+use crate::store::{StoreError, StoreResult};
+
+/// Idle time given to an abandoned consumer's events: longer than any claim threshold, so the
+/// next reader of the group claims them at once.
+const ABANDONED_IDLE_MS: u64 = 365 * 86_400_000;
+/// Most pending entries looked at when abandoning a consumer, per shard and call.
+const ABANDON_BATCH: usize = 10_000;
+
+fn stream_key(shard: u32) -> String {
+    format!("{}events", shard_prefix(shard))
+}
+
+fn is_nogroup(e: &StoreError) -> bool {
+    matches!(e, StoreError::Internal(m) if m.contains("NOGROUP"))
+}
+
+/// `ms-seq` as numbers, for ordering stream ids.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn to_event(shard: u32, entry: &StreamId) -> StoreResult<UsageEvent> {
+    let fields: Vec<(String, String)> = entry
+        .map
+        .iter()
+        .map(|(k, v)| {
+            let v = ::redis::from_redis_value_ref::<String>(v)
+                .map_err(|e| StoreError::Internal(format!("event field `{k}`: {e}")))?;
+            Ok((k.clone(), v))
+        })
+        .collect::<StoreResult<_>>()?;
+    UsageEvent::from_fields(
+        AckId::format(shard, &entry.id),
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(StoreError::Internal)
+}
+
+impl RedisStore {
+    async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> StoreResult<T> {
+        let mut conn = self.connection();
+        self.bounded(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Creates the group at the oldest retained event (and the stream if it does not exist).
+    async fn create_group(&self, shard: u32, group: &str) -> StoreResult<()> {
+        let mut cmd = ::redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(stream_key(shard))
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM");
+        match self.query::<Value>(&cmd).await {
+            Err(StoreError::Internal(m)) if m.contains("BUSYGROUP") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// A group reads every shard, so it must exist on every shard's stream (a group missing on
+    /// a shard would let the trimmer drop events the group has not seen).
+    async fn ensure_group(&self, group: &str) -> StoreResult<()> {
+        if self.known_groups.lock().expect("lock").contains(group) {
+            return Ok(());
+        }
+        for shard in 0..SHARD_COUNT {
+            self.create_group(shard, group).await?;
+        }
+        self.known_groups
+            .lock()
+            .expect("lock")
+            .insert(group.to_string());
+        Ok(())
+    }
+
+    /// Runs a group command, creating the group first when Redis says it does not exist.
+    async fn group_query<T: ::redis::FromRedisValue>(
+        &self,
+        shard: u32,
+        group: &str,
+        cmd: &::redis::Cmd,
+    ) -> StoreResult<T> {
+        match self.query(cmd).await {
+            Err(e) if is_nogroup(&e) => {
+                self.create_group(shard, group).await?;
+                self.query(cmd).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_group(
+        &self,
+        shard: u32,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        from: &str,
+    ) -> StoreResult<Vec<StreamId>> {
+        let mut cmd = ::redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
+        cmd.arg("STREAMS").arg(stream_key(shard)).arg(from);
+        let reply: Option<StreamReadReply> = self.group_query(shard, group, &cmd).await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            // Entries trimmed while pending come back without fields: nothing to deliver.
+            .filter(|id| !id.map.is_empty())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl EventLog for RedisStore {
+    async fn read(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        resume: bool,
+        claim_idle_ms: u64,
+        now_ms: i64,
+    ) -> StoreResult<Vec<UsageEvent>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ensure_group(group).await?;
+        let mut out = Vec::new();
+        for shard in 0..SHARD_COUNT {
+            if out.len() >= max {
+                break;
+            }
+            let mut seen = HashSet::new();
+            let mut take = |entries: Vec<StreamId>, out: &mut Vec<UsageEvent>| -> StoreResult<()> {
+                for entry in entries {
+                    if out.len() < max && seen.insert(entry.id.clone()) {
+                        out.push(to_event(shard, &entry)?);
+                    }
+                }
+                Ok(())
+            };
+            if resume {
+                let own = self
+                    .read_group(shard, group, consumer, max - out.len(), "0")
+                    .await?;
+                take(own, &mut out)?;
+            }
+            if out.len() < max {
+                let mut cmd = ::redis::cmd("XAUTOCLAIM");
+                cmd.arg(stream_key(shard))
+                    .arg(group)
+                    .arg(consumer)
+                    .arg(claim_idle_ms);
+                cmd.arg("0-0").arg("COUNT").arg(max - out.len());
+                let claimed: StreamAutoClaimReply = self.group_query(shard, group, &cmd).await?;
+                take(
+                    claimed
+                        .claimed
+                        .into_iter()
+                        .filter(|e| !e.map.is_empty())
+                        .collect(),
+                    &mut out,
+                )?;
+            }
+            if out.len() < max {
+                let new = self
+                    .read_group(shard, group, consumer, max - out.len(), ">")
+                    .await?;
+                take(new, &mut out)?;
+            }
+        }
+        let _ = now_ms; // Redis measures idle time itself.
+        Ok(out)
+    }
+
+    async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32> {
+        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); SHARD_COUNT as usize];
+        for id in ack_ids {
+            let id = AckId::parse(id)?;
+            by_shard[id.shard as usize].push(id.entry_id);
+        }
+        let mut acked = 0;
+        for (shard, ids) in by_shard.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let mut cmd = ::redis::cmd("XACK");
+            cmd.arg(stream_key(shard as u32)).arg(group).arg(&ids);
+            acked += self.query::<u32>(&cmd).await?;
+        }
+        Ok(acked)
+    }
+
+    async fn abandon(&self, group: &str, consumer: &str) -> StoreResult<()> {
+        for shard in 0..SHARD_COUNT {
+            let mut cmd = ::redis::cmd("XPENDING");
+            cmd.arg(stream_key(shard)).arg(group).arg("-").arg("+");
+            cmd.arg(ABANDON_BATCH).arg(consumer);
+            let pending: Value = match self.query(&cmd).await {
+                Err(e) if is_nogroup(&e) => continue,
+                other => other?,
+            };
+            let ids: Vec<String> = match pending {
+                Value::Array(rows) => rows
+                    .into_iter()
+                    .filter_map(|row| match row {
+                        Value::Array(mut cols) if !cols.is_empty() => {
+                            ::redis::from_redis_value::<String>(cols.swap_remove(0)).ok()
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            // Same owner, but idle for "a year": XAUTOCLAIM of any reader takes them now.
+            let mut cmd = ::redis::cmd("XCLAIM");
+            cmd.arg(stream_key(shard))
+                .arg(group)
+                .arg(consumer)
+                .arg(0)
+                .arg(&ids);
+            cmd.arg("IDLE").arg(ABANDONED_IDLE_MS).arg("JUSTID");
+            self.query::<Value>(&cmd).await?;
+        }
+        Ok(())
+    }
+
+    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
+        let mut dropped = 0;
+        for shard in 0..SHARD_COUNT {
+            let key = stream_key(shard);
+            let mut info = ::redis::cmd("XINFO");
+            info.arg("GROUPS").arg(&key);
+            let groups: StreamInfoGroupsReply = match self.query(&info).await {
+                Err(StoreError::Internal(m)) if m.contains("no such key") => continue,
+                other => other?,
+            };
+            // The first entry some group still needs: its oldest unacked one, or the one after
+            // what it was last given.
+            let mut keep_from: Option<(u64, u64)> = None;
+            for g in &groups.groups {
+                let needed = if g.pending > 0 {
+                    let mut cmd = ::redis::cmd("XPENDING");
+                    cmd.arg(&key).arg(&g.name).arg("-").arg("+").arg(1);
+                    let rows: Value = self.query(&cmd).await?;
+                    let first = match rows {
+                        Value::Array(mut rows) if !rows.is_empty() => match rows.swap_remove(0) {
+                            Value::Array(mut cols) if !cols.is_empty() => {
+                                ::redis::from_redis_value::<String>(cols.swap_remove(0)).ok()
+                            }
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    first.as_deref().and_then(parse_id)
+                } else {
+                    parse_id(&g.last_delivered_id).map(|(ms, seq)| (ms, seq + 1))
+                };
+                let needed = needed.ok_or_else(|| {
+                    StoreError::Internal(format!("group `{}`: unreadable position", g.name))
+                })?;
+                keep_from = Some(keep_from.map_or(needed, |k| k.min(needed)));
+            }
+            // Age is measured with the server's clock, which stamped the ids.
+            let server_ms = {
+                let (secs, micros): (u64, u64) = self.query(&::redis::cmd("TIME")).await?;
+                secs * 1000 + micros / 1000
+            };
+            let age_cut = (server_ms.saturating_sub(keep_ms.max(0) as u64), 0);
+            let min_id = keep_from.map_or(age_cut, |k| k.min(age_cut));
+            let mut cmd = ::redis::cmd("XTRIM");
+            cmd.arg(&key)
+                .arg("MINID")
+                .arg(format!("{}-{}", min_id.0, min_id.1));
+            dropped += self.query::<u64>(&cmd).await?;
+        }
+        Ok(dropped)
+    }
+
+    async fn pending(&self, group: &str) -> StoreResult<u64> {
+        let mut total = 0;
+        for shard in 0..SHARD_COUNT {
+            let mut cmd = ::redis::cmd("XPENDING");
+            cmd.arg(stream_key(shard)).arg(group);
+            let summary: Value = match self.query(&cmd).await {
+                Err(e) if is_nogroup(&e) => continue,
+                other => other?,
+            };
+            if let Value::Array(mut parts) = summary {
+                if !parts.is_empty() {
+                    total += ::redis::from_redis_value::<u64>(parts.swap_remove(0)).unwrap_or(0);
+                }
+            }
+        }
+        Ok(total)
+    }
+}

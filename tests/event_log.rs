@@ -1,0 +1,357 @@
+//! The event log through consumer groups, and the expiry sweeper, on both stores.
+
+mod harness;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quota_sidecar::events::{EventLog, UsageEvent};
+use quota_sidecar::ledger::{Catalog, CreditSource, Kind};
+use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
+use quota_sidecar::store::memory::MemoryStore;
+use quota_sidecar::store::redis::RedisStore;
+use quota_sidecar::store::*;
+
+const NOW_MS: i64 = 1_780_000_000_000;
+
+struct Subject {
+    store: Arc<dyn Store>,
+    log: Arc<dyn EventLog>,
+    _redis: Option<harness::RedisServer>,
+}
+
+fn memory() -> Subject {
+    let m = Arc::new(MemoryStore::new(Arc::new(Catalog::builtin())));
+    Subject {
+        store: m.clone(),
+        log: m,
+        _redis: None,
+    }
+}
+
+async fn redis() -> Subject {
+    let server = harness::RedisServer::start();
+    let r = Arc::new(
+        RedisStore::connect(
+            &server.url(),
+            Arc::new(Catalog::builtin()),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap(),
+    );
+    Subject {
+        store: r.clone(),
+        log: r,
+        _redis: Some(server),
+    }
+}
+
+async fn fund(s: &Subject, account: &str) {
+    s.store
+        .grant_credits(
+            &GrantCmd {
+                account_id: account.into(),
+                grant_id: "pack".into(),
+                units: 10_000,
+                source: CreditSource::Purchased,
+                expires_at_ms: None,
+            },
+            NOW_MS,
+        )
+        .await
+        .unwrap();
+}
+
+async fn reserve(s: &Subject, account: &str, generation: &str, ttl_seconds: u32) {
+    let cmd = ReserveCmd {
+        account_id: account.into(),
+        generation_id: generation.into(),
+        kind: Kind::FirstFrame,
+        model: "standard".into(),
+        quantity: 1,
+        ttl_seconds,
+        labels: BTreeMap::new(),
+    };
+    s.store.reserve(&cmd, NOW_MS).await.unwrap();
+}
+
+fn ids(events: &[UsageEvent]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn sweeper_expires_untouched_accounts_once(s: Subject) {
+        let accounts: Vec<String> = (0..40).map(|i| format!("idle-{i}")).collect();
+        for a in &accounts {
+            fund(&s, a).await;
+            reserve(&s, a, "g", 60).await;
+        }
+        let later = NOW_MS + 61_000;
+        // Two sweepers race over every shard.
+        let sweep = |store: Arc<dyn Store>| async move {
+            let mut expired = 0;
+            for shard in 0..SHARD_COUNT {
+                expired += store.expire_due(shard, later, 100).await.unwrap();
+            }
+            expired
+        };
+        let (a, b) = tokio::join!(sweep(s.store.clone()), sweep(s.store.clone()));
+        assert_eq!(a + b, 40, "each hold expires exactly once");
+        let events = s
+            .log
+            .read("audit", "c1", 10_000, false, 60_000, later)
+            .await
+            .unwrap();
+        let expired: Vec<_> = events
+            .iter()
+            .filter(|e| e.event_type == "hold.expired")
+            .collect();
+        assert_eq!(expired.len(), 40);
+        let distinct: HashSet<_> = expired.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(distinct.len(), 40);
+        for a in &accounts {
+            let b = s.store.balance(a, later).await.unwrap();
+            assert_eq!(
+                (b.open_holds, b.credits_held, b.credits_available),
+                (0, 0, 10_000)
+            );
+        }
+        // Nothing left to do.
+        for shard in 0..SHARD_COUNT {
+            assert_eq!(s.store.expire_due(shard, later, 100).await.unwrap(), 0);
+        }
+    }
+
+    pub async fn acked_events_never_come_back(s: Subject) {
+        fund(&s, "a").await;
+        let plan = SetPlanCmd {
+            request_id: "r".into(),
+            account_id: "a".into(),
+            plan: "hollywood".into(),
+            cycle_anchor_ms: None,
+        };
+        s.store.set_plan(&plan, NOW_MS).await.unwrap();
+        for i in 0..5 {
+            reserve(&s, "a", &format!("g{i}"), 300).await;
+        }
+        let first = s
+            .log
+            .read("billing", "c1", 100, true, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 7);
+        assert_eq!(first[0].event_type, "credits.granted");
+        assert_eq!(first[1].event_type, "plan.changed");
+        let seqs: Vec<u64> = first.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+        let acks: Vec<String> = first.iter().map(|e| e.ack_id.clone()).collect();
+        assert_eq!(s.log.pending("billing").await.unwrap(), 7);
+        assert_eq!(s.log.ack("billing", &acks).await.unwrap(), 7);
+        assert_eq!(s.log.ack("billing", &acks).await.unwrap(), 0);
+        assert_eq!(s.log.pending("billing").await.unwrap(), 0);
+        // Reconnecting (resume) and other consumers see nothing again.
+        assert!(s
+            .log
+            .read("billing", "c1", 100, true, 0, NOW_MS)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .log
+            .read("billing", "c2", 100, true, 0, NOW_MS)
+            .await
+            .unwrap()
+            .is_empty());
+        // New events arrive once.
+        reserve(&s, "a", "g9", 300).await;
+        let next = s
+            .log
+            .read("billing", "c2", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(ids(&next), ["a/g9:reserved"]);
+        let bad = s
+            .log
+            .ack("billing", &["not-an-id".to_string()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                bad,
+                StoreError::InvalidArgument {
+                    field: "ack_ids",
+                    ..
+                }
+            ),
+            "{bad:?}"
+        );
+    }
+
+    pub async fn unacked_events_go_to_another_consumer(s: Subject) {
+        for a in ["a", "b", "c"] {
+            fund(&s, a).await;
+        }
+        let got = s
+            .log
+            .read("billing", "worker-1", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        // worker-1 acks one and goes away.
+        s.log
+            .ack("billing", &[got[0].ack_id.clone()])
+            .await
+            .unwrap();
+        // While worker-1 is alive and not idle, nobody else gets its events.
+        let none = s
+            .log
+            .read("billing", "worker-2", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{:?}", ids(&none));
+        s.log.abandon("billing", "worker-1").await.unwrap();
+        let taken = s
+            .log
+            .read("billing", "worker-2", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        let mut expected = ids(&got[1..]);
+        expected.sort();
+        let mut taken_ids = ids(&taken);
+        taken_ids.sort();
+        assert_eq!(taken_ids, expected);
+        let acks: Vec<String> = taken.iter().map(|e| e.ack_id.clone()).collect();
+        assert_eq!(s.log.ack("billing", &acks).await.unwrap(), 2);
+        assert_eq!(s.log.pending("billing").await.unwrap(), 0);
+    }
+
+    pub async fn a_reconnecting_consumer_gets_its_pending_first(s: Subject) {
+        fund(&s, "a").await;
+        let got = s
+            .log
+            .read("billing", "c1", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        // Not resumed: nothing new.
+        assert!(s
+            .log
+            .read("billing", "c1", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap()
+            .is_empty());
+        let again = s
+            .log
+            .read("billing", "c1", 100, true, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(ids(&again), ids(&got));
+    }
+
+    pub async fn a_late_group_sees_everything(s: Subject) {
+        for i in 0..20 {
+            fund(&s, &format!("acct-{i}")).await;
+        }
+        let early = s
+            .log
+            .read("billing", "c", 1000, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(early.len(), 20);
+        let acks: Vec<String> = early.iter().map(|e| e.ack_id.clone()).collect();
+        s.log.ack("billing", &acks).await.unwrap();
+        let late = s
+            .log
+            .read("analytics", "c", 1000, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(late.len(), 20);
+        // Delivered in log order per shard, spread over the shards of the accounts.
+        let shards: HashSet<u32> = late.iter().map(|e| shard_of(&e.account_id)).collect();
+        assert!(shards.len() > 5, "{shards:?}");
+    }
+
+    pub async fn trimming_keeps_what_a_group_needs(s: Subject) {
+        for i in 0..10 {
+            fund(&s, &format!("acct-{i}")).await;
+        }
+        // "slow" has been given one event; "billing" reads all and acks all but one.
+        let slow_first = s
+            .log
+            .read("slow", "c", 1, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(slow_first.len(), 1);
+        let got = s
+            .log
+            .read("billing", "c", 1000, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 10);
+        let acks: Vec<String> = got[1..].iter().map(|e| e.ack_id.clone()).collect();
+        s.log.ack("billing", &acks).await.unwrap();
+        let far_future = NOW_MS + 365 * 86_400_000;
+        // Each event is still needed by one group or the other.
+        assert_eq!(s.log.trim(0, far_future).await.unwrap(), 0);
+        s.log.abandon("billing", "c").await.unwrap();
+        let again = s
+            .log
+            .read("billing", "c2", 1000, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(ids(&again), ids(&got[..1]));
+        s.log
+            .ack("billing", &[again[0].ack_id.clone()])
+            .await
+            .unwrap();
+        let slow_rest = s
+            .log
+            .read("slow", "c", 1000, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(slow_rest.len(), 9);
+        let acks: Vec<String> = slow_first
+            .iter()
+            .chain(&slow_rest)
+            .map(|e| e.ack_id.clone())
+            .collect();
+        s.log.ack("slow", &acks).await.unwrap();
+        // Only now is the history fully acked, and old enough to go.
+        assert_eq!(
+            s.log.trim(365 * 86_400_000 * 2, far_future).await.unwrap(),
+            0
+        );
+        assert_eq!(s.log.trim(0, far_future).await.unwrap(), 10);
+        // A group created now starts at the oldest retained event: nothing.
+        let late = s
+            .log
+            .read("late", "c", 1000, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert!(late.is_empty());
+    }
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[tokio::test] async fn $case() { super::cases::$case(super::memory()).await; })*
+        }
+        mod redis_store {
+            $(#[tokio::test] async fn $case() { super::cases::$case(super::redis().await).await; })*
+        }
+    };
+}
+
+both!(
+    sweeper_expires_untouched_accounts_once,
+    acked_events_never_come_back,
+    unacked_events_go_to_another_consumer,
+    a_reconnecting_consumer_gets_its_pending_first,
+    a_late_group_sees_everything,
+    trimming_keeps_what_a_group_needs,
+);
