@@ -1,0 +1,703 @@
+//! `quotactl`: the operator's command line for quota-sidecar. Human tables by default,
+//! `--json` for scripts; the admin token comes from `QUOTA_ADMIN_TOKEN`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use prost_types::Timestamp;
+use serde_json::{json, Value};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
+
+#[derive(Parser)]
+#[command(
+    name = "quotactl",
+    version,
+    about = "Operate a quota-sidecar: plans, credits, balances"
+)]
+struct Cli {
+    /// Worker listener of the sidecar.
+    #[arg(
+        long,
+        env = "QUOTA_TARGET",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    target: String,
+    /// Admin listener of the sidecar.
+    #[arg(
+        long,
+        env = "QUOTA_ADMIN_TARGET",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
+    admin_target: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Plan, cycle, allowance and credits of an account.
+    Balance { account: String },
+    /// Balance, grants and open holds of an account (admin).
+    Account { account: String },
+    /// Start, upgrade, downgrade or cancel (`none`) a plan (admin).
+    SetPlan {
+        account: String,
+        plan: String,
+        /// Idempotency key; a retry with the same id changes nothing.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// First cycle start when a plan starts, RFC 3339 (default: now).
+        #[arg(long)]
+        anchor: Option<String>,
+    },
+    /// Add credits (admin). The grant id is the idempotency key.
+    Grant {
+        account: String,
+        grant_id: String,
+        units: u64,
+        #[arg(long, value_enum, default_value = "purchased")]
+        source: Source,
+        /// Expiry, RFC 3339 (default: never).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Take what is left of a grant (admin).
+    Revoke { account: String, grant_id: String },
+    /// Hold the cost of a generation (debugging).
+    Reserve {
+        account: String,
+        generation_id: String,
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// Images, or video seconds.
+        quantity: u32,
+        #[arg(long, default_value = "standard")]
+        model: String,
+        #[arg(long, default_value_t = 0)]
+        ttl_seconds: u32,
+    },
+    /// Charge a hold (debugging).
+    Settle {
+        account: String,
+        generation_id: String,
+        /// What the job really produced (default: as reserved).
+        #[arg(long)]
+        actual_quantity: Option<u32>,
+    },
+    /// Give a hold back (debugging).
+    Release {
+        account: String,
+        generation_id: String,
+        #[arg(long, value_enum, default_value = "cancelled")]
+        reason: ReasonArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Source {
+    Promotional,
+    Purchased,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    CharacterImage,
+    LocationImage,
+    FirstFrame,
+    Video,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReasonArg {
+    Failed,
+    ContentFiltered,
+    SystemError,
+    Cancelled,
+}
+
+/// What went wrong, said for an operator.
+struct Failure(String);
+
+impl Failure {
+    fn from_status(status: Status, target: &str) -> Failure {
+        let message = status.message();
+        Failure(match status.code() {
+            Code::Unavailable => format!(
+                "cannot reach the sidecar at {target} ({message}); is it running and is the address right?"
+            ),
+            Code::Unauthenticated => format!(
+                "the admin listener refused the token ({message}); set QUOTA_ADMIN_TOKEN to the sidecar's token"
+            ),
+            Code::InvalidArgument => format!("invalid request: {message}"),
+            Code::PermissionDenied => format!("not allowed by the plan: {message}"),
+            Code::ResourceExhausted => format!("not enough funds: {message}"),
+            Code::AlreadyExists => format!("already exists: {message}"),
+            Code::NotFound => format!("not found: {message}"),
+            Code::FailedPrecondition => format!("not possible now: {message}"),
+            Code::Unimplemented => format!("the sidecar does not support this yet: {message}"),
+            Code::DeadlineExceeded => format!("the sidecar did not answer in time: {message}"),
+            code => format!("{}: {message}", code.description()),
+        })
+    }
+}
+
+fn parse_time(field: &str, text: &str) -> Result<Timestamp, Failure> {
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| Failure(format!("--{field}: `{text}` is not an RFC 3339 time ({e})")))?;
+    Ok(Timestamp {
+        seconds: at.unix_timestamp(),
+        nanos: at.nanosecond() as i32,
+    })
+}
+
+async fn channel(target: &str) -> Result<Channel, Failure> {
+    Endpoint::from_shared(target.to_string())
+        .map_err(|e| Failure(format!("bad address `{target}`: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| {
+            Failure(format!(
+                "cannot reach the sidecar at {target} ({e}); is it running and is the address right?"
+            ))
+        })
+}
+
+fn admin_request<T>(message: T) -> Result<Request<T>, Failure> {
+    let token = std::env::var("QUOTA_ADMIN_TOKEN").unwrap_or_default();
+    if token.is_empty() {
+        return Err(Failure(
+            "QUOTA_ADMIN_TOKEN is not set: admin commands need the sidecar's admin token".into(),
+        ));
+    }
+    let mut request = Request::new(message);
+    let value = MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Failure("QUOTA_ADMIN_TOKEN has characters not allowed in a header".into()))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+async fn run(cli: Cli) -> Result<Output, Failure> {
+    let worker = |status| Failure::from_status(status, &cli.target);
+    let admin = |status| Failure::from_status(status, &cli.admin_target);
+    Ok(match cli.command {
+        Command::Balance { account } => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let balance = client
+                .get_balance(pb::GetBalanceRequest {
+                    account_id: account,
+                })
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::Balance(balance)
+        }
+        Command::Account { account } => {
+            let mut client = QuotaAdminClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::GetAccountRequest {
+                account_id: account,
+            })?;
+            Output::Account(
+                client
+                    .get_account(request)
+                    .await
+                    .map_err(admin)?
+                    .into_inner(),
+            )
+        }
+        Command::SetPlan {
+            account,
+            plan,
+            request_id,
+            anchor,
+        } => {
+            let mut client = QuotaAdminClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::SetPlanRequest {
+                request_id: request_id.unwrap_or_else(|| new_request_id(&account)),
+                account_id: account,
+                plan,
+                cycle_anchor: anchor.map(|a| parse_time("anchor", &a)).transpose()?,
+            })?;
+            Output::PlanSet(client.set_plan(request).await.map_err(admin)?.into_inner())
+        }
+        Command::Grant {
+            account,
+            grant_id,
+            units,
+            source,
+            expires,
+        } => {
+            let mut client = QuotaAdminClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::GrantCreditsRequest {
+                account_id: account,
+                grant_id,
+                units,
+                source: match source {
+                    Source::Promotional => pb::CreditSource::Promotional,
+                    Source::Purchased => pb::CreditSource::Purchased,
+                } as i32,
+                expires_at: expires.map(|e| parse_time("expires", &e)).transpose()?,
+            })?;
+            Output::Granted(
+                client
+                    .grant_credits(request)
+                    .await
+                    .map_err(admin)?
+                    .into_inner(),
+            )
+        }
+        Command::Revoke { account, grant_id } => {
+            let mut client = QuotaAdminClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::RevokeCreditsRequest {
+                account_id: account,
+                grant_id,
+            })?;
+            Output::Revoked(
+                client
+                    .revoke_credits(request)
+                    .await
+                    .map_err(admin)?
+                    .into_inner(),
+            )
+        }
+        Command::Reserve {
+            account,
+            generation_id,
+            kind,
+            quantity,
+            model,
+            ttl_seconds,
+        } => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let kind = match kind {
+                KindArg::CharacterImage => pb::GenerationKind::CharacterImage,
+                KindArg::LocationImage => pb::GenerationKind::LocationImage,
+                KindArg::FirstFrame => pb::GenerationKind::FirstFrame,
+                KindArg::Video => pb::GenerationKind::Video,
+            };
+            let response = client
+                .reserve(pb::ReserveRequest {
+                    account_id: account,
+                    generation_id,
+                    kind: kind as i32,
+                    model,
+                    quantity,
+                    ttl_seconds,
+                    labels: Default::default(),
+                })
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::Reserved(response)
+        }
+        Command::Settle {
+            account,
+            generation_id,
+            actual_quantity,
+        } => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let response = client
+                .settle(pb::SettleRequest {
+                    account_id: account,
+                    generation_id,
+                    actual_quantity,
+                })
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::Settled(response)
+        }
+        Command::Release {
+            account,
+            generation_id,
+            reason,
+        } => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let reason = match reason {
+                ReasonArg::Failed => pb::ReleaseReason::Failed,
+                ReasonArg::ContentFiltered => pb::ReleaseReason::ContentFiltered,
+                ReasonArg::SystemError => pb::ReleaseReason::SystemError,
+                ReasonArg::Cancelled => pb::ReleaseReason::Cancelled,
+            };
+            let response = client
+                .release(pb::ReleaseRequest {
+                    account_id: account,
+                    generation_id,
+                    reason: reason as i32,
+                })
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::Released(response)
+        }
+    })
+}
+
+/// A request id for a one-off SetPlan: unique per call, so retrying the command is a new
+/// change (pass --request-id to make a retry idempotent).
+fn new_request_id(account: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("quotactl:{account}:{nanos}")
+}
+
+enum Output {
+    Balance(pb::Balance),
+    Account(pb::Account),
+    PlanSet(pb::SetPlanResponse),
+    Granted(pb::GrantCreditsResponse),
+    Revoked(pb::RevokeCreditsResponse),
+    Reserved(pb::ReserveResponse),
+    Settled(pb::SettleResponse),
+    Released(pb::ReleaseResponse),
+}
+
+impl Output {
+    fn json(&self) -> Value {
+        match self {
+            Output::Balance(b) => balance_json(b),
+            Output::Account(a) => json!({
+                "balance": a.balance.as_ref().map(balance_json),
+                "grants": a.grants.iter().map(grant_json).collect::<Vec<_>>(),
+                "holds": a.holds.iter().map(hold_json).collect::<Vec<_>>(),
+            }),
+            Output::PlanSet(r) => json!({
+                "change": enum_name(pb::PlanChange::try_from(r.change).map(|c| c.as_str_name())),
+                "effective_at": time_json(r.effective_at.as_ref()),
+                "allowance_added": r.allowance_added,
+                "prorated_charge_cents": r.prorated_charge_cents,
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Granted(r) => json!({
+                "grant": r.grant.as_ref().map(grant_json),
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Revoked(r) => json!({
+                "revoked_units": r.revoked_units,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Reserved(r) => json!({
+                "hold": r.hold.as_ref().map(hold_json),
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Settled(r) => json!({
+                "hold": r.hold.as_ref().map(hold_json),
+                "charged_units": r.charged_units,
+                "returned_units": r.returned_units,
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Released(r) => json!({
+                "hold": r.hold.as_ref().map(hold_json),
+                "returned_units": r.returned_units,
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+        }
+    }
+
+    fn human(&self) -> String {
+        let mut out = String::new();
+        let replay = |replayed: bool| {
+            if replayed {
+                " (replayed: nothing changed)"
+            } else {
+                ""
+            }
+        };
+        match self {
+            Output::Balance(b) => out += &balance_text(b),
+            Output::Account(a) => {
+                if let Some(b) = &a.balance {
+                    out += &balance_text(b);
+                }
+                out += "\nGrants (burn order)\n";
+                out += &table(
+                    &[
+                        "GRANT",
+                        "SOURCE",
+                        "GRANTED",
+                        "REMAINING",
+                        "HELD",
+                        "EXPIRES",
+                        "CREATED",
+                    ],
+                    a.grants.iter().map(|g| {
+                        vec![
+                            g.grant_id.clone(),
+                            enum_text(
+                                pb::CreditSource::try_from(g.source).map(|s| s.as_str_name()),
+                                "CREDIT_SOURCE_",
+                            ),
+                            g.units_granted.to_string(),
+                            g.units_remaining.to_string(),
+                            g.units_held.to_string(),
+                            time_text(g.expires_at.as_ref()).unwrap_or_else(|| "never".into()),
+                            time_text(g.created_at.as_ref()).unwrap_or_default(),
+                        ]
+                    }),
+                );
+                out += "\nOpen holds\n";
+                out += &table(
+                    &[
+                        "GENERATION",
+                        "KIND",
+                        "MODEL",
+                        "QTY",
+                        "COST",
+                        "ALLOWANCE",
+                        "CREDITS",
+                        "EXPIRES",
+                    ],
+                    a.holds.iter().map(|h| {
+                        vec![
+                            h.generation_id.clone(),
+                            enum_text(
+                                pb::GenerationKind::try_from(h.kind).map(|k| k.as_str_name()),
+                                "GENERATION_KIND_",
+                            ),
+                            h.model.clone(),
+                            h.quantity.to_string(),
+                            h.cost_units.to_string(),
+                            h.from_allowance.to_string(),
+                            h.from_credits.to_string(),
+                            time_text(h.expires_at.as_ref()).unwrap_or_default(),
+                        ]
+                    }),
+                );
+            }
+            Output::PlanSet(r) => {
+                out += &format!(
+                    "{}{}: effective {}, allowance added {}, prorated charge {} cents\n\n",
+                    enum_text(
+                        pb::PlanChange::try_from(r.change).map(|c| c.as_str_name()),
+                        "PLAN_CHANGE_"
+                    ),
+                    replay(r.replayed),
+                    time_text(r.effective_at.as_ref()).unwrap_or_default(),
+                    r.allowance_added,
+                    r.prorated_charge_cents
+                );
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Granted(r) => {
+                if let Some(g) = &r.grant {
+                    out += &format!(
+                        "grant {}: {} units{}\n\n",
+                        g.grant_id,
+                        g.units_granted,
+                        replay(r.replayed)
+                    );
+                }
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Revoked(r) => {
+                out += &format!("revoked {} units\n\n", r.revoked_units);
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Reserved(r) => {
+                out += &hold_text(r.hold.as_ref(), replay(r.replayed));
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Settled(r) => {
+                out += &format!(
+                    "charged {} units, returned {}{}\n",
+                    r.charged_units,
+                    r.returned_units,
+                    replay(r.replayed)
+                );
+                out += &hold_text(r.hold.as_ref(), "");
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Released(r) => {
+                out += &format!(
+                    "returned {} units{}\n",
+                    r.returned_units,
+                    replay(r.replayed)
+                );
+                out += &hold_text(r.hold.as_ref(), "");
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+        }
+        out
+    }
+}
+
+fn enum_name(name: Result<&str, prost::UnknownEnumValue>) -> String {
+    name.map(str::to_string)
+        .unwrap_or_else(|e| format!("UNKNOWN_{}", e.0))
+}
+
+fn enum_text(name: Result<&str, prost::UnknownEnumValue>, prefix: &str) -> String {
+    let name = enum_name(name);
+    name.strip_prefix(prefix).unwrap_or(&name).to_lowercase()
+}
+
+fn time_text(at: Option<&Timestamp>) -> Option<String> {
+    let at = at?;
+    let t = time::OffsetDateTime::from_unix_timestamp(at.seconds).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn time_json(at: Option<&Timestamp>) -> Value {
+    time_text(at).map(Value::String).unwrap_or(Value::Null)
+}
+
+fn balance_json(b: &pb::Balance) -> Value {
+    json!({
+        "account_id": b.account_id,
+        "plan": b.plan,
+        "scheduled_plan": b.scheduled_plan,
+        "cycle_start": time_json(b.cycle_start.as_ref()),
+        "cycle_end": time_json(b.cycle_end.as_ref()),
+        "allowance_total": b.allowance_total,
+        "allowance_used": b.allowance_used,
+        "allowance_held": b.allowance_held,
+        "allowance_available": b.allowance_available,
+        "credits_available": b.credits_available,
+        "credits_held": b.credits_held,
+        "open_holds": b.open_holds,
+    })
+}
+
+fn grant_json(g: &pb::Grant) -> Value {
+    json!({
+        "grant_id": g.grant_id,
+        "source": enum_text(pb::CreditSource::try_from(g.source).map(|s| s.as_str_name()), "CREDIT_SOURCE_"),
+        "units_granted": g.units_granted,
+        "units_remaining": g.units_remaining,
+        "units_held": g.units_held,
+        "expires_at": time_json(g.expires_at.as_ref()),
+        "created_at": time_json(g.created_at.as_ref()),
+    })
+}
+
+fn hold_json(h: &pb::Hold) -> Value {
+    json!({
+        "account_id": h.account_id,
+        "generation_id": h.generation_id,
+        "kind": enum_text(pb::GenerationKind::try_from(h.kind).map(|k| k.as_str_name()), "GENERATION_KIND_"),
+        "model": h.model,
+        "quantity": h.quantity,
+        "cost_units": h.cost_units,
+        "from_allowance": h.from_allowance,
+        "from_credits": h.from_credits,
+        "grants": h.grants.iter().map(|d| json!({"grant_id": d.grant_id, "units": d.units})).collect::<Vec<_>>(),
+        "state": enum_text(pb::HoldState::try_from(h.state).map(|s| s.as_str_name()), "HOLD_STATE_"),
+        "expires_at": time_json(h.expires_at.as_ref()),
+        "created_at": time_json(h.created_at.as_ref()),
+        "charged_units": h.charged_units,
+    })
+}
+
+fn balance_text(b: &pb::Balance) -> String {
+    let scheduled = if b.scheduled_plan.is_empty() {
+        String::new()
+    } else {
+        format!(" (then `{}` from the cycle's end)", b.scheduled_plan)
+    };
+    let cycle = match (
+        time_text(b.cycle_start.as_ref()),
+        time_text(b.cycle_end.as_ref()),
+    ) {
+        (Some(start), Some(end)) => format!("{start} .. {end}"),
+        _ => "none".into(),
+    };
+    format!(
+        "account    {}\nplan       {}{scheduled}\ncycle      {cycle}\nallowance  {} available = {} total - {} used - {} held\ncredits    {} available, {} held\nopen holds {}\n",
+        b.account_id,
+        b.plan,
+        b.allowance_available,
+        b.allowance_total,
+        b.allowance_used,
+        b.allowance_held,
+        b.credits_available,
+        b.credits_held,
+        b.open_holds
+    )
+}
+
+fn hold_text(h: Option<&pb::Hold>, note: &str) -> String {
+    let Some(h) = h else { return String::new() };
+    let draws: Vec<String> = h
+        .grants
+        .iter()
+        .map(|d| format!("{}={}", d.grant_id, d.units))
+        .collect();
+    format!(
+        "hold {} ({}){note}: {} units = {} allowance + {} credits [{}], expires {}\n\n",
+        h.generation_id,
+        enum_text(
+            pb::HoldState::try_from(h.state).map(|s| s.as_str_name()),
+            "HOLD_STATE_"
+        ),
+        h.cost_units,
+        h.from_allowance,
+        h.from_credits,
+        draws.join(" "),
+        time_text(h.expires_at.as_ref()).unwrap_or_default()
+    )
+}
+
+/// A left-aligned text table; "(none)" when there are no rows.
+fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.collect();
+    if rows.is_empty() {
+        return "(none)\n".into();
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in &rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli).await {
+        Ok(output) => {
+            if json {
+                println!("{}", output.json());
+            } else {
+                print!("{}", output.human());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(Failure(message)) => {
+            eprintln!("quotactl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
