@@ -1,0 +1,208 @@
+//! Store views to wire messages, and wire enums to ledger enums.
+
+use prost_types::Timestamp;
+
+use crate::ledger::{CreditSource, Kind};
+use crate::pb;
+use crate::store::{self, HoldState, PlanChange, ReleaseReason};
+
+/// Milliseconds since the epoch as a protobuf timestamp.
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1_000),
+        // rem_euclid keeps nanos in 0..1e9 for times before 1970 too.
+        nanos: (ms.rem_euclid(1_000) * 1_000_000) as i32,
+    }
+}
+
+/// A wire kind; `None` for `UNSPECIFIED`.
+pub fn kind_from_pb(kind: pb::GenerationKind) -> Option<Kind> {
+    match kind {
+        pb::GenerationKind::Unspecified => None,
+        pb::GenerationKind::CharacterImage => Some(Kind::CharacterImage),
+        pb::GenerationKind::LocationImage => Some(Kind::LocationImage),
+        pb::GenerationKind::FirstFrame => Some(Kind::FirstFrame),
+        pb::GenerationKind::Video => Some(Kind::Video),
+    }
+}
+
+/// A ledger kind on the wire.
+pub fn kind_to_pb(kind: Kind) -> pb::GenerationKind {
+    match kind {
+        Kind::CharacterImage => pb::GenerationKind::CharacterImage,
+        Kind::LocationImage => pb::GenerationKind::LocationImage,
+        Kind::FirstFrame => pb::GenerationKind::FirstFrame,
+        Kind::Video => pb::GenerationKind::Video,
+    }
+}
+
+/// A wire release reason; `None` for `UNSPECIFIED`.
+pub fn release_reason_from_pb(reason: pb::ReleaseReason) -> Option<ReleaseReason> {
+    match reason {
+        pb::ReleaseReason::Unspecified => None,
+        pb::ReleaseReason::Failed => Some(ReleaseReason::Failed),
+        pb::ReleaseReason::ContentFiltered => Some(ReleaseReason::ContentFiltered),
+        pb::ReleaseReason::SystemError => Some(ReleaseReason::SystemError),
+        pb::ReleaseReason::Cancelled => Some(ReleaseReason::Cancelled),
+    }
+}
+
+/// A wire credit source; `None` for `UNSPECIFIED`.
+pub fn credit_source_from_pb(source: pb::CreditSource) -> Option<CreditSource> {
+    match source {
+        pb::CreditSource::Unspecified => None,
+        pb::CreditSource::Promotional => Some(CreditSource::Promotional),
+        pb::CreditSource::Purchased => Some(CreditSource::Purchased),
+    }
+}
+
+/// A ledger credit source on the wire.
+pub fn credit_source_to_pb(source: CreditSource) -> pb::CreditSource {
+    match source {
+        CreditSource::Promotional => pb::CreditSource::Promotional,
+        CreditSource::Purchased => pb::CreditSource::Purchased,
+    }
+}
+
+/// A hold state on the wire.
+pub fn hold_state_to_pb(state: HoldState) -> pb::HoldState {
+    match state {
+        HoldState::Held => pb::HoldState::Held,
+        HoldState::Settled => pb::HoldState::Settled,
+        HoldState::Released => pb::HoldState::Released,
+        HoldState::Expired => pb::HoldState::Expired,
+    }
+}
+
+/// A plan change on the wire.
+pub fn plan_change_to_pb(change: PlanChange) -> pb::PlanChange {
+    match change {
+        PlanChange::Started => pb::PlanChange::Started,
+        PlanChange::Upgraded => pb::PlanChange::Upgraded,
+        PlanChange::DowngradeScheduled => pb::PlanChange::DowngradeScheduled,
+        PlanChange::ScheduledChangeCancelled => pb::PlanChange::ScheduledChangeCancelled,
+        PlanChange::Unchanged => pb::PlanChange::Unchanged,
+    }
+}
+
+/// A balance on the wire; no plan means no cycle times and an empty `scheduled_plan`.
+pub fn balance(b: store::Balance) -> pb::Balance {
+    pb::Balance {
+        account_id: b.account_id,
+        plan: b.plan,
+        scheduled_plan: b.scheduled_plan.unwrap_or_default(),
+        cycle_start: b.cycle_start_ms.map(timestamp),
+        cycle_end: b.cycle_end_ms.map(timestamp),
+        allowance_total: b.allowance_total,
+        allowance_used: b.allowance_used,
+        allowance_held: b.allowance_held,
+        allowance_available: b.allowance_available,
+        credits_available: b.credits_available,
+        credits_held: b.credits_held,
+        open_holds: b.open_holds,
+    }
+}
+
+/// Units drawn from one grant, on the wire.
+pub fn grant_draw(d: crate::ledger::GrantDraw) -> pb::GrantDraw {
+    pb::GrantDraw {
+        grant_id: d.grant_id,
+        units: d.units,
+    }
+}
+
+/// A hold on the wire.
+pub fn hold(h: store::Hold) -> pb::Hold {
+    pb::Hold {
+        account_id: h.account_id,
+        generation_id: h.generation_id,
+        kind: kind_to_pb(h.kind) as i32,
+        model: h.model,
+        quantity: h.quantity,
+        cost_units: h.cost_units,
+        from_allowance: h.from_allowance,
+        from_credits: h.from_credits,
+        grants: h.grants.into_iter().map(grant_draw).collect(),
+        state: hold_state_to_pb(h.state) as i32,
+        expires_at: Some(timestamp(h.expires_at_ms)),
+        created_at: Some(timestamp(h.created_at_ms)),
+        charged_units: h.charged_units,
+    }
+}
+
+/// A grant on the wire; no expiry stays unset.
+pub fn grant(g: store::Grant) -> pb::Grant {
+    pb::Grant {
+        grant_id: g.grant_id,
+        source: credit_source_to_pb(g.source) as i32,
+        units_granted: g.units_granted,
+        units_remaining: g.units_remaining,
+        units_held: g.units_held,
+        expires_at: g.expires_at_ms.map(timestamp),
+        created_at: Some(timestamp(g.created_at_ms)),
+    }
+}
+
+/// An account on the wire.
+pub fn account(a: store::AccountView) -> pb::Account {
+    pb::Account {
+        balance: Some(balance(a.balance)),
+        grants: a.grants.into_iter().map(grant).collect(),
+        holds: a.holds.into_iter().map(hold).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_from_ms() {
+        assert_eq!(
+            timestamp(1_700_000_000_123),
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_000_000
+            }
+        );
+        assert_eq!(
+            timestamp(-1),
+            Timestamp {
+                seconds: -1,
+                nanos: 999_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn enums_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(kind_from_pb(kind_to_pb(k)), Some(k));
+        }
+        for s in [CreditSource::Promotional, CreditSource::Purchased] {
+            assert_eq!(credit_source_from_pb(credit_source_to_pb(s)), Some(s));
+        }
+        assert_eq!(kind_from_pb(pb::GenerationKind::Unspecified), None);
+    }
+
+    #[test]
+    fn empty_balance_leaves_times_unset() {
+        let b = balance(store::Balance {
+            account_id: "a".into(),
+            plan: "none".into(),
+            scheduled_plan: None,
+            cycle_start_ms: None,
+            cycle_end_ms: None,
+            allowance_total: 0,
+            allowance_used: 0,
+            allowance_held: 0,
+            allowance_available: 0,
+            credits_available: 5,
+            credits_held: 0,
+            open_holds: 0,
+        });
+        assert_eq!(b.scheduled_plan, "");
+        assert_eq!(b.cycle_start, None);
+        assert_eq!(b.credits_available, 5);
+    }
+}

@@ -1,0 +1,235 @@
+//! Command line and environment of the `quota-sidecar` binary.
+//!
+//! Every flag also reads an environment variable. The admin token is the exception: it comes
+//! from `QUOTA_ADMIN_TOKEN` only, because a secret on a command line shows up in `ps` and in
+//! shell history.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Environment variable holding the admin listener's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "QUOTA_ADMIN_TOKEN";
+
+/// Settings of one sidecar process.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "quota-sidecar",
+    version,
+    about = "Reserves, settles and releases generation quota for GPU workers"
+)]
+pub struct Config {
+    /// Worker listener (Quota, health, reflection).
+    #[arg(long, env = "QUOTA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Admin listener (QuotaAdmin, UsageEvents behind the bearer token; health, reflection).
+    /// Not started unless QUOTA_ADMIN_TOKEN is set.
+    #[arg(long, env = "QUOTA_ADMIN_LISTEN", default_value = "127.0.0.1:50052")]
+    pub admin_listen: SocketAddr,
+
+    /// Reserved for the Prometheus metrics endpoint; metrics are not served yet.
+    #[arg(long, env = "QUOTA_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+
+    /// Where the ledger lives: `memory` (single instance, forgotten on restart) or
+    /// `redis://HOST:PORT[/DB]`. `redis+cluster://` is not supported yet.
+    #[arg(long, env = "QUOTA_STORE", default_value = "memory")]
+    pub store: String,
+
+    /// Plan and cost catalog (TOML). Without it the built-in default catalog is used.
+    #[arg(long, env = "QUOTA_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+
+    /// Deadline of every Redis call, in milliseconds; a slower Redis answers UNAVAILABLE.
+    #[arg(
+        long,
+        env = "QUOTA_REDIS_TIMEOUT_MS",
+        default_value_t = 250,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    pub redis_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Bearer token of the admin listener, from `QUOTA_ADMIN_TOKEN` only.
+    #[arg(skip)]
+    pub admin_token: Option<AdminToken>,
+}
+
+impl Config {
+    /// Parses the command line (exits with usage on a bad flag) and reads the admin token from
+    /// the environment.
+    pub fn load() -> Config {
+        let mut config = Config::parse();
+        config.admin_token = std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .and_then(AdminToken::new);
+        config
+    }
+
+    /// Deadline of every Redis call.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The store backend named by `--store`.
+    pub fn store_spec(&self) -> Result<StoreSpec, String> {
+        StoreSpec::parse(&self.store)
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The store backend chosen on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// In-process store: one instance, nothing survives a restart.
+    Memory,
+    /// A single Redis server, by URL.
+    Redis(String),
+}
+
+impl StoreSpec {
+    /// Parses a `--store` value; the error is one line an operator can act on.
+    pub fn parse(text: &str) -> Result<StoreSpec, String> {
+        if text == "memory" {
+            return Ok(StoreSpec::Memory);
+        }
+        let shown = redacted_url(text);
+        if text.starts_with("redis+cluster://") {
+            return Err(format!(
+                "--store {shown}: Redis Cluster (redis+cluster://) is not supported yet; \
+                 use redis://HOST:PORT"
+            ));
+        }
+        if text.starts_with("rediss://") {
+            return Err(format!(
+                "--store {shown}: TLS to Redis (rediss://) is not supported yet; \
+                 use redis://HOST:PORT"
+            ));
+        }
+        match text.strip_prefix("redis://") {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
+                Ok(StoreSpec::Redis(text.to_string()))
+            }
+            Some(_) => Err(format!(
+                "--store {shown}: names no host; use redis://HOST:PORT"
+            )),
+            None => Err(format!(
+                "--store {shown}: expected `memory` or redis://HOST:PORT[/DB]"
+            )),
+        }
+    }
+}
+
+/// A store URL without its credentials, for logs and error messages.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<credentials>{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The admin listener's bearer token. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token from `raw`, with surrounding whitespace removed (secrets mounted from files
+    /// often end in a newline); `None` when nothing is left.
+    pub fn new(raw: impl AsRef<str>) -> Option<AdminToken> {
+        let trimmed = raw.as_ref().trim();
+        (!trimmed.is_empty()).then(|| AdminToken(trimmed.to_string()))
+    }
+
+    /// Whether a client can send the token in an `authorization` header at all: bearer
+    /// tokens are visible ASCII without spaces (RFC 6750).
+    pub fn is_sendable(&self) -> bool {
+        self.0.bytes().all(|b| b.is_ascii_graphic())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::try_parse_from(["quota-sidecar"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:50052");
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.store_spec(), Ok(StoreSpec::Memory));
+        assert_eq!(c.catalog, None);
+        assert_eq!(c.redis_timeout(), Duration::from_millis(250));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn timeout_must_be_positive() {
+        assert!(Config::try_parse_from(["q", "--redis-timeout-ms", "0"]).is_err());
+        let c = Config::try_parse_from(["q", "--redis-timeout-ms", "40"]).unwrap();
+        assert_eq!(c.redis_timeout_ms, 40);
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            StoreSpec::parse("redis://127.0.0.1:6379/2"),
+            Ok(StoreSpec::Redis("redis://127.0.0.1:6379/2".into()))
+        );
+        let err = StoreSpec::parse("redis+cluster://a:1,b:2").unwrap_err();
+        assert!(err.contains("not supported yet"), "{err}");
+        for bad in ["redis://", "redis:///0", "postgres://x", "Memory", ""] {
+            assert!(StoreSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redacted_url("redis://user:pw@host:6379/0"),
+            "redis://<credentials>@host:6379/0"
+        );
+        assert_eq!(redacted_url("redis://host:6379"), "redis://host:6379");
+        let err = StoreSpec::parse("redis+cluster://:hunter2@a:7000").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn token_is_trimmed_and_never_printed() {
+        assert_eq!(AdminToken::new(" \n"), None);
+        let t = AdminToken::new("s3cret\n").unwrap();
+        assert_eq!(t.expose(), "s3cret");
+        assert!(t.is_sendable());
+        assert!(!format!("{t:?}").contains("s3cret"));
+        assert!(!AdminToken::new("a b").unwrap().is_sendable());
+    }
+}

@@ -1,0 +1,420 @@
+//! The two gRPC listeners and their lifecycle.
+//!
+//! - Worker listener: `quota.v1.Quota`, `grpc.health.v1.Health`, reflection (v1 and v1alpha).
+//!   It never serves the admin API: workers run next to it and must not grant themselves
+//!   credits.
+//! - Admin listener: `quota.v1.QuotaAdmin` and `quota.v1.UsageEvents` behind the bearer token,
+//!   plus health and reflection without it (probes and `grpcurl list` carry no secret).
+//!
+//! Health follows the store: a background probe pings it and turns `""` and `quota.v1.Quota`
+//! NOT_SERVING while it does not answer, SERVING again when it does.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::server::NamedService;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::Server as TonicServer;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+use crate::api::admin::AdminService;
+use crate::api::auth::BearerAuth;
+use crate::api::events::EventsService;
+use crate::api::quota::QuotaService;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV};
+use crate::ledger::catalog::CatalogError;
+use crate::ledger::Catalog;
+use crate::pb;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::Store;
+
+/// How often the health probe pings the store.
+pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest one health ping may take before the store counts as down. Stores bound their own
+/// calls; this only guards against one that does not.
+pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown waits for in-flight calls (and open health watches) before it stops
+/// anyway; below Kubernetes' default 30 s grace period.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names of the worker API and of the services health reports on.
+const QUOTA_SERVICE: &str = pb::quota_server::SERVICE_NAME;
+const HEALTH_SERVICES: [&str; 2] = ["", QUOTA_SERVICE];
+
+/// Why the server did not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The catalog file is unreadable or invalid; the message names the key.
+    #[error("--catalog {path}: {source}")]
+    Catalog { path: String, source: CatalogError },
+    /// `--store` is malformed or names an unsupported backend.
+    #[error("{0}")]
+    Store(String),
+    /// The admin token cannot be used.
+    #[error("{ADMIN_TOKEN_ENV}: {0}")]
+    AdminToken(&'static str),
+    /// A listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr} ({listener} listener): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The compiled-in descriptors could not be served by reflection; a build bug.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// A listener failed while serving.
+    #[error("serving failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the services run on. Tests inject a memory store and a manual clock here.
+#[derive(Clone)]
+pub struct ServerParts {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub catalog: Arc<Catalog>,
+}
+
+/// Both listeners, bound and ready to serve.
+pub struct Server {
+    parts: ServerParts,
+    worker: TcpListener,
+    admin: Option<(TcpListener, AdminToken)>,
+}
+
+impl Server {
+    /// A server with only the worker listener.
+    pub fn new(parts: ServerParts, worker: TcpListener) -> Server {
+        Server {
+            parts,
+            worker,
+            admin: None,
+        }
+    }
+
+    /// Adds the admin listener, guarded by `token`.
+    pub fn with_admin(mut self, listener: TcpListener, token: AdminToken) -> Server {
+        self.admin = Some((listener, token));
+        self
+    }
+
+    /// Address of the worker listener (the real port when bound to port 0).
+    pub fn worker_addr(&self) -> std::io::Result<SocketAddr> {
+        self.worker.local_addr()
+    }
+
+    /// Address of the admin listener, if there is one.
+    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.admin.as_ref().map(|(l, _)| l.local_addr())
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, sets health NOT_SERVING and
+    /// lets in-flight calls finish (at most [`DRAIN_TIMEOUT`]).
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            parts,
+            worker,
+            admin,
+        } = self;
+        let reporter = HealthReporter::new();
+        let store_ok = ping(parts.store.as_ref()).await;
+        set_health(&reporter, store_ok).await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let probe = tokio::spawn(probe_store(
+            parts.store.clone(),
+            reporter.clone(),
+            store_ok,
+            stop_rx.clone(),
+        ));
+
+        let worker = worker_router(&parts, &reporter)?
+            .serve_with_incoming_shutdown(incoming(worker), stopped(stop_rx.clone()));
+        let admin = match admin {
+            Some((listener, token)) => Some(
+                admin_router(&parts, &reporter, &token)?
+                    .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone())),
+            ),
+            None => None,
+        };
+        let servers = async {
+            let admin = async {
+                match admin {
+                    Some(admin) => admin.await,
+                    None => Ok(()),
+                }
+            };
+            tokio::try_join!(worker, admin).map(|_| ())
+        };
+        tokio::pin!(servers, shutdown);
+
+        let result = tokio::select! {
+            // A listener failed before anyone asked us to stop.
+            result = &mut servers => result.map_err(ServerError::from),
+            () = &mut shutdown => {
+                tracing::info!("shutting down: no new connections, finishing in-flight calls");
+                for service in HEALTH_SERVICES {
+                    reporter.set_service_status(service, ServingStatus::NotServing).await;
+                }
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(DRAIN_TIMEOUT, &mut servers).await {
+                    Ok(result) => result.map_err(ServerError::from),
+                    Err(_) => {
+                        tracing::warn!(
+                            timeout_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                            "calls still open after the drain timeout; stopping anyway"
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        let _ = probe.await;
+        result
+    }
+}
+
+/// Accepted connections of `listener`, without Nagle: calls are small and latency-bound.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Completes once shutdown has been requested (or the server is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Whether the store answers in time.
+async fn ping(store: &dyn Store) -> bool {
+    match tokio::time::timeout(HEALTH_PROBE_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "store ping failed");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// Pings the store every [`HEALTH_PROBE_INTERVAL`] and reports changes until shutdown.
+async fn probe_store(
+    store: Arc<dyn Store>,
+    reporter: HealthReporter,
+    mut serving: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HEALTH_PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        let ok = ping(store.as_ref()).await;
+        // Shutdown may have set NOT_SERVING while the ping ran; leave it.
+        if ok == serving || *stop.borrow() {
+            continue;
+        }
+        serving = ok;
+        if ok {
+            tracing::info!("store answers again; health SERVING");
+        } else {
+            tracing::warn!("store does not answer; health NOT_SERVING");
+        }
+        set_health(&reporter, ok).await;
+    }
+}
+
+fn health_server(reporter: &HealthReporter) -> HealthServer<HealthService> {
+    HealthServer::new(HealthService::from_health_reporter(reporter.clone()))
+}
+
+/// Adds health and reflection (v1 and v1alpha) to a router; reflection lists `services`, the
+/// listener's own services, plus health and reflection.
+fn with_common_services(
+    router: Router,
+    reporter: &HealthReporter,
+    services: &[&str],
+) -> Result<Router, ServerError> {
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+            .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
+            .with_service_name(
+                tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+            );
+        for service in services {
+            builder = builder.with_service_name(*service);
+        }
+        builder
+    };
+    let reflection_error =
+        |e: tonic_reflection::server::Error| ServerError::Reflection(e.to_string());
+    let v1 = builder().build_v1().map_err(reflection_error)?;
+    let v1alpha = builder().build_v1alpha().map_err(reflection_error)?;
+    Ok(router
+        .add_service(health_server(reporter))
+        .add_service(v1)
+        .add_service(v1alpha))
+}
+
+fn worker_router(parts: &ServerParts, reporter: &HealthReporter) -> Result<Router, ServerError> {
+    let quota = pb::quota_server::QuotaServer::new(QuotaService::new(
+        parts.store.clone(),
+        parts.clock.clone(),
+        parts.catalog.clone(),
+    ));
+    let router = TonicServer::builder().add_service(quota);
+    with_common_services(router, reporter, &[QUOTA_SERVICE])
+}
+
+fn admin_router(
+    parts: &ServerParts,
+    reporter: &HealthReporter,
+    token: &AdminToken,
+) -> Result<Router, ServerError> {
+    let auth = BearerAuth::new(token);
+    let admin = pb::quota_admin_server::QuotaAdminServer::with_interceptor(
+        AdminService::new(
+            parts.store.clone(),
+            parts.clock.clone(),
+            parts.catalog.clone(),
+        ),
+        auth.clone(),
+    );
+    let events = pb::usage_events_server::UsageEventsServer::with_interceptor(EventsService, auth);
+    let services = [
+        <pb::quota_admin_server::QuotaAdminServer<AdminService> as NamedService>::NAME,
+        <pb::usage_events_server::UsageEventsServer<EventsService> as NamedService>::NAME,
+    ];
+    let router = TonicServer::builder()
+        .add_service(admin)
+        .add_service(events);
+    with_common_services(router, reporter, &services)
+}
+
+/// Loads the catalog named by `--catalog`, or the built-in one.
+pub fn load_catalog(config: &Config) -> Result<Catalog, ServerError> {
+    match &config.catalog {
+        Some(path) => Catalog::load(path).map_err(|source| ServerError::Catalog {
+            path: path.display().to_string(),
+            source,
+        }),
+        None => Ok(Catalog::builtin()),
+    }
+}
+
+/// Opens the store named by `--store`.
+pub async fn open_store(
+    config: &Config,
+    catalog: Arc<Catalog>,
+) -> Result<Arc<dyn Store>, ServerError> {
+    match config.store_spec().map_err(ServerError::Store)? {
+        StoreSpec::Memory => {
+            tracing::warn!(
+                "store is `memory`: single instance only, and every plan, grant and hold is \
+                 forgotten on restart; use --store redis://HOST:PORT in production"
+            );
+            Ok(Arc::new(MemoryStore::new(catalog)))
+        }
+        StoreSpec::Redis(url) => {
+            let store = RedisStore::connect(&url, catalog, config.redis_timeout())
+                .await
+                .map_err(|e| {
+                    // The store's message quotes the URL; keep its password out of the log.
+                    let message = e.to_string().replace(&url, &redacted_url(&url));
+                    ServerError::Store(message)
+                })?;
+            tracing::info!(
+                redis = %redacted_url(&url),
+                timeout_ms = config.redis_timeout_ms,
+                "store is Redis"
+            );
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+/// Runs the sidecar as configured until `shutdown` completes: loads the catalog, binds the
+/// listeners (the admin one only with a token), opens the store and serves. Every problem
+/// that can be found before serving is returned before anything listens for long.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let catalog = Arc::new(load_catalog(&config)?);
+    // Checked before binding so that a bad flag fails fast.
+    config.store_spec().map_err(ServerError::Store)?;
+    let admin_token = match &config.admin_token {
+        Some(token) if !token.is_sendable() => {
+            return Err(ServerError::AdminToken(
+                "must be visible ASCII without spaces, as bearer tokens are",
+            ))
+        }
+        Some(token) => Some(token.clone()),
+        None => {
+            tracing::warn!(
+                "{ADMIN_TOKEN_ENV} is not set: the admin listener is not started (refusing to \
+                 serve the admin API without a token)"
+            );
+            None
+        }
+    };
+    let worker = bind("worker", config.listen).await?;
+    let admin = match admin_token {
+        Some(token) => Some((bind("admin", config.admin_listen).await?, token)),
+        None => None,
+    };
+    let store = open_store(&config, catalog.clone()).await?;
+    let parts = ServerParts {
+        store,
+        clock: Arc::new(SystemClock),
+        catalog,
+    };
+    let mut server = Server::new(parts, worker);
+    if let Some((listener, token)) = admin {
+        server = server.with_admin(listener, token);
+    }
+    // Logged as fields so that tooling can read the bound ports when listening on port 0.
+    if let Ok(addr) = server.worker_addr() {
+        tracing::info!(listener = "worker", %addr, "listening");
+    }
+    if let Some(Ok(addr)) = server.admin_addr() {
+        tracing::info!(listener = "admin", %addr, "listening");
+    }
+    tracing::info!(
+        addr = %config.metrics_listen,
+        "metrics endpoint is not served yet"
+    );
+    server.serve(shutdown).await
+}
