@@ -7,7 +7,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use quota_sidecar::ledger::{Catalog, CreditSource, GrantDraw, Kind};
+use quota_sidecar::ledger::{Catalog, CreditSource, GrantDraw, Kind, RETENTION_SECONDS};
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -1037,6 +1037,118 @@ mod cases {
         );
     }
 
+    pub async fn retention_forgets_by_the_callers_clock(s: Subject) {
+        let now = t0();
+        let kept_ms = i64::from(RETENTION_SECONDS) * S;
+        let a = "acct";
+        set_plan(&s, a, "r1", "hollywood", now).await;
+        s.reserve(&image(a, "g1"), now).await.unwrap();
+        s.settle(a, "g1", None, now).await.unwrap();
+        // Remembered for the whole retention period, then forgotten: the id is free again and
+        // makes a new hold (events tell the two apart by creation time).
+        let replay = s.settle(a, "g1", None, now + kept_ms - 1).await.unwrap();
+        assert!(replay.replayed);
+        let replay = set_plan(&s, a, "r1", "hollywood", now + kept_ms - 1).await;
+        assert!(replay.replayed);
+        let later = now + kept_ms;
+        let err = s.settle(a, "g1", None, later).await.unwrap_err();
+        assert!(matches!(err, StoreError::HoldNotFound { .. }), "{err:?}");
+        let again = s.reserve(&image(a, "g1"), later).await.unwrap();
+        assert!(!again.replayed);
+        assert_eq!(
+            (again.hold.state, again.hold.created_at_ms),
+            (HoldState::Held, later)
+        );
+        s.release(a, "g1", ReleaseReason::Cancelled, later)
+            .await
+            .unwrap();
+
+        // A spent grant's tombstone keeps GrantCredits idempotent for the same period.
+        let c = "credits";
+        grant(&s, c, "pack", 4, CreditSource::Purchased, None, now).await;
+        s.reserve(&image(c, "i1"), now).await.unwrap();
+        s.settle(c, "i1", None, now).await.unwrap();
+        assert!(s.account(c, now).await.unwrap().grants.is_empty());
+        let replay = grant(
+            &s,
+            c,
+            "pack",
+            4,
+            CreditSource::Purchased,
+            None,
+            now + kept_ms - 1,
+        )
+        .await;
+        assert!(replay.replayed);
+        assert_eq!(replay.grant.units_remaining, 0);
+        let revoked = s
+            .revoke_credits(c, "pack", now + kept_ms - 1)
+            .await
+            .unwrap();
+        assert_eq!(revoked.revoked_units, 0);
+        let err = s
+            .revoke_credits(c, "pack", now + kept_ms)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::GrantNotFound { .. }), "{err:?}");
+        let fresh = grant(
+            &s,
+            c,
+            "pack",
+            4,
+            CreditSource::Purchased,
+            None,
+            now + kept_ms,
+        )
+        .await;
+        assert!(!fresh.replayed);
+        assert_eq!(fresh.grant.units_remaining, 4);
+
+        // A plan request the same way.
+        let anew = set_plan(&s, a, "r1", "hollywood", now + kept_ms).await;
+        assert!(!anew.replayed);
+        assert_eq!(anew.change, PlanChange::Unchanged);
+    }
+
+    pub async fn lifetime_charges_add_up_across_cycles(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        // Anchored so that the cycle ends two minutes from now.
+        let anchor = ms(datetime!(2025-12-15 00:02 UTC));
+        start_plan_at(&s, a, "microbudget", anchor, now).await;
+        grant(&s, a, "pack", 100, CreditSource::Purchased, None, now).await;
+        // 990 of the 1,000 allowance units, then a video that takes the last 10 and 40 credits.
+        for i in 0..99 {
+            let g = format!("v{i}");
+            s.reserve(&video(a, &g, "standard", 1), now).await.unwrap();
+            s.settle(a, &g, None, now).await.unwrap();
+        }
+        s.reserve(&video(a, "big", "standard", 5), now)
+            .await
+            .unwrap();
+        // Settled after the cycle rolled over: charged to the old cycle, still counted once.
+        let next_cycle = now + 3 * MIN;
+        let b = s.balance(a, next_cycle).await.unwrap();
+        assert_eq!(b.cycle_start_ms, Some(anchor + 31 * DAY), "rolled over");
+        let settled = s.settle(a, "big", Some(4), next_cycle).await.unwrap();
+        assert_eq!((settled.charged_units, settled.returned_units), (40, 10));
+        s.reserve(&image(a, "img"), next_cycle).await.unwrap();
+        s.settle(a, "img", None, next_cycle).await.unwrap();
+        s.reserve(&image(a, "gone"), next_cycle).await.unwrap();
+        s.release(a, "gone", ReleaseReason::Failed, next_cycle)
+            .await
+            .unwrap();
+        let view = s.account(a, next_cycle).await.unwrap();
+        assert_eq!(view.balance.allowance_used, 4);
+        assert_eq!(
+            view.lifetime_charged,
+            ChargedTotals {
+                allowance_units: 990 + 10 + 4,
+                credit_units: 30,
+            }
+        );
+    }
+
     pub async fn unknown_account_reads_as_empty(s: Subject) {
         let b = s.balance("nobody", t0()).await.unwrap();
         assert_eq!(b.plan, "none");
@@ -1098,4 +1210,6 @@ conformance!(
     revoke_with_a_live_hold,
     idempotent_admin_calls,
     unknown_account_reads_as_empty,
+    retention_forgets_by_the_callers_clock,
+    lifetime_charges_add_up_across_cycles,
 );

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use quota_sidecar::events::UsageEvent;
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind};
-use quota_sidecar::store::keys::{shard_prefix, SHARD_COUNT};
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -125,41 +124,6 @@ async fn script(s: &dyn Store) {
     s.balance(a, APR1 + 31 * DAY).await.unwrap();
 }
 
-async fn redis_events(url: &str) -> Vec<UsageEvent> {
-    let client = ::redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut all = Vec::new();
-    for shard in 0..SHARD_COUNT {
-        let key = format!("{}events", shard_prefix(shard));
-        let entries: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
-            .arg(&key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for entry in entries.ids {
-            let fields: Vec<(String, String)> = entry
-                .map
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        ::redis::from_redis_value_ref::<String>(v).unwrap(),
-                    )
-                })
-                .collect();
-            let event = UsageEvent::from_fields(
-                format!("{shard}/{}", entry.id),
-                fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .unwrap();
-            all.push(event);
-        }
-    }
-    all
-}
-
 fn comparable(mut events: Vec<UsageEvent>) -> Vec<UsageEvent> {
     for e in &mut events {
         e.ack_id.clear();
@@ -182,7 +146,7 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
     .unwrap();
     script(&store).await;
 
-    let from_redis = comparable(redis_events(&server.url()).await);
+    let from_redis = comparable(harness::events::redis_events(&server.url()).await);
     let from_memory = comparable(memory.all_events());
     for (r, m) in from_redis.iter().zip(&from_memory) {
         assert_eq!(r, m);
@@ -236,7 +200,7 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
             .find(|e| e.id == id)
             .unwrap_or_else(|| panic!("{id}"))
     };
-    let settled = find("studio-1/v1:settled");
+    let settled = find(&format!("studio-1/v1@{APR1}:settled"));
     assert_eq!(
         (
             settled.quantity,
@@ -252,17 +216,17 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
     );
     assert_eq!(settled.labels["job"], "job-v1");
     assert_eq!(settled.cycle_start_ms, Some(APR1));
-    let released = find("studio-1/i1:released");
+    let released = find(&format!("studio-1/i1@{APR1}:released"));
     assert_eq!(
         (released.units, released.reason.as_str()),
         (8, "content_filtered")
     );
-    let expired = find("indie:2/f1:expired");
+    let expired = find(&format!("indie:2/f1@{APR1}:expired"));
     assert_eq!(
         (expired.units, expired.from_credits, expired.grants.len()),
         (2, 2, 1)
     );
-    let upgraded = find("studio-1/p2:upgraded");
+    let upgraded = find(&format!("studio-1/p2@{}:upgraded", APR1 + 12 * DAY));
     // 18 of 30 days left: +1,500 units and 1,500 cents.
     assert_eq!(
         (upgraded.allowance_added, upgraded.prorated_charge_cents),
@@ -272,7 +236,7 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
         (upgraded.plan.as_str(), upgraded.previous_plan.as_str()),
         ("hollywood", "independent")
     );
-    let revoked = find("indie:2/pack:revoked");
+    let revoked = find(&format!("indie:2/pack@{APR1}:revoked"));
     assert_eq!(
         (revoked.units, revoked.source.as_str()),
         (498, "promotional")
@@ -282,6 +246,6 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
         (renewed.plan.as_str(), renewed.allowance_added),
         ("independent", 2500)
     );
-    let extended = find(&format!("studio-1/v1:extended:{}", APR1 + 330 * S));
+    let extended = find(&format!("studio-1/v1@{APR1}:extended:{}", APR1 + 330 * S));
     assert_eq!(extended.expires_at_ms, Some(APR1 + 330 * S));
 }

@@ -42,6 +42,15 @@ pub trait EventLog: Send + Sync + 'static {
     async fn pending(&self, group: &str) -> StoreResult<u64>;
 }
 
+/// Id of an event about an idempotency key (generation, grant or plan request):
+/// `<account>/<key>@<created_ms>:<what>`, e.g. `studio-1/gen-7@1768435200000:settled`.
+/// Deterministic for downstream de-duplication, and unique for all time: a key reused after
+/// the store forgot it (see `RETENTION_SECONDS`) was created at another time. `@` and `/`
+/// cannot occur in ids, so the parts never run together.
+pub fn keyed_event_id(account_id: &str, key: &str, created_ms: i64, what: &str) -> String {
+    format!("{account_id}/{key}@{created_ms}:{what}")
+}
+
 /// Where an event sits: its shard and its id in that shard's log (`<shard>/<stream id>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckId {

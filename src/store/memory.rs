@@ -102,6 +102,8 @@ struct AccountState {
     allowance_total: u64,
     allowance_used: u64,
     allowance_held: u64,
+    /// Lifetime units charged by Settle (`ca`/`cc` in `lua/lib.lua`).
+    lifetime_charged: ChargedTotals,
     grants: BTreeMap<String, GrantState>,
     tombstones: HashMap<String, Tombstone>,
     holds: HashMap<String, HoldRecord>,
@@ -124,6 +126,7 @@ impl AccountState {
             allowance_total: 0,
             allowance_used: 0,
             allowance_held: 0,
+            lifetime_charged: ChargedTotals::default(),
             grants: BTreeMap::new(),
             tombstones: HashMap::new(),
             holds: HashMap::new(),
@@ -182,7 +185,8 @@ impl AccountState {
             labels: record.labels.clone(),
             ..UsageEvent::default()
         };
-        let id = format!("{}/{}:{suffix}", self.account_id, h.generation_id);
+        let id =
+            events::keyed_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
         self.emit(event_type, id, now_ms, event);
     }
 
@@ -292,6 +296,8 @@ impl AccountState {
                 }
             }
         }
+        self.lifetime_charged.allowance_units += split.charged.from_allowance;
+        self.lifetime_charged.credit_units += charge_units - split.charged.from_allowance;
         record.hold.state = state;
         record.hold.charged_units = charge_units;
         record.returned_units = record.hold.cost_units - charge_units;
@@ -626,7 +632,12 @@ impl Store for MemoryStore {
                     ..UsageEvent::default()
                 };
                 let hold = hold.clone();
-                let id = format!("{account_id}/{generation_id}:extended:{wanted_ms}");
+                let id = events::keyed_event_id(
+                    account_id,
+                    generation_id,
+                    hold.created_at_ms,
+                    &format!("extended:{wanted_ms}"),
+                );
                 a.emit(events::HOLD_EXTENDED, id, now_ms, event);
                 return Ok(hold);
             }
@@ -662,6 +673,7 @@ impl Store for MemoryStore {
                 balance: a.balance(account_id),
                 grants,
                 holds,
+                lifetime_charged: a.lifetime_charged,
             })
         })
     }
@@ -756,7 +768,12 @@ impl Store for MemoryStore {
                     effective_at_ms: Some(effective_at_ms),
                     ..UsageEvent::default()
                 };
-                let id = format!("{}/{}:{}", cmd.account_id, cmd.request_id, change.as_str());
+                let id = events::keyed_event_id(
+                    &cmd.account_id,
+                    &cmd.request_id,
+                    now_ms,
+                    change.as_str(),
+                );
                 a.emit(event_type, id, now_ms, event);
             }
             a.plan_requests.insert(
@@ -842,7 +859,7 @@ impl Store for MemoryStore {
                 expires_at_ms: cmd.expires_at_ms,
                 ..UsageEvent::default()
             };
-            let id = format!("{}/{}:granted", cmd.account_id, cmd.grant_id);
+            let id = events::keyed_event_id(&cmd.account_id, &cmd.grant_id, now_ms, "granted");
             a.emit(events::CREDITS_GRANTED, id, now_ms, event);
             Ok(Granted {
                 grant,
@@ -871,7 +888,12 @@ impl Store for MemoryStore {
                         source: g.grant.source.as_str().to_string(),
                         ..UsageEvent::default()
                     };
-                    let id = format!("{account_id}/{grant_id}:revoked");
+                    let id = events::keyed_event_id(
+                        account_id,
+                        grant_id,
+                        g.grant.created_at_ms,
+                        "revoked",
+                    );
                     a.emit(events::CREDITS_REVOKED, id, now_ms, event);
                     units
                 }

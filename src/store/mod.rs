@@ -272,6 +272,16 @@ pub struct AccountView {
     pub grants: Vec<Grant>,
     /// Open holds, oldest first.
     pub holds: Vec<Hold>,
+    /// Units ever charged by Settle from the allowance and from credits. They never reset, so
+    /// billing can reconcile them with the `hold.settled` events of the account.
+    pub lifetime_charged: ChargedTotals,
+}
+
+/// Units charged by Settle, split by where they came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChargedTotals {
+    pub allowance_units: u64,
+    pub credit_units: u64,
 }
 
 /// Why an operation did not happen. Every error leaves the account as it was, except that

@@ -596,6 +596,10 @@ impl Store for RedisStore {
                 balance: r.balance(account_id)?,
                 grants: r.list(|g| g.grant())?,
                 holds: r.list(|h| h.hold(account_id))?,
+                lifetime_charged: ChargedTotals {
+                    allowance_units: r.u64()?,
+                    credit_units: r.u64()?,
+                },
             }),
             other => Err(anomaly(other)),
         }

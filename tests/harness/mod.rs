@@ -3,6 +3,7 @@
 //! guard (also when a test panics).
 #![allow(dead_code)]
 
+pub mod events;
 pub mod proxy;
 
 use std::net::TcpListener;

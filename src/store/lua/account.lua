@@ -1,4 +1,5 @@
--- GetAccount. Replies: {'ok', balance, grants (burn order), open holds (oldest first)}
+-- GetAccount. Replies: {'ok', balance, grants (burn order), open holds (oldest first),
+--   lifetime charged from allowance, lifetime charged from credits}
 local function run()
   sweep_grants()
   local grant_list = {}
@@ -14,6 +15,6 @@ local function run()
   end)
   local hold_list = {}
   for _, h in ipairs(holds) do hold_list[#hold_list + 1] = hold_reply(h) end
-  return { 'ok', balance_reply(), grant_list, hold_list }
+  return { 'ok', balance_reply(), grant_list, hold_list, acct.ca, acct.cc }
 end
 return finish(run())

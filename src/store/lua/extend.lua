@@ -13,7 +13,7 @@ local function run()
     redis.call('HSET', h.key, 'exp', n2s(exp))
     redis.call('ZADD', K_OPEN, n2s(exp), h.gen)
     redis.call('ZADD', K_EXPIRY, n2s(exp), ACCOUNT_ID .. '/' .. h.gen)
-    emit('hold.extended', ACCOUNT_ID .. '/' .. h.gen .. ':extended:' .. n2s(exp), {
+    emit('hold.extended', keyed_id(h.gen, h.created, 'extended:' .. n2s(exp)), {
       'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(h.qty), 'expires', n2s(exp),
       'labels', h.labels or '{}',
     })

@@ -10,7 +10,7 @@ local function run()
     if string.sub(grant_terms(g), 1, #terms) ~= terms then return { 'conflict' } end
     return { 'replayed', grant_reply(g), balance_reply() }
   end
-  local tomb = redis.call('GET', KEYS[5])
+  local tomb = load_tombstone(KEYS[5])
   if tomb then
     if string.sub(tomb, 1, #terms) ~= terms then return { 'conflict' } end
     local created = tonumber(string.sub(tomb, #terms + 1))
@@ -24,7 +24,7 @@ local function run()
   g = { id = id, src = source, granted = units, rem = units, held = 0, exp = exp, created = NOW, revoked = false }
   grants[id] = g
   grants_dirty[id] = true
-  emit('credits.granted', ACCOUNT_ID .. '/' .. id .. ':granted', {
+  emit('credits.granted', keyed_id(id, g.created, 'granted'), {
     'grant', id, 'units', n2s(units), 'source', source, 'expires', exp and n2s(exp) or '',
   })
   return { 'ok', grant_reply(g), balance_reply() }

@@ -74,7 +74,11 @@ end
 ---------------------------------------------------------------------------------------------
 -- Account: plan, scheduled plan, anchor, cycle and allowance counters. ce == 0: no cycle.
 
-local acct = { plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, tot = 0, used = 0, held = 0, seq = 0 }
+-- ca/cc: lifetime units charged from allowance / from credits, for reconciliation with events.
+local acct = {
+  plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, tot = 0, used = 0, held = 0, seq = 0,
+  ca = 0, cc = 0,
+}
 local acct_dirty = false
 do
   local raw = redis.call('HGETALL', K_ACCOUNT)
@@ -82,6 +86,12 @@ do
     local k, v = raw[i], raw[i + 1]
     if k == 'plan' or k == 'sp' then acct[k] = v else acct[k] = tonumber(v) end
   end
+end
+
+-- events::keyed_event_id: `<account>/<key>@<created_ms>:<what>`. The creation time keeps ids
+-- unique for all time, also when an idempotency key is reused after it was forgotten.
+local function keyed_id(key, created, what)
+  return ACCOUNT_ID .. '/' .. key .. '@' .. n2s(created) .. ':' .. what
 end
 
 -- Outbox: every change appends its event to the shard stream in the same script, so a change
@@ -148,6 +158,26 @@ local function tombstone_key(grant_id)
   return PREFIX .. 't:' .. ACCOUNT_ID .. '/' .. grant_id
 end
 
+-- Retention: records kept for replays (finished holds, tombstones, plan requests) carry the
+-- moment they are forgotten, by the callers' clock; PEXPIRE only frees the memory later. Redis
+-- expires keys by its own clock, and the memory store and the tests follow the injected one.
+local function forgotten(key, forget_ms)
+  if forget_ms and tonumber(forget_ms) <= NOW then
+    redis.call('DEL', key)
+    return true
+  end
+  return false
+end
+
+-- A grant's tombstone: its terms ("source|granted|expires|created"), or nil once forgotten.
+local function load_tombstone(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local terms, forget_ms = string.match(raw, '^(.*)|(%d+)$')
+  if forgotten(key, forget_ms) then return nil end
+  return terms
+end
+
 local function load_grants()
   if grants then return grants end
   grants = {}
@@ -202,7 +232,8 @@ local function sweep_grants()
       grants_dirty[id] = true
     end
     if g.held == 0 and g.rem == 0 then
-      redis.call('SET', tombstone_key(id), grant_terms(g), 'PX', RETENTION_MS)
+      redis.call('SET', tombstone_key(id), grant_terms(g) .. '|' .. n2s(NOW + RETENTION_MS),
+        'PX', RETENTION_MS)
       grants[id] = nil
       grants_dirty[id] = true
     end
@@ -221,6 +252,7 @@ local function load_hold(key)
   if #raw == 0 then return nil end
   local h = { key = key }
   for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  if forgotten(key, h.forget) then return nil end
   for _, f in ipairs({ 'qty', 'unit', 'cost', 'fa', 'fc', 'exp', 'created', 'charged', 'returned', 'cycle' }) do
     h[f] = tonumber(h[f])
   end
@@ -241,7 +273,7 @@ local function draws_text(list)
 end
 
 local function hold_event(h, event_type, qty, units, fa, fc, draws, reason)
-  emit(event_type, ACCOUNT_ID .. '/' .. h.gen .. ':' .. string.sub(event_type, 6), {
+  emit(event_type, keyed_id(h.gen, h.created, string.sub(event_type, 6)), {
     'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(qty), 'units', n2s(units),
     'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws, 'reason', reason or '',
     'cycle', n2s(h.cycle), 'labels', h.labels or '{}',
@@ -270,13 +302,19 @@ local function finalize(h, state, charge, reason)
     end
   end
   h.state, h.charged = state, charge
+  if charge > 0 then
+    acct.ca = acct.ca + fa_charged
+    acct.cc = acct.cc + (charge - fa_charged)
+    acct_dirty = true
+  end
   if state == 'settled' then
     hold_event(h, 'hold.settled', exact_div(charge, h.unit), charge, fa_charged,
       charge - fa_charged, draws_text(charged_draws))
   else
     hold_event(h, 'hold.' .. state, h.qty, h.cost, h.fa, h.fc, draws_text(h.draws), reason)
   end
-  redis.call('HSET', h.key, 'state', state, 'charged', n2s(charge))
+  redis.call('HSET', h.key, 'state', state, 'charged', n2s(charge),
+    'forget', n2s(NOW + RETENTION_MS))
   redis.call('PEXPIRE', h.key, RETENTION_MS)
   redis.call('ZREM', K_OPEN, h.gen)
   redis.call('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
@@ -329,8 +367,11 @@ local function balance_reply()
   }
 end
 
--- Writes what changed and hands back `result`. Checks the allowance invariant first.
+-- Writes what changed and hands back `result`. Checks the allowance invariant first. Grants
+-- are swept after every operation, whatever its outcome, as the memory store does, so both
+-- drop a grant (and start its tombstone's retention) at the same moment.
 local function finish(result)
+  sweep_grants()
   if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 then
     error('ledger invariant broken: allowance used ' .. n2s(acct.used) .. ' + held ' ..
       n2s(acct.held) .. ' against total ' .. n2s(acct.tot))
@@ -338,7 +379,8 @@ local function finish(result)
   if acct_dirty then
     redis.call('HSET', K_ACCOUNT, 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
       'at', n2s(acct.at), 'cs', n2s(acct.cs), 'ce', n2s(acct.ce), 'tot', n2s(acct.tot),
-      'used', n2s(acct.used), 'held', n2s(acct.held), 'seq', n2s(acct.seq))
+      'used', n2s(acct.used), 'held', n2s(acct.held), 'seq', n2s(acct.seq),
+      'ca', n2s(acct.ca), 'cc', n2s(acct.cc))
   end
   for id in pairs(grants_dirty) do
     local g = grants[id]

@@ -7,14 +7,14 @@ local function run()
   sweep_grants()
   local g = grants[id]
   if not g then
-    if redis.call('EXISTS', KEYS[5]) == 1 then return { 'ok', 0, balance_reply() } end
+    if load_tombstone(KEYS[5]) then return { 'ok', 0, balance_reply() } end
     return { 'not_found' }
   end
   local revoked = g.rem
   if g.revoked then return { 'ok', 0, balance_reply() } end
   g.rem, g.revoked = 0, true
   grants_dirty[id] = true
-  emit('credits.revoked', ACCOUNT_ID .. '/' .. id .. ':revoked', {
+  emit('credits.revoked', keyed_id(id, g.created, 'revoked'), {
     'grant', id, 'units', n2s(revoked), 'source', g.src,
   })
   sweep_grants()

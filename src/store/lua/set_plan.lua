@@ -6,9 +6,9 @@ local function run()
   local target, requested_anchor = ARGV[11], ARGV[12]
   sweep_grants()
   local record = redis.call('HGETALL', KEYS[5])
-  if #record > 0 then
-    local r = {}
-    for i = 1, #record, 2 do r[record[i]] = record[i + 1] end
+  local r = {}
+  for i = 1, #record, 2 do r[record[i]] = record[i + 1] end
+  if #record > 0 and not forgotten(KEYS[5], r.forget) then
     if r.plan ~= target or r.anchor ~= requested_anchor then return { 'conflict' } end
     return { 'replayed', r.change, tonumber(r.eff), tonumber(r.added), tonumber(r.charge), balance_reply() }
   end
@@ -48,13 +48,14 @@ local function run()
     downgrade_scheduled = 'plan.downgrade_scheduled', scheduled_change_cancelled = 'plan.changed',
   }
   if event_types[change] then
-    emit(event_types[change], ACCOUNT_ID .. '/' .. ARGV[10] .. ':' .. change, {
+    emit(event_types[change], keyed_id(ARGV[10], NOW, change), {
       'plan', target, 'prev', previous, 'cycle', n2s(acct.cs), 'added', n2s(added),
       'charge', n2s(charge), 'effective', n2s(eff),
     })
   end
   redis.call('HSET', KEYS[5], 'plan', target, 'anchor', requested_anchor, 'change', change,
-    'eff', n2s(eff), 'added', n2s(added), 'charge', n2s(charge))
+    'eff', n2s(eff), 'added', n2s(added), 'charge', n2s(charge),
+    'forget', n2s(NOW + RETENTION_MS))
   redis.call('PEXPIRE', KEYS[5], RETENTION_MS)
   return { 'ok', change, eff, added, charge, balance_reply() }
 end
