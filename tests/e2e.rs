@@ -2,175 +2,22 @@
 //! token, a reserve/settle round trip with the default memory store, and a clean exit on
 //! SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+mod harness;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_reflection::pb::v1 as reflection;
 use tonic_reflection::pb::v1alpha as reflection_alpha;
 
+use harness::sidecar::{channel, health_status, wait_serving, Sidecar};
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
 
 const TOKEN: &str = "e2e-admin-token";
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The sidecar process; killed on drop so that a failing test leaves nothing behind.
-struct Sidecar {
-    child: Child,
-    worker: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Sidecar {
-    /// Starts the binary on port 0 and reads the bound addresses from its JSON log.
-    fn start() -> Sidecar {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quota-sidecar"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .env("QUOTA_ADMIN_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .env_remove("QUOTA_STORE")
-            .env_remove("QUOTA_CATALOG")
-            .env_remove("QUOTA_LISTEN")
-            .env_remove("QUOTA_ADMIN_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the sidecar binary");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("sidecar: {line}");
-                let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let fields = &json["fields"];
-                if fields["message"] == "listening" {
-                    let listener = fields["listener"].as_str().unwrap_or_default().to_string();
-                    let addr = fields["addr"].as_str().unwrap_or_default().to_string();
-                    let _ = tx.send((listener, addr));
-                }
-            }
-        });
-        let mut sidecar = Sidecar {
-            child,
-            worker: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-        };
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let (mut worker, mut admin) = (None, None);
-        while worker.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (listener, addr) = rx
-                .recv_timeout(left)
-                .expect("the sidecar logs both listening addresses in time");
-            let addr: SocketAddr = addr.parse().expect("a socket address");
-            match listener.as_str() {
-                "worker" => worker = Some(addr),
-                "admin" => admin = Some(addr),
-                other => panic!("unexpected listener {other}"),
-            }
-        }
-        sidecar.worker = worker.unwrap();
-        sidecar.admin = admin.unwrap();
-        sidecar
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit. Async, so that the test's client
-    /// connections keep answering the server's graceful-shutdown handshake meanwhile.
-    async fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar did not exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect")
-}
-
-/// Polls health until `""` is SERVING (bounded by [`STARTUP_TIMEOUT`]).
-async fn wait_serving(addr: SocketAddr) {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_millis(500))
-            .connect()
-            .await
-        {
-            let answer = HealthClient::new(ch)
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if let Ok(answer) = answer {
-                if answer.into_inner().status == ServingStatus::Serving as i32 {
-                    return;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "health never answered SERVING");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn health_status(ch: Channel, service: &str) -> i32 {
-    HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .expect("health check")
-        .into_inner()
-        .status
-}
 
 /// Services listed by reflection v1.
 async fn list_services(ch: Channel) -> Vec<String> {
@@ -233,10 +80,10 @@ fn assert_lists(listed: &[String], expected: &[&str], absent: &[&str]) {
 
 #[tokio::test]
 async fn binary_serves_health_reflection_admin_and_quota_then_exits_cleanly() {
-    let mut sidecar = Sidecar::start();
+    let mut sidecar = Sidecar::start("memory", Some(TOKEN));
     wait_serving(sidecar.worker).await;
     let worker = channel(sidecar.worker).await;
-    let admin = channel(sidecar.admin).await;
+    let admin = channel(sidecar.admin()).await;
 
     // Health: both services on both listeners.
     for ch in [&worker, &admin] {
@@ -309,7 +156,7 @@ async fn binary_serves_health_reflection_admin_and_quota_then_exits_cleanly() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    // Usage events are not streamed yet, and say so.
+    // Usage events are served on the admin listener and check their input.
     let status = pb::usage_events_client::UsageEventsClient::new(admin.clone())
         .ack(authed(pb::AckRequest {
             group: "billing".into(),
@@ -317,7 +164,8 @@ async fn binary_serves_health_reflection_admin_and_quota_then_exits_cleanly() {
         }))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("ack_ids: "), "{status:?}");
 
     // A plan and credits, then one generation reserved and settled for less.
     let set = admin_client

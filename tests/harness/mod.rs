@@ -3,8 +3,10 @@
 //! guard (also when a test panics).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod events;
 pub mod proxy;
+pub mod sidecar;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Arguments added to the defaults (e.g. cluster mode).
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -27,17 +31,22 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         // Free-port races with other tests are possible: try a few ports.
         for _ in 0..5 {
-            let port = free_port();
-            let mut server = RedisServer {
-                child: None,
-                port,
-                dir: tempfile::tempdir().expect("temp dir"),
-            };
-            if server.spawn() {
+            if let Some(server) = RedisServer::try_start(free_port(), &[]) {
                 return server;
             }
         }
         panic!("could not start redis-server on a free port");
+    }
+
+    /// Starts a server on `port` with `extra_args`; `None` when the port is taken.
+    pub fn try_start(port: u16, extra_args: &[&str]) -> Option<RedisServer> {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        };
+        server.spawn().then_some(server)
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -96,6 +105,7 @@ impl RedisServer {
                 "--dir",
                 dir.to_str().expect("utf-8 temp dir"),
             ])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();

@@ -1,0 +1,193 @@
+//! The real `quota-sidecar` binary on port-0 loopback listeners, with the bound addresses read
+//! from its JSON log. The process is killed with the guard (also when a test panics).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// How long the binary may take to log its listening addresses, and health to turn SERVING.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running sidecar process.
+pub struct Sidecar {
+    child: Child,
+    pub worker: SocketAddr,
+    /// Only with an admin token: without one the admin listener does not start.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Sidecar {
+    /// Starts the binary on `--store store`; `token` becomes `QUOTA_ADMIN_TOKEN`. Returns once
+    /// every listener it should open has been logged.
+    pub fn start(store: &str, token: Option<&str>) -> Sidecar {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quota-sidecar"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--store",
+                store,
+            ])
+            .env("RUST_LOG", "info")
+            // Nothing from the caller's environment may redirect the process.
+            .env_remove("QUOTA_ADMIN_TOKEN")
+            .env_remove("QUOTA_STORE")
+            .env_remove("QUOTA_CATALOG")
+            .env_remove("QUOTA_LISTEN")
+            .env_remove("QUOTA_ADMIN_LISTEN")
+            .env_remove("QUOTA_REDIS_TIMEOUT_MS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(token) = token {
+            command.env("QUOTA_ADMIN_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("start the sidecar binary");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("sidecar: {line}");
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let fields = &json["fields"];
+                if fields["message"] == "listening" {
+                    let listener = fields["listener"].as_str().unwrap_or_default().to_string();
+                    let addr = fields["addr"].as_str().unwrap_or_default().to_string();
+                    let _ = tx.send((listener, addr));
+                }
+            }
+        });
+        let mut sidecar = Sidecar {
+            child,
+            worker: "0.0.0.0:0".parse().unwrap(),
+            admin: None,
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut worker = None;
+        while worker.is_none() || (token.is_some() && sidecar.admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (listener, addr) = rx
+                .recv_timeout(left)
+                .expect("the sidecar logs its listening addresses in time");
+            let addr: SocketAddr = addr.parse().expect("a socket address");
+            match listener.as_str() {
+                "worker" => worker = Some(addr),
+                "admin" => sidecar.admin = Some(addr),
+                other => panic!("unexpected listener {other}"),
+            }
+        }
+        sidecar.worker = worker.unwrap();
+        sidecar
+    }
+
+    /// The admin listener's address; panics when it was started without a token.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("started with an admin token")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit. Async, so that the test's client
+    /// connections keep answering the server's graceful-shutdown handshake meanwhile.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A connected channel with bounded connect and call times.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// The health status of `service`.
+pub async fn health_status(ch: Channel, service: &str) -> i32 {
+    HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
+/// Polls health until `""` is SERVING (bounded by [`STARTUP_TIMEOUT`]).
+pub async fn wait_serving(addr: SocketAddr) {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Ok(ch) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+        {
+            let answer = HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if let Ok(answer) = answer {
+                if answer.into_inner().status == ServingStatus::Serving as i32 {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "health never answered SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
