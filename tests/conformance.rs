@@ -31,7 +31,8 @@ fn t0() -> i64 {
 /// The store under test; keeps the Redis server alive as long as the store.
 struct Subject {
     store: Arc<dyn Store>,
-    _redis: Option<harness::RedisServer>,
+    /// Keeps the Redis server or cluster alive as long as the store.
+    _redis: Option<Box<dyn std::any::Any>>,
 }
 
 impl std::ops::Deref for Subject {
@@ -59,7 +60,23 @@ async fn redis() -> Subject {
     .expect("connect");
     Subject {
         store: Arc::new(store),
-        _redis: Some(server),
+        _redis: Some(Box::new(server)),
+    }
+}
+
+/// A three-master Redis Cluster: the accounts of a case land on different nodes.
+async fn cluster() -> Subject {
+    let cluster = harness::cluster::RedisCluster::start();
+    let store = RedisStore::connect(
+        &cluster.url(),
+        Arc::new(Catalog::builtin()),
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .expect("connect");
+    Subject {
+        store: Arc::new(store),
+        _redis: Some(Box::new(cluster)),
     }
 }
 
@@ -1181,6 +1198,14 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     super::cases::$case(super::redis().await).await;
+                }
+            )*
+        }
+        mod cluster_store {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::cluster().await).await;
                 }
             )*
         }

@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 
 use async_trait::async_trait;
 use std::collections::BTreeMap;

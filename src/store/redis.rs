@@ -3,18 +3,19 @@
 //!
 //! Scripts are loaded once when the store is created and reloaded by redis-rs on `NOSCRIPT`
 //! (a restarted or failed-over Redis). Every call is bounded by a deadline: Redis down or slow
-//! gives [`StoreError::Unavailable`] within it, and the connection manager reconnects in the
-//! background, so the store recovers by itself.
+//! gives [`StoreError::Unavailable`] within it, and the connection reconnects in the
+//! background, so the store recovers by itself. On a Redis Cluster each call is for one slot
+//! (see `redis_conn.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Script, ScriptInvocation, Value};
 use async_trait::async_trait;
 
 use super::keys::AccountKeys;
 use super::memory::{conflict, wrong_state};
+use super::redis_conn::RedisConn;
 use super::*;
 use crate::ledger::cycle::{month_window, Anchor};
 use crate::ledger::{
@@ -81,7 +82,7 @@ impl Scripts {
 
 /// Store on a single Redis server.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     scripts: Scripts,
     catalog: Arc<Catalog>,
     /// The catalog's plans as the scripts read them (see `lua/lib.lua`), built once.
@@ -95,7 +96,8 @@ impl RedisStore {
     /// How many scripts the store loads into Redis (one per operation).
     pub const SCRIPT_COUNT: usize = 10;
 
-    /// Store on `url` (`redis://host:port[/db]`). Connects lazily, so a Redis that is down at
+    /// Store on `url` (`redis://host:port[/db]`, or `redis+cluster://host:port,host:port,…`
+    /// for a Redis Cluster). Connects lazily, so a Redis that is down at
     /// start only makes calls fail with `Unavailable` until it is up. Every call is bounded by
     /// `timeout`.
     pub async fn connect(
@@ -103,18 +105,7 @@ impl RedisStore {
         catalog: Arc<Catalog>,
         timeout: Duration,
     ) -> StoreResult<RedisStore> {
-        let client = ::redis::Client::open(url).map_err(|e| StoreError::InvalidArgument {
-            field: "store",
-            message: format!("bad Redis URL `{url}`: {e}"),
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // Reconnect quickly once Redis is back; callers fail fast meanwhile.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let conn = RedisConn::open(url, timeout)?;
         let store = RedisStore {
             conn,
             scripts: Scripts::new(),
@@ -140,7 +131,7 @@ impl RedisStore {
     }
 
     /// The shared connection (cheap to clone), for the event readers.
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
