@@ -14,6 +14,17 @@ use clap::{Parser, ValueEnum};
 /// Environment variable holding the admin listener's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "QUOTA_ADMIN_TOKEN";
 
+/// Default of `--sweep-interval-ms`: an unsettled hold is returned at most a second late.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1_000;
+/// Default of `--events-poll-ms`: events reach an idle consumer within a fifth of a second.
+pub const DEFAULT_EVENTS_POLL_MS: u64 = 200;
+/// Default of `--events-claim-idle-ms`: long enough for a consumer to process and ack a batch.
+pub const DEFAULT_EVENTS_CLAIM_IDLE_MS: u64 = 30_000;
+/// Default of `--events-max-in-flight`.
+pub const DEFAULT_EVENTS_MAX_IN_FLIGHT: u32 = 1_000;
+/// Default of `--events-keep-seconds`: a week of acked history for replays and audits.
+pub const DEFAULT_EVENTS_KEEP_SECONDS: u64 = 7 * 86_400;
+
 /// Settings of one sidecar process.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -53,6 +64,54 @@ pub struct Config {
     )]
     pub redis_timeout_ms: u64,
 
+    /// How often the expiry sweeper looks for due holds on accounts nobody touches, in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "QUOTA_SWEEP_INTERVAL_MS",
+        default_value_t = DEFAULT_SWEEP_INTERVAL_MS,
+        value_parser = clap::value_parser!(u64).range(10..=3_600_000)
+    )]
+    pub sweep_interval_ms: u64,
+
+    /// How often an idle event subscription asks the store for new events, in milliseconds.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_POLL_MS",
+        default_value_t = DEFAULT_EVENTS_POLL_MS,
+        value_parser = clap::value_parser!(u64).range(10..=60_000)
+    )]
+    pub events_poll_ms: u64,
+
+    /// How long an event may stay unacked before another consumer of its group may take it
+    /// over, in milliseconds.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_CLAIM_IDLE_MS",
+        default_value_t = DEFAULT_EVENTS_CLAIM_IDLE_MS,
+        value_parser = clap::value_parser!(u64).range(100..=86_400_000)
+    )]
+    pub events_claim_idle_ms: u64,
+
+    /// Most events one subscription holds delivered and unacked; it waits for acks beyond.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_MAX_IN_FLIGHT",
+        default_value_t = DEFAULT_EVENTS_MAX_IN_FLIGHT,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub events_max_in_flight: u32,
+
+    /// How long events that every consumer group has acked are kept, in seconds. Unacked
+    /// events are never dropped.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_KEEP_SECONDS",
+        default_value_t = DEFAULT_EVENTS_KEEP_SECONDS,
+        value_parser = clap::value_parser!(u64).range(0..=31_622_400)
+    )]
+    pub events_keep_seconds: u64,
+
     /// Log format.
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -76,6 +135,16 @@ impl Config {
     /// Deadline of every Redis call.
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// Interval of the expiry sweeper.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
+    }
+
+    /// Retention of fully acked events.
+    pub fn events_keep(&self) -> Duration {
+        Duration::from_secs(self.events_keep_seconds)
     }
 
     /// The store backend named by `--store`.
@@ -190,6 +259,25 @@ mod tests {
         assert_eq!(c.redis_timeout(), Duration::from_millis(250));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.admin_token.is_none());
+        assert_eq!(c.sweep_interval(), Duration::from_secs(1));
+        assert_eq!(c.events_poll_ms, 200);
+        assert_eq!(c.events_claim_idle_ms, 30_000);
+        assert_eq!(c.events_max_in_flight, 1_000);
+        assert_eq!(c.events_keep(), Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn event_settings_are_bounded() {
+        for bad in [
+            ["q", "--events-max-in-flight", "0"],
+            ["q", "--events-poll-ms", "0"],
+            ["q", "--sweep-interval-ms", "1"],
+            ["q", "--events-claim-idle-ms", "5"],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let c = Config::try_parse_from(["q", "--events-max-in-flight", "3"]).unwrap();
+        assert_eq!(c.events_max_in_flight, 3);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!
 //! Health follows the store: a background probe pings it and turns `""` and `quota.v1.Quota`
 //! NOT_SERVING while it does not answer, SERVING again when it does.
+//!
+//! Also in the background while serving: the expiry sweeper (so `hold.expired` is emitted for
+//! accounts nobody touches) and the event-log trimmer. Everything stops on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,10 +28,15 @@ use tonic_health::ServingStatus;
 
 use crate::api::admin::AdminService;
 use crate::api::auth::BearerAuth;
-use crate::api::events::EventsService;
+use crate::api::events::{EventStreamSettings, EventsService};
 use crate::api::quota::QuotaService;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV};
+use crate::config::{
+    redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV, DEFAULT_EVENTS_KEEP_SECONDS,
+    DEFAULT_SWEEP_INTERVAL_MS,
+};
+use crate::events::sweeper::{run_sweeper, run_trimmer};
+use crate::events::EventLog;
 use crate::ledger::catalog::CatalogError;
 use crate::ledger::Catalog;
 use crate::pb;
@@ -41,6 +49,9 @@ pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest one health ping may take before the store counts as down. Stores bound their own
 /// calls; this only guards against one that does not.
 pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the trimmer drops fully acked history: retention is counted in days, so a
+/// minute late costs nothing and keeps the per-shard scans rare.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight calls (and open health watches) before it stops
 /// anyway; below Kubernetes' default 30 s grace period.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,25 +91,72 @@ pub enum ServerError {
 #[derive(Clone)]
 pub struct ServerParts {
     pub store: Arc<dyn Store>,
+    /// The store's event log; both stores are one object serving both traits.
+    pub events: Arc<dyn EventLog>,
     pub clock: Arc<dyn Clock>,
     pub catalog: Arc<Catalog>,
+}
+
+/// Timings and limits of the background tasks and the event streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// How often the expiry sweeper runs.
+    pub sweep_interval: Duration,
+    /// Retention of events every consumer group has acked.
+    pub events_keep: Duration,
+    /// How `Subscribe` streams behave.
+    pub events: EventStreamSettings,
+}
+
+impl Default for ServerSettings {
+    /// The flags' defaults.
+    fn default() -> Self {
+        ServerSettings {
+            sweep_interval: Duration::from_millis(DEFAULT_SWEEP_INTERVAL_MS),
+            events_keep: Duration::from_secs(DEFAULT_EVENTS_KEEP_SECONDS),
+            events: EventStreamSettings::default(),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The settings named by the flags.
+    pub fn from_config(config: &Config) -> ServerSettings {
+        ServerSettings {
+            sweep_interval: config.sweep_interval(),
+            events_keep: config.events_keep(),
+            events: EventStreamSettings {
+                poll_interval: Duration::from_millis(config.events_poll_ms),
+                claim_idle_ms: config.events_claim_idle_ms,
+                max_in_flight: config.events_max_in_flight as usize,
+            },
+        }
+    }
 }
 
 /// Both listeners, bound and ready to serve.
 pub struct Server {
     parts: ServerParts,
+    settings: ServerSettings,
     worker: TcpListener,
     admin: Option<(TcpListener, AdminToken)>,
 }
 
 impl Server {
-    /// A server with only the worker listener.
+    /// A server with only the worker listener and default settings.
     pub fn new(parts: ServerParts, worker: TcpListener) -> Server {
         Server {
             parts,
+            settings: ServerSettings::default(),
             worker,
             admin: None,
         }
+    }
+
+    /// Replaces the default settings.
+    pub fn with_settings(mut self, settings: ServerSettings) -> Server {
+        self.settings = settings;
+        self
     }
 
     /// Adds the admin listener, guarded by `token`.
@@ -122,6 +180,7 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             parts,
+            settings,
             worker,
             admin,
         } = self;
@@ -135,12 +194,25 @@ impl Server {
             store_ok,
             stop_rx.clone(),
         ));
+        let sweeper = tokio::spawn(run_sweeper(
+            parts.store.clone(),
+            parts.clock.clone(),
+            settings.sweep_interval,
+            stop_rx.clone(),
+        ));
+        let trimmer = tokio::spawn(run_trimmer(
+            parts.events.clone(),
+            parts.clock.clone(),
+            settings.events_keep,
+            TRIM_INTERVAL,
+            stop_rx.clone(),
+        ));
 
         let worker = worker_router(&parts, &reporter)?
             .serve_with_incoming_shutdown(incoming(worker), stopped(stop_rx.clone()));
         let admin = match admin {
             Some((listener, token)) => Some(
-                admin_router(&parts, &reporter, &token)?
+                admin_router(&parts, &settings, &reporter, &token, stop_rx.clone())?
                     .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone())),
             ),
             None => None,
@@ -178,7 +250,8 @@ impl Server {
             }
         };
         let _ = stop_tx.send(true);
-        let _ = probe.await;
+        // Each finishes its current store call (bounded by the store's deadline) and returns.
+        let _ = tokio::join!(probe, sweeper, trimmer);
         result
     }
 }
@@ -293,8 +366,10 @@ fn worker_router(parts: &ServerParts, reporter: &HealthReporter) -> Result<Route
 
 fn admin_router(
     parts: &ServerParts,
+    settings: &ServerSettings,
     reporter: &HealthReporter,
     token: &AdminToken,
+    stop: watch::Receiver<bool>,
 ) -> Result<Router, ServerError> {
     let auth = BearerAuth::new(token);
     let admin = pb::quota_admin_server::QuotaAdminServer::with_interceptor(
@@ -305,7 +380,15 @@ fn admin_router(
         ),
         auth.clone(),
     );
-    let events = pb::usage_events_server::UsageEventsServer::with_interceptor(EventsService, auth);
+    let events = pb::usage_events_server::UsageEventsServer::with_interceptor(
+        EventsService::new(
+            parts.events.clone(),
+            parts.clock.clone(),
+            settings.events,
+            stop,
+        ),
+        auth,
+    );
     let services = [
         <pb::quota_admin_server::QuotaAdminServer<AdminService> as NamedService>::NAME,
         <pb::usage_events_server::UsageEventsServer<EventsService> as NamedService>::NAME,
@@ -327,18 +410,19 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, ServerError> {
     }
 }
 
-/// Opens the store named by `--store`.
+/// Opens the store named by `--store`: the ledger and its event log, one object.
 pub async fn open_store(
     config: &Config,
     catalog: Arc<Catalog>,
-) -> Result<Arc<dyn Store>, ServerError> {
+) -> Result<(Arc<dyn Store>, Arc<dyn EventLog>), ServerError> {
     match config.store_spec().map_err(ServerError::Store)? {
         StoreSpec::Memory => {
             tracing::warn!(
                 "store is `memory`: single instance only, and every plan, grant and hold is \
                  forgotten on restart; use --store redis://HOST:PORT in production"
             );
-            Ok(Arc::new(MemoryStore::new(catalog)))
+            let store = Arc::new(MemoryStore::new(catalog));
+            Ok((store.clone(), store))
         }
         StoreSpec::Redis(url) => {
             let store = RedisStore::connect(&url, catalog, config.redis_timeout())
@@ -353,7 +437,8 @@ pub async fn open_store(
                 timeout_ms = config.redis_timeout_ms,
                 "store is Redis"
             );
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            Ok((store.clone(), store))
         }
     }
 }
@@ -395,13 +480,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(token) => Some((bind("admin", config.admin_listen).await?, token)),
         None => None,
     };
-    let store = open_store(&config, catalog.clone()).await?;
+    let (store, events) = open_store(&config, catalog.clone()).await?;
     let parts = ServerParts {
         store,
+        events,
         clock: Arc::new(SystemClock),
         catalog,
     };
-    let mut server = Server::new(parts, worker);
+    let mut server = Server::new(parts, worker).with_settings(ServerSettings::from_config(&config));
     if let Some((listener, token)) = admin {
         server = server.with_admin(listener, token);
     }

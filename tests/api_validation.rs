@@ -40,6 +40,7 @@ impl Running {
         let store = Arc::new(MemoryStore::new(catalog.clone()));
         let parts = ServerParts {
             store: store.clone(),
+            events: store.clone(),
             clock: Arc::new(ManualClock::new(NOW_MS)),
             catalog,
         };

@@ -134,6 +134,8 @@ async fn health_turns_not_serving_while_the_store_is_down_and_recovers() {
     });
     let parts = ServerParts {
         store: store.clone(),
+        // Events are not under test here.
+        events: Arc::new(MemoryStore::new(catalog.clone())),
         clock: Arc::new(SystemClock),
         catalog,
     };

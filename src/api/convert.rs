@@ -2,6 +2,7 @@
 
 use prost_types::Timestamp;
 
+use crate::events::UsageEvent;
 use crate::ledger::{CreditSource, Kind};
 use crate::pb;
 use crate::store::{self, HoldState, PlanChange, ReleaseReason};
@@ -152,6 +153,40 @@ pub fn account(a: store::AccountView) -> pb::Account {
     }
 }
 
+/// A usage event on the wire; fields that do not apply to its type stay empty or unset.
+pub fn usage_event(e: UsageEvent) -> pb::UsageEvent {
+    pb::UsageEvent {
+        id: e.id,
+        r#type: e.event_type,
+        account_id: e.account_id,
+        time: Some(timestamp(e.time_ms)),
+        sequence: e.sequence,
+        ack_id: e.ack_id,
+        generation_id: e.generation_id,
+        kind: e
+            .kind
+            .map_or(pb::GenerationKind::Unspecified, kind_to_pb)
+            .into(),
+        model: e.model,
+        quantity: e.quantity,
+        units: e.units,
+        from_allowance: e.from_allowance,
+        from_credits: e.from_credits,
+        grants: e.grants.into_iter().map(grant_draw).collect(),
+        reason: e.reason,
+        plan: e.plan,
+        previous_plan: e.previous_plan,
+        cycle_start: e.cycle_start_ms.map(timestamp),
+        allowance_added: e.allowance_added,
+        prorated_charge_cents: e.prorated_charge_cents,
+        grant_id: e.grant_id,
+        labels: e.labels.into_iter().collect(),
+        source: e.source,
+        expires_at: e.expires_at_ms.map(timestamp),
+        effective_at: e.effective_at_ms.map(timestamp),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +239,50 @@ mod tests {
         assert_eq!(b.scheduled_plan, "");
         assert_eq!(b.cycle_start, None);
         assert_eq!(b.credits_available, 5);
+    }
+
+    #[test]
+    fn usage_events() {
+        let e = settled_event();
+        let wire = usage_event(e);
+        assert_eq!(wire.r#type, "hold.settled");
+        assert_eq!(wire.kind, pb::GenerationKind::Video as i32);
+        assert_eq!(wire.time, Some(timestamp(1_700_000_000_123)));
+        assert_eq!(wire.grants.len(), 1);
+        assert_eq!(wire.labels["job"], "j1");
+        assert_eq!(wire.cycle_start, None);
+        assert_eq!(wire.expires_at, Some(timestamp(1_700_000_060_000)));
+        assert_eq!(wire.effective_at, None);
+        // No kind (e.g. credits.granted) stays UNSPECIFIED.
+        let granted = usage_event(UsageEvent {
+            event_type: "credits.granted".into(),
+            ..UsageEvent::default()
+        });
+        assert_eq!(granted.kind, pb::GenerationKind::Unspecified as i32);
+    }
+
+    fn settled_event() -> UsageEvent {
+        UsageEvent {
+            id: "a/g:settled".into(),
+            event_type: "hold.settled".into(),
+            account_id: "a".into(),
+            time_ms: 1_700_000_000_123,
+            sequence: 3,
+            ack_id: "1/1-0".into(),
+            generation_id: "g".into(),
+            kind: Some(Kind::Video),
+            model: "pro".into(),
+            quantity: 2,
+            units: 40,
+            from_allowance: 30,
+            from_credits: 10,
+            grants: vec![crate::ledger::GrantDraw {
+                grant_id: "promo".into(),
+                units: 10,
+            }],
+            expires_at_ms: Some(1_700_000_060_000),
+            labels: [("job".to_string(), "j1".to_string())].into(),
+            ..UsageEvent::default()
+        }
     }
 }
