@@ -1,7 +1,9 @@
 //! `quotactl`: the operator's command line for quota-sidecar. Human tables by default,
 //! `--json` for scripts; the admin token comes from `QUOTA_ADMIN_TOKEN`.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use prost_types::Timestamp;
@@ -10,7 +12,13 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
+use quota_sidecar::pb::{
+    self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
+    usage_events_client::UsageEventsClient,
+};
+
+/// Longest a unary call may take before quotactl gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +108,31 @@ enum Command {
         #[arg(long, value_enum, default_value = "cancelled")]
         reason: ReasonArg,
     },
+    /// Usage events (admin).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Stream a consumer group's usage events as they happen, one line each (Ctrl-C stops).
+    Tail {
+        /// Consumer group; a new group starts at the oldest retained event.
+        #[arg(long)]
+        group: String,
+        /// Consumer name within the group (default: quotactl-<pid>). Events left unacked
+        /// go to another consumer of the group when this one stops.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Acknowledge each event once printed, so that the group does not see it again.
+        #[arg(long)]
+        ack: bool,
+        /// Stop after this many events.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,6 +164,11 @@ impl Failure {
     fn from_status(status: Status, target: &str) -> Failure {
         let message = status.message();
         Failure(match status.code() {
+            // The sidecar answered, but its store did not (`StoreError::Unavailable`): the
+            // address is right and retrying later is the remedy.
+            Code::Unavailable if message.starts_with("store unavailable") => format!(
+                "the sidecar at {target} cannot reach its store ({message}); calls fail until it is back"
+            ),
             Code::Unavailable => format!(
                 "cannot reach the sidecar at {target} ({message}); is it running and is the address right?"
             ),
@@ -139,7 +177,8 @@ impl Failure {
             ),
             Code::InvalidArgument => format!("invalid request: {message}"),
             Code::PermissionDenied => format!("not allowed by the plan: {message}"),
-            Code::ResourceExhausted => format!("not enough funds: {message}"),
+            // The sidecar's message already says what ran out (funds, or the grant limit).
+            Code::ResourceExhausted => message.to_string(),
             Code::AlreadyExists => format!("already exists: {message}"),
             Code::NotFound => format!("not found: {message}"),
             Code::FailedPrecondition => format!("not possible now: {message}"),
@@ -160,17 +199,22 @@ fn parse_time(field: &str, text: &str) -> Result<Timestamp, Failure> {
 }
 
 async fn channel(target: &str) -> Result<Channel, Failure> {
-    Endpoint::from_shared(target.to_string())
+    connect(target, Some(CALL_TIMEOUT)).await
+}
+
+/// A channel whose calls time out after `call_timeout`; `None` for streams that stay open.
+async fn connect(target: &str, call_timeout: Option<Duration>) -> Result<Channel, Failure> {
+    let mut endpoint = Endpoint::from_shared(target.to_string())
         .map_err(|e| Failure(format!("bad address `{target}`: {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| {
-            Failure(format!(
-                "cannot reach the sidecar at {target} ({e}); is it running and is the address right?"
-            ))
-        })
+        .connect_timeout(Duration::from_secs(3));
+    if let Some(timeout) = call_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    endpoint.connect().await.map_err(|e| {
+        Failure(format!(
+            "cannot reach the sidecar at {target} ({e}); is it running and is the address right?"
+        ))
+    })
 }
 
 fn admin_request<T>(message: T) -> Result<Request<T>, Failure> {
@@ -340,7 +384,88 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                 .into_inner();
             Output::Released(response)
         }
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    group,
+                    consumer,
+                    ack,
+                    max,
+                },
+        } => {
+            let consumer = consumer.unwrap_or_else(|| format!("quotactl-{}", std::process::id()));
+            let tail = Tail {
+                group,
+                consumer,
+                ack,
+                max,
+                json: cli.json,
+            };
+            tail.run(&cli.admin_target).await?;
+            Output::Nothing
+        }
     })
+}
+
+/// `events tail`: prints a group's events as they arrive.
+struct Tail {
+    group: String,
+    consumer: String,
+    ack: bool,
+    max: Option<u64>,
+    json: bool,
+}
+
+impl Tail {
+    /// Streams until `max` events, Ctrl-C, or the sidecar ends the stream. An event is acked
+    /// only after its line is written, so a failed write leaves it for redelivery.
+    async fn run(&self, target: &str) -> Result<(), Failure> {
+        let failed = |status| Failure::from_status(status, target);
+        let mut client = UsageEventsClient::new(connect(target, None).await?);
+        let request = admin_request(pb::SubscribeRequest {
+            group: self.group.clone(),
+            consumer: self.consumer.clone(),
+        })?;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut events = tokio::select! {
+            answer = client.subscribe(request) => answer.map_err(failed)?.into_inner(),
+            _ = &mut ctrl_c => return Ok(()),
+        };
+        let mut out = std::io::stdout().lock();
+        if !self.json && writeln!(out, "{}", event_header()).is_err() {
+            return Ok(());
+        }
+        let mut printed = 0u64;
+        while self.max.is_none_or(|max| printed < max) {
+            let event = tokio::select! {
+                next = events.message() => match next.map_err(failed)? {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = &mut ctrl_c => break,
+            };
+            let line = if self.json {
+                event_json(&event).to_string()
+            } else {
+                event_text(&event)
+            };
+            // stdout closed (e.g. piped into `head`): stop quietly, leaving the event unacked.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                break;
+            }
+            printed += 1;
+            if self.ack {
+                let mut request = admin_request(pb::AckRequest {
+                    group: self.group.clone(),
+                    ack_ids: vec![event.ack_id],
+                })?;
+                request.set_timeout(CALL_TIMEOUT);
+                client.ack(request).await.map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A request id for a one-off SetPlan: unique per call, so retrying the command is a new
@@ -362,6 +487,8 @@ enum Output {
     Reserved(pb::ReserveResponse),
     Settled(pb::SettleResponse),
     Released(pb::ReleaseResponse),
+    /// Already printed while running (`events tail`).
+    Nothing,
 }
 
 impl Output {
@@ -374,7 +501,7 @@ impl Output {
                 "holds": a.holds.iter().map(hold_json).collect::<Vec<_>>(),
             }),
             Output::PlanSet(r) => json!({
-                "change": enum_name(pb::PlanChange::try_from(r.change).map(|c| c.as_str_name())),
+                "change": enum_text(pb::PlanChange::try_from(r.change).map(|c| c.as_str_name()), "PLAN_CHANGE_"),
                 "effective_at": time_json(r.effective_at.as_ref()),
                 "allowance_added": r.allowance_added,
                 "prorated_charge_cents": r.prorated_charge_cents,
@@ -408,6 +535,7 @@ impl Output {
                 "replayed": r.replayed,
                 "balance": r.balance.as_ref().map(balance_json),
             }),
+            Output::Nothing => Value::Null,
         }
     }
 
@@ -533,6 +661,7 @@ impl Output {
                 out += &hold_text(r.hold.as_ref(), "");
                 out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
             }
+            Output::Nothing => {}
         }
         out
     }
@@ -655,6 +784,122 @@ fn hold_text(h: Option<&pb::Hold>, note: &str) -> String {
     )
 }
 
+/// Widths of the fixed columns of `events tail` lines.
+const EVENT_COLUMNS: [usize; 4] = [20, 24, 20, 5];
+
+fn event_header() -> String {
+    event_row(["TIME", "TYPE", "ACCOUNT", "SEQ"], "DETAILS")
+}
+
+fn event_row(fixed: [&str; 4], details: &str) -> String {
+    let mut line = String::new();
+    for (cell, width) in fixed.iter().zip(EVENT_COLUMNS) {
+        line += &format!("{cell:<width$}  ");
+    }
+    (line + details).trim_end().to_string()
+}
+
+/// One event as a table row: the fields that apply to its type, as `name=value`.
+fn event_text(e: &pb::UsageEvent) -> String {
+    let mut details: Vec<String> = Vec::new();
+    let mut add = |name: &str, value: String| {
+        if !value.is_empty() && value != "0" {
+            details.push(format!("{name}={value}"));
+        }
+    };
+    add("generation", e.generation_id.clone());
+    if e.kind != pb::GenerationKind::Unspecified as i32 {
+        add("kind", event_kind(e));
+    }
+    add("model", e.model.clone());
+    add("quantity", e.quantity.to_string());
+    add("units", e.units.to_string());
+    add("allowance", e.from_allowance.to_string());
+    add("credits", e.from_credits.to_string());
+    let draws: Vec<String> = e
+        .grants
+        .iter()
+        .map(|d| format!("{}:{}", d.grant_id, d.units))
+        .collect();
+    add("draws", draws.join(","));
+    add("reason", e.reason.clone());
+    add("previous_plan", e.previous_plan.clone());
+    add("plan", e.plan.clone());
+    add("allowance_added", e.allowance_added.to_string());
+    add("charge_cents", e.prorated_charge_cents.to_string());
+    add("grant", e.grant_id.clone());
+    add("source", e.source.clone());
+    add(
+        "cycle_start",
+        time_text(e.cycle_start.as_ref()).unwrap_or_default(),
+    );
+    add(
+        "expires",
+        time_text(e.expires_at.as_ref()).unwrap_or_default(),
+    );
+    add(
+        "effective",
+        time_text(e.effective_at.as_ref()).unwrap_or_default(),
+    );
+    let mut labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    labels.sort();
+    add("labels", labels.join(","));
+    add("ack", e.ack_id.clone());
+    event_row(
+        [
+            &time_text(e.time.as_ref()).unwrap_or_default(),
+            &e.r#type,
+            &e.account_id,
+            &e.sequence.to_string(),
+        ],
+        &details.join(" "),
+    )
+}
+
+fn event_kind(e: &pb::UsageEvent) -> String {
+    enum_text(
+        pb::GenerationKind::try_from(e.kind).map(|k| k.as_str_name()),
+        "GENERATION_KIND_",
+    )
+}
+
+/// One event as a JSON object with every field, empty ones included, so that scripts see one
+/// shape for every type.
+fn event_json(e: &pb::UsageEvent) -> Value {
+    let kind = if e.kind == pb::GenerationKind::Unspecified as i32 {
+        String::new()
+    } else {
+        event_kind(e)
+    };
+    json!({
+        "id": e.id,
+        "type": e.r#type,
+        "account_id": e.account_id,
+        "time": time_json(e.time.as_ref()),
+        "sequence": e.sequence,
+        "ack_id": e.ack_id,
+        "generation_id": e.generation_id,
+        "kind": kind,
+        "model": e.model,
+        "quantity": e.quantity,
+        "units": e.units,
+        "from_allowance": e.from_allowance,
+        "from_credits": e.from_credits,
+        "grants": e.grants.iter().map(|d| json!({"grant_id": d.grant_id, "units": d.units})).collect::<Vec<_>>(),
+        "reason": e.reason,
+        "plan": e.plan,
+        "previous_plan": e.previous_plan,
+        "cycle_start": time_json(e.cycle_start.as_ref()),
+        "allowance_added": e.allowance_added,
+        "prorated_charge_cents": e.prorated_charge_cents,
+        "grant_id": e.grant_id,
+        "source": e.source,
+        "expires_at": time_json(e.expires_at.as_ref()),
+        "effective_at": time_json(e.effective_at.as_ref()),
+        "labels": e.labels,
+    })
+}
+
 /// A left-aligned text table; "(none)" when there are no rows.
 fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.collect();
@@ -687,6 +932,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli).await {
+        Ok(Output::Nothing) => ExitCode::SUCCESS,
         Ok(output) => {
             if json {
                 println!("{}", output.json());

@@ -1,0 +1,600 @@
+//! The real `quotactl` against the real sidecar: every command, tables and `--json`, one-line
+//! errors with exit status 1; and the admin listener's token check seen from a plain gRPC
+//! client.
+
+mod harness;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use harness::sidecar::{channel, wait_serving, Sidecar};
+use harness::RedisServer;
+use quota_sidecar::pb::{
+    self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
+    usage_events_client::UsageEventsClient,
+};
+
+const TOKEN: &str = "quotactl-e2e-token";
+/// quotactl bounds its own calls (3 s connect, 10 s per call); this bounds the process.
+const RUN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What one quotactl run printed and how it exited.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    fn ok(self) -> String {
+        assert_eq!(self.code, Some(0), "{self:?}");
+        assert!(self.stderr.is_empty(), "{self:?}");
+        self.stdout
+    }
+
+    /// Asserts success and parses stdout as one JSON document.
+    fn json(self) -> Value {
+        let stdout = self.ok();
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    }
+
+    /// Asserts exit status 1 with exactly one `quotactl: ...` line on stderr and nothing on
+    /// stdout; returns that line.
+    fn failure(self) -> String {
+        assert_eq!(self.code, Some(1), "{self:?}");
+        assert!(self.stdout.is_empty(), "{self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line expected: {self:?}");
+        let line = lines[0];
+        assert!(line.starts_with("quotactl: "), "{line}");
+        // Operators get a sentence, not a debug dump of the status.
+        for dump in ["Status {", "metadata", "MetadataMap", "source:", "{ code"] {
+            assert!(!line.contains(dump), "{line}");
+        }
+        line.to_string()
+    }
+}
+
+/// Runs quotactl against `worker` and `admin` (through `QUOTA_TARGET` and
+/// `QUOTA_ADMIN_TARGET`, as an operator's shell would), with `token` as `QUOTA_ADMIN_TOKEN`.
+fn quotactl(worker: SocketAddr, admin: SocketAddr, token: Option<&str>, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quotactl"));
+    command
+        .args(args)
+        .env("QUOTA_TARGET", format!("http://{worker}"))
+        .env("QUOTA_ADMIN_TARGET", format!("http://{admin}"))
+        .env_remove("QUOTA_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        command.env("QUOTA_ADMIN_TOKEN", token);
+    }
+    let mut child = command.spawn().expect("run quotactl");
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for quotactl") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quotactl {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// A sidecar with its admin listener, and quotactl pointed at it.
+struct Ctl {
+    sidecar: Sidecar,
+}
+
+impl Ctl {
+    async fn start(store: &str) -> Ctl {
+        let sidecar = Sidecar::start(store, Some(TOKEN));
+        wait_serving(sidecar.worker).await;
+        Ctl { sidecar }
+    }
+
+    /// quotactl with the right token.
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(Some(TOKEN), args)
+    }
+
+    fn run_with(&self, token: Option<&str>, args: &[&str]) -> Run {
+        quotactl(self.sidecar.worker, self.sidecar.admin(), token, args)
+    }
+}
+
+/// An RFC 3339 time `days` from now, whole seconds.
+fn days_from_now(days: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+    at.replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The table row (a line of stdout) that starts with `first_cell`, split into cells.
+fn row<'a>(table: &'a str, first_cell: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first_cell))
+        .unwrap_or_else(|| panic!("no row {first_cell} in:\n{table}"))
+}
+
+#[tokio::test]
+async fn every_command_in_tables_and_json() {
+    let ctl = Ctl::start("memory").await;
+    let a = "acct-ctl";
+
+    // set-plan: started, then a replay of the same request id changes nothing.
+    let set = ctl
+        .run(&[
+            "set-plan",
+            a,
+            "hollywood",
+            "--request-id",
+            "plan-1",
+            "--json",
+        ])
+        .json();
+    assert_eq!(set["change"], "started", "{set}");
+    assert_eq!(set["replayed"], false);
+    assert_eq!(set["balance"]["plan"], "hollywood");
+    assert_eq!(set["balance"]["allowance_total"], 5_000);
+    assert!(set["balance"]["cycle_start"].is_string(), "{set}");
+    let replay = ctl
+        .run(&["set-plan", a, "hollywood", "--request-id", "plan-1"])
+        .ok();
+    assert!(
+        replay.starts_with("started (replayed: nothing changed)"),
+        "{replay}"
+    );
+
+    // grant: an expiring promotional grant and a purchased one (the default source).
+    let expires = days_from_now(30);
+    let promo = ctl
+        .run(&[
+            "grant",
+            a,
+            "promo-1",
+            "300",
+            "--source",
+            "promotional",
+            "--expires",
+            &expires,
+            "--json",
+        ])
+        .json();
+    assert_eq!(promo["grant"]["grant_id"], "promo-1");
+    assert_eq!(promo["grant"]["source"], "promotional");
+    assert_eq!(promo["grant"]["units_granted"], 300);
+    assert_eq!(promo["grant"]["expires_at"], expires.as_str());
+    assert_eq!(promo["balance"]["credits_available"], 300);
+    let pack = ctl.run(&["grant", a, "pack-1", "200"]).ok();
+    assert!(pack.starts_with("grant pack-1: 200 units\n"), "{pack}");
+    assert!(pack.contains("credits    500 available, 0 held"), "{pack}");
+
+    // balance: a table and JSON from the worker listener.
+    let table = ctl.run(&["balance", a]).ok();
+    assert!(table.contains("plan       hollywood\n"), "{table}");
+    assert!(
+        table.contains("allowance  5000 available = 5000 total - 0 used - 0 held"),
+        "{table}"
+    );
+    let b = ctl.run(&["--json", "balance", a]).json();
+    assert_eq!(
+        (
+            &b["allowance_available"],
+            &b["credits_available"],
+            &b["open_holds"]
+        ),
+        (&Value::from(5_000), &Value::from(500), &Value::from(0))
+    );
+
+    // reserve: a 5 s video on `pro` costs 5 x 20 units, from the allowance.
+    let reserved = ctl
+        .run(&[
+            "reserve", a, "gen-1", "video", "5", "--model", "pro", "--json",
+        ])
+        .json();
+    let hold = &reserved["hold"];
+    assert_eq!(
+        (
+            &hold["generation_id"],
+            &hold["kind"],
+            &hold["model"],
+            &hold["state"]
+        ),
+        (
+            &Value::from("gen-1"),
+            &Value::from("video"),
+            &Value::from("pro"),
+            &Value::from("held")
+        )
+    );
+    assert_eq!(
+        (
+            &hold["cost_units"],
+            &hold["from_allowance"],
+            &hold["from_credits"]
+        ),
+        (&Value::from(100), &Value::from(100), &Value::from(0))
+    );
+    assert_eq!(reserved["balance"]["allowance_held"], 100);
+
+    // account: grants in burn order (expiring first) and the open hold.
+    let table = ctl.run(&["account", a]).ok();
+    assert_eq!(
+        row(&table, "promo-1")[..5],
+        ["promo-1", "promotional", "300", "300", "0"],
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "pack-1")[..6],
+        ["pack-1", "purchased", "200", "200", "0", "never"]
+    );
+    assert!(
+        table.find("promo-1").unwrap() < table.find("pack-1").unwrap(),
+        "burn order: {table}"
+    );
+    assert_eq!(
+        row(&table, "gen-1")[..7],
+        ["gen-1", "video", "pro", "5", "100", "100", "0"],
+        "{table}"
+    );
+    let account = ctl.run(&["account", a, "--json"]).json();
+    assert_eq!(account["balance"]["open_holds"], 1);
+    let grants: Vec<&str> = account["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["grant_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(grants, ["promo-1", "pack-1"]);
+    assert_eq!(account["holds"].as_array().unwrap().len(), 1);
+    assert_eq!(account["holds"][0]["generation_id"], "gen-1");
+    assert_eq!(account["holds"][0]["cost_units"], 100);
+
+    // settle for less: 3 of 5 seconds are charged, the rest goes back; a retry replays.
+    let settled = ctl
+        .run(&["settle", a, "gen-1", "--actual-quantity", "3", "--json"])
+        .json();
+    assert_eq!(
+        (&settled["charged_units"], &settled["returned_units"]),
+        (&Value::from(60), &Value::from(40))
+    );
+    assert_eq!(settled["hold"]["state"], "settled");
+    assert_eq!(settled["replayed"], false);
+    let again = ctl.run(&["settle", a, "gen-1"]).ok();
+    assert!(
+        again.starts_with("charged 60 units, returned 40 (replayed: nothing changed)"),
+        "{again}"
+    );
+
+    // release: everything goes back, whatever the reason.
+    let table = ctl
+        .run(&["reserve", a, "gen-2", "character-image", "2"])
+        .ok();
+    assert!(
+        table.starts_with("hold gen-2 (held): 8 units = 8 allowance + 0 credits"),
+        "{table}"
+    );
+    let released = ctl
+        .run(&[
+            "release",
+            a,
+            "gen-2",
+            "--reason",
+            "content-filtered",
+            "--json",
+        ])
+        .json();
+    assert_eq!(released["returned_units"], 8);
+    assert_eq!(released["hold"]["state"], "released");
+    let again = ctl.run(&["release", a, "gen-2"]).ok();
+    assert!(
+        again.starts_with("returned 8 units (replayed: nothing changed)"),
+        "{again}"
+    );
+
+    // revoke: takes what is left of the grant.
+    let revoked = ctl.run(&["revoke", a, "pack-1", "--json"]).json();
+    assert_eq!(revoked["revoked_units"], 200);
+    assert_eq!(revoked["balance"]["credits_available"], 300);
+    let table = ctl.run(&["revoke", a, "promo-1"]).ok();
+    assert!(table.starts_with("revoked 300 units\n"), "{table}");
+
+    let b = ctl.run(&["balance", a, "--json"]).json();
+    assert_eq!(
+        (
+            &b["allowance_used"],
+            &b["allowance_held"],
+            &b["allowance_available"],
+            &b["credits_available"],
+            &b["open_holds"]
+        ),
+        (
+            &Value::from(60),
+            &Value::from(0),
+            &Value::from(4_940),
+            &Value::from(0),
+            &Value::from(0)
+        )
+    );
+}
+
+#[tokio::test]
+async fn errors_are_one_line_and_exit_1() {
+    let ctl = Ctl::start("memory").await;
+    let a = "acct-ctl-errors";
+
+    let line = ctl
+        .run_with(Some("not-the-token"), &["account", a])
+        .failure();
+    assert!(
+        line.starts_with("quotactl: the admin listener refused the token"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("not-the-token"),
+        "never echo a token: {line}"
+    );
+    let line = ctl.run_with(None, &["grant", a, "pack-1", "100"]).failure();
+    assert_eq!(
+        line,
+        "quotactl: QUOTA_ADMIN_TOKEN is not set: admin commands need the sidecar's admin token"
+    );
+    // Neither attempt reached the account.
+    let b = ctl.run(&["balance", a, "--json"]).json();
+    assert_eq!(
+        (&b["plan"], &b["credits_available"]),
+        (&Value::from("none"), &Value::from(0))
+    );
+
+    // Refusals by the sidecar are explained, each in one line.
+    let line = ctl
+        .run(&["reserve", a, "gen-1", "character-image", "1"])
+        .failure();
+    assert_eq!(
+        line,
+        "quotactl: not enough funds: generation costs 4 units, account has 0 available"
+    );
+    let line = ctl
+        .run(&["reserve", a, "gen-1", "video", "5", "--model", "cinema"])
+        .failure();
+    assert!(
+        line.starts_with("quotactl: not allowed by the plan: "),
+        "{line}"
+    );
+    assert!(
+        line.contains("hollywood"),
+        "names the plan that allows it: {line}"
+    );
+    let line = ctl.run(&["settle", a, "gen-unknown"]).failure();
+    assert!(line.starts_with("quotactl: not found: "), "{line}");
+    let line = ctl.run(&["set-plan", a, "platinum"]).failure();
+    assert!(
+        line.starts_with("quotactl: invalid request: plan: "),
+        "{line}"
+    );
+    let line = ctl
+        .run(&["grant", a, "pack-1", "10", "--expires", "next week"])
+        .failure();
+    assert!(line.contains("RFC 3339"), "{line}");
+
+    // Nothing listening: one line naming the address.
+    let nobody = SocketAddr::from(([127, 0, 0, 1], harness::free_port()));
+    let line = quotactl(nobody, nobody, Some(TOKEN), &["balance", a]).failure();
+    assert!(
+        line.starts_with(&format!(
+            "quotactl: cannot reach the sidecar at http://{nobody}"
+        )),
+        "{line}"
+    );
+    let line = quotactl(nobody, nobody, Some(TOKEN), &["account", a]).failure();
+    assert!(line.contains(&nobody.to_string()), "{line}");
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Every admin and events RPC once, with `token`; the status of each (OK as `Code::Ok`).
+async fn admin_calls(ch: Channel, token: Option<&str>) -> Vec<(&'static str, Code)> {
+    let a = "acct-auth";
+    let mut admin = QuotaAdminClient::new(ch.clone());
+    let mut events = UsageEventsClient::new(ch);
+    let code = |r: Result<(), Status>| r.err().map_or(Code::Ok, |s| s.code());
+    vec![
+        (
+            "SetPlan",
+            code(
+                admin
+                    .set_plan(with_token(
+                        pb::SetPlanRequest {
+                            request_id: "plan-1".into(),
+                            account_id: a.into(),
+                            plan: "hollywood".into(),
+                            cycle_anchor: None,
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "GrantCredits",
+            code(
+                admin
+                    .grant_credits(with_token(
+                        pb::GrantCreditsRequest {
+                            account_id: a.into(),
+                            grant_id: "pack-1".into(),
+                            units: 10,
+                            source: pb::CreditSource::Purchased as i32,
+                            expires_at: None,
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "RevokeCredits",
+            code(
+                admin
+                    .revoke_credits(with_token(
+                        pb::RevokeCreditsRequest {
+                            account_id: a.into(),
+                            grant_id: "pack-1".into(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "GetAccount",
+            code(
+                admin
+                    .get_account(with_token(
+                        pb::GetAccountRequest {
+                            account_id: a.into(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "Ack",
+            code(
+                events
+                    .ack(with_token(
+                        pb::AckRequest {
+                            group: "billing".into(),
+                            ack_ids: vec![],
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token_and_stays_off_the_worker_listener() {
+    let ctl = Ctl::start("memory").await;
+    let admin = channel(ctl.sidecar.admin()).await;
+    let worker = channel(ctl.sidecar.worker).await;
+
+    for token in [None, Some("wrong-token"), Some("")] {
+        for (rpc, code) in admin_calls(admin.clone(), token).await {
+            assert_eq!(code, Code::Unauthenticated, "{rpc} with {token:?}");
+        }
+    }
+    // The refused calls changed nothing.
+    let account = QuotaAdminClient::new(admin.clone())
+        .get_account(with_token(
+            pb::GetAccountRequest {
+                account_id: "acct-auth".into(),
+            },
+            Some(TOKEN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(account.balance.unwrap().plan, "none");
+    assert!(account.grants.is_empty());
+
+    // The worker listener does not serve the admin or events API, token or not.
+    for token in [None, Some(TOKEN)] {
+        for (rpc, code) in admin_calls(worker.clone(), token).await {
+            assert_eq!(code, Code::Unimplemented, "{rpc} on the worker listener");
+        }
+    }
+    // And the admin listener does not serve the worker API.
+    let status = QuotaClient::new(admin.clone())
+        .get_balance(with_token(
+            pb::GetBalanceRequest {
+                account_id: "acct-auth".into(),
+            },
+            Some(TOKEN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // With the token, the admin RPCs go through (events may not be served yet).
+    let calls = admin_calls(admin, Some(TOKEN)).await;
+    for (rpc, code) in &calls[..4] {
+        assert_eq!(*code, Code::Ok, "{rpc}");
+    }
+    assert_ne!(calls[4].1, Code::Unauthenticated, "Ack with the token");
+}
+
+#[tokio::test]
+async fn quotactl_on_redis_and_through_an_outage() {
+    let mut redis = RedisServer::start();
+    let ctl = Ctl::start(&redis.url()).await;
+    let a = "acct-ctl-redis";
+    ctl.run(&["set-plan", a, "independent", "--request-id", "plan-1"])
+        .ok();
+    ctl.run(&["grant", a, "pack-1", "50", "--source", "purchased"])
+        .ok();
+    ctl.run(&["reserve", a, "gen-1", "first-frame", "3", "--model", "pro"])
+        .ok();
+    let account = ctl.run(&["account", a, "--json"]).json();
+    assert_eq!(account["balance"]["plan"], "independent");
+    assert_eq!(account["balance"]["allowance_held"], 12);
+    assert_eq!(account["grants"][0]["units_remaining"], 50);
+    assert_eq!(account["holds"][0]["cost_units"], 12);
+
+    // Redis gone: the sidecar answers, and quotactl says what is wrong in one line.
+    redis.stop();
+    let line = ctl.run(&["balance", a]).failure();
+    assert!(line.contains("store"), "{line}");
+    assert!(
+        !line.contains("cannot reach the sidecar"),
+        "the sidecar is up: {line}"
+    );
+}
