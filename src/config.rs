@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
+
 /// Environment variable holding the admin listener's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "QUOTA_ADMIN_TOKEN";
 
@@ -47,7 +49,7 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
 
     /// Where the ledger lives: `memory` (single instance, forgotten on restart) or
-    /// `redis://HOST:PORT[/DB]`. `redis+cluster://` is not supported yet.
+    /// `redis://HOST:PORT[/DB]` or a Redis Cluster `redis+cluster://HOST:PORT,HOST:PORT,...`.
     #[arg(long, env = "QUOTA_STORE", default_value = "memory")]
     pub store: String,
 
@@ -167,7 +169,7 @@ pub enum LogFormat {
 pub enum StoreSpec {
     /// In-process store: one instance, nothing survives a restart.
     Memory,
-    /// A single Redis server, by URL.
+    /// A single Redis server or a Redis Cluster, by URL.
     Redis(String),
 }
 
@@ -178,11 +180,10 @@ impl StoreSpec {
             return Ok(StoreSpec::Memory);
         }
         let shown = redacted_url(text);
-        if text.starts_with("redis+cluster://") {
-            return Err(format!(
-                "--store {shown}: Redis Cluster (redis+cluster://) is not supported yet; \
-                 use redis://HOST:PORT"
-            ));
+        if text.starts_with(CLUSTER_SCHEME) {
+            return cluster_nodes(text)
+                .map(|_| StoreSpec::Redis(text.to_string()))
+                .map_err(|e| format!("--store {shown}: {e}"));
         }
         if text.starts_with("rediss://") {
             return Err(format!(
@@ -198,7 +199,8 @@ impl StoreSpec {
                 "--store {shown}: names no host; use redis://HOST:PORT"
             )),
             None => Err(format!(
-                "--store {shown}: expected `memory` or redis://HOST:PORT[/DB]"
+                "--store {shown}: expected `memory`, redis://HOST:PORT[/DB] or \
+                 redis+cluster://HOST:PORT,HOST:PORT"
             )),
         }
     }
@@ -293,9 +295,19 @@ mod tests {
             StoreSpec::parse("redis://127.0.0.1:6379/2"),
             Ok(StoreSpec::Redis("redis://127.0.0.1:6379/2".into()))
         );
-        let err = StoreSpec::parse("redis+cluster://a:1,b:2").unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
-        for bad in ["redis://", "redis:///0", "postgres://x", "Memory", ""] {
+        assert_eq!(
+            StoreSpec::parse("redis+cluster://a:1,b:2"),
+            Ok(StoreSpec::Redis("redis+cluster://a:1,b:2".into()))
+        );
+        for bad in [
+            "redis://",
+            "redis:///0",
+            "redis+cluster://",
+            "redis+cluster://a:1/2",
+            "postgres://x",
+            "Memory",
+            "",
+        ] {
             assert!(StoreSpec::parse(bad).is_err(), "{bad}");
         }
     }
@@ -307,7 +319,7 @@ mod tests {
             "redis://<credentials>@host:6379/0"
         );
         assert_eq!(redacted_url("redis://host:6379"), "redis://host:6379");
-        let err = StoreSpec::parse("redis+cluster://:hunter2@a:7000").unwrap_err();
+        let err = StoreSpec::parse("redis+cluster://:hunter2@a:7000/1").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
     }
 

@@ -84,3 +84,35 @@ async fn accounts_spread_over_the_nodes_and_scripts_survive_a_flush() {
     assert_eq!(s.ack("billing", &ids).await.unwrap() as usize, ids.len());
     assert_eq!(s.pending("billing").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn the_binary_serves_from_a_cluster() {
+    let cluster = harness::cluster::RedisCluster::start();
+    let sidecar = harness::sidecar::Sidecar::start(&cluster.url(), None);
+    harness::sidecar::wait_serving(sidecar.worker).await;
+    let mut client = quota_sidecar::pb::quota_client::QuotaClient::new(
+        harness::sidecar::channel(sidecar.worker).await,
+    );
+    // No plan and no credits: the script ran on the account's node and said so.
+    let err = client
+        .reserve(quota_sidecar::pb::ReserveRequest {
+            account_id: "studio-1".into(),
+            generation_id: "g1".into(),
+            kind: quota_sidecar::pb::GenerationKind::CharacterImage as i32,
+            model: "standard".into(),
+            quantity: 1,
+            ttl_seconds: 0,
+            labels: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let balance = client
+        .get_balance(quota_sidecar::pb::GetBalanceRequest {
+            account_id: "studio-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balance.plan, "none");
+}
