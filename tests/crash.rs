@@ -158,6 +158,9 @@ async fn sigkill_under_load_loses_and_invents_no_event() {
     // A new sidecar on the same Redis; workers retry what they could not confirm.
     let second = Sidecar::start(&redis.url(), Some(TOKEN));
     harness::sidecar::wait_serving(second.worker).await;
+    let mut second_admin = pb::quota_admin_client::QuotaAdminClient::new(
+        harness::sidecar::channel(second.admin()).await,
+    );
     let mut client =
         pb::quota_client::QuotaClient::new(harness::sidecar::channel(second.worker).await);
     let mut told = Arc::try_unwrap(told).ok().unwrap().into_inner().unwrap();
@@ -280,6 +283,24 @@ async fn sigkill_under_load_loses_and_invents_no_event() {
             "{a}: settled events"
         );
         let view = store.account(&a, now_ms).await.unwrap();
+        // Billing sees the same totals over the admin API.
+        let wire = second_admin
+            .get_account(admin(pb::GetAccountRequest {
+                account_id: a.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (
+                wire.lifetime_charged_allowance_units,
+                wire.lifetime_charged_credit_units
+            ),
+            (
+                view.lifetime_charged.allowance_units,
+                view.lifetime_charged.credit_units
+            )
+        );
         assert!(view.holds.is_empty(), "{a}: open holds {:?}", view.holds);
         let units: u64 = settled.values().map(|e| e.units).sum();
         assert_eq!(

@@ -150,6 +150,8 @@ pub fn account(a: store::AccountView) -> pb::Account {
         balance: Some(balance(a.balance)),
         grants: a.grants.into_iter().map(grant).collect(),
         holds: a.holds.into_iter().map(hold).collect(),
+        lifetime_charged_allowance_units: a.lifetime_charged.allowance_units,
+        lifetime_charged_credit_units: a.lifetime_charged.credit_units,
     }
 }
 
