@@ -7,7 +7,9 @@ mod harness;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use quota_sidecar::ledger::{Catalog, CreditSource, GrantDraw, Kind, RETENTION_SECONDS};
+use quota_sidecar::ledger::{
+    Catalog, CreditSource, GrantDraw, Kind, MAX_LIVE_GRANTS, RETENTION_SECONDS,
+};
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -1054,6 +1056,51 @@ mod cases {
         );
     }
 
+    pub async fn live_grants_are_bounded(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        for i in 0..MAX_LIVE_GRANTS {
+            grant(
+                &s,
+                a,
+                &format!("g{i}"),
+                1,
+                CreditSource::Purchased,
+                None,
+                now,
+            )
+            .await;
+        }
+        let cmd = |id: &str| GrantCmd {
+            account_id: a.into(),
+            grant_id: id.into(),
+            units: 1,
+            source: CreditSource::Purchased,
+            expires_at_ms: None,
+        };
+        let err = s.grant_credits(&cmd("one-more"), now).await.unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::TooManyGrants {
+                account_id: a.into(),
+                limit: MAX_LIVE_GRANTS,
+            }
+        );
+        // A replay is not a new grant.
+        assert!(s.grant_credits(&cmd("g7"), now).await.unwrap().replayed);
+        // Spent grants leave the account's state, which makes room.
+        s.reserve(&image(a, "i1"), now).await.unwrap();
+        s.settle(a, "i1", None, now).await.unwrap();
+        let view = s.account(a, now).await.unwrap();
+        assert_eq!(view.grants.len(), MAX_LIVE_GRANTS - 4);
+        assert!(
+            !s.grant_credits(&cmd("one-more"), now)
+                .await
+                .unwrap()
+                .replayed
+        );
+    }
+
     pub async fn retention_forgets_by_the_callers_clock(s: Subject) {
         let now = t0();
         let kept_ms = i64::from(RETENTION_SECONDS) * S;
@@ -1237,4 +1284,5 @@ conformance!(
     unknown_account_reads_as_empty,
     retention_forgets_by_the_callers_clock,
     lifetime_charges_add_up_across_cycles,
+    live_grants_are_bounded,
 );
