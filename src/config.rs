@@ -44,12 +44,13 @@ pub struct Config {
     #[arg(long, env = "QUOTA_ADMIN_LISTEN", default_value = "127.0.0.1:50052")]
     pub admin_listen: SocketAddr,
 
-    /// Reserved for the Prometheus metrics endpoint; metrics are not served yet.
+    /// Prometheus metrics endpoint (`GET /metrics`, plain HTTP).
     #[arg(long, env = "QUOTA_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: SocketAddr,
 
     /// Where the ledger lives: `memory` (single instance, forgotten on restart) or
-    /// `redis://HOST:PORT[/DB]` or a Redis Cluster `redis+cluster://HOST:PORT,HOST:PORT,...`.
+    /// `redis://HOST:PORT[/DB]`, `rediss://HOST:PORT[/DB]` (TLS) or a Redis Cluster
+    /// `redis+cluster://HOST:PORT,HOST:PORT,...`.
     #[arg(long, env = "QUOTA_STORE", default_value = "memory")]
     pub store: String,
 
@@ -118,6 +119,44 @@ pub struct Config {
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Plaintext listener serving only `grpc.health.v1.Health`, for Kubernetes gRPC probes
+    /// (which cannot speak TLS and connect to the pod IP). Not started unless given.
+    #[arg(long, env = "QUOTA_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Certificate chain (PEM) for TLS on the worker and admin listeners; needs --tls-key.
+    #[arg(
+        long,
+        env = "QUOTA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert; needs --tls-cert.
+    #[arg(
+        long,
+        env = "QUOTA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA (PEM) that admin clients' certificates must be signed by: mutual TLS on the admin
+    /// listener, on top of the bearer token. Needs --tls-cert and --tls-key.
+    #[arg(
+        long,
+        env = "QUOTA_ADMIN_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub admin_client_ca: Option<PathBuf>,
+
+    /// CA (PEM) of a `rediss://` server's certificate, when the system's trust store does not
+    /// have it.
+    #[arg(long, env = "QUOTA_REDIS_CA", value_name = "FILE")]
+    pub redis_ca: Option<PathBuf>,
+
     /// Bearer token of the admin listener, from `QUOTA_ADMIN_TOKEN` only.
     #[arg(skip)]
     pub admin_token: Option<AdminToken>,
@@ -185,22 +224,25 @@ impl StoreSpec {
                 .map(|_| StoreSpec::Redis(text.to_string()))
                 .map_err(|e| format!("--store {shown}: {e}"));
         }
-        if text.starts_with("rediss://") {
+        if text.starts_with("rediss+cluster://") {
             return Err(format!(
-                "--store {shown}: TLS to Redis (rediss://) is not supported yet; \
-                 use redis://HOST:PORT"
+                "--store {shown}: TLS to a Redis Cluster is not supported yet; use \
+                 rediss://HOST:PORT for one server or redis+cluster:// without TLS"
             ));
         }
-        match text.strip_prefix("redis://") {
+        match text
+            .strip_prefix("redis://")
+            .or_else(|| text.strip_prefix("rediss://"))
+        {
             Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
                 Ok(StoreSpec::Redis(text.to_string()))
             }
             Some(_) => Err(format!(
-                "--store {shown}: names no host; use redis://HOST:PORT"
+                "--store {shown}: names no host; use redis://HOST:PORT or rediss://HOST:PORT"
             )),
             None => Err(format!(
-                "--store {shown}: expected `memory`, redis://HOST:PORT[/DB] or \
-                 redis+cluster://HOST:PORT,HOST:PORT"
+                "--store {shown}: expected `memory`, redis://HOST:PORT[/DB], \
+                 rediss://HOST:PORT[/DB] (TLS) or redis+cluster://HOST:PORT,HOST:PORT"
             )),
         }
     }
@@ -283,6 +325,32 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_come_in_pairs() {
+        for bad in [
+            &["q", "--tls-cert", "c.pem"][..],
+            &["q", "--tls-key", "k.pem"],
+            &["q", "--admin-client-ca", "ca.pem"],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let c = Config::try_parse_from([
+            "q",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--admin-client-ca",
+            "ca.pem",
+            "--health-listen",
+            "0.0.0.0:50050",
+        ])
+        .unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(c.admin_client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.health_listen, Some("0.0.0.0:50050".parse().unwrap()));
+    }
+
+    #[test]
     fn timeout_must_be_positive() {
         assert!(Config::try_parse_from(["q", "--redis-timeout-ms", "0"]).is_err());
         let c = Config::try_parse_from(["q", "--redis-timeout-ms", "40"]).unwrap();
@@ -296,6 +364,10 @@ mod tests {
             Ok(StoreSpec::Redis("redis://127.0.0.1:6379/2".into()))
         );
         assert_eq!(
+            StoreSpec::parse("rediss://redis.internal:6380"),
+            Ok(StoreSpec::Redis("rediss://redis.internal:6380".into()))
+        );
+        assert_eq!(
             StoreSpec::parse("redis+cluster://a:1,b:2"),
             Ok(StoreSpec::Redis("redis+cluster://a:1,b:2".into()))
         );
@@ -304,6 +376,8 @@ mod tests {
             "redis:///0",
             "redis+cluster://",
             "redis+cluster://a:1/2",
+            "rediss://",
+            "rediss+cluster://a:1,b:2",
             "postgres://x",
             "Memory",
             "",

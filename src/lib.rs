@@ -10,3 +10,5 @@ pub mod events;
 pub mod ledger;
 pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod tls;

@@ -1,23 +1,32 @@
 //! `quota-sidecar`: serves the quota API next to GPU generation workers until SIGTERM or
-//! SIGINT, then drains and exits 0. A startup problem is one log line and exit code 1.
+//! SIGINT, then drains, flushes its traces and exits 0. A startup problem is one log line and
+//! exit code 1.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use quota_sidecar::config::{Config, LogFormat};
+use quota_sidecar::config::Config;
 use quota_sidecar::server::ServerError;
-use tracing_subscriber::EnvFilter;
+use quota_sidecar::telemetry::Telemetry;
 
 fn main() -> ExitCode {
     let config = Config::load();
-    init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Runtime::new();
+    let telemetry = Telemetry::init(config.log_format, runtime.as_ref().ok().map(|r| r.handle()));
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let code = serve(&runtime, config);
+    // Outside async code, while the runtime that carries the exports still runs.
+    telemetry.shutdown();
+    code
+}
+
+/// Runs the sidecar until it stops; logs why it stopped.
+fn serve(runtime: &tokio::runtime::Runtime, config: Config) -> ExitCode {
     match runtime.block_on(quota_sidecar::server::run(config, shutdown_signal())) {
         Ok(()) => {
             tracing::info!("stopped");
@@ -38,19 +47,6 @@ fn main() -> ExitCode {
             tracing::error!("{what}: {}", message.join(" "));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -5,9 +5,15 @@
 //!   credits.
 //! - Admin listener: `quota.v1.QuotaAdmin` and `quota.v1.UsageEvents` behind the bearer token,
 //!   plus health and reflection without it (probes and `grpcurl list` carry no secret).
+//! - Health listener (optional): `grpc.health.v1.Health` only, always plaintext, for probes
+//!   that cannot use the others (Kubernetes gRPC probes speak no TLS and dial the pod IP).
+//!
+//! With TLS configured ([`ListenerTls`]), the worker and admin listeners serve TLS, and the
+//! admin listener may also require client certificates.
 //!
 //! Health follows the store: a background probe pings it and turns `""` and `quota.v1.Quota`
-//! NOT_SERVING while it does not answer, SERVING again when it does.
+//! NOT_SERVING while it does not answer, SERVING again when it does. `liveness` stays SERVING
+//! until shutdown, for liveness probes.
 //!
 //! Also in the background while serving: the expiry sweeper (so `hold.expired` is emitted for
 //! accounts nobody touches) and the event-log trimmer. Everything stops on shutdown.
@@ -20,8 +26,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::server::NamedService;
-use tonic::transport::server::{Router, TcpIncoming};
-use tonic::transport::Server as TonicServer;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server as TonicServer, ServerTlsConfig};
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
@@ -35,14 +41,21 @@ use crate::config::{
     redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV, DEFAULT_EVENTS_KEEP_SECONDS,
     DEFAULT_SWEEP_INTERVAL_MS,
 };
+use crate::events::instrumented::InstrumentedEventLog;
+use crate::events::pending_gauge::{run_pending_gauge, PENDING_SAMPLE_INTERVAL};
 use crate::events::sweeper::{run_sweeper, run_trimmer};
 use crate::events::EventLog;
 use crate::ledger::catalog::CatalogError;
 use crate::ledger::Catalog;
 use crate::pb;
+use crate::store::instrumented::InstrumentedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::store::redis_conn::TLS_SCHEME;
 use crate::store::Store;
+use crate::telemetry::metrics_endpoint::serve_metrics;
+use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
+use crate::tls::{read_redis_ca, ListenerTls, TlsError, REDIS_CA_FLAG};
 
 /// How often the health probe pings the store.
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,6 +72,11 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Names of the worker API and of the services health reports on.
 const QUOTA_SERVICE: &str = pb::quota_server::SERVICE_NAME;
 const HEALTH_SERVICES: [&str; 2] = ["", QUOTA_SERVICE];
+/// Health service name for liveness probes: SERVING for as long as the process serves,
+/// whatever the store does. A liveness probe on `""` would restart every sidecar during a
+/// Redis outage, which restarts cannot fix; readiness probes use `""`. The name is the one
+/// Kubernetes documents for a gRPC liveness probe's `service` field.
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// Why the server did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +90,9 @@ pub enum ServerError {
     /// The admin token cannot be used.
     #[error("{ADMIN_TOKEN_ENV}: {0}")]
     AdminToken(&'static str),
+    /// A TLS file is unreadable or unusable; the message names the flag.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// A listen address could not be bound (in use, not local, no permission).
     #[error("cannot listen on {addr} ({listener} listener): {source}")]
     Bind {
@@ -82,6 +103,9 @@ pub enum ServerError {
     /// The compiled-in descriptors could not be served by reflection; a build bug.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
     /// A listener failed while serving.
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -134,12 +158,14 @@ impl ServerSettings {
     }
 }
 
-/// Both listeners, bound and ready to serve.
+/// The listeners, bound and ready to serve.
 pub struct Server {
     parts: ServerParts,
     settings: ServerSettings,
     worker: TcpListener,
     admin: Option<(TcpListener, AdminToken)>,
+    health: Option<TcpListener>,
+    tls: ListenerTls,
 }
 
 impl Server {
@@ -150,6 +176,8 @@ impl Server {
             settings: ServerSettings::default(),
             worker,
             admin: None,
+            health: None,
+            tls: ListenerTls::plaintext(),
         }
     }
 
@@ -165,6 +193,23 @@ impl Server {
         self
     }
 
+    /// Adds the plaintext health-only listener.
+    pub fn with_health_listener(mut self, listener: TcpListener) -> Server {
+        self.health = Some(listener);
+        self
+    }
+
+    /// Serves the worker and admin listeners with `tls`.
+    pub fn with_tls(mut self, tls: ListenerTls) -> Server {
+        self.tls = tls;
+        self
+    }
+
+    /// Address of the health-only listener, if there is one.
+    pub fn health_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.health.as_ref().map(TcpListener::local_addr)
+    }
+
     /// Address of the worker listener (the real port when bound to port 0).
     pub fn worker_addr(&self) -> std::io::Result<SocketAddr> {
         self.worker.local_addr()
@@ -175,20 +220,32 @@ impl Server {
         self.admin.as_ref().map(|(l, _)| l.local_addr())
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, sets health NOT_SERVING and
-    /// lets in-flight calls finish (at most [`DRAIN_TIMEOUT`]).
+    /// Serves until `shutdown` completes, then sets health NOT_SERVING (and ends health
+    /// watches), stops accepting and lets in-flight calls finish (at most [`DRAIN_TIMEOUT`]).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             parts,
             settings,
             worker,
             admin,
+            health,
+            tls,
         } = self;
-        let reporter = HealthReporter::new();
+        // Every store and event-log call from here on is timed and traced.
+        let (events, groups) = InstrumentedEventLog::wrap(parts.events);
+        let parts = ServerParts {
+            store: InstrumentedStore::wrap(parts.store),
+            events,
+            ..parts
+        };
+        let mut reporter = HealthReporter::new();
         let store_ok = ping(parts.store.as_ref()).await;
         set_health(&reporter, store_ok).await;
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let probe = tokio::spawn(probe_store(
+        let mut probe = tokio::spawn(probe_store(
             parts.store.clone(),
             reporter.clone(),
             store_ok,
@@ -207,16 +264,35 @@ impl Server {
             TRIM_INTERVAL,
             stop_rx.clone(),
         ));
+        let pending = tokio::spawn(run_pending_gauge(
+            parts.events.clone(),
+            groups,
+            PENDING_SAMPLE_INTERVAL,
+            stop_rx.clone(),
+        ));
 
-        let worker = worker_router(&parts, &reporter)?
+        let worker = worker_router(&parts, &reporter, tls.worker())?
             .serve_with_incoming_shutdown(incoming(worker), stopped(stop_rx.clone()));
         let admin = match admin {
             Some((listener, token)) => Some(
-                admin_router(&parts, &settings, &reporter, &token, stop_rx.clone())?
-                    .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone())),
+                admin_router(
+                    &parts,
+                    &settings,
+                    &reporter,
+                    &token,
+                    tls.admin(),
+                    stop_rx.clone(),
+                )?
+                .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone())),
             ),
             None => None,
         };
+        let health = health.map(|listener| {
+            TonicServer::builder()
+                .layer(RpcLayer)
+                .add_service(health_server(&reporter))
+                .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone()))
+        });
         let servers = async {
             let admin = async {
                 match admin {
@@ -224,7 +300,13 @@ impl Server {
                     None => Ok(()),
                 }
             };
-            tokio::try_join!(worker, admin).map(|_| ())
+            let health = async {
+                match health {
+                    Some(health) => health.await,
+                    None => Ok(()),
+                }
+            };
+            tokio::try_join!(worker, admin, health).map(|_| ())
         };
         tokio::pin!(servers, shutdown);
 
@@ -233,8 +315,18 @@ impl Server {
             result = &mut servers => result.map_err(ServerError::from),
             () = &mut shutdown => {
                 tracing::info!("shutting down: no new connections, finishing in-flight calls");
-                for service in HEALTH_SERVICES {
+                // The probe must not turn health back to SERVING once shutdown has begun.
+                probe.abort();
+                let _ = (&mut probe).await;
+                for service in HEALTH_SERVICES.into_iter().chain([LIVENESS_SERVICE]) {
                     reporter.set_service_status(service, ServingStatus::NotServing).await;
+                }
+                // Ends open health watches (after they send NOT_SERVING): a watch never ends
+                // by itself, so a watching client would hold its connection, and the drain,
+                // until DRAIN_TIMEOUT. A Check on a connection still open answers NOT_FOUND
+                // from here on, which probes count as a failure, as they should.
+                for service in HEALTH_SERVICES.into_iter().chain([LIVENESS_SERVICE]) {
+                    reporter.clear_service_status(service).await;
                 }
                 let _ = stop_tx.send(true);
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut servers).await {
@@ -250,8 +342,9 @@ impl Server {
             }
         };
         let _ = stop_tx.send(true);
+        probe.abort();
         // Each finishes its current store call (bounded by the store's deadline) and returns.
-        let _ = tokio::join!(probe, sweeper, trimmer);
+        let _ = tokio::join!(sweeper, trimmer, pending);
         result
     }
 }
@@ -326,10 +419,10 @@ fn health_server(reporter: &HealthReporter) -> HealthServer<HealthService> {
 /// Adds health and reflection (v1 and v1alpha) to a router; reflection lists `services`, the
 /// listener's own services, plus health and reflection.
 fn with_common_services(
-    router: Router,
+    router: ObservedRouter,
     reporter: &HealthReporter,
     services: &[&str],
-) -> Result<Router, ServerError> {
+) -> Result<ObservedRouter, ServerError> {
     let builder = || {
         let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -354,13 +447,26 @@ fn with_common_services(
         .add_service(v1alpha))
 }
 
-fn worker_router(parts: &ServerParts, reporter: &HealthReporter) -> Result<Router, ServerError> {
+/// A server builder, with TLS when `tls` is given.
+fn builder(tls: Option<&ServerTlsConfig>) -> Result<ObservedServer, ServerError> {
+    let builder = match tls {
+        Some(tls) => TonicServer::builder().tls_config(tls.clone())?,
+        None => TonicServer::builder(),
+    };
+    Ok(builder.layer(RpcLayer))
+}
+
+fn worker_router(
+    parts: &ServerParts,
+    reporter: &HealthReporter,
+    tls: Option<&ServerTlsConfig>,
+) -> Result<ObservedRouter, ServerError> {
     let quota = pb::quota_server::QuotaServer::new(QuotaService::new(
         parts.store.clone(),
         parts.clock.clone(),
         parts.catalog.clone(),
     ));
-    let router = TonicServer::builder().add_service(quota);
+    let router = builder(tls)?.add_service(quota);
     with_common_services(router, reporter, &[QUOTA_SERVICE])
 }
 
@@ -369,8 +475,9 @@ fn admin_router(
     settings: &ServerSettings,
     reporter: &HealthReporter,
     token: &AdminToken,
+    tls: Option<&ServerTlsConfig>,
     stop: watch::Receiver<bool>,
-) -> Result<Router, ServerError> {
+) -> Result<ObservedRouter, ServerError> {
     let auth = BearerAuth::new(token);
     let admin = pb::quota_admin_server::QuotaAdminServer::with_interceptor(
         AdminService::new(
@@ -393,9 +500,7 @@ fn admin_router(
         <pb::quota_admin_server::QuotaAdminServer<AdminService> as NamedService>::NAME,
         <pb::usage_events_server::UsageEventsServer<EventsService> as NamedService>::NAME,
     ];
-    let router = TonicServer::builder()
-        .add_service(admin)
-        .add_service(events);
+    let router = builder(tls)?.add_service(admin).add_service(events);
     with_common_services(router, reporter, &services)
 }
 
@@ -425,13 +530,22 @@ pub async fn open_store(
             Ok((store.clone(), store))
         }
         StoreSpec::Redis(url) => {
-            let store = RedisStore::connect(&url, catalog, config.redis_timeout())
-                .await
-                .map_err(|e| {
-                    // The store's message quotes the URL; keep its password out of the log.
-                    let message = e.to_string().replace(&url, &redacted_url(&url));
-                    ServerError::Store(message)
-                })?;
+            let root_ca = match &config.redis_ca {
+                Some(path) => Some(read_redis_ca(path)?),
+                None => None,
+            };
+            let store = RedisStore::connect_with_ca(
+                &url,
+                catalog,
+                config.redis_timeout(),
+                root_ca.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                // The store's message quotes the URL; keep its password out of the log.
+                let message = e.to_string().replace(&url, &redacted_url(&url));
+                ServerError::Store(message)
+            })?;
             tracing::info!(
                 redis = %redacted_url(&url),
                 timeout_ms = config.redis_timeout_ms,
@@ -460,6 +574,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let catalog = Arc::new(load_catalog(&config)?);
     // Checked before binding so that a bad flag fails fast.
     config.store_spec().map_err(ServerError::Store)?;
+    if let Some(path) = &config.redis_ca {
+        if !config.store.starts_with(TLS_SCHEME) {
+            return Err(ServerError::Tls(TlsError {
+                flag: REDIS_CA_FLAG,
+                message: format!(
+                    "{} is only used with --store {TLS_SCHEME}HOST:PORT",
+                    path.display()
+                ),
+            }));
+        }
+        read_redis_ca(path)?;
+    }
+    let tls = ListenerTls::from_config(&config)?;
     let admin_token = match &config.admin_token {
         Some(token) if !token.is_sendable() => {
             return Err(ServerError::AdminToken(
@@ -480,6 +607,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(token) => Some((bind("admin", config.admin_listen).await?, token)),
         None => None,
     };
+    let health = match config.health_listen {
+        Some(addr) => Some(bind("health", addr).await?),
+        None => None,
+    };
+    let metrics = bind("metrics", config.metrics_listen).await?;
+    let metrics_handle = crate::telemetry::metrics::install().map_err(ServerError::Metrics)?;
     let (store, events) = open_store(&config, catalog.clone()).await?;
     let parts = ServerParts {
         store,
@@ -487,20 +620,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         clock: Arc::new(SystemClock),
         catalog,
     };
-    let mut server = Server::new(parts, worker).with_settings(ServerSettings::from_config(&config));
+    let tls_on = tls.worker().is_some();
+    let client_certificates = tls.admin_requires_client_certificate();
+    let mut server = Server::new(parts, worker)
+        .with_settings(ServerSettings::from_config(&config))
+        .with_tls(tls);
     if let Some((listener, token)) = admin {
         server = server.with_admin(listener, token);
     }
+    if let Some(listener) = health {
+        server = server.with_health_listener(listener);
+    }
     // Logged as fields so that tooling can read the bound ports when listening on port 0.
     if let Ok(addr) = server.worker_addr() {
-        tracing::info!(listener = "worker", %addr, "listening");
+        tracing::info!(listener = "worker", %addr, tls = tls_on, "listening");
     }
     if let Some(Ok(addr)) = server.admin_addr() {
-        tracing::info!(listener = "admin", %addr, "listening");
+        tracing::info!(
+            listener = "admin",
+            %addr,
+            tls = tls_on,
+            client_certificates,
+            "listening"
+        );
     }
-    tracing::info!(
-        addr = %config.metrics_listen,
-        "metrics endpoint is not served yet"
-    );
-    server.serve(shutdown).await
+    if let Some(Ok(addr)) = server.health_addr() {
+        tracing::info!(listener = "health", %addr, tls = false, "listening");
+    }
+    if let Ok(addr) = metrics.local_addr() {
+        tracing::info!(listener = "metrics", %addr, "listening");
+    }
+    // Scrapes keep answering while calls drain; the endpoint goes with the process.
+    let metrics = tokio::spawn(serve_metrics(metrics, metrics_handle));
+    let result = server.serve(shutdown).await;
+    metrics.abort();
+    result
 }

@@ -317,18 +317,20 @@ async fn binary_serves_health_reflection_admin_and_quota_then_exits_cleanly() {
 fn bad_startup_flags_fail_with_one_line() {
     let cases: [(&[&str], &str); 2] = [
         (
-            &["--store", "redis+cluster://a:7000,b:7001"],
+            &["--store", "rediss+cluster://a:7000,b:7001"],
             "not supported yet",
         ),
         (&["--catalog", "/nonexistent/catalog.toml"], "--catalog"),
     ];
     for (args, expected) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_quota-sidecar"))
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .env_remove("QUOTA_ADMIN_TOKEN")
-            .output()
-            .expect("run the binary");
+        // A flag that is wrongly accepted makes the binary serve: fail, do not hang.
+        let out = harness::process::output_within(
+            Command::new(env!("CARGO_BIN_EXE_quota-sidecar"))
+                .args(args)
+                .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+                .env_remove("QUOTA_ADMIN_TOKEN"),
+            Duration::from_secs(10),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();

@@ -2,7 +2,9 @@
 //! its encoding in a Redis Stream entry, and the readers that hand it to billing and analytics
 //! through consumer groups with acknowledgements (at-least-once).
 
+pub mod instrumented;
 pub mod memory_log;
+pub mod pending_gauge;
 pub mod redis_log;
 pub mod sweeper;
 

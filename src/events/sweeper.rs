@@ -10,6 +10,7 @@ use super::EventLog;
 use crate::clock::Clock;
 use crate::store::keys::SHARD_COUNT;
 use crate::store::Store;
+use crate::telemetry::metrics::SWEEPER_EXPIRED;
 
 /// Due accounts one sweeper pass handles per shard; the rest wait for the next pass, so a
 /// backlog never turns one pass into a long burst of scripts.
@@ -30,7 +31,10 @@ pub async fn run_sweeper(
                 .await
             {
                 Ok(0) => {}
-                Ok(expired) => tracing::debug!(shard, expired, "sweeper expired holds"),
+                Ok(expired) => {
+                    metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
+                    tracing::debug!(shard, expired, "sweeper expired holds");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry sweeper pass failed; retrying next pass");
                     break;

@@ -96,8 +96,9 @@ impl RedisStore {
     /// How many scripts the store loads into Redis (one per operation).
     pub const SCRIPT_COUNT: usize = 10;
 
-    /// Store on `url` (`redis://host:port[/db]`, or `redis+cluster://host:port,host:port,…`
-    /// for a Redis Cluster). Connects lazily, so a Redis that is down at
+    /// Store on `url` (`redis://host:port[/db]`, `rediss://host:port[/db]` for TLS checked
+    /// against the system's trust store, or `redis+cluster://host:port,host:port,…` for a
+    /// Redis Cluster). Connects lazily, so a Redis that is down at
     /// start only makes calls fail with `Unavailable` until it is up. Every call is bounded by
     /// `timeout`.
     pub async fn connect(
@@ -105,7 +106,18 @@ impl RedisStore {
         catalog: Arc<Catalog>,
         timeout: Duration,
     ) -> StoreResult<RedisStore> {
-        let conn = RedisConn::open(url, timeout)?;
+        RedisStore::connect_with_ca(url, catalog, timeout, None).await
+    }
+
+    /// Like [`RedisStore::connect`]; a `rediss://` server's certificate must be signed by a CA
+    /// in `root_ca_pem` (PEM) instead of the system's trust store, when given.
+    pub async fn connect_with_ca(
+        url: &str,
+        catalog: Arc<Catalog>,
+        timeout: Duration,
+        root_ca_pem: Option<&[u8]>,
+    ) -> StoreResult<RedisStore> {
+        let conn = RedisConn::open_with_ca(url, timeout, root_ca_pem)?;
         let store = RedisStore {
             conn,
             scripts: Scripts::new(),

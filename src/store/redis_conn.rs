@@ -1,6 +1,7 @@
-//! The connection behind the Redis store: one server (`redis://`) through a connection manager
-//! that reconnects by itself, or a Redis Cluster (`redis+cluster://host:port,host:port,…`)
-//! through redis-rs' cluster client, which follows `MOVED`/`ASK` and refreshes its slot map.
+//! The connection behind the Redis store: one server (`redis://`, or `rediss://` over TLS)
+//! through a connection manager that reconnects by itself, or a Redis Cluster
+//! (`redis+cluster://host:port,host:port,…`) through redis-rs' cluster client, which follows
+//! `MOVED`/`ASK` and refreshes its slot map.
 //!
 //! Every script touches the keys of one `{s<shard>}` hash tag, so every call is for one slot
 //! and no command ever needs keys of two nodes.
@@ -10,12 +11,14 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Cmd, Pipeline, RedisFuture, Value};
+use ::redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use super::{StoreError, StoreResult};
 
 /// URL scheme of a Redis Cluster: the seed nodes, comma-separated.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// URL scheme of a single server over TLS.
+pub const TLS_SCHEME: &str = "rediss://";
 
 /// Reconnect attempts per call before it fails; with the per-call deadline this keeps a dead
 /// Redis a fast `UNAVAILABLE` instead of a long retry loop.
@@ -34,6 +37,16 @@ impl RedisConn {
     /// Opens `url` lazily: nothing is dialled until the first command, so a Redis that is down
     /// at start only makes calls fail until it is up.
     pub fn open(url: &str, timeout: Duration) -> StoreResult<RedisConn> {
+        RedisConn::open_with_ca(url, timeout, None)
+    }
+
+    /// Like [`RedisConn::open`]; a `rediss://` server must present a certificate signed by a
+    /// CA in `root_ca_pem` when given, else one the system trusts.
+    pub fn open_with_ca(
+        url: &str,
+        timeout: Duration,
+        root_ca_pem: Option<&[u8]>,
+    ) -> StoreResult<RedisConn> {
         let bad_url = |e: ::redis::RedisError| StoreError::InvalidArgument {
             field: "store",
             message: format!("bad Redis URL `{url}`: {e}"),
@@ -55,7 +68,20 @@ impl RedisConn {
                 client.get_pending_async_connection_with_config(config),
             ));
         }
-        let client = ::redis::Client::open(url).map_err(bad_url)?;
+        if url.starts_with(TLS_SCHEME) {
+            crate::tls::install_crypto_provider();
+        }
+        let client = match root_ca_pem {
+            Some(ca) => ::redis::Client::build_with_tls(
+                url,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                },
+            ),
+            None => ::redis::Client::open(url),
+        }
+        .map_err(bad_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -3,8 +3,10 @@
 //! guard (also when a test panics).
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod events;
+pub mod process;
 pub mod proxy;
 pub mod sidecar;
 

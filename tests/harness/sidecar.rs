@@ -21,18 +21,37 @@ pub struct Sidecar {
     pub worker: SocketAddr,
     /// Only with an admin token: without one the admin listener does not start.
     pub admin: Option<SocketAddr>,
+    /// Only when started with `--health-listen`.
+    pub health: Option<SocketAddr>,
+    /// The Prometheus endpoint; always started, on a free port.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Sidecar {
     /// Starts the binary on `--store store`; `token` becomes `QUOTA_ADMIN_TOKEN`. Returns once
     /// every listener it should open has been logged.
     pub fn start(store: &str, token: Option<&str>) -> Sidecar {
+        Sidecar::start_with(store, token, &[], &[])
+    }
+
+    /// Like [`Sidecar::start`], with `extra_args` after the defaults (not repeating them: the
+    /// binary refuses a flag given twice) and `extra_env` set. With `--health-listen` among
+    /// them it also waits for the health listener.
+    pub fn start_with(
+        store: &str,
+        token: Option<&str>,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Sidecar {
+        let wants_health = extra_args.contains(&"--health-listen");
         let mut command = Command::new(env!("CARGO_BIN_EXE_quota-sidecar"));
         command
             .args([
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
@@ -46,13 +65,23 @@ impl Sidecar {
             .env_remove("QUOTA_CATALOG")
             .env_remove("QUOTA_LISTEN")
             .env_remove("QUOTA_ADMIN_LISTEN")
+            .env_remove("QUOTA_METRICS_LISTEN")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("QUOTA_REDIS_TIMEOUT_MS")
+            .env_remove("QUOTA_HEALTH_LISTEN")
+            .env_remove("QUOTA_TLS_CERT")
+            .env_remove("QUOTA_TLS_KEY")
+            .env_remove("QUOTA_ADMIN_CLIENT_CA")
+            .env_remove("QUOTA_REDIS_CA")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(token) = token {
             command.env("QUOTA_ADMIN_TOKEN", token);
         }
+        command.args(extra_args);
+        command.envs(extra_env.iter().copied());
         let mut child = command.spawn().expect("start the sidecar binary");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -76,10 +105,16 @@ impl Sidecar {
             child,
             worker: "0.0.0.0:0".parse().unwrap(),
             admin: None,
+            health: None,
+            metrics: None,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut worker = None;
-        while worker.is_none() || (token.is_some() && sidecar.admin.is_none()) {
+        while worker.is_none()
+            || (token.is_some() && sidecar.admin.is_none())
+            || (wants_health && sidecar.health.is_none())
+            || sidecar.metrics.is_none()
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             let (listener, addr) = rx
                 .recv_timeout(left)
@@ -88,11 +123,19 @@ impl Sidecar {
             match listener.as_str() {
                 "worker" => worker = Some(addr),
                 "admin" => sidecar.admin = Some(addr),
+                "health" => sidecar.health = Some(addr),
+                "metrics" => sidecar.metrics = Some(addr),
                 other => panic!("unexpected listener {other}"),
             }
         }
         sidecar.worker = worker.unwrap();
         sidecar
+    }
+
+    /// The metrics endpoint's address.
+    pub fn metrics(&self) -> SocketAddr {
+        self.metrics
+            .expect("the metrics endpoint is always started")
     }
 
     /// The admin listener's address; panics when it was started without a token.

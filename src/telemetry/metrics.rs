@@ -1,0 +1,102 @@
+//! The Prometheus metrics of the sidecar: their names, what they mean, and the one process-wide
+//! recorder that collects them. Code records through the `metrics` macros with these names;
+//! [`crate::telemetry::metrics_endpoint`] serves the rendered text.
+//!
+//! Holds are counted as they open and close (`quota_holds_opened_total`,
+//! `quota_holds_closed_total`) rather than as a gauge: the number of open holds is a property of
+//! the shared store, not of one sidecar. Across the fleet, open holds ≈
+//! `sum(quota_holds_opened_total) - sum(quota_holds_closed_total)`; it reads slightly high, as a
+//! hold that expires is counted only when the sweeper expires it, not when an operation on the
+//! same account reclaims it first (at most one sweep interval after its expiry).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter `{service, method, code}`: finished gRPC calls by their status code
+/// (`OK`, `RESOURCE_EXHAUSTED`, ...).
+pub const RPC_REQUESTS: &str = "quota_rpc_requests_total";
+/// Histogram `{service, method}`: time from a call's arrival to its last response byte.
+pub const RPC_DURATION: &str = "quota_rpc_duration_seconds";
+/// Histogram `{op}`: time of one store or event-log call, failed ones included.
+pub const STORE_DURATION: &str = "quota_store_duration_seconds";
+/// Counter `{op, kind}`: store calls that failed (`unavailable`, `internal`). Refusals such as
+/// insufficient funds are answers, not failures; they show in the RPC codes.
+pub const STORE_ERRORS: &str = "quota_store_errors_total";
+/// Counter `{reason}`: reserves refused by the plan (`model`, `video_seconds`,
+/// `concurrent_holds`) or for lack of funds (`insufficient_funds`).
+pub const RESERVE_DENIALS: &str = "quota_reserve_denials_total";
+/// Counter: holds this process opened (replays excluded).
+pub const HOLDS_OPENED: &str = "quota_holds_opened_total";
+/// Counter `{how}`: holds this process closed: `settled`, `released`, or `expired` by its sweeper.
+pub const HOLDS_CLOSED: &str = "quota_holds_closed_total";
+/// Gauge `{group}`: events delivered to a consumer group and not acked yet, sampled
+/// periodically for the groups that subscribed through this process.
+pub const EVENTS_PENDING: &str = "quota_events_pending";
+/// Counter: holds the expiry sweeper of this process expired.
+pub const SWEEPER_EXPIRED: &str = "quota_sweeper_expired_total";
+
+/// Bucket bounds of the RPC latency histogram, in seconds: sub-millisecond answers from a local
+/// Redis up to the longest sane call deadline.
+const RPC_BUCKETS_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds of the store latency histogram, in seconds: one Redis round trip is ~100 µs,
+/// and the default Redis deadline is 250 ms.
+const STORE_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// How often histograms drop samples outside their window. The exporter's own listener runs it
+/// every 5 s; ours does the same.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The recorder's handle once installed.
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+
+/// Installs the process-wide recorder once and returns the handle that renders it; later calls
+/// return the same handle. Fails when some other recorder was installed first.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let mut installed = HANDLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(RPC_DURATION.into()), RPC_BUCKETS_SECONDS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(STORE_DURATION.into()), STORE_BUCKETS_SECONDS)
+        })
+        .map_err(|e| e.to_string())?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| "another metrics recorder is already installed".to_string())?;
+    describe();
+    *installed = Some(handle.clone());
+    Ok(handle)
+}
+
+/// The `# HELP` lines.
+fn describe() {
+    metrics::describe_counter!(RPC_REQUESTS, "Finished gRPC calls by status code");
+    metrics::describe_histogram!(
+        RPC_DURATION,
+        "Time from a gRPC call's arrival to its last response byte, in seconds"
+    );
+    metrics::describe_histogram!(STORE_DURATION, "Time of one store call, in seconds");
+    metrics::describe_counter!(STORE_ERRORS, "Store calls that failed");
+    metrics::describe_counter!(
+        RESERVE_DENIALS,
+        "Reserves refused by the plan or for lack of funds"
+    );
+    metrics::describe_counter!(HOLDS_OPENED, "Holds opened by this process");
+    metrics::describe_counter!(HOLDS_CLOSED, "Holds closed by this process");
+    metrics::describe_gauge!(
+        EVENTS_PENDING,
+        "Events delivered to a consumer group and not acked yet"
+    );
+    metrics::describe_counter!(SWEEPER_EXPIRED, "Holds expired by this process's sweeper");
+}
