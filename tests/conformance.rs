@@ -1228,6 +1228,34 @@ mod cases {
         let view = s.account("nobody", t0()).await.unwrap();
         assert!(view.grants.is_empty() && view.holds.is_empty());
     }
+
+    /// A sweep pass takes a shard's accounts earliest due first, whatever their ids.
+    pub async fn sweep_takes_the_earliest_due_account_first(s: Subject) {
+        let now = t0();
+        let (early, late) = ("acct-9", "acct-10");
+        let shard = keys::shard_of(early);
+        assert_eq!(
+            keys::shard_of(late),
+            shard,
+            "the two accounts share a shard"
+        );
+        for a in [early, late] {
+            set_plan(&s, a, "start", "hollywood", now).await;
+        }
+        // `late` sorts first by id but is due last; `early` has two due holds.
+        let mut r = image(late, "l1");
+        r.ttl_seconds = 100;
+        s.reserve(&r, now).await.unwrap();
+        for g in ["e1", "e2"] {
+            let mut r = image(early, g);
+            r.ttl_seconds = 50;
+            s.reserve(&r, now).await.unwrap();
+        }
+        let at = now + 200 * S;
+        assert_eq!(s.expire_due(shard, at, 1).await.unwrap(), 2, "early first");
+        assert_eq!(s.expire_due(shard, at, 1).await.unwrap(), 1);
+        assert_eq!(s.expire_due(shard, at, 1).await.unwrap(), 0);
+    }
 }
 
 macro_rules! conformance {
@@ -1285,4 +1313,5 @@ conformance!(
     retention_forgets_by_the_callers_clock,
     lifetime_charges_add_up_across_cycles,
     live_grants_are_bounded,
+    sweep_takes_the_earliest_due_account_first,
 );

@@ -20,6 +20,9 @@ use crate::ledger::{
 };
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
+/// Entries of the expiry index one sweep reads per wanted account, as `RedisStore::expire_due`
+/// does: several due holds may share an account.
+const SWEEP_ENTRIES_PER_ACCOUNT: usize = 4;
 
 /// Single-instance store; everything is lost when the process exits.
 pub struct MemoryStore {
@@ -914,21 +917,39 @@ impl Store for MemoryStore {
     }
 
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32> {
+        // The twin of `RedisStore::expire_due`, so both sweep the same accounts in a pass: the
+        // shard's expiry index (`<account>/<generation>` scored by expiry) is read earliest
+        // due first, ties in byte order, a window of a few entries per wanted account; the
+        // first `max_accounts` accounts in that window are swept.
         let due: Vec<String> = {
             let state = self.state.lock().expect("memory store lock poisoned");
-            let mut due: Vec<String> = state
+            let mut entries: Vec<(i64, String)> = state
                 .accounts
                 .iter()
-                .filter(|(id, a)| {
-                    shard_of(id) == shard
-                        && a.holds.values().any(|r| {
+                .filter(|(id, _)| shard_of(id) == shard)
+                .flat_map(|(id, a)| {
+                    a.holds
+                        .values()
+                        .filter(|r| {
                             r.hold.state == HoldState::Held && r.hold.expires_at_ms <= now_ms
                         })
+                        .map(move |r| {
+                            (
+                                r.hold.expires_at_ms,
+                                format!("{id}/{}", r.hold.generation_id),
+                            )
+                        })
                 })
-                .map(|(id, _)| id.clone())
                 .collect();
-            due.sort();
-            due.truncate(max_accounts);
+            entries.sort();
+            entries.truncate(max_accounts.saturating_mul(SWEEP_ENTRIES_PER_ACCOUNT));
+            let mut due: Vec<String> = Vec::new();
+            for (_, entry) in &entries {
+                let (account_id, _) = entry.split_once('/').expect("built above");
+                if due.len() < max_accounts && !due.iter().any(|a| a == account_id) {
+                    due.push(account_id.to_string());
+                }
+            }
             due
         };
         let mut expired = 0;

@@ -9,15 +9,28 @@ pub async fn redis_events(url: &str) -> Vec<UsageEvent> {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut all = Vec::new();
     for shard in 0..SHARD_COUNT {
-        let key = format!("{}events", shard_prefix(shard));
-        let entries: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
-            .arg(&key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for entry in entries.ids {
+        all.extend(shard_events(&mut conn, shard).await);
+    }
+    all
+}
+
+/// Every event of one shard's stream, in stream order.
+pub async fn shard_events(
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    shard: u32,
+) -> Vec<UsageEvent> {
+    let key = format!("{}events", shard_prefix(shard));
+    let entries: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    entries
+        .ids
+        .into_iter()
+        .map(|entry| {
             let fields: Vec<(String, String)> = entry
                 .map
                 .iter()
@@ -28,13 +41,11 @@ pub async fn redis_events(url: &str) -> Vec<UsageEvent> {
                     )
                 })
                 .collect();
-            let event = UsageEvent::from_fields(
+            UsageEvent::from_fields(
                 format!("{shard}/{}", entry.id),
                 fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
-            .unwrap();
-            all.push(event);
-        }
-    }
-    all
+            .unwrap()
+        })
+        .collect()
 }

@@ -1,0 +1,1038 @@
+//! Hostile input at the gRPC edge, on a Redis-backed server:
+//! - a proptest over protobuf bytes (random, and well-formed requests with hostile fields whose
+//!   encoding is then corrupted), decoded as each request message and sent to the server:
+//!   every answer is OK or a proper refusal, never INTERNAL, UNKNOWN or a dead server, and a
+//!   request with a bad id is INVALID_ARGUMENT naming that field;
+//! - targeted cases (ids with `{`, `}`, newlines, spaces, 10 kB strings, out-of-range numbers,
+//!   unknown enum values, oversized labels): INVALID_ARGUMENT naming the field, and neither
+//!   the account nor any Redis key changes;
+//! - afterwards every Redis key is `q:{s<shard>}:…` with the shard of the account it names:
+//!   no input can put a key outside its account's hash tag.
+//!
+//! `PROPTEST_CASES` runs more cases.
+
+mod harness;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use prost::Message;
+use prost_types::Timestamp;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use harness::RedisServer;
+use quota_sidecar::clock::ManualClock;
+use quota_sidecar::config::AdminToken;
+use quota_sidecar::ledger::{is_valid_id, Catalog, MAX_GRANT_UNITS};
+use quota_sidecar::pb::{
+    self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
+    usage_events_client::UsageEventsClient,
+};
+use quota_sidecar::server::{Server, ServerParts};
+use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
+use quota_sidecar::store::redis::RedisStore;
+
+const TOKEN: &str = "hostile-input-test-token";
+/// 2026-11-01T00:00:00Z.
+const NOW_MS: i64 = 1_793_491_200_000;
+/// An account with a plan, credits and an open hold, so that "nothing changed" means something.
+const ACCOUNT: &str = "acct-hostile";
+/// Cases per request source unless `PROPTEST_CASES` says otherwise.
+const DEFAULT_CASES: u32 = 1_000;
+
+/// The server on a private Redis, with one client per service.
+struct Running {
+    redis: RedisServer,
+    quota: QuotaClient<Channel>,
+    admin: QuotaAdminClient<Channel>,
+    events: UsageEventsClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn start() -> Running {
+        let redis = RedisServer::start();
+        let catalog = Arc::new(Catalog::builtin());
+        let store = Arc::new(
+            RedisStore::connect(&redis.url(), catalog.clone(), Duration::from_secs(2))
+                .await
+                .expect("connect"),
+        );
+        let parts = ServerParts {
+            store: store.clone(),
+            events: store,
+            clock: Arc::new(ManualClock::new(NOW_MS)),
+            catalog,
+        };
+        let worker = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(parts, worker).with_admin(admin, AdminToken::new(TOKEN).unwrap());
+        let worker_addr = server.worker_addr().unwrap();
+        let admin_addr = server.admin_addr().unwrap().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        let channel = |addr| async move {
+            Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .unwrap()
+        };
+        let admin_channel = channel(admin_addr).await;
+        Running {
+            redis,
+            quota: QuotaClient::new(channel(worker_addr).await),
+            admin: QuotaAdminClient::new(admin_channel.clone()),
+            events: UsageEventsClient::new(admin_channel),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task ends cleanly");
+    }
+
+    /// The fixed account: Microbudget, 40 promotional credits, one open hold.
+    async fn seed(&mut self) {
+        self.admin
+            .set_plan(authed(pb::SetPlanRequest {
+                request_id: "plan-1".into(),
+                account_id: ACCOUNT.into(),
+                plan: "microbudget".into(),
+                cycle_anchor: None,
+            }))
+            .await
+            .unwrap();
+        self.admin
+            .grant_credits(authed(pb::GrantCreditsRequest {
+                account_id: ACCOUNT.into(),
+                grant_id: "grant-1".into(),
+                units: 40,
+                source: pb::CreditSource::Promotional as i32,
+                expires_at: None,
+            }))
+            .await
+            .unwrap();
+        self.quota.reserve(reserve("gen-open")).await.unwrap();
+    }
+
+    async fn account(&mut self) -> pb::Account {
+        self.admin
+            .get_account(authed(pb::GetAccountRequest {
+                account_id: ACCOUNT.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Every key in Redis.
+    fn keys(&self) -> BTreeSet<String> {
+        self.redis
+            .cli(&["--scan"])
+            .lines()
+            .map(str::to_string)
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    /// Sends `req` to its RPC; the answer's content does not matter, only its status.
+    async fn send(&mut self, req: Req) -> Result<(), Status> {
+        match req {
+            Req::Reserve(m) => self.quota.reserve(m).await.map(drop),
+            Req::Settle(m) => self.quota.settle(m).await.map(drop),
+            Req::Release(m) => self.quota.release(m).await.map(drop),
+            Req::Extend(m) => self.quota.extend(m).await.map(drop),
+            Req::GetBalance(m) => self.quota.get_balance(m).await.map(drop),
+            Req::SetPlan(m) => self.admin.set_plan(authed(m)).await.map(drop),
+            Req::GrantCredits(m) => self.admin.grant_credits(authed(m)).await.map(drop),
+            Req::RevokeCredits(m) => self.admin.revoke_credits(authed(m)).await.map(drop),
+            Req::GetAccount(m) => self.admin.get_account(authed(m)).await.map(drop),
+            Req::Subscribe(m) => self.events.subscribe(authed(m)).await.map(drop),
+            Req::Ack(m) => self.events.ack(authed(m)).await.map(drop),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn authed<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+fn reserve(generation_id: &str) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        account_id: ACCOUNT.into(),
+        generation_id: generation_id.into(),
+        kind: pb::GenerationKind::CharacterImage as i32,
+        model: String::new(),
+        quantity: 1,
+        ttl_seconds: 0,
+        labels: Default::default(),
+    }
+}
+
+/// One request of any RPC.
+#[derive(Debug, Clone)]
+enum Req {
+    Reserve(pb::ReserveRequest),
+    Settle(pb::SettleRequest),
+    Release(pb::ReleaseRequest),
+    Extend(pb::ExtendRequest),
+    GetBalance(pb::GetBalanceRequest),
+    SetPlan(pb::SetPlanRequest),
+    GrantCredits(pb::GrantCreditsRequest),
+    RevokeCredits(pb::RevokeCreditsRequest),
+    GetAccount(pb::GetAccountRequest),
+    Subscribe(pb::SubscribeRequest),
+    Ack(pb::AckRequest),
+}
+
+const RPCS: usize = 11;
+
+impl Req {
+    /// `bytes` decoded as the request of RPC number `rpc`; `None` when they do not decode.
+    fn decode(rpc: usize, bytes: &[u8]) -> Option<Req> {
+        Some(match rpc {
+            0 => Req::Reserve(Message::decode(bytes).ok()?),
+            1 => Req::Settle(Message::decode(bytes).ok()?),
+            2 => Req::Release(Message::decode(bytes).ok()?),
+            3 => Req::Extend(Message::decode(bytes).ok()?),
+            4 => Req::GetBalance(Message::decode(bytes).ok()?),
+            5 => Req::SetPlan(Message::decode(bytes).ok()?),
+            6 => Req::GrantCredits(Message::decode(bytes).ok()?),
+            7 => Req::RevokeCredits(Message::decode(bytes).ok()?),
+            8 => Req::GetAccount(Message::decode(bytes).ok()?),
+            9 => Req::Subscribe(Message::decode(bytes).ok()?),
+            _ => Req::Ack(Message::decode(bytes).ok()?),
+        })
+    }
+
+    /// The RPC number `decode` takes for this request.
+    fn rpc(&self) -> usize {
+        match self {
+            Req::Reserve(_) => 0,
+            Req::Settle(_) => 1,
+            Req::Release(_) => 2,
+            Req::Extend(_) => 3,
+            Req::GetBalance(_) => 4,
+            Req::SetPlan(_) => 5,
+            Req::GrantCredits(_) => 6,
+            Req::RevokeCredits(_) => 7,
+            Req::GetAccount(_) => 8,
+            Req::Subscribe(_) => 9,
+            Req::Ack(_) => 10,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Req::Reserve(m) => m.encode_to_vec(),
+            Req::Settle(m) => m.encode_to_vec(),
+            Req::Release(m) => m.encode_to_vec(),
+            Req::Extend(m) => m.encode_to_vec(),
+            Req::GetBalance(m) => m.encode_to_vec(),
+            Req::SetPlan(m) => m.encode_to_vec(),
+            Req::GrantCredits(m) => m.encode_to_vec(),
+            Req::RevokeCredits(m) => m.encode_to_vec(),
+            Req::GetAccount(m) => m.encode_to_vec(),
+            Req::Subscribe(m) => m.encode_to_vec(),
+            Req::Ack(m) => m.encode_to_vec(),
+        }
+    }
+
+    /// The id fields in the order the server checks them (ids come first in every RPC).
+    fn ids(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Req::Reserve(m) => vec![
+                ("account_id", &m.account_id),
+                ("generation_id", &m.generation_id),
+            ],
+            Req::Settle(m) => vec![
+                ("account_id", &m.account_id),
+                ("generation_id", &m.generation_id),
+            ],
+            Req::Release(m) => vec![
+                ("account_id", &m.account_id),
+                ("generation_id", &m.generation_id),
+            ],
+            Req::Extend(m) => vec![
+                ("account_id", &m.account_id),
+                ("generation_id", &m.generation_id),
+            ],
+            Req::GetBalance(m) => vec![("account_id", &m.account_id)],
+            Req::SetPlan(m) => vec![("request_id", &m.request_id), ("account_id", &m.account_id)],
+            Req::GrantCredits(m) => vec![("account_id", &m.account_id), ("grant_id", &m.grant_id)],
+            Req::RevokeCredits(m) => {
+                vec![("account_id", &m.account_id), ("grant_id", &m.grant_id)]
+            }
+            Req::GetAccount(m) => vec![("account_id", &m.account_id)],
+            Req::Subscribe(m) => vec![("group", &m.group), ("consumer", &m.consumer)],
+            Req::Ack(m) => vec![("group", &m.group)],
+        }
+    }
+}
+
+/// Strings a hostile or buggy client sends: Redis hash-tag braces, key separators, control
+/// characters, RESP framing, non-ASCII, empty, at and past the length limit, 10 kB; plus
+/// valid ids, so that requests also get past validation.
+fn hostile_string() -> impl Strategy<Value = String> {
+    let special = prop::sample::select(vec![
+        "",
+        " ",
+        "{",
+        "}",
+        "{s3}",
+        "acct-{s1}",
+        "a}b{c",
+        "a/b",
+        "a\nb",
+        "a\r\n*1\r\n$8\r\nFLUSHALL\r\n",
+        "a b",
+        "\0",
+        "é",
+        "ключ",
+        "a\u{7f}",
+        "acct-hostile",
+        "gen-open",
+        "grant-1",
+        "standard",
+        "cinema",
+        "hollywood",
+        "none",
+        "0/1-0",
+        "15/18446744073709551615-18446744073709551615",
+        "16/1-0",
+        "1/18446744073709551616-0",
+    ]);
+    // A few valid ids shared by many requests, so that later requests find what earlier ones
+    // created.
+    let pool = prop::sample::select(vec!["a", "b", "acct-1", "g:1", "plan.1", "x_y"]);
+    let repeated = (
+        prop::sample::select(vec!['x', '{', 'é', '\n']),
+        prop::sample::select(vec![128usize, 129, 10_000]),
+    )
+        .prop_map(|(c, n)| std::iter::repeat_n(c, n).collect());
+    prop_oneof![
+        4 => "[A-Za-z0-9._:-]{1,12}",
+        4 => pool.prop_map(str::to_string),
+        1 => "[A-Za-z0-9._:-]{128}",
+        4 => special.prop_map(str::to_string),
+        2 => "\\PC{0,24}",
+        1 => repeated,
+    ]
+}
+
+/// Numbers at and around every limit, and anything.
+fn hostile_u32() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        prop::sample::select(vec![
+            0u32,
+            1,
+            4,
+            16,
+            17,
+            20,
+            21,
+            3_600,
+            3_601,
+            21_600,
+            u32::MAX
+        ]),
+        any::<u32>(),
+    ]
+}
+
+fn hostile_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        prop::sample::select(vec![
+            0u64,
+            1,
+            MAX_GRANT_UNITS,
+            MAX_GRANT_UNITS + 1,
+            u64::MAX
+        ]),
+        any::<u64>(),
+    ]
+}
+
+/// Enum values: unknown ones and the extremes.
+fn hostile_enum() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        prop::sample::select(vec![0, -1i32, 5, 99, i32::MAX, i32::MIN]),
+        any::<i32>(),
+    ]
+}
+
+fn hostile_timestamp() -> impl Strategy<Value = Option<Timestamp>> {
+    let seconds = prop_oneof![
+        prop::sample::select(vec![
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            946_684_799,
+            253_402_300_800
+        ]),
+        any::<i64>(),
+    ];
+    let nanos = prop_oneof![Just(0i32), Just(-1), Just(1_000_000_000), any::<i32>()];
+    (seconds, nanos).prop_map(|(seconds, nanos)| Some(Timestamp { seconds, nanos }))
+}
+
+fn hostile_labels() -> impl Strategy<Value = HashMap<String, String>> {
+    prop_oneof![
+        3 => prop::collection::hash_map(hostile_string(), hostile_string(), 0..4),
+        1 => (30..40usize).prop_map(|n| (0..n).map(|i| (format!("k{i}"), "v".into())).collect()),
+    ]
+}
+
+/// A valid value most of the time, a hostile one otherwise: requests then get past the
+/// other fields' checks and each hostile value meets the store, not only the validation.
+fn mostly<T: std::fmt::Debug>(
+    valid: impl Strategy<Value = T> + 'static,
+    hostile: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<T> {
+    prop_oneof![5 => valid, 1 => hostile].boxed()
+}
+
+fn id() -> BoxedStrategy<String> {
+    let pool = prop::sample::select(vec!["acct-hostile", "gen-open", "a", "b", "g:1", "x_y"]);
+    mostly(
+        prop_oneof![pool.prop_map(str::to_string), "[A-Za-z0-9._:-]{1,128}"],
+        hostile_string(),
+    )
+}
+
+/// A time near the server's clock, in the past or the future.
+fn near_now() -> impl Strategy<Value = Option<Timestamp>> {
+    prop::option::of(
+        (-40 * 86_400..40 * 86_400i64, 0..1_000_000_000i32).prop_map(|(delta, nanos)| Timestamp {
+            seconds: NOW_MS / 1_000 + delta,
+            nanos,
+        }),
+    )
+}
+
+/// A request of any RPC, mostly valid with hostile values here and there.
+fn hostile_request() -> impl Strategy<Value = Req> {
+    let model = || {
+        mostly(
+            prop::sample::select(vec!["", "standard", "pro", "cinema"]).prop_map(str::to_string),
+            hostile_string(),
+        )
+    };
+    let quantity = || mostly(1..=20u32, hostile_u32());
+    let ttl = || mostly(0..=3_600u32, hostile_u32());
+    let labels = || {
+        mostly(
+            prop::collection::hash_map("[a-z]{1,8}", "[ -~]{0,16}", 0..3),
+            hostile_labels(),
+        )
+    };
+    let plan = || {
+        mostly(
+            prop::sample::select(vec!["none", "microbudget", "independent", "hollywood"])
+                .prop_map(str::to_string),
+            hostile_string(),
+        )
+    };
+    let ack_id = mostly(
+        (0..16u32, 0..u64::MAX, 0..4u64).prop_map(|(s, ms, seq)| format!("{s}/{ms}-{seq}")),
+        hostile_string(),
+    );
+    prop_oneof![
+        (
+            id(),
+            id(),
+            mostly(1..=4i32, hostile_enum()),
+            model(),
+            quantity(),
+            ttl(),
+            labels()
+        )
+            .prop_map(
+                |(account_id, generation_id, kind, model, quantity, ttl_seconds, labels)| {
+                    Req::Reserve(pb::ReserveRequest {
+                        account_id,
+                        generation_id,
+                        kind,
+                        model,
+                        quantity,
+                        ttl_seconds,
+                        labels,
+                    })
+                }
+            ),
+        (id(), id(), prop::option::of(quantity())).prop_map(
+            |(account_id, generation_id, actual_quantity)| Req::Settle(pb::SettleRequest {
+                account_id,
+                generation_id,
+                actual_quantity,
+            })
+        ),
+        (id(), id(), mostly(1..=4i32, hostile_enum())).prop_map(
+            |(account_id, generation_id, reason)| Req::Release(pb::ReleaseRequest {
+                account_id,
+                generation_id,
+                reason,
+            })
+        ),
+        (id(), id(), ttl()).prop_map(|(account_id, generation_id, ttl_seconds)| {
+            Req::Extend(pb::ExtendRequest {
+                account_id,
+                generation_id,
+                ttl_seconds,
+            })
+        }),
+        id().prop_map(|account_id| Req::GetBalance(pb::GetBalanceRequest { account_id })),
+        (id(), id(), plan(), mostly(near_now(), hostile_timestamp())).prop_map(
+            |(request_id, account_id, plan, cycle_anchor)| Req::SetPlan(pb::SetPlanRequest {
+                request_id,
+                account_id,
+                plan,
+                cycle_anchor,
+            })
+        ),
+        (
+            id(),
+            id(),
+            mostly(1..=100_000u64, hostile_u64()),
+            mostly(1..=2i32, hostile_enum()),
+            mostly(near_now(), hostile_timestamp()),
+        )
+            .prop_map(|(account_id, grant_id, units, source, expires_at)| {
+                Req::GrantCredits(pb::GrantCreditsRequest {
+                    account_id,
+                    grant_id,
+                    units,
+                    source,
+                    expires_at,
+                })
+            }),
+        (id(), id()).prop_map(|(account_id, grant_id)| {
+            Req::RevokeCredits(pb::RevokeCreditsRequest {
+                account_id,
+                grant_id,
+            })
+        }),
+        id().prop_map(|account_id| Req::GetAccount(pb::GetAccountRequest { account_id })),
+        (id(), id())
+            .prop_map(|(group, consumer)| Req::Subscribe(pb::SubscribeRequest { group, consumer })),
+        (id(), prop::collection::vec(ack_id, 0..4))
+            .prop_map(|(group, ack_ids)| Req::Ack(pb::AckRequest { group, ack_ids })),
+    ]
+}
+
+/// Protobuf bytes to decode as RPC number `.0`: random bytes, or a hostile request (maybe of
+/// another RPC) with a few bytes overwritten or cut short.
+fn request_bytes() -> impl Strategy<Value = (usize, Vec<u8>)> {
+    let random = prop::collection::vec(any::<u8>(), 0..256);
+    let corrupted = (
+        hostile_request(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        prop::option::of(any::<prop::sample::Index>()),
+    )
+        .prop_map(|(req, flips, cut)| {
+            let mut bytes = req.encode();
+            let rpc = req.rpc();
+            if !bytes.is_empty() {
+                for (at, byte) in flips {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut.index(bytes.len()));
+                }
+            }
+            (rpc, bytes)
+        });
+    let intact = hostile_request().prop_map(|req| (req.rpc(), req.encode()));
+    // Mostly decoded as the RPC they were made for; now and then as another one.
+    let as_other = (0..RPCS, prop::bool::weighted(0.2));
+    prop_oneof![
+        1 => (0..RPCS, random),
+        2 => (corrupted, as_other.clone()).prop_map(|((rpc, bytes), (other, switch))| {
+            (if switch { other } else { rpc }, bytes)
+        }),
+        3 => (intact, as_other).prop_map(|((rpc, bytes), (other, switch))| {
+            (if switch { other } else { rpc }, bytes)
+        }),
+    ]
+}
+
+/// Codes a request may get on a healthy store: its own answer or a refusal it can act on.
+const CLEAN: [Code; 7] = [
+    Code::Ok,
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::ResourceExhausted,
+    Code::AlreadyExists,
+];
+
+/// The answer to `req` is clean; with a bad id it is INVALID_ARGUMENT naming that id.
+fn check_answer(req: &Req, answer: &Result<(), Status>) -> Result<(), TestCaseError> {
+    let code = answer.as_ref().err().map_or(Code::Ok, |s| s.code());
+    prop_assert!(CLEAN.contains(&code), "{} answered {answer:?}", short(req));
+    if let Err(status) = answer {
+        // For humans: short, one line, never an echo of a huge or multi-line field.
+        prop_assert!(status.message().len() < 300, "{status:?}");
+        prop_assert!(!status.message().contains(['\n', '\r', '\0']), "{status:?}");
+    }
+    if let Some((field, _)) = req.ids().into_iter().find(|(_, id)| !is_valid_id(id)) {
+        let status = answer.as_ref().err();
+        prop_assert_eq!(
+            status.map(|s| s.code()),
+            Some(Code::InvalidArgument),
+            "{}",
+            short(req)
+        );
+        let message = status.unwrap().message();
+        prop_assert!(
+            message.starts_with(&format!("{field}: ")),
+            "{message:?} should name {field}"
+        );
+    }
+    Ok(())
+}
+
+/// Every key is `q:{s<shard>}:<kind>:<account>[/<id>]` (or a shard's `expiry` / `events`),
+/// with valid ids, no other brace, and the shard of the account it belongs to.
+fn check_keys(keys: &BTreeSet<String>) {
+    for key in keys {
+        let rest = key
+            .strip_prefix("q:{s")
+            .unwrap_or_else(|| panic!("{key:?}: not a quota key"));
+        let (shard, rest) = rest
+            .split_once("}:")
+            .unwrap_or_else(|| panic!("{key:?}: no hash tag"));
+        let shard: u32 = shard.parse().unwrap_or_else(|_| panic!("{key:?}: shard"));
+        assert!(shard < SHARD_COUNT, "{key:?}");
+        assert!(!rest.contains(['{', '}']), "{key:?}: a second brace");
+        if rest == "expiry" || rest == "events" {
+            continue;
+        }
+        let (kind, body) = rest
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{key:?}: kind"));
+        let account = match kind {
+            "a" | "g" | "o" => body,
+            "h" | "t" | "r" => {
+                let (account, id) = body
+                    .split_once('/')
+                    .unwrap_or_else(|| panic!("{key:?}: no id"));
+                assert!(is_valid_id(id), "{key:?}: id");
+                account
+            }
+            _ => panic!("{key:?}: unknown kind of key"),
+        };
+        assert!(is_valid_id(account), "{key:?}: account");
+        assert_eq!(
+            shard_of(account),
+            shard,
+            "{key:?}: outside its account's tag"
+        );
+    }
+}
+
+fn config() -> Config {
+    let mut config = Config {
+        // Nothing to persist: a failing input is printed in full.
+        failure_persistence: None,
+        ..Config::default()
+    };
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = DEFAULT_CASES;
+    }
+    config
+}
+
+#[test]
+fn protobuf_bytes_get_clean_answers_and_keys_stay_in_their_tag() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = runtime.block_on(async {
+        let mut s = Running::start().await;
+        s.seed().await;
+        s
+    });
+    let server = std::cell::RefCell::new(s);
+    let (sent, skipped) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    let codes = std::cell::RefCell::new(std::collections::BTreeMap::<String, u32>::new());
+    let mut runner = TestRunner::new(config());
+    let result = runner.run(&request_bytes(), |(rpc, bytes)| {
+        let Some(req) = Req::decode(rpc, &bytes) else {
+            skipped.set(skipped.get() + 1);
+            return Ok(());
+        };
+        sent.set(sent.get() + 1);
+        let answer = runtime.block_on(server.borrow_mut().send(req.clone()));
+        let code = answer.as_ref().err().map_or(Code::Ok, |s| s.code());
+        *codes.borrow_mut().entry(format!("{code:?}")).or_default() += 1;
+        check_answer(&req, &answer)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let (sent, skipped) = (sent.get(), skipped.get());
+    println!(
+        "{sent} requests sent ({:?}), {skipped} byte strings did not decode",
+        codes.borrow()
+    );
+    assert!(sent > skipped, "most inputs should reach the server");
+    // Still serving.
+    let mut s = server.into_inner();
+    runtime.block_on(s.account());
+    let keys = s.keys();
+    check_keys(&keys);
+    println!("{} keys, all inside their account's tag", keys.len());
+    runtime.block_on(s.stop());
+}
+
+/// A request for a failure message: 10 kB fields cut short.
+fn short(req: &Req) -> String {
+    format!("{req:?}").chars().take(300).collect()
+}
+
+/// Targeted hostile requests, each with the field it must be refused for.
+fn targeted() -> Vec<(Req, &'static str)> {
+    let long = "x".repeat(10_000);
+    let bad_ids = [
+        "acct{1}",
+        "{s1}",
+        "acct}",
+        "a\nb",
+        "a b",
+        " ",
+        "",
+        long.as_str(),
+        &"x".repeat(129),
+        "a/b",
+        "é",
+        "\0",
+        "a\r\n*1\r\n$8\r\nFLUSHALL\r\n",
+    ];
+    let mut cases: Vec<(Req, &'static str)> = Vec::new();
+    for bad in bad_ids {
+        let bad = bad.to_string();
+        let mut r = reserve("gen-bad");
+        r.account_id = bad.clone();
+        cases.push((Req::Reserve(r), "account_id"));
+        cases.push((Req::Reserve(reserve(&bad)), "generation_id"));
+        cases.push((
+            Req::Settle(pb::SettleRequest {
+                account_id: ACCOUNT.into(),
+                generation_id: bad.clone(),
+                actual_quantity: None,
+            }),
+            "generation_id",
+        ));
+        cases.push((
+            Req::Release(pb::ReleaseRequest {
+                account_id: bad.clone(),
+                generation_id: "gen-open".into(),
+                reason: pb::ReleaseReason::Failed as i32,
+            }),
+            "account_id",
+        ));
+        cases.push((
+            Req::Extend(pb::ExtendRequest {
+                account_id: ACCOUNT.into(),
+                generation_id: bad.clone(),
+                ttl_seconds: 60,
+            }),
+            "generation_id",
+        ));
+        cases.push((
+            Req::GetBalance(pb::GetBalanceRequest {
+                account_id: bad.clone(),
+            }),
+            "account_id",
+        ));
+        cases.push((
+            Req::SetPlan(pb::SetPlanRequest {
+                request_id: bad.clone(),
+                account_id: ACCOUNT.into(),
+                plan: "hollywood".into(),
+                cycle_anchor: None,
+            }),
+            "request_id",
+        ));
+        cases.push((
+            Req::SetPlan(pb::SetPlanRequest {
+                request_id: "plan-2".into(),
+                account_id: ACCOUNT.into(),
+                plan: bad.clone(),
+                cycle_anchor: None,
+            }),
+            "plan",
+        ));
+        cases.push((
+            Req::GrantCredits(pb::GrantCreditsRequest {
+                account_id: ACCOUNT.into(),
+                grant_id: bad.clone(),
+                units: 10,
+                source: pb::CreditSource::Purchased as i32,
+                expires_at: None,
+            }),
+            "grant_id",
+        ));
+        cases.push((
+            Req::RevokeCredits(pb::RevokeCreditsRequest {
+                account_id: bad.clone(),
+                grant_id: "grant-1".into(),
+            }),
+            "account_id",
+        ));
+        cases.push((
+            Req::GetAccount(pb::GetAccountRequest {
+                account_id: bad.clone(),
+            }),
+            "account_id",
+        ));
+        cases.push((
+            Req::Subscribe(pb::SubscribeRequest {
+                group: bad.clone(),
+                consumer: "c1".into(),
+            }),
+            "group",
+        ));
+        cases.push((
+            Req::Subscribe(pb::SubscribeRequest {
+                group: "billing".into(),
+                consumer: bad.clone(),
+            }),
+            "consumer",
+        ));
+        cases.push((
+            Req::Ack(pb::AckRequest {
+                group: "billing".into(),
+                ack_ids: vec![bad.clone()],
+            }),
+            "ack_ids",
+        ));
+        if !bad.is_empty() {
+            let mut r = reserve("gen-bad");
+            r.model = bad;
+            cases.push((Req::Reserve(r), "model"));
+        }
+    }
+    let reserve_with = |f: &dyn Fn(&mut pb::ReserveRequest)| {
+        let mut r = reserve("gen-bad");
+        f(&mut r);
+        Req::Reserve(r)
+    };
+    for kind in [99, -1, i32::MAX, i32::MIN, 0] {
+        cases.push((reserve_with(&|r| r.kind = kind), "kind"));
+    }
+    for quantity in [0, 17, u32::MAX] {
+        cases.push((reserve_with(&|r| r.quantity = quantity), "quantity"));
+    }
+    for quantity in [0, 3_601, u32::MAX] {
+        cases.push((
+            reserve_with(&|r| {
+                r.kind = pb::GenerationKind::Video as i32;
+                r.quantity = quantity
+            }),
+            "quantity",
+        ));
+    }
+    cases.push((reserve_with(&|r| r.ttl_seconds = u32::MAX), "ttl_seconds"));
+    cases.push((reserve_with(&|r| r.ttl_seconds = 3_601), "ttl_seconds"));
+    cases.push((reserve_with(&|r| r.model = "ultra".into()), "model"));
+    let label_sets: Vec<HashMap<String, String>> = vec![
+        (0..33).map(|i| (format!("k{i}"), "v".into())).collect(),
+        HashMap::from([("k".repeat(65), "v".into())]),
+        HashMap::from([("k".into(), "v".repeat(257))]),
+        HashMap::from([(String::new(), "v".into())]),
+        HashMap::from([("k".into(), "a\nb".into())]),
+        HashMap::from([("k\u{7f}".into(), "v".into())]),
+        HashMap::from([("k".into(), long.clone())]),
+    ];
+    for labels in label_sets {
+        cases.push((reserve_with(&|r| r.labels = labels.clone()), "labels"));
+    }
+    for reason in [0, 5, 99, -1] {
+        cases.push((
+            Req::Release(pb::ReleaseRequest {
+                account_id: ACCOUNT.into(),
+                generation_id: "gen-open".into(),
+                reason,
+            }),
+            "reason",
+        ));
+    }
+    cases.push((
+        Req::Settle(pb::SettleRequest {
+            account_id: ACCOUNT.into(),
+            generation_id: "gen-open".into(),
+            actual_quantity: Some(0),
+        }),
+        "actual_quantity",
+    ));
+    for ttl_seconds in [3_601, u32::MAX] {
+        cases.push((
+            Req::Extend(pb::ExtendRequest {
+                account_id: ACCOUNT.into(),
+                generation_id: "gen-open".into(),
+                ttl_seconds,
+            }),
+            "ttl_seconds",
+        ));
+    }
+    let grant_with = |f: &dyn Fn(&mut pb::GrantCreditsRequest)| {
+        let mut g = pb::GrantCreditsRequest {
+            account_id: ACCOUNT.into(),
+            grant_id: "grant-2".into(),
+            units: 10,
+            source: pb::CreditSource::Purchased as i32,
+            expires_at: None,
+        };
+        f(&mut g);
+        Req::GrantCredits(g)
+    };
+    for units in [0, MAX_GRANT_UNITS + 1, u64::MAX] {
+        cases.push((grant_with(&|g| g.units = units), "units"));
+    }
+    for source in [0, 3, 99, -1] {
+        cases.push((grant_with(&|g| g.source = source), "source"));
+    }
+    let bad_times = [
+        Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        },
+        Timestamp {
+            seconds: i64::MIN,
+            nanos: 0,
+        },
+        Timestamp {
+            seconds: NOW_MS / 1_000 + 60,
+            nanos: -1,
+        },
+        Timestamp {
+            seconds: NOW_MS / 1_000 + 60,
+            nanos: 1_000_000_000,
+        },
+    ];
+    for t in &bad_times {
+        cases.push((grant_with(&|g| g.expires_at = Some(*t)), "expires_at"));
+        cases.push((
+            Req::SetPlan(pb::SetPlanRequest {
+                request_id: "plan-3".into(),
+                account_id: ACCOUNT.into(),
+                plan: "hollywood".into(),
+                cycle_anchor: Some(*t),
+            }),
+            "cycle_anchor",
+        ));
+    }
+    for plan in ["", "ultra", "NONE"] {
+        cases.push((
+            Req::SetPlan(pb::SetPlanRequest {
+                request_id: "plan-4".into(),
+                account_id: ACCOUNT.into(),
+                plan: plan.into(),
+                cycle_anchor: None,
+            }),
+            "plan",
+        ));
+    }
+    let too_many: Vec<String> = (0..1_001).map(|i| format!("0/{i}-0")).collect();
+    for ack_ids in [
+        vec![],
+        too_many,
+        vec!["16/1-0".into()],
+        vec!["1/18446744073709551616-0".into()],
+        vec!["0/1-0".into(), "x".into()],
+        vec!["-1/1-0".into()],
+    ] {
+        cases.push((
+            Req::Ack(pb::AckRequest {
+                group: "billing".into(),
+                ack_ids,
+            }),
+            "ack_ids",
+        ));
+    }
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_invalid_argument_naming_the_field_and_change_nothing() {
+    let mut s = Running::start().await;
+    s.seed().await;
+    let account_before = s.account().await;
+    let keys_before = s.keys();
+    let stream_before = s
+        .redis
+        .cli(&["XLEN", &format!("q:{{s{}}}:events", shard_of(ACCOUNT))]);
+    assert_eq!(account_before.holds.len(), 1);
+
+    let cases = targeted();
+    let count = cases.len();
+    for (req, field) in cases {
+        let answer = s.send(req.clone()).await;
+        let req = short(&req);
+        let status = answer.expect_err(&format!("{req} should be refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{req}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}: ")),
+            "{:?} should name {field} ({req})",
+            status.message()
+        );
+        assert!(status.message().len() < 300, "{status:?}");
+        assert!(
+            !status.message().contains(['\n', '\r', '\0', '{', '}']),
+            "{status:?}"
+        );
+    }
+
+    assert_eq!(s.account().await, account_before, "the account changed");
+    assert_eq!(s.keys(), keys_before, "Redis keys changed");
+    let stream_after = s
+        .redis
+        .cli(&["XLEN", &format!("q:{{s{}}}:events", shard_of(ACCOUNT))]);
+    assert_eq!(stream_after, stream_before, "events were written");
+    check_keys(&s.keys());
+    println!(
+        "{count} hostile requests refused; {} keys untouched",
+        keys_before.len()
+    );
+    s.stop().await;
+}
