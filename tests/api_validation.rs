@@ -2,88 +2,52 @@
 //! called: the account's balance, holds and events stay exactly as they were.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prost_types::Timestamp;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+mod harness;
+
+use harness::in_process::{authed, InProcess};
 use quota_sidecar::clock::ManualClock;
-use quota_sidecar::config::AdminToken;
 use quota_sidecar::ledger::Catalog;
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
-use quota_sidecar::server::{Server, ServerParts};
 use quota_sidecar::store::memory::MemoryStore;
 
-const TOKEN: &str = "validation-test-token";
 /// 2026-11-01T00:00:00Z.
 const NOW_MS: i64 = 1_793_491_200_000;
 const ACCOUNT: &str = "acct-validation";
 
-/// A server on port-0 listeners; stops when dropped or by `stop`.
+/// The server over a memory store, with clients for both listeners.
 struct Running {
     store: Arc<MemoryStore>,
+    server: InProcess,
     worker_channel: Channel,
     quota: QuotaClient<Channel>,
     admin: QuotaAdminClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
 }
 
 impl Running {
     async fn start() -> Running {
-        let catalog = Arc::new(Catalog::builtin());
-        let store = Arc::new(MemoryStore::new(catalog.clone()));
-        let parts = ServerParts {
-            store: store.clone(),
-            events: store.clone(),
-            clock: Arc::new(ManualClock::new(NOW_MS)),
-            catalog,
-        };
-        let worker = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(parts, worker).with_admin(admin, AdminToken::new(TOKEN).unwrap());
-        let worker_addr = server.worker_addr().unwrap();
-        let admin_addr = server.admin_addr().unwrap().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("server runs");
-        });
-        let channel = |addr| async move {
-            Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .unwrap()
-        };
-        let worker_channel = channel(worker_addr).await;
+        let store = Arc::new(MemoryStore::new(Arc::new(Catalog::builtin())));
+        let server = InProcess::start(
+            store.clone(),
+            store.clone(),
+            Arc::new(ManualClock::new(NOW_MS)),
+        )
+        .await;
         Running {
             store,
-            quota: QuotaClient::new(worker_channel.clone()),
-            worker_channel,
-            admin: QuotaAdminClient::new(channel(admin_addr).await),
-            stop: Some(stop),
-            task,
+            worker_channel: server.worker.clone(),
+            quota: server.quota(),
+            admin: server.admin(),
+            server,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
-            .await
-            .expect("server stops in time")
-            .expect("server task ends cleanly");
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
     async fn balance(&mut self) -> pb::Balance {
@@ -105,19 +69,6 @@ impl Running {
             .unwrap()
             .into_inner()
     }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {

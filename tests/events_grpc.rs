@@ -6,36 +6,30 @@
 
 mod harness;
 
+use harness::in_process::{authed, channel, InProcess, TOKEN};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Streaming};
 
 use quota_sidecar::api::events::{EventStreamSettings, READ_BATCH};
 use quota_sidecar::clock::ManualClock;
-use quota_sidecar::config::AdminToken;
 use quota_sidecar::events::EventLog;
 use quota_sidecar::ledger::Catalog;
 use quota_sidecar::pb::{
-    self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
-    usage_events_client::UsageEventsClient,
+    self, quota_admin_client::QuotaAdminClient, usage_events_client::UsageEventsClient,
 };
-use quota_sidecar::server::{Server, ServerError, ServerParts, ServerSettings, DRAIN_TIMEOUT};
+use quota_sidecar::server::ServerSettings;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::Store;
 
-const TOKEN: &str = "events-test-token";
 const S: i64 = 1_000;
 const DAY: i64 = 86_400 * S;
 /// 2026-04-01T00:00:00Z: April has 30 days, so the first cycle ends at `T0 + 30 * DAY`.
@@ -106,12 +100,14 @@ async fn redis_store(url: &str) -> (Arc<dyn Store>, Arc<dyn EventLog>) {
     (r.clone(), r)
 }
 
-/// A server on port-0 listeners; aborted when dropped, stopped gracefully by `stop`.
-struct Running {
-    worker: Channel,
-    admin: Channel,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
+/// The in-process server (see the harness), plus opening a Subscribe stream.
+struct Running(InProcess);
+
+impl std::ops::Deref for Running {
+    type Target = InProcess;
+    fn deref(&self) -> &InProcess {
+        &self.0
+    }
 }
 
 impl Running {
@@ -121,41 +117,7 @@ impl Running {
         clock: &ManualClock,
         settings: ServerSettings,
     ) -> Running {
-        let parts = ServerParts {
-            store,
-            events,
-            clock: Arc::new(clock.clone()),
-            catalog: Arc::new(Catalog::builtin()),
-        };
-        let worker = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(parts, worker)
-            .with_admin(admin, AdminToken::new(TOKEN).unwrap())
-            .with_settings(settings);
-        let worker_addr = server.worker_addr().unwrap();
-        let admin_addr = server.admin_addr().unwrap().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async {
-            let _ = stopped.await;
-        }));
-        Running {
-            worker: channel(worker_addr).await,
-            admin: channel(admin_addr).await,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn quota(&self) -> QuotaClient<Channel> {
-        QuotaClient::new(self.worker.clone())
-    }
-
-    fn admin(&self) -> QuotaAdminClient<Channel> {
-        QuotaAdminClient::new(self.admin.clone())
-    }
-
-    fn events(&self) -> UsageEventsClient<Channel> {
-        UsageEventsClient::new(self.admin.clone())
+        Running(InProcess::start_with(store, events, Arc::new(clock.clone()), settings).await)
     }
 
     async fn subscribe(&self, group: &str, consumer: &str) -> Sub {
@@ -176,39 +138,9 @@ impl Running {
     }
 
     /// Graceful stop; returns how long it took.
-    async fn stop(mut self) -> Duration {
-        let started = Instant::now();
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(5), &mut self.task)
-            .await
-            .expect("server stops in time")
-            .expect("server task ends cleanly")
-            .expect("server stops without error");
-        started.elapsed()
+    async fn stop(self) -> Duration {
+        self.0.stop().await
     }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A channel without a call deadline (streams stay open); every wait below is bounded.
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 /// One open Subscribe stream.

@@ -21,26 +21,20 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use prost::Message;
 use prost_types::Timestamp;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
+use harness::in_process::{authed, InProcess};
 use harness::RedisServer;
 use quota_sidecar::clock::ManualClock;
-use quota_sidecar::config::AdminToken;
 use quota_sidecar::ledger::{is_valid_id, Catalog, MAX_GRANT_UNITS};
 use quota_sidecar::pb::{
     self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
 };
-use quota_sidecar::server::{Server, ServerParts};
 use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
 use quota_sidecar::store::redis::RedisStore;
 
-const TOKEN: &str = "hostile-input-test-token";
 /// 2026-11-01T00:00:00Z.
 const NOW_MS: i64 = 1_793_491_200_000;
 /// An account with a plan, credits and an open hold, so that "nothing changed" means something.
@@ -51,68 +45,37 @@ const DEFAULT_CASES: u32 = 1_000;
 /// The server on a private Redis, with one client per service.
 struct Running {
     redis: RedisServer,
+    server: InProcess,
     quota: QuotaClient<Channel>,
     admin: QuotaAdminClient<Channel>,
     events: UsageEventsClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
 }
 
 impl Running {
     async fn start() -> Running {
         let redis = RedisServer::start();
-        let catalog = Arc::new(Catalog::builtin());
         let store = Arc::new(
-            RedisStore::connect(&redis.url(), catalog.clone(), Duration::from_secs(2))
-                .await
-                .expect("connect"),
+            RedisStore::connect(
+                &redis.url(),
+                Arc::new(Catalog::builtin()),
+                Duration::from_secs(2),
+            )
+            .await
+            .expect("connect"),
         );
-        let parts = ServerParts {
-            store: store.clone(),
-            events: store,
-            clock: Arc::new(ManualClock::new(NOW_MS)),
-            catalog,
-        };
-        let worker = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(parts, worker).with_admin(admin, AdminToken::new(TOKEN).unwrap());
-        let worker_addr = server.worker_addr().unwrap();
-        let admin_addr = server.admin_addr().unwrap().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("server runs");
-        });
-        let channel = |addr| async move {
-            Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .unwrap()
-        };
-        let admin_channel = channel(admin_addr).await;
+        let server =
+            InProcess::start(store.clone(), store, Arc::new(ManualClock::new(NOW_MS))).await;
         Running {
             redis,
-            quota: QuotaClient::new(channel(worker_addr).await),
-            admin: QuotaAdminClient::new(admin_channel.clone()),
-            events: UsageEventsClient::new(admin_channel),
-            stop: Some(stop),
-            task,
+            quota: server.quota(),
+            admin: server.admin(),
+            events: server.events(),
+            server,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), &mut self.task)
-            .await
-            .expect("server stops in time")
-            .expect("server task ends cleanly");
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
     /// The fixed account: Microbudget, 40 promotional credits, one open hold.
@@ -175,19 +138,6 @@ impl Running {
             Req::Ack(m) => self.events.ack(authed(m)).await.map(drop),
         }
     }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 fn reserve(generation_id: &str) -> pb::ReserveRequest {

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod events;
+pub mod in_process;
 pub mod process;
 pub mod proxy;
 pub mod sidecar;
