@@ -68,6 +68,17 @@ struct Backing {
 }
 
 impl Backing {
+    /// The in-process server over this backing, with an in-flight cap of `max_in_flight`.
+    async fn serve(&self, clock: &ManualClock, max_in_flight: usize) -> Running {
+        Running::start(
+            self.store.clone(),
+            self.events.clone(),
+            clock,
+            settings(max_in_flight),
+        )
+        .await
+    }
+
     async fn new(backend: Backend) -> Backing {
         match backend {
             Backend::Memory => {
@@ -284,13 +295,7 @@ mod cases {
     pub async fn every_change_type_is_streamed(backend: Backend) {
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(1_000),
-        )
-        .await;
+        let server = backing.serve(&clock, 1_000).await;
         let (mut quota, mut admin) = (server.quota(), server.admin());
         let mut sub = server.subscribe("billing", "c1").await;
         let a = "studio-1";
@@ -526,13 +531,7 @@ mod cases {
     pub async fn unacked_events_move_and_acked_ones_never_return(backend: Backend) {
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(1_000),
-        )
-        .await;
+        let server = backing.serve(&clock, 1_000).await;
         let names = accounts("acct", 6);
         grant_to(&server, &names).await;
 
@@ -582,13 +581,7 @@ mod cases {
         let count = READ_BATCH + 44;
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(1_000),
-        )
-        .await;
+        let server = backing.serve(&clock, 1_000).await;
         let names = accounts("early", count);
         grant_to(&server, &names).await;
         let mut billing = server.subscribe("billing", "b1").await;
@@ -617,13 +610,7 @@ mod cases {
         const CAP: usize = 3;
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(CAP),
-        )
-        .await;
+        let server = backing.serve(&clock, CAP).await;
         grant_to(&server, &accounts("capped", 10)).await;
         let mut sub = server.subscribe("billing", "slow").await;
         let first = sub.take(CAP).await;
@@ -668,13 +655,7 @@ mod cases {
     pub async fn sweeper_expires_untouched_holds(backend: Backend) {
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(1_000),
-        )
-        .await;
+        let server = backing.serve(&clock, 1_000).await;
         let names = accounts("idle", 5);
         grant_to(&server, &names).await;
         let mut quota = server.quota();
@@ -711,13 +692,7 @@ mod cases {
     pub async fn edge_checks_token_and_input(backend: Backend) {
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(1_000),
-        )
-        .await;
+        let server = backing.serve(&clock, 1_000).await;
         let mut client = server.events();
         let subscribe = pb::SubscribeRequest {
             group: "billing".into(),
@@ -790,13 +765,7 @@ mod cases {
     pub async fn shutdown_ends_open_streams(backend: Backend) {
         let backing = Backing::new(backend).await;
         let clock = ManualClock::new(T0);
-        let server = Running::start(
-            backing.store.clone(),
-            backing.events.clone(),
-            &clock,
-            settings(1_000),
-        )
-        .await;
+        let server = backing.serve(&clock, 1_000).await;
         let mut sub = server.subscribe("billing", "c1").await;
         sub.quiet().await;
         let stopping = tokio::spawn(server.stop());
@@ -896,13 +865,7 @@ async fn two_sidecars_sweeping_one_redis_expire_each_hold_once() {
 async fn stream_ends_unavailable_when_redis_goes_away() {
     let mut backing = Backing::new(Backend::Redis).await;
     let clock = ManualClock::new(T0);
-    let server = Running::start(
-        backing.store.clone(),
-        backing.events.clone(),
-        &clock,
-        settings(1_000),
-    )
-    .await;
+    let server = backing.serve(&clock, 1_000).await;
     let mut sub = server.subscribe("billing", "c1").await;
     sub.quiet().await;
     backing.redis.as_mut().unwrap().stop();
