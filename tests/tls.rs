@@ -201,6 +201,44 @@ async fn admin_client_ca_requires_a_client_certificate_on_the_admin_listener_onl
         get_balance(tls_channel(sidecar.worker, &pki, None).await).await,
         Ok("none".to_string())
     );
+
+    // quotactl, the operator's way in: with the CA and a client certificate it is served;
+    // without the certificate it says so in one line.
+    let quotactl = |tls_args: &[String]| {
+        harness::process::output_within(
+            Command::new(env!("CARGO_BIN_EXE_quotactl"))
+                .args(["--admin-target", &format!("https://{}", sidecar.admin())])
+                .args(tls_args)
+                .args(["--json", "account", "acct-tls"])
+                .env("QUOTA_ADMIN_TOKEN", TOKEN)
+                .env_remove("QUOTA_CA_CERT")
+                .env_remove("QUOTA_CLIENT_CERT")
+                .env_remove("QUOTA_CLIENT_KEY"),
+            Duration::from_secs(20),
+        )
+    };
+    let ca = ["--ca-cert".to_string(), pki.ca_path()];
+    let client = [
+        "--client-cert".to_string(),
+        pki.path("client.pem"),
+        "--client-key".to_string(),
+        pki.path("client.key"),
+    ];
+    let out = quotactl(&[&ca[..], &client[..]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(account["balance"]["plan"], "none", "{account}");
+    for (args, why) in [(&ca[..], "no client certificate"), (&[][..], "no CA")] {
+        let out = quotactl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{why}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{why}: {stderr}");
+        assert!(stderr.starts_with("quotactl: "), "{why}: {stderr}");
+    }
 }
 
 /// A `redis-server` with a TLS port besides its plaintext one (which the harness pings).

@@ -2,14 +2,16 @@
 //! `--json` for scripts; the admin token comes from `QUOTA_ADMIN_TOKEN`.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use prost_types::Timestamp;
 use serde_json::{json, Value};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use quota_sidecar::pb::{
@@ -46,8 +48,43 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// PEM CA that signed the sidecar's certificate, for `https://` targets.
+    #[arg(long, env = "QUOTA_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for an admin listener that requires one (mutual TLS).
+    #[arg(long, env = "QUOTA_CLIENT_CERT", global = true, value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// PEM key of `--client-cert`.
+    #[arg(long, env = "QUOTA_CLIENT_KEY", global = true, value_name = "FILE")]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS of `https://` targets, read from the flags once before any call.
+static CLIENT_TLS: OnceLock<Option<ClientTlsConfig>> = OnceLock::new();
+
+/// The TLS settings named by `--ca-cert`, `--client-cert` and `--client-key`, if any.
+fn client_tls(cli: &Cli) -> Result<Option<ClientTlsConfig>, Failure> {
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| Failure(format!("{flag} {}: {e}", path.display())))
+    };
+    let mut tls = match &cli.ca_cert {
+        Some(ca) => Some(
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?)),
+        ),
+        None => None,
+    };
+    match (&cli.client_cert, &cli.client_key) {
+        (Some(cert), Some(key)) => {
+            let identity =
+                Identity::from_pem(read("--client-cert", cert)?, read("--client-key", key)?);
+            tls = Some(tls.unwrap_or_default().identity(identity));
+        }
+        (None, None) => {}
+        _ => return Err(Failure("--client-cert and --client-key go together".into())),
+    }
+    Ok(tls)
 }
 
 #[derive(Subcommand)]
@@ -209,6 +246,16 @@ async fn connect(target: &str, call_timeout: Option<Duration>) -> Result<Channel
         .connect_timeout(Duration::from_secs(3));
     if let Some(timeout) = call_timeout {
         endpoint = endpoint.timeout(timeout);
+    }
+    if target.starts_with("https://") {
+        let Some(Some(tls)) = CLIENT_TLS.get() else {
+            return Err(Failure(format!(
+                "{target} is TLS: give --ca-cert (the CA that signed the sidecar's certificate)"
+            )));
+        };
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| Failure(format!("TLS settings for {target}: {e}")))?;
     }
     endpoint.connect().await.map_err(|e| {
         Failure(format!(
@@ -931,6 +978,16 @@ fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    quota_sidecar::tls::install_crypto_provider();
+    match client_tls(&cli) {
+        Ok(tls) => {
+            let _ = CLIENT_TLS.set(tls);
+        }
+        Err(Failure(message)) => {
+            eprintln!("quotactl: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli).await {
         Ok(Output::Nothing) => ExitCode::SUCCESS,
         Ok(output) => {
