@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::events::Retention;
 use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
 
 /// Environment variable holding the admin listener's bearer token.
@@ -26,6 +27,9 @@ pub const DEFAULT_EVENTS_CLAIM_IDLE_MS: u64 = 30_000;
 pub const DEFAULT_EVENTS_MAX_IN_FLIGHT: u32 = 1_000;
 /// Default of `--events-keep-seconds`: a week of acked history for replays and audits.
 pub const DEFAULT_EVENTS_KEEP_SECONDS: u64 = 7 * 86_400;
+/// Default of `--events-keep-max-per-shard`: 16 shards × 250,000 events of ~250 B bound acked
+/// history near 1 GB of Redis memory, whatever the traffic.
+pub const DEFAULT_EVENTS_KEEP_MAX_PER_SHARD: u64 = 250_000;
 
 /// Settings of one sidecar process.
 #[derive(Debug, Clone, Parser)]
@@ -115,6 +119,16 @@ pub struct Config {
     )]
     pub events_keep_seconds: u64,
 
+    /// Most events every consumer group has acked that are kept per shard stream (16 shards);
+    /// the oldest go first. Unacked events are never dropped.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_KEEP_MAX_PER_SHARD",
+        default_value_t = DEFAULT_EVENTS_KEEP_MAX_PER_SHARD,
+        value_parser = clap::value_parser!(u64).range(0..)
+    )]
+    pub events_keep_max_per_shard: u64,
+
     /// Log format.
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -184,8 +198,11 @@ impl Config {
     }
 
     /// Retention of fully acked events.
-    pub fn events_keep(&self) -> Duration {
-        Duration::from_secs(self.events_keep_seconds)
+    pub fn events_retention(&self) -> Retention {
+        Retention {
+            keep_ms: self.events_keep_seconds as i64 * 1000,
+            max_events_per_shard: self.events_keep_max_per_shard,
+        }
     }
 
     /// The store backend named by `--store`.
@@ -307,7 +324,13 @@ mod tests {
         assert_eq!(c.events_poll_ms, 200);
         assert_eq!(c.events_claim_idle_ms, 30_000);
         assert_eq!(c.events_max_in_flight, 1_000);
-        assert_eq!(c.events_keep(), Duration::from_secs(604_800));
+        assert_eq!(
+            c.events_retention(),
+            Retention {
+                keep_ms: 604_800_000,
+                max_events_per_shard: 250_000,
+            }
+        );
     }
 
     #[test]

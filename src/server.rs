@@ -38,13 +38,13 @@ use crate::api::events::{EventStreamSettings, EventsService};
 use crate::api::quota::QuotaService;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV, DEFAULT_EVENTS_KEEP_SECONDS,
-    DEFAULT_SWEEP_INTERVAL_MS,
+    redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV,
+    DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, DEFAULT_EVENTS_KEEP_SECONDS, DEFAULT_SWEEP_INTERVAL_MS,
 };
 use crate::events::instrumented::InstrumentedEventLog;
 use crate::events::pending_gauge::{run_pending_gauge, PENDING_SAMPLE_INTERVAL};
 use crate::events::sweeper::{run_sweeper, run_trimmer};
-use crate::events::EventLog;
+use crate::events::{EventLog, Retention};
 use crate::ledger::catalog::CatalogError;
 use crate::ledger::Catalog;
 use crate::pb;
@@ -127,7 +127,7 @@ pub struct ServerSettings {
     /// How often the expiry sweeper runs.
     pub sweep_interval: Duration,
     /// Retention of events every consumer group has acked.
-    pub events_keep: Duration,
+    pub events_retention: Retention,
     /// How `Subscribe` streams behave.
     pub events: EventStreamSettings,
 }
@@ -137,7 +137,10 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             sweep_interval: Duration::from_millis(DEFAULT_SWEEP_INTERVAL_MS),
-            events_keep: Duration::from_secs(DEFAULT_EVENTS_KEEP_SECONDS),
+            events_retention: Retention {
+                keep_ms: DEFAULT_EVENTS_KEEP_SECONDS as i64 * 1000,
+                max_events_per_shard: DEFAULT_EVENTS_KEEP_MAX_PER_SHARD,
+            },
             events: EventStreamSettings::default(),
         }
     }
@@ -148,7 +151,7 @@ impl ServerSettings {
     pub fn from_config(config: &Config) -> ServerSettings {
         ServerSettings {
             sweep_interval: config.sweep_interval(),
-            events_keep: config.events_keep(),
+            events_retention: config.events_retention(),
             events: EventStreamSettings {
                 poll_interval: Duration::from_millis(config.events_poll_ms),
                 claim_idle_ms: config.events_claim_idle_ms,
@@ -260,7 +263,7 @@ impl Server {
         let trimmer = tokio::spawn(run_trimmer(
             parts.events.clone(),
             parts.clock.clone(),
-            settings.events_keep,
+            settings.events_retention,
             TRIM_INTERVAL,
             stop_rx.clone(),
         ));

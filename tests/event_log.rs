@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quota_sidecar::events::{EventLog, UsageEvent};
+use quota_sidecar::events::{EventLog, Retention, UsageEvent};
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind};
 use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
 use quota_sidecar::store::memory::MemoryStore;
@@ -296,7 +296,10 @@ mod cases {
         s.log.ack("billing", &acks).await.unwrap();
         let far_future = NOW_MS + 365 * 86_400_000;
         // Each event is still needed by one group or the other.
-        assert_eq!(s.log.trim(0, far_future).await.unwrap(), 0);
+        assert_eq!(
+            s.log.trim(Retention::by_age(0), far_future).await.unwrap(),
+            0
+        );
         s.log.abandon("billing", "c").await.unwrap();
         let again = s
             .log
@@ -322,10 +325,16 @@ mod cases {
         s.log.ack("slow", &acks).await.unwrap();
         // Only now is the history fully acked, and old enough to go.
         assert_eq!(
-            s.log.trim(365 * 86_400_000 * 2, far_future).await.unwrap(),
+            s.log
+                .trim(Retention::by_age(365 * 86_400_000 * 2), far_future)
+                .await
+                .unwrap(),
             0
         );
-        assert_eq!(s.log.trim(0, far_future).await.unwrap(), 10);
+        assert_eq!(
+            s.log.trim(Retention::by_age(0), far_future).await.unwrap(),
+            10
+        );
         // A group created now starts at the oldest retained event: nothing.
         let late = s
             .log
@@ -333,6 +342,65 @@ mod cases {
             .await
             .unwrap();
         assert!(late.is_empty());
+    }
+
+    pub async fn trimming_by_size_keeps_the_newest_acked(s: Subject) {
+        // Twelve events on one account, so in one shard's log.
+        let a = "busy";
+        for i in 0..12 {
+            s.store
+                .grant_credits(
+                    &GrantCmd {
+                        account_id: a.into(),
+                        grant_id: format!("pack-{i}"),
+                        units: 1,
+                        source: CreditSource::Purchased,
+                        expires_at_ms: None,
+                    },
+                    NOW_MS,
+                )
+                .await
+                .unwrap();
+        }
+        let at_most_five = Retention {
+            keep_ms: 365 * 86_400_000,
+            max_events_per_shard: 5,
+        };
+        let billing = s
+            .log
+            .read("billing", "c", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(billing.len(), 12);
+        // "audit" has read the first event and not acked it: the size bound never drops it.
+        let audit = s
+            .log
+            .read("audit", "c", 1, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        let acks: Vec<String> = billing.iter().map(|e| e.ack_id.clone()).collect();
+        s.log.ack("billing", &acks).await.unwrap();
+        assert_eq!(s.log.trim(at_most_five, NOW_MS).await.unwrap(), 0);
+        let rest = s
+            .log
+            .read("audit", "c", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        let acks: Vec<String> = audit
+            .iter()
+            .chain(&rest)
+            .map(|e| e.ack_id.clone())
+            .collect();
+        s.log.ack("audit", &acks).await.unwrap();
+        // Fully acked now: the oldest seven go, the newest five stay.
+        assert_eq!(s.log.trim(at_most_five, NOW_MS).await.unwrap(), 7);
+        assert_eq!(s.log.trim(at_most_five, NOW_MS).await.unwrap(), 0);
+        let late = s
+            .log
+            .read("late", "c", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(ids(&late), ids(&billing[7..]));
     }
 }
 
@@ -354,4 +422,5 @@ both!(
     a_reconnecting_consumer_gets_its_pending_first,
     a_late_group_sees_everything,
     trimming_keeps_what_a_group_needs,
+    trimming_by_size_keeps_the_newest_acked,
 );

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tracing::field::Empty;
 
-use super::{EventLog, UsageEvent};
+use super::{EventLog, Retention, UsageEvent};
 use crate::store::instrumented::{observe, store_span};
 use crate::store::StoreResult;
 
@@ -96,8 +96,8 @@ impl EventLog for InstrumentedEventLog {
         observe("events_abandon", store_span!("events_abandon"), call).await
     }
 
-    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64> {
-        let call = self.inner.trim(keep_ms, now_ms);
+    async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
+        let call = self.inner.trim(retention, now_ms);
         observe("events_trim", store_span!("events_trim"), call).await
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use async_trait::async_trait;
 
-use super::{AckId, EventLog, UsageEvent};
+use super::{AckId, EventLog, Retention, UsageEvent};
 use crate::store::keys::SHARD_COUNT;
 use crate::store::memory::MemoryStore;
 use crate::store::StoreResult;
@@ -157,7 +157,7 @@ impl MemoryLog {
         }
     }
 
-    fn trim(&mut self, keep_ms: i64, now_ms: i64) -> u64 {
+    fn trim(&mut self, retention: Retention, now_ms: i64) -> u64 {
         let mut dropped = 0;
         for (shard, log) in self.shards.iter_mut().enumerate() {
             // Nothing a group still needs: below every group's next entry and oldest pending.
@@ -175,7 +175,9 @@ impl MemoryLog {
                 .min()
                 .unwrap_or(u64::MAX);
             while let Some(front) = log.entries.front() {
-                if log.trimmed + 1 >= safe || front.time_ms > now_ms - keep_ms {
+                let too_old = front.time_ms <= now_ms - retention.keep_ms;
+                let too_many = log.entries.len() as u64 > retention.max_events_per_shard;
+                if log.trimmed + 1 >= safe || !(too_old || too_many) {
                     break;
                 }
                 log.entries.pop_front();
@@ -214,8 +216,8 @@ impl EventLog for MemoryStore {
         Ok(())
     }
 
-    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64> {
-        Ok(self.with_log(|log| log.trim(keep_ms, now_ms)))
+    async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
+        Ok(self.with_log(|log| log.trim(retention, now_ms)))
     }
 
     async fn pending(&self, group: &str) -> StoreResult<u64> {

@@ -37,9 +37,10 @@ pub trait EventLog: Send + Sync + 'static {
     async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32>;
     /// A consumer went away: its unacked events become claimable by the others at once.
     async fn abandon(&self, group: &str, consumer: &str) -> StoreResult<()>;
-    /// Drops history that every group has acked and that is older than `keep_ms`; never an
-    /// event some group has not acked. Returns how many events were dropped.
-    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64>;
+    /// Drops history that every group has acked and that is older than the retention's age or
+    /// beyond its size; never an event some group has not acked. Returns how many events were
+    /// dropped.
+    async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64>;
     /// Events delivered to `group` and not acked yet.
     async fn pending(&self, group: &str) -> StoreResult<u64>;
 }
@@ -51,6 +52,25 @@ pub trait EventLog: Send + Sync + 'static {
 /// cannot occur in ids, so the parts never run together.
 pub fn keyed_event_id(account_id: &str, key: &str, created_ms: i64, what: &str) -> String {
     format!("{account_id}/{key}@{created_ms}:{what}")
+}
+
+/// How much fully acked history the trimmer keeps. Unacked events are always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Acked events older than this are dropped.
+    pub keep_ms: i64,
+    /// At most this many acked events are kept per shard log (the oldest go first).
+    pub max_events_per_shard: u64,
+}
+
+impl Retention {
+    /// Keep acked events for `keep_ms`, however many there are.
+    pub fn by_age(keep_ms: i64) -> Retention {
+        Retention {
+            keep_ms,
+            max_events_per_shard: u64::MAX,
+        }
+    }
 }
 
 /// Where an event sits: its shard and its id in that shard's log (`<shard>/<stream id>`).

@@ -8,7 +8,7 @@ use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, St
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::{AckId, EventLog, UsageEvent};
+use super::{AckId, EventLog, Retention, UsageEvent};
 use crate::store::keys::{shard_prefix, SHARD_COUNT};
 use crate::store::redis::RedisStore;
 use crate::store::{StoreError, StoreResult};
@@ -50,7 +50,28 @@ fn to_event(shard: u32, entry: &StreamId) -> StoreResult<UsageEvent> {
     .map_err(StoreError::Internal)
 }
 
+/// Most entries one trim pass drops from a shard for the size bound: finding the cut means
+/// reading the entries to drop, so a large backlog goes in bounded steps, a pass a minute.
+const SIZE_TRIM_BATCH: u64 = 10_000;
+
 impl RedisStore {
+    /// The first id to keep for the size bound (`max` entries per shard), or `None` when the
+    /// stream is within it.
+    async fn size_cut(&self, key: &str, max: u64) -> StoreResult<Option<(u64, u64)>> {
+        let len: u64 = self.query(::redis::cmd("XLEN").arg(key)).await?;
+        if len <= max {
+            return Ok(None);
+        }
+        let excess = (len - max).min(SIZE_TRIM_BATCH);
+        let mut cmd = ::redis::cmd("XRANGE");
+        cmd.arg(key).arg("-").arg("+").arg("COUNT").arg(excess);
+        let entries: ::redis::streams::StreamRangeReply = self.query(&cmd).await?;
+        Ok(entries
+            .ids
+            .last()
+            .and_then(|last| parse_id(&last.id))
+            .map(|(ms, seq)| (ms, seq + 1)))
+    }
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> StoreResult<T> {
         let mut conn = self.connection();
         self.bounded(cmd.query_async::<T>(&mut conn)).await
@@ -246,7 +267,7 @@ impl EventLog for RedisStore {
         Ok(())
     }
 
-    async fn trim(&self, keep_ms: i64, now_ms: i64) -> StoreResult<u64> {
+    async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
         let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
         let mut dropped = 0;
         for shard in 0..SHARD_COUNT {
@@ -288,8 +309,12 @@ impl EventLog for RedisStore {
                 let (secs, micros): (u64, u64) = self.query(&::redis::cmd("TIME")).await?;
                 secs * 1000 + micros / 1000
             };
-            let age_cut = (server_ms.saturating_sub(keep_ms.max(0) as u64), 0);
-            let min_id = keep_from.map_or(age_cut, |k| k.min(age_cut));
+            let age_cut = (server_ms.saturating_sub(retention.keep_ms.max(0) as u64), 0);
+            let cut = match self.size_cut(&key, retention.max_events_per_shard).await? {
+                Some(size_cut) => age_cut.max(size_cut),
+                None => age_cut,
+            };
+            let min_id = keep_from.map_or(cut, |k| k.min(cut));
             let mut cmd = ::redis::cmd("XTRIM");
             cmd.arg(&key)
                 .arg("MINID")

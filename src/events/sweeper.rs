@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::EventLog;
+use super::{EventLog, Retention};
 use crate::clock::Clock;
 use crate::store::keys::SHARD_COUNT;
 use crate::store::Store;
@@ -51,16 +51,16 @@ pub async fn run_sweeper(
     }
 }
 
-/// Trims fully acked history older than `keep` every `interval` until `stop` turns true.
+/// Trims fully acked history beyond `retention` every `interval` until `stop` turns true.
 pub async fn run_trimmer(
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
-    keep: Duration,
+    retention: Retention,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match log.trim(keep.as_millis() as i64, clock.now_ms()).await {
+        match log.trim(retention, clock.now_ms()).await {
             Ok(0) => {}
             Ok(dropped) => tracing::debug!(dropped, "trimmed acked events"),
             Err(e) => tracing::warn!(error = %e, "event trim failed; retrying next pass"),
