@@ -12,8 +12,7 @@ local function run()
   if h.state == 'expired' then
     return { 'ok', hold_reply(h), 0, balance_reply() }
   end
-  finalize(h, 'released', 0, ARGV[11])
-  redis.call('HSET', h.key, 'returned', n2s(h.cost), 'reason', ARGV[11])
+  finalize(h, 'released', 0, ARGV[11], { 'returned', n2s(h.cost), 'reason', ARGV[11] })
   sweep_grants()
   return { 'ok', hold_reply(h), h.cost, balance_reply() }
 end

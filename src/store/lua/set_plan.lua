@@ -13,7 +13,7 @@ local function run()
     return { 'replayed', r.change, tonumber(r.eff), tonumber(r.added), tonumber(r.charge), balance_reply() }
   end
 
-  local new, cur, previous = PLANS[target], plan_of(acct.plan), acct.plan
+  local new, cur, previous = find_plan(target), plan_of(acct.plan), acct.plan
   local change, eff, added, charge = 'unchanged', NOW, 0, 0
   if acct.ce == 0 then
     if target ~= 'none' then

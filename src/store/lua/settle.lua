@@ -13,8 +13,7 @@ local function run()
   if ARGV[11] ~= '' then actual = tonumber(ARGV[11]) end
   if actual > h.qty then return { 'above', h.qty } end
   local charge = h.unit * actual
-  finalize(h, 'settled', charge, '')
-  redis.call('HSET', h.key, 'returned', n2s(h.cost - charge))
+  finalize(h, 'settled', charge, '', { 'returned', n2s(h.cost - charge) })
   sweep_grants()
   return { 'ok', hold_reply(h), charge, h.cost - charge, balance_reply() }
 end
