@@ -54,8 +54,26 @@ struct Cli {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
     /// Accounts the load is spread over; each task sticks to one.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     accounts: u64,
+    /// Each cycle picks one of the accounts at random instead of each task sticking to one,
+    /// so a run touches keys all over a large keyspace.
+    #[arg(long)]
+    spread: bool,
+    /// Set the accounts up straight in this Redis (`redis://host:port`) through the store's
+    /// own scripts, many at a time, instead of two admin RPCs per account one after the
+    /// other: what a run over 100k+ accounts needs.
+    #[arg(long, value_name = "URL")]
+    setup_redis: Option<String>,
+    /// Set-up calls in flight at once with `--setup-redis`.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    setup_concurrency: u64,
+    /// Only set the accounts up, then exit.
+    #[arg(long, conflicts_with = "skip_setup")]
+    setup_only: bool,
+    /// The accounts exist already (an earlier run or `--setup-only`): go straight to the load.
+    #[arg(long)]
+    skip_setup: bool,
     /// Share of cycles that end with Release instead of Settle (0.0–1.0).
     #[arg(long, default_value_t = 0.1, value_parser = parse_ratio)]
     release_ratio: f64,
@@ -184,12 +202,15 @@ struct Coin(u64);
 
 impl Coin {
     fn release(&mut self, ratio: f64) -> bool {
-        // xorshift64*: plenty for picking an outcome.
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < ratio
+    }
+
+    /// xorshift64*: plenty for picking an outcome or an account.
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        ((x >> 11) as f64 / (1u64 << 53) as f64) < ratio
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
@@ -260,6 +281,85 @@ async fn setup_via_admin(cli: &Cli) -> Result<(), String> {
             .map_err(|s| format!("GrantCredits {account}: {}", s.message()))?;
     }
     Ok(())
+}
+
+/// Puts accounts `0..cli.accounts` on [`PLAN`] with their grant through [`RedisStore`] in this
+/// process, `--setup-concurrency` accounts at a time: the same scripts the admin API runs.
+async fn setup_via_redis(cli: &Cli, url: &str) -> Result<(), String> {
+    let store = RedisStore::connect(url, Arc::new(Catalog::builtin()), CALL_TIMEOUT)
+        .await
+        .map_err(|e| format!("Redis {url}: {e}"))?;
+    let store = Arc::new(store);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..cli.setup_concurrency {
+        let (store, next, total) = (store.clone(), next.clone(), cli.accounts);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), String>(());
+                }
+                setup_one(store.as_ref(), &account_id(i)).await?;
+                if (i + 1) % 100_000 == 0 {
+                    eprintln!(
+                        "[setup {:>4.0}s] {} accounts",
+                        started.elapsed().as_secs_f64(),
+                        i + 1
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    eprintln!(
+        "[setup] {} accounts in {:.1} s",
+        cli.accounts,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// [`PLAN`] and a large purchased grant for `account`, through the store.
+async fn setup_one(store: &RedisStore, account: &str) -> Result<(), String> {
+    store
+        .set_plan(
+            &SetPlanCmd {
+                request_id: format!("{account}-plan"),
+                account_id: account.to_string(),
+                plan: PLAN.into(),
+                cycle_anchor_ms: None,
+            },
+            now_ms(),
+        )
+        .await
+        .map_err(|e| format!("set_plan {account}: {e}"))?;
+    store
+        .grant_credits(
+            &GrantCmd {
+                account_id: account.to_string(),
+                grant_id: "bench-credits".into(),
+                units: GRANT_UNITS,
+                source: CreditSource::Purchased,
+                expires_at_ms: None,
+            },
+            now_ms(),
+        )
+        .await
+        .map_err(|e| format!("grant_credits {account}: {e}"))?;
+    Ok(())
+}
+
+/// Account of task `task`'s cycle `n`: its own account, or with `--spread` any account.
+fn pick_account(task: u64, n: u64, accounts: u64, spread: bool) -> u64 {
+    if spread {
+        Coin(task.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.wrapping_add(7)).next() % accounts
+    } else {
+        task % accounts
+    }
 }
 
 /// Prints a progress line once a second until `stop` fires.
@@ -360,10 +460,10 @@ async fn sidecar_phase(cli: &Cli) -> Result<Phase, String> {
     }
     let channels = Arc::new(channels);
     let run = run_prefix();
-    let (accounts, ratio) = (cli.accounts, cli.release_ratio);
+    let (accounts, ratio, spread) = (cli.accounts, cli.release_ratio, cli.spread);
     let phase = drive("sidecar", cli, move |task, n, live, mut tally| {
         let mut client = QuotaClient::new(channels[(task as usize) % channels.len()].clone());
-        let account = account_id(task % accounts);
+        let account = account_id(pick_account(task, n, accounts, spread));
         let generation = format!("{run}.b{task}-{n}");
         let release =
             Coin(task.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n.wrapping_add(1)).release(ratio);
@@ -617,14 +717,24 @@ fn print_phase(label: &str, phase: &Phase) {
 
 async fn run(cli: Cli) -> Result<bool, String> {
     let per_account = cli.concurrency.div_ceil(cli.accounts) as usize;
-    if per_account > MAX_HOLDS_PER_ACCOUNT {
+    // With --spread, tasks share accounts at random; more tasks than accounts would collide.
+    let crowded = cli.spread && cli.concurrency > cli.accounts;
+    if per_account > MAX_HOLDS_PER_ACCOUNT || crowded {
         return Err(format!(
             "{} tasks over {} accounts puts {per_account} open holds on an account; plan \
              `{PLAN}` allows {MAX_HOLDS_PER_ACCOUNT}: raise --accounts",
             cli.concurrency, cli.accounts
         ));
     }
-    setup_via_admin(&cli).await?;
+    if !cli.skip_setup {
+        match &cli.setup_redis {
+            Some(url) => setup_via_redis(&cli, url).await?,
+            None => setup_via_admin(&cli).await?,
+        }
+    }
+    if cli.setup_only {
+        return Ok(true);
+    }
 
     let before = match &cli.baseline_redis {
         Some(url) => Some(command_calls(url).await?),
