@@ -101,26 +101,7 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
 
     // An account with a plan, credits and one open hold, so that "nothing changed" means
     // something.
-    s.admin
-        .set_plan(authed(pb::SetPlanRequest {
-            request_id: "plan-1".into(),
-            account_id: ACCOUNT.into(),
-            plan: "microbudget".into(),
-            cycle_anchor: None,
-        }))
-        .await
-        .unwrap();
-    s.admin
-        .grant_credits(authed(pb::GrantCreditsRequest {
-            account_id: ACCOUNT.into(),
-            grant_id: "grant-1".into(),
-            units: 40,
-            source: pb::CreditSource::Promotional as i32,
-            expires_at: None,
-        }))
-        .await
-        .unwrap();
-    s.quota.reserve(reserve("gen-open")).await.unwrap();
+    s.server.seed(ACCOUNT, reserve("gen-open")).await;
     let balance_before = s.balance().await;
     let account_before = s.account().await;
     let events_before = s.store.all_events().len();

@@ -80,26 +80,7 @@ impl Running {
 
     /// The fixed account: Microbudget, 40 promotional credits, one open hold.
     async fn seed(&mut self) {
-        self.admin
-            .set_plan(authed(pb::SetPlanRequest {
-                request_id: "plan-1".into(),
-                account_id: ACCOUNT.into(),
-                plan: "microbudget".into(),
-                cycle_anchor: None,
-            }))
-            .await
-            .unwrap();
-        self.admin
-            .grant_credits(authed(pb::GrantCreditsRequest {
-                account_id: ACCOUNT.into(),
-                grant_id: "grant-1".into(),
-                units: 40,
-                source: pb::CreditSource::Promotional as i32,
-                expires_at: None,
-            }))
-            .await
-            .unwrap();
-        self.quota.reserve(reserve("gen-open")).await.unwrap();
+        self.server.seed(ACCOUNT, reserve("gen-open")).await;
     }
 
     async fn account(&mut self) -> pb::Account {

@@ -17,7 +17,7 @@ use quota_sidecar::config::AdminToken;
 use quota_sidecar::events::EventLog;
 use quota_sidecar::ledger::Catalog;
 use quota_sidecar::pb::{
-    quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
+    self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
 };
 use quota_sidecar::server::{Server, ServerError, ServerParts, ServerSettings, DRAIN_TIMEOUT};
@@ -94,6 +94,31 @@ impl InProcess {
 
     pub fn events(&self) -> UsageEventsClient<Channel> {
         UsageEventsClient::new(self.admin.clone())
+    }
+
+    /// Puts `account` on Microbudget with 40 promotional credits and opens the hold `open`,
+    /// so that "nothing changed" after a refused call means something.
+    pub async fn seed(&self, account: &str, open: pb::ReserveRequest) {
+        self.admin()
+            .set_plan(authed(pb::SetPlanRequest {
+                request_id: "plan-1".into(),
+                account_id: account.into(),
+                plan: "microbudget".into(),
+                cycle_anchor: None,
+            }))
+            .await
+            .unwrap();
+        self.admin()
+            .grant_credits(authed(pb::GrantCreditsRequest {
+                account_id: account.into(),
+                grant_id: "grant-1".into(),
+                units: 40,
+                source: pb::CreditSource::Promotional as i32,
+                expires_at: None,
+            }))
+            .await
+            .unwrap();
+        self.quota().reserve(open).await.unwrap();
     }
 
     /// Graceful stop (what SIGTERM does); returns how long it took.
