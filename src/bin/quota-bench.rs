@@ -537,32 +537,7 @@ async fn raw_redis_phase(cli: &Cli, url: &str) -> Result<Phase, String> {
     // Own accounts, so the two phases do not share hold limits or counters.
     let raw_account = |i: u64| format!("bench-raw-{i}");
     for i in 0..cli.accounts {
-        let account = raw_account(i);
-        store
-            .set_plan(
-                &SetPlanCmd {
-                    request_id: format!("{account}-plan"),
-                    account_id: account.clone(),
-                    plan: PLAN.into(),
-                    cycle_anchor_ms: None,
-                },
-                now_ms(),
-            )
-            .await
-            .map_err(|e| format!("set_plan {account}: {e}"))?;
-        store
-            .grant_credits(
-                &GrantCmd {
-                    account_id: account.clone(),
-                    grant_id: "bench-credits".into(),
-                    units: GRANT_UNITS,
-                    source: CreditSource::Purchased,
-                    expires_at_ms: None,
-                },
-                now_ms(),
-            )
-            .await
-            .map_err(|e| format!("grant_credits {account}: {e}"))?;
+        setup_one(&store, &raw_account(i)).await?;
     }
     let run = run_prefix();
     let (accounts, ratio) = (cli.accounts, cli.release_ratio);
