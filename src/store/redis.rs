@@ -164,17 +164,17 @@ impl RedisStore {
         }
     }
 
-    /// Runs `script` for `account_id` with the common arguments (see `lua/lib.lua`) followed by
-    /// what `args` adds.
+    /// Runs `script` for `account_id`, whose `keys` the caller built once, with the common
+    /// arguments (see `lua/lib.lua`) followed by what `args` adds.
     async fn run(
         &self,
         script: &Script,
+        keys: &AccountKeys,
         account_id: &str,
         own_key: &str,
         now_ms: i64,
         args: impl FnOnce(&mut ScriptInvocation<'_>),
     ) -> StoreResult<Reply> {
-        let keys = AccountKeys::new(account_id);
         let window = month_window(now_ms).0;
         let mut invocation = script.prepare_invoke();
         invocation
@@ -413,10 +413,12 @@ impl Store for RedisStore {
                 message: format!("unknown model `{}`", cmd.model),
             })?;
         let labels = serde_json::to_string(&cmd.labels).map_err(anomaly)?;
-        let hold_key = AccountKeys::new(&cmd.account_id).hold(&cmd.account_id, &cmd.generation_id);
+        let keys = AccountKeys::new(&cmd.account_id);
+        let hold_key = keys.hold(&cmd.account_id, &cmd.generation_id);
         let mut r = self
             .run(
                 &self.scripts.reserve,
+                &keys,
                 &cmd.account_id,
                 &hold_key,
                 now_ms,
@@ -473,12 +475,20 @@ impl Store for RedisStore {
         actual_quantity: Option<u32>,
         now_ms: i64,
     ) -> StoreResult<Settled> {
-        let hold_key = AccountKeys::new(account_id).hold(account_id, generation_id);
+        let keys = AccountKeys::new(account_id);
+        let hold_key = keys.hold(account_id, generation_id);
         let actual = actual_quantity.map(|q| q.to_string()).unwrap_or_default();
         let mut r = self
-            .run(&self.scripts.settle, account_id, &hold_key, now_ms, |inv| {
-                inv.arg(generation_id).arg(&actual);
-            })
+            .run(
+                &self.scripts.settle,
+                &keys,
+                account_id,
+                &hold_key,
+                now_ms,
+                |inv| {
+                    inv.arg(generation_id).arg(&actual);
+                },
+            )
             .await?;
         match r.status()?.as_str() {
             status @ ("ok" | "replayed") => Ok(Settled {
@@ -510,10 +520,12 @@ impl Store for RedisStore {
         reason: ReleaseReason,
         now_ms: i64,
     ) -> StoreResult<Released> {
-        let hold_key = AccountKeys::new(account_id).hold(account_id, generation_id);
+        let keys = AccountKeys::new(account_id);
+        let hold_key = keys.hold(account_id, generation_id);
         let mut r = self
             .run(
                 &self.scripts.release,
+                &keys,
                 account_id,
                 &hold_key,
                 now_ms,
@@ -546,13 +558,21 @@ impl Store for RedisStore {
         ttl_seconds: u32,
         now_ms: i64,
     ) -> StoreResult<Hold> {
-        let hold_key = AccountKeys::new(account_id).hold(account_id, generation_id);
+        let keys = AccountKeys::new(account_id);
+        let hold_key = keys.hold(account_id, generation_id);
         let mut r = self
-            .run(&self.scripts.extend, account_id, &hold_key, now_ms, |inv| {
-                inv.arg(generation_id)
-                    .arg(i64::from(ttl_seconds) * 1000)
-                    .arg(i64::from(MAX_HOLD_LIFETIME_SECONDS) * 1000);
-            })
+            .run(
+                &self.scripts.extend,
+                &keys,
+                account_id,
+                &hold_key,
+                now_ms,
+                |inv| {
+                    inv.arg(generation_id)
+                        .arg(i64::from(ttl_seconds) * 1000)
+                        .arg(i64::from(MAX_HOLD_LIFETIME_SECONDS) * 1000);
+                },
+            )
             .await?;
         match r.status()?.as_str() {
             "ok" => r.hold(account_id),
@@ -571,6 +591,7 @@ impl Store for RedisStore {
         let mut r = self
             .run(
                 &self.scripts.balance,
+                &keys,
                 account_id,
                 &keys.account,
                 now_ms,
@@ -588,6 +609,7 @@ impl Store for RedisStore {
         let mut r = self
             .run(
                 &self.scripts.account,
+                &keys,
                 account_id,
                 &keys.account,
                 now_ms,
@@ -625,6 +647,7 @@ impl Store for RedisStore {
         let mut r = self
             .run(
                 &self.scripts.set_plan,
+                &keys,
                 &cmd.account_id,
                 &request_key,
                 now_ms,
@@ -666,6 +689,7 @@ impl Store for RedisStore {
         let mut r = self
             .run(
                 &self.scripts.grant,
+                &keys,
                 &cmd.account_id,
                 &tombstone,
                 now_ms,
@@ -710,6 +734,7 @@ impl Store for RedisStore {
         let mut r = self
             .run(
                 &self.scripts.revoke,
+                &keys,
                 account_id,
                 &tombstone,
                 now_ms,
@@ -759,6 +784,7 @@ impl Store for RedisStore {
             let mut r = self
                 .run(
                     &self.scripts.sweep,
+                    &keys,
                     &account,
                     &keys.account,
                     now_ms,
