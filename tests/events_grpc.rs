@@ -137,6 +137,7 @@ impl Running {
             .subscribe(authed(pb::SubscribeRequest {
                 group: group.into(),
                 consumer: consumer.into(),
+                ephemeral: false,
             }))
             .await
             .expect("subscribe")
@@ -697,6 +698,7 @@ mod cases {
         let subscribe = pb::SubscribeRequest {
             group: "billing".into(),
             consumer: "c1".into(),
+            ephemeral: false,
         };
         let ack = pb::AckRequest {
             group: "billing".into(),
@@ -880,6 +882,7 @@ async fn stream_ends_unavailable_when_redis_goes_away() {
         .subscribe(authed(pb::SubscribeRequest {
             group: "billing".into(),
             consumer: "c2".into(),
+            ephemeral: false,
         }))
         .await
         .unwrap_err();
@@ -951,6 +954,7 @@ async fn quotactl_tails_and_acks_events() {
             .subscribe(authed(pb::SubscribeRequest {
                 group: "ops".into(),
                 consumer: "checker".into(),
+                ephemeral: false,
             }))
             .await
             .unwrap()

@@ -478,8 +478,11 @@ fn hostile_request() -> impl Strategy<Value = Req> {
             })
         }),
         id().prop_map(|account_id| Req::GetAccount(pb::GetAccountRequest { account_id })),
-        (id(), id())
-            .prop_map(|(group, consumer)| Req::Subscribe(pb::SubscribeRequest { group, consumer })),
+        (id(), id()).prop_map(|(group, consumer)| Req::Subscribe(pb::SubscribeRequest {
+            group,
+            consumer,
+            ephemeral: false
+        })),
         (id(), prop::collection::vec(ack_id, 0..4))
             .prop_map(|(group, ack_ids)| Req::Ack(pb::AckRequest { group, ack_ids })),
     ]
@@ -760,6 +763,7 @@ fn targeted() -> Vec<(Req, &'static str)> {
             Req::Subscribe(pb::SubscribeRequest {
                 group: bad.clone(),
                 consumer: "c1".into(),
+                ephemeral: false,
             }),
             "group",
         ));
@@ -767,6 +771,7 @@ fn targeted() -> Vec<(Req, &'static str)> {
             Req::Subscribe(pb::SubscribeRequest {
                 group: "billing".into(),
                 consumer: bad.clone(),
+                ephemeral: false,
             }),
             "consumer",
         ));

@@ -123,4 +123,11 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
             .await?;
         Ok(Response::new(convert::account(account)))
     }
+
+    async fn refund(
+        &self,
+        _request: Request<pb::RefundRequest>,
+    ) -> Result<Response<pb::RefundResponse>, Status> {
+        Err(Status::unimplemented("Refund is not served yet"))
+    }
 }

@@ -151,4 +151,25 @@ impl pb::quota_server::Quota for QuotaService {
             .await?;
         Ok(Response::new(convert::balance(balance)))
     }
+
+    async fn quote(
+        &self,
+        _request: Request<pb::QuoteRequest>,
+    ) -> Result<Response<pb::QuoteResponse>, Status> {
+        Err(Status::unimplemented("Quote is not served yet"))
+    }
+
+    async fn reserve_batch(
+        &self,
+        _request: Request<pb::ReserveBatchRequest>,
+    ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
+        Err(Status::unimplemented("ReserveBatch is not served yet"))
+    }
+
+    async fn get_catalog(
+        &self,
+        _request: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::Catalog>, Status> {
+        Err(Status::unimplemented("GetCatalog is not served yet"))
+    }
 }

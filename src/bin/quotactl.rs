@@ -472,6 +472,7 @@ impl Tail {
         let request = admin_request(pb::SubscribeRequest {
             group: self.group.clone(),
             consumer: self.consumer.clone(),
+            ephemeral: false,
         })?;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
