@@ -186,9 +186,9 @@ pub fn usage_event(e: UsageEvent) -> pb::UsageEvent {
         source: e.source,
         expires_at: e.expires_at_ms.map(timestamp),
         effective_at: e.effective_at_ms.map(timestamp),
-        units_lost: 0,
-        threshold_percent: 0,
-        refund_id: String::new(),
+        units_lost: e.units_lost,
+        threshold_percent: e.threshold_percent,
+        refund_id: e.refund_id,
     }
 }
 

@@ -8,10 +8,9 @@ pub mod pending_gauge;
 pub mod redis_log;
 pub mod sweeper;
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 
+pub use crate::ledger::event::*;
 use crate::ledger::{GrantDraw, Kind};
 use crate::store::keys::SHARD_COUNT;
 use crate::store::{StoreError, StoreResult};
@@ -43,15 +42,6 @@ pub trait EventLog: Send + Sync + 'static {
     async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64>;
     /// Events delivered to `group` and not acked yet.
     async fn pending(&self, group: &str) -> StoreResult<u64>;
-}
-
-/// Id of an event about an idempotency key (generation, grant or plan request):
-/// `<account>/<key>@<created_ms>:<what>`, e.g. `studio-1/gen-7@1768435200000:settled`.
-/// Deterministic for downstream de-duplication, and unique for all time: a key reused after
-/// the store forgot it (see `RETENTION_SECONDS`) was created at another time. `@` and `/`
-/// cannot occur in ids, so the parts never run together.
-pub fn keyed_event_id(account_id: &str, key: &str, created_ms: i64, what: &str) -> String {
-    format!("{account_id}/{key}@{created_ms}:{what}")
 }
 
 /// How much fully acked history the trimmer keeps. Unacked events are always kept.
@@ -105,59 +95,6 @@ impl AckId {
     }
 }
 
-/// Event types. Only [`HOLD_SETTLED`] (usage) and [`PLAN_UPGRADED`] (prorated charge) are
-/// billable.
-pub const HOLD_RESERVED: &str = "hold.reserved";
-pub const HOLD_SETTLED: &str = "hold.settled";
-pub const HOLD_RELEASED: &str = "hold.released";
-pub const HOLD_EXPIRED: &str = "hold.expired";
-pub const HOLD_EXTENDED: &str = "hold.extended";
-pub const CREDITS_GRANTED: &str = "credits.granted";
-pub const CREDITS_REVOKED: &str = "credits.revoked";
-pub const PLAN_UPGRADED: &str = "plan.upgraded";
-pub const PLAN_DOWNGRADE_SCHEDULED: &str = "plan.downgrade_scheduled";
-pub const PLAN_CHANGED: &str = "plan.changed";
-pub const CYCLE_RENEWED: &str = "cycle.renewed";
-
-/// One change to an account. Fields that do not apply to a type stay empty.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UsageEvent {
-    /// Deterministic, for downstream de-duplication: `<account>/<generation>:settled`,
-    /// `<account>/<grant>:granted`, `<account>/<request>:<change>`,
-    /// `<account>:<cycle_start_ms>:renewed`.
-    pub id: String,
-    /// One of the type constants of this module.
-    pub event_type: String,
-    pub account_id: String,
-    pub time_ms: i64,
-    /// Strictly increasing per account.
-    pub sequence: u64,
-    /// Where the event sits in its log, for acknowledging it; empty until read from a log.
-    pub ack_id: String,
-    pub generation_id: String,
-    pub kind: Option<Kind>,
-    pub model: String,
-    pub quantity: u32,
-    /// hold.reserved/released/expired: the hold's cost; hold.settled: the charge;
-    /// credits.*: the units granted or revoked.
-    pub units: u64,
-    pub from_allowance: u64,
-    pub from_credits: u64,
-    pub grants: Vec<GrantDraw>,
-    pub reason: String,
-    pub plan: String,
-    pub previous_plan: String,
-    pub cycle_start_ms: Option<i64>,
-    /// plan.*: allowance added now; cycle.renewed: the new cycle's allowance.
-    pub allowance_added: u64,
-    pub prorated_charge_cents: u64,
-    pub grant_id: String,
-    pub source: String,
-    pub expires_at_ms: Option<i64>,
-    pub effective_at_ms: Option<i64>,
-    pub labels: BTreeMap<String, String>,
-}
-
 impl UsageEvent {
     /// Builds an event from a stream entry's fields (as the scripts write them).
     pub fn from_fields<'a>(
@@ -205,6 +142,9 @@ impl UsageEvent {
                 "source" => e.source = v.to_string(),
                 "expires" => e.expires_at_ms = time(name, v)?,
                 "effective" => e.effective_at_ms = time(name, v)?,
+                "lost" => e.units_lost = num(name, v)?,
+                "pct" => e.threshold_percent = num(name, v)? as u32,
+                "refund" => e.refund_id = v.to_string(),
                 "labels" => {
                     e.labels = serde_json::from_str(v)
                         .map_err(|err| format!("event field `labels`: {err}"))?

@@ -2,11 +2,15 @@
 //! to allowance and credits, proration and billing-cycle math. Both stores call these; the Redis
 //! scripts are their twin and the conformance suite keeps the two identical.
 
+pub mod account;
 pub mod allocation;
 pub mod catalog;
 pub mod cycle;
+pub mod error;
+pub mod event;
 pub mod features;
 pub mod kind;
+pub mod model;
 pub mod proration;
 
 pub use allocation::{CreditSource, GrantDraw};

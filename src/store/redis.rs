@@ -14,9 +14,9 @@ use ::redis::{Script, ScriptInvocation, Value};
 use async_trait::async_trait;
 
 use super::keys::AccountKeys;
-use super::memory::{conflict, wrong_state};
 use super::redis_conn::RedisConn;
 use super::*;
+use crate::ledger::account::{conflict, wrong_state};
 use crate::ledger::cycle::{month_window, Anchor};
 use crate::ledger::{
     Catalog, CreditSource, GrantDraw, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS,

@@ -1,0 +1,1221 @@
+//! The account as a pure state machine: every operation is a function from a state, a command
+//! and `now_ms` to a new state, a reply and the events it emits. No I/O, no clock, no locks.
+//!
+//! [`Account::execute`] is the only way in: it runs the lazy work every operation starts with
+//! (forgetting what retention dropped, cycle rollover, reclaiming expired holds, expiring
+//! grants), the operation itself and the grant sweep after it on a copy of the state, checks
+//! every invariant, and hands back the new state with its events only when all of that
+//! succeeded. A refused or failed operation leaves the caller's state untouched and emits
+//! nothing. The memory store is a lock around this; the Lua scripts in `store/lua/` are its
+//! twin, and the conformance suite holds the two together.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::allocation::{allocate, burn_order, split_charge, Allocation, BurnKey};
+use super::catalog::NO_PLAN;
+use super::cycle::{cycle_at, Anchor, Cycle};
+use super::error::LedgerError;
+use super::event::{self as events, UsageEvent};
+use super::model::*;
+use super::proration::prorate;
+use super::{
+    Catalog, GrantDraw, PlanSpec, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS,
+};
+
+/// How long finished holds, tombstones and plan requests are remembered.
+pub const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
+
+/// Result of a ledger operation.
+pub type LedgerResult<T> = Result<T, LedgerError>;
+
+/// A credit grant and whether it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantState {
+    pub grant: Grant,
+    pub revoked: bool,
+}
+
+impl GrantState {
+    fn expired(&self, now_ms: i64) -> bool {
+        self.grant.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// Returned units only go back to a grant that can still be spent.
+    fn spendable(&self, now_ms: i64) -> bool {
+        !self.revoked && !self.expired(now_ms)
+    }
+
+    fn burn_key(&self) -> BurnKey<'_> {
+        BurnKey {
+            expires_at_ms: self.grant.expires_at_ms,
+            source: self.grant.source,
+            created_at_ms: self.grant.created_at_ms,
+            grant_id: &self.grant.grant_id,
+        }
+    }
+}
+
+/// A hold with what the ledger needs to finish it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRecord {
+    pub hold: Hold,
+    /// Cost of one image or video second when reserved: a settle for less charges at it.
+    pub unit_cost: u64,
+    /// The cycle the hold drew allowance from, by number: allowance goes back only to it.
+    pub cycle_number: u64,
+    /// Start of that cycle, for events (`None`: no plan).
+    pub cycle_start_ms: Option<i64>,
+    pub returned_units: u64,
+    pub labels: BTreeMap<String, String>,
+    /// When a finished hold is forgotten.
+    pub forget_at_ms: Option<i64>,
+}
+
+/// A SetPlan request remembered for replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub plan: String,
+    pub requested_anchor_ms: Option<i64>,
+    pub change: PlanChange,
+    pub effective_at_ms: i64,
+    pub allowance_added: u64,
+    pub prorated_charge_cents: u64,
+    pub forget_at_ms: i64,
+}
+
+/// A dropped grant's terms, remembered so GrantCredits stays idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub grant: Grant,
+    pub forget_at_ms: i64,
+}
+
+/// Everything about one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    account_id: String,
+    /// Sequence of the last event.
+    seq: u64,
+    plan: String,
+    scheduled_plan: Option<String>,
+    anchor: Anchor,
+    cycle: Option<Cycle>,
+    /// Counts cycles: every rollover and every plan start increments it. Holds pin their
+    /// cycle by this number, never by its start time (two cycles may start at one instant).
+    cycle_number: u64,
+    allowance_total: u64,
+    allowance_used: u64,
+    allowance_held: u64,
+    lifetime_charged: ChargedTotals,
+    grants: BTreeMap<String, GrantState>,
+    tombstones: HashMap<String, Tombstone>,
+    holds: HashMap<String, HoldRecord>,
+    plan_requests: HashMap<String, PlanRecord>,
+    /// Events of the running operation.
+    outbox: Vec<UsageEvent>,
+}
+
+/// What a successful operation produced.
+#[derive(Debug)]
+pub struct Transition<T> {
+    pub account: Account,
+    pub reply: T,
+    /// In sequence order.
+    pub events: Vec<UsageEvent>,
+}
+
+fn broken(what: String) -> LedgerError {
+    LedgerError::Internal(format!("ledger invariant broken: {what}"))
+}
+
+/// `a - b`, or the invariant error naming `what`.
+fn minus(a: u64, b: u64, what: &str) -> LedgerResult<u64> {
+    a.checked_sub(b)
+        .ok_or_else(|| broken(format!("{what}: {a} - {b} is below zero")))
+}
+
+/// A plan removed from the catalog behaves like `none` (as in `Catalog::check_features`).
+fn plan_or_none<'a>(catalog: &'a Catalog, id: &str) -> &'a PlanSpec {
+    catalog.plan(id).unwrap_or_else(|| catalog.no_plan())
+}
+
+impl Account {
+    /// An account nobody has given anything: on `none`, no grants, no holds.
+    pub fn new(account_id: &str) -> Account {
+        Account {
+            account_id: account_id.to_string(),
+            seq: 0,
+            plan: NO_PLAN.to_string(),
+            scheduled_plan: None,
+            anchor: Anchor {
+                day: 1,
+                time_of_day_ms: 0,
+            },
+            cycle: None,
+            cycle_number: 0,
+            allowance_total: 0,
+            allowance_used: 0,
+            allowance_held: 0,
+            lifetime_charged: ChargedTotals::default(),
+            grants: BTreeMap::new(),
+            tombstones: HashMap::new(),
+            holds: HashMap::new(),
+            plan_requests: HashMap::new(),
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Nothing worth keeping: a store may drop such an account.
+    pub fn is_empty(&self) -> bool {
+        self.seq == 0
+            && self.plan == NO_PLAN
+            && self.cycle.is_none()
+            && self.grants.is_empty()
+            && self.tombstones.is_empty()
+            && self.holds.is_empty()
+            && self.plan_requests.is_empty()
+    }
+
+    /// Runs `op` at `now_ms` on a copy of this account, between the lazy work every operation
+    /// starts with and the grant sweep it ends with, and checks every invariant. Returns the
+    /// new state and its events, or the error with nothing changed.
+    pub fn execute<T>(
+        &self,
+        catalog: &Catalog,
+        now_ms: i64,
+        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+    ) -> LedgerResult<Transition<T>> {
+        let mut next = self.clone();
+        next.outbox.clear();
+        next.touch(catalog, now_ms)?;
+        let reply = op(&mut next)?;
+        next.sweep_grants(now_ms);
+        next.check_invariants()?;
+        let events = std::mem::take(&mut next.outbox);
+        Ok(Transition {
+            account: next,
+            reply,
+            events,
+        })
+    }
+
+    /// Open holds that are due at `now_ms`: (expiry, generation id), earliest first.
+    pub fn due_holds(&self, now_ms: i64) -> Vec<(i64, String)> {
+        let mut due: Vec<(i64, String)> = self
+            .holds
+            .values()
+            .filter(|r| r.hold.state == HoldState::Held && r.hold.expires_at_ms <= now_ms)
+            .map(|r| (r.hold.expires_at_ms, r.hold.generation_id.clone()))
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Events emitted so far by the running operation.
+    pub fn pending_events(&self) -> &[UsageEvent] {
+        &self.outbox
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Lazy work and bookkeeping.
+
+    /// Queues an event with the account's next sequence.
+    fn emit(&mut self, event_type: &str, id: String, now_ms: i64, event: UsageEvent) {
+        self.seq += 1;
+        self.outbox.push(UsageEvent {
+            id,
+            event_type: event_type.to_string(),
+            account_id: self.account_id.clone(),
+            time_ms: now_ms,
+            sequence: self.seq,
+            ..event
+        });
+    }
+
+    /// Forgets what retention dropped, rolls the cycle over, reclaims expired holds and
+    /// expires grants.
+    fn touch(&mut self, catalog: &Catalog, now_ms: i64) -> LedgerResult<()> {
+        self.holds
+            .retain(|_, r| r.forget_at_ms.is_none_or(|at| at > now_ms));
+        self.tombstones.retain(|_, t| t.forget_at_ms > now_ms);
+        self.plan_requests.retain(|_, r| r.forget_at_ms > now_ms);
+        self.rollover(catalog, now_ms);
+        for (_, generation_id) in self.due_holds(now_ms) {
+            self.finalize(&generation_id, HoldState::Expired, 0, "", now_ms)?;
+        }
+        self.sweep_grants(now_ms);
+        Ok(())
+    }
+
+    /// The first touch after a cycle ends starts the cycle containing now, however many were
+    /// missed, applies a scheduled plan and resets the allowance. Holds keep their old cycle.
+    fn rollover(&mut self, catalog: &Catalog, now_ms: i64) {
+        let Some(cycle) = self.cycle else { return };
+        if now_ms < cycle.end_ms {
+            return;
+        }
+        let previous = self.plan.clone();
+        if let Some(plan) = self.scheduled_plan.take() {
+            self.plan = plan;
+        }
+        if self.plan != previous {
+            let event = UsageEvent {
+                plan: self.plan.clone(),
+                previous_plan: previous,
+                cycle_start_ms: Some(cycle.end_ms),
+                ..UsageEvent::default()
+            };
+            let id = format!("{}:{}:plan_changed", self.account_id, cycle.end_ms);
+            self.emit(events::PLAN_CHANGED, id, now_ms, event);
+        }
+        self.cycle_number += 1;
+        if self.plan == NO_PLAN {
+            self.cycle = None;
+            self.allowance_total = 0;
+        } else {
+            let next = cycle_at(self.anchor, now_ms);
+            self.cycle = Some(next);
+            self.allowance_total = plan_or_none(catalog, &self.plan).allowance_units;
+            let event = UsageEvent {
+                plan: self.plan.clone(),
+                cycle_start_ms: Some(next.start_ms),
+                allowance_added: self.allowance_total,
+                ..UsageEvent::default()
+            };
+            let id = format!("{}:{}:renewed", self.account_id, next.start_ms);
+            self.emit(events::CYCLE_RENEWED, id, now_ms, event);
+        }
+        self.allowance_used = 0;
+        self.allowance_held = 0;
+    }
+
+    /// Ends a held hold, charging `charge_units` (allowance first, then its draws in burn
+    /// order) and giving the rest back: allowance only to the hold's own cycle, credits only
+    /// to grants that can still be spent; what cannot go back is lost, and the event says so.
+    fn finalize(
+        &mut self,
+        generation_id: &str,
+        state: HoldState,
+        charge_units: u64,
+        reason: &str,
+        now_ms: i64,
+    ) -> LedgerResult<()> {
+        let record = self
+            .holds
+            .get(generation_id)
+            .cloned()
+            .ok_or_else(|| broken(format!("hold `{generation_id}` vanished")))?;
+        let held = Allocation {
+            from_allowance: record.hold.from_allowance,
+            draws: record.hold.grants.clone(),
+        };
+        if charge_units > record.hold.cost_units {
+            return Err(broken(format!(
+                "charge {charge_units} above hold {}",
+                record.hold.cost_units
+            )));
+        }
+        let split = split_charge(charge_units, &held);
+        let same_cycle = self.cycle.is_some() && record.cycle_number == self.cycle_number;
+        let mut allowance_back = 0;
+        if same_cycle {
+            self.allowance_held =
+                minus(self.allowance_held, held.from_allowance, "allowance held")?;
+            self.allowance_used += split.charged.from_allowance;
+            allowance_back = split.returned.from_allowance;
+        }
+        for draw in &held.draws {
+            if let Some(g) = self.grants.get_mut(&draw.grant_id) {
+                g.grant.units_held = minus(g.grant.units_held, draw.units, "grant units held")?;
+            }
+        }
+        let mut back = Vec::new();
+        let mut lost = 0;
+        for draw in &split.returned.draws {
+            match self.grants.get_mut(&draw.grant_id) {
+                Some(g) if g.spendable(now_ms) => {
+                    g.grant.units_remaining += draw.units;
+                    back.push(draw.clone());
+                }
+                _ => lost += draw.units,
+            }
+        }
+        self.lifetime_charged.allowance_units += split.charged.from_allowance;
+        self.lifetime_charged.credit_units += charge_units - split.charged.from_allowance;
+        let record = {
+            let r = self.holds.get_mut(generation_id).expect("read above");
+            r.hold.state = state;
+            r.hold.charged_units = charge_units;
+            r.returned_units = r.hold.cost_units - charge_units;
+            r.forget_at_ms = Some(now_ms + RETENTION_MS);
+            r.clone()
+        };
+        if state == HoldState::Settled {
+            let quantity = (charge_units / record.unit_cost.max(1)) as u32;
+            self.hold_event(
+                &record,
+                events::HOLD_SETTLED,
+                quantity,
+                (split.charged.from_allowance, &split.charged.draws),
+                lost,
+                reason,
+                now_ms,
+            );
+        } else {
+            let returned = Allocation {
+                from_allowance: allowance_back,
+                draws: back,
+            };
+            let event_type = format!("hold.{state}");
+            self.hold_event(
+                &record,
+                &event_type,
+                record.hold.quantity,
+                (returned.from_allowance, &returned.draws),
+                lost,
+                reason,
+                now_ms,
+            );
+        }
+        Ok(())
+    }
+
+    /// A hold.* event: `units` is the hold's cost, or the charge for hold.settled; `funds` the
+    /// allowance part and the grant parts the type speaks of (see [`UsageEvent`]).
+    #[allow(clippy::too_many_arguments)]
+    fn hold_event(
+        &mut self,
+        record: &HoldRecord,
+        event_type: &str,
+        quantity: u32,
+        funds: (u64, &[GrantDraw]),
+        units_lost: u64,
+        reason: &str,
+        now_ms: i64,
+    ) {
+        let h = &record.hold;
+        let (from_allowance, draws) = funds;
+        let from_credits: u64 = draws.iter().map(|d| d.units).sum();
+        let units = if event_type == events::HOLD_SETTLED {
+            h.charged_units
+        } else {
+            h.cost_units
+        };
+        let event = UsageEvent {
+            generation_id: h.generation_id.clone(),
+            kind: Some(h.kind),
+            model: h.model.clone(),
+            quantity,
+            units,
+            from_allowance,
+            from_credits,
+            grants: draws.to_vec(),
+            reason: reason.to_string(),
+            cycle_start_ms: record.cycle_start_ms,
+            labels: record.labels.clone(),
+            units_lost,
+            ..UsageEvent::default()
+        };
+        let suffix = event_type.trim_start_matches("hold.");
+        let id =
+            events::keyed_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
+        self.emit(event_type, id, now_ms, event);
+    }
+
+    /// An expired grant's remainder is gone (`credits.expired`); a grant with nothing left and
+    /// nothing held is dropped, leaving a tombstone so GrantCredits stays idempotent.
+    fn sweep_grants(&mut self, now_ms: i64) {
+        let mut expired = Vec::new();
+        let mut dropped = Vec::new();
+        for (id, g) in self.grants.iter_mut() {
+            if g.expired(now_ms) && g.grant.units_remaining > 0 {
+                expired.push((g.clone(), std::mem::take(&mut g.grant.units_remaining)));
+            }
+            if g.grant.units_held == 0 && g.grant.units_remaining == 0 {
+                dropped.push(id.clone());
+            }
+        }
+        for (g, units) in expired {
+            let event = UsageEvent {
+                grant_id: g.grant.grant_id.clone(),
+                units,
+                source: g.grant.source.as_str().to_string(),
+                expires_at_ms: g.grant.expires_at_ms,
+                ..UsageEvent::default()
+            };
+            let id = events::keyed_event_id(
+                &self.account_id,
+                &g.grant.grant_id,
+                g.grant.created_at_ms,
+                "expired",
+            );
+            self.emit(events::CREDITS_EXPIRED, id, now_ms, event);
+        }
+        for id in dropped {
+            let g = self.grants.remove(&id).expect("listed above");
+            self.tombstones.insert(
+                id,
+                Tombstone {
+                    grant: g.grant,
+                    forget_at_ms: now_ms + RETENTION_MS,
+                },
+            );
+        }
+    }
+
+    /// Allowance used + held ≤ total; held = what open holds of this cycle drew; every
+    /// grant's held units = what open holds drew from it, and remaining + held ≤ granted.
+    fn check_invariants(&self) -> LedgerResult<()> {
+        let committed = self.allowance_used.checked_add(self.allowance_held);
+        if committed.is_none_or(|c| c > self.allowance_total) {
+            return Err(broken(format!(
+                "allowance used {} + held {} against total {}",
+                self.allowance_used, self.allowance_held, self.allowance_total
+            )));
+        }
+        let open = || {
+            self.holds
+                .values()
+                .filter(|r| r.hold.state == HoldState::Held)
+        };
+        let held_here: u64 = open()
+            .filter(|r| self.cycle.is_some() && r.cycle_number == self.cycle_number)
+            .map(|r| r.hold.from_allowance)
+            .sum();
+        if held_here != self.allowance_held {
+            return Err(broken(format!(
+                "allowance held {} but open holds of the cycle hold {held_here}",
+                self.allowance_held
+            )));
+        }
+        let mut drawn: HashMap<&str, u64> = HashMap::new();
+        for r in open() {
+            for d in &r.hold.grants {
+                *drawn.entry(d.grant_id.as_str()).or_default() += d.units;
+            }
+        }
+        for (id, g) in &self.grants {
+            let held = drawn.get(id.as_str()).copied().unwrap_or(0);
+            if g.grant.units_held != held
+                || g.grant.units_remaining + g.grant.units_held > g.grant.units_granted
+            {
+                return Err(broken(format!(
+                    "grant `{id}`: remaining {} + held {} (open holds drew {held}) of {}",
+                    g.grant.units_remaining, g.grant.units_held, g.grant.units_granted
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn allowance_available(&self) -> u64 {
+        match self.cycle {
+            Some(_) => self.allowance_total - self.allowance_used - self.allowance_held,
+            None => 0,
+        }
+    }
+
+    fn open_holds(&self) -> u32 {
+        self.holds
+            .values()
+            .filter(|r| r.hold.state == HoldState::Held)
+            .count() as u32
+    }
+
+    fn grants_in_burn_order(&self) -> Vec<&GrantState> {
+        let mut list: Vec<&GrantState> = self.grants.values().collect();
+        list.sort_by(|a, b| burn_order(&a.burn_key(), &b.burn_key()));
+        list
+    }
+
+    fn hold_record(&self, generation_id: &str) -> LedgerResult<&HoldRecord> {
+        self.holds
+            .get(generation_id)
+            .ok_or_else(|| LedgerError::HoldNotFound {
+                account_id: self.account_id.clone(),
+                generation_id: generation_id.to_string(),
+            })
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Reads.
+
+    /// The account's funds now.
+    pub fn balance(&self) -> Balance {
+        Balance {
+            account_id: self.account_id.clone(),
+            plan: self.plan.clone(),
+            scheduled_plan: self.scheduled_plan.clone(),
+            cycle_start_ms: self.cycle.map(|c| c.start_ms),
+            cycle_end_ms: self.cycle.map(|c| c.end_ms),
+            allowance_total: self.allowance_total,
+            allowance_used: self.allowance_used,
+            allowance_held: self.allowance_held,
+            allowance_available: self.allowance_available(),
+            credits_available: self.grants.values().map(|g| g.grant.units_remaining).sum(),
+            credits_held: self.grants.values().map(|g| g.grant.units_held).sum(),
+            open_holds: self.open_holds(),
+        }
+    }
+
+    /// Balance, live grants in burn order, open holds oldest first, lifetime charges.
+    pub fn view(&self) -> AccountView {
+        let grants = self
+            .grants_in_burn_order()
+            .into_iter()
+            .map(|g| g.grant.clone())
+            .collect();
+        let mut holds: Vec<Hold> = self
+            .holds
+            .values()
+            .filter(|r| r.hold.state == HoldState::Held)
+            .map(|r| r.hold.clone())
+            .collect();
+        holds.sort_by(|x, y| {
+            (x.created_at_ms, &x.generation_id).cmp(&(y.created_at_ms, &y.generation_id))
+        });
+        AccountView {
+            balance: self.balance(),
+            grants,
+            holds,
+            lifetime_charged: self.lifetime_charged,
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Operations.
+
+    /// Checks features and funds and holds the cost; a replay returns the first hold.
+    pub fn reserve(
+        &mut self,
+        catalog: &Catalog,
+        cmd: &ReserveCmd,
+        now_ms: i64,
+    ) -> LedgerResult<Reserved> {
+        let unit_cost = catalog.unit_cost(cmd.kind, &cmd.model).ok_or_else(|| {
+            LedgerError::InvalidArgument {
+                field: "model",
+                message: format!("unknown model `{}`", cmd.model),
+            }
+        })?;
+        let cost_units = unit_cost * u64::from(cmd.quantity);
+        if let Some(existing) = self.holds.get(&cmd.generation_id) {
+            let h = &existing.hold;
+            if h.kind == cmd.kind && h.model == cmd.model && h.quantity == cmd.quantity {
+                return Ok(Reserved {
+                    hold: h.clone(),
+                    replayed: true,
+                    balance: self.balance(),
+                });
+            }
+            return Err(conflict(
+                &cmd.generation_id,
+                h.kind,
+                &h.model,
+                h.quantity,
+                cmd,
+            ));
+        }
+        catalog
+            .check_features(
+                &self.plan,
+                cmd.kind,
+                &cmd.model,
+                cmd.quantity,
+                self.open_holds(),
+            )
+            .map_err(LedgerError::Denied)?;
+        let spendable: Vec<(&str, u64)> = self
+            .grants_in_burn_order()
+            .into_iter()
+            .filter(|g| g.spendable(now_ms) && g.grant.units_remaining > 0)
+            .map(|g| (g.grant.grant_id.as_str(), g.grant.units_remaining))
+            .collect();
+        let allocation =
+            allocate(cost_units, self.allowance_available(), &spendable).map_err(|s| {
+                LedgerError::InsufficientFunds {
+                    needed: s.needed,
+                    available: s.available,
+                }
+            })?;
+        for draw in &allocation.draws {
+            let g = self
+                .grants
+                .get_mut(&draw.grant_id)
+                .expect("allocated grant");
+            g.grant.units_remaining -= draw.units;
+            g.grant.units_held += draw.units;
+        }
+        self.allowance_held += allocation.from_allowance;
+        let hold = Hold {
+            account_id: self.account_id.clone(),
+            generation_id: cmd.generation_id.clone(),
+            kind: cmd.kind,
+            model: cmd.model.clone(),
+            quantity: cmd.quantity,
+            cost_units,
+            from_allowance: allocation.from_allowance,
+            from_credits: allocation.from_credits(),
+            grants: allocation.draws,
+            state: HoldState::Held,
+            expires_at_ms: now_ms + i64::from(cmd.ttl_seconds) * 1000,
+            created_at_ms: now_ms,
+            charged_units: 0,
+        };
+        let record = HoldRecord {
+            hold: hold.clone(),
+            unit_cost,
+            cycle_number: self.cycle_number,
+            cycle_start_ms: self.cycle.map(|c| c.start_ms),
+            returned_units: 0,
+            labels: cmd.labels.clone(),
+            forget_at_ms: None,
+        };
+        self.hold_event(
+            &record,
+            events::HOLD_RESERVED,
+            cmd.quantity,
+            (hold.from_allowance, &hold.grants),
+            0,
+            "",
+            now_ms,
+        );
+        self.holds.insert(cmd.generation_id.clone(), record);
+        Ok(Reserved {
+            hold,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+
+    /// Charges a hold, or `actual_quantity` of it at the unit cost it was reserved at; the
+    /// rest goes back, credits first. A second Settle replays the first.
+    pub fn settle(
+        &mut self,
+        generation_id: &str,
+        actual_quantity: Option<u32>,
+        now_ms: i64,
+    ) -> LedgerResult<Settled> {
+        let record = self.hold_record(generation_id)?.clone();
+        match record.hold.state {
+            HoldState::Settled => {
+                let hold = record.hold;
+                return Ok(Settled {
+                    charged_units: hold.charged_units,
+                    returned_units: hold.cost_units - hold.charged_units,
+                    hold,
+                    replayed: true,
+                    balance: self.balance(),
+                });
+            }
+            HoldState::Held => {}
+            state => return Err(wrong_state(generation_id, state, "settle")),
+        }
+        let reserved_quantity = record.hold.quantity;
+        let actual = actual_quantity.unwrap_or(reserved_quantity);
+        if actual > reserved_quantity {
+            return Err(LedgerError::SettleAboveHold {
+                generation_id: generation_id.to_string(),
+                actual_quantity: actual,
+                reserved_quantity,
+            });
+        }
+        let charge_units = record.unit_cost * u64::from(actual);
+        self.finalize(generation_id, HoldState::Settled, charge_units, "", now_ms)?;
+        self.sweep_grants(now_ms);
+        let hold = self.holds[generation_id].hold.clone();
+        Ok(Settled {
+            charged_units: charge_units,
+            returned_units: hold.cost_units - charge_units,
+            hold,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+
+    /// Gives a whole hold back. Idempotent; after expiry it succeeds with nothing returned.
+    pub fn release(
+        &mut self,
+        generation_id: &str,
+        reason: ReleaseReason,
+        now_ms: i64,
+    ) -> LedgerResult<Released> {
+        let record = self.hold_record(generation_id)?;
+        let (replayed, returned_units) = match record.hold.state {
+            HoldState::Settled => {
+                return Err(wrong_state(generation_id, HoldState::Settled, "release"))
+            }
+            HoldState::Released => (true, record.returned_units),
+            // Expiry already gave everything back.
+            HoldState::Expired => (false, 0),
+            HoldState::Held => {
+                let cost = record.hold.cost_units;
+                self.finalize(
+                    generation_id,
+                    HoldState::Released,
+                    0,
+                    reason.as_str(),
+                    now_ms,
+                )?;
+                (false, cost)
+            }
+        };
+        self.sweep_grants(now_ms);
+        Ok(Released {
+            hold: self.holds[generation_id].hold.clone(),
+            returned_units,
+            replayed,
+            balance: self.balance(),
+        })
+    }
+
+    /// Moves a held hold's expiry to `now + ttl`, within its total lifetime, never earlier.
+    pub fn extend(
+        &mut self,
+        generation_id: &str,
+        ttl_seconds: u32,
+        now_ms: i64,
+    ) -> LedgerResult<Hold> {
+        let record = self.hold_record(generation_id)?;
+        if record.hold.state != HoldState::Held {
+            return Err(wrong_state(generation_id, record.hold.state, "extend"));
+        }
+        let record = self.holds.get_mut(generation_id).expect("found");
+        let hold = &mut record.hold;
+        let cap_ms = hold.created_at_ms + i64::from(MAX_HOLD_LIFETIME_SECONDS) * 1000;
+        let wanted_ms = (now_ms + i64::from(ttl_seconds) * 1000).min(cap_ms);
+        if wanted_ms <= hold.expires_at_ms {
+            return Ok(hold.clone());
+        }
+        hold.expires_at_ms = wanted_ms;
+        let event = UsageEvent {
+            generation_id: hold.generation_id.clone(),
+            kind: Some(hold.kind),
+            model: hold.model.clone(),
+            quantity: hold.quantity,
+            expires_at_ms: Some(wanted_ms),
+            labels: record.labels.clone(),
+            ..UsageEvent::default()
+        };
+        let hold = hold.clone();
+        let id = events::keyed_event_id(
+            &self.account_id,
+            generation_id,
+            hold.created_at_ms,
+            &format!("extended:{wanted_ms}"),
+        );
+        self.emit(events::HOLD_EXTENDED, id, now_ms, event);
+        Ok(hold)
+    }
+
+    /// Starts, upgrades, downgrades or cancels a plan; idempotent on the request id.
+    pub fn set_plan(
+        &mut self,
+        catalog: &Catalog,
+        cmd: &SetPlanCmd,
+        now_ms: i64,
+    ) -> LedgerResult<PlanSet> {
+        let new = catalog
+            .plan(&cmd.plan)
+            .ok_or_else(|| LedgerError::InvalidArgument {
+                field: "plan",
+                message: format!("unknown plan `{}`", cmd.plan),
+            })?;
+        if let Some(r) = self.plan_requests.get(&cmd.request_id) {
+            if r.plan != cmd.plan || r.requested_anchor_ms != cmd.cycle_anchor_ms {
+                return Err(LedgerError::RequestConflict {
+                    request_id: cmd.request_id.clone(),
+                });
+            }
+            return Ok(PlanSet {
+                change: r.change,
+                effective_at_ms: r.effective_at_ms,
+                allowance_added: r.allowance_added,
+                prorated_charge_cents: r.prorated_charge_cents,
+                replayed: true,
+                balance: self.balance(),
+            });
+        }
+        let current = plan_or_none(catalog, &self.plan);
+        let previous = self.plan.clone();
+        let (mut change, mut effective_at_ms, mut added, mut charge) =
+            (PlanChange::Unchanged, now_ms, 0, 0);
+        match self.cycle {
+            None => {
+                if cmd.plan != NO_PLAN {
+                    // none -> plan: a new cycle anchored on the requested moment.
+                    change = PlanChange::Started;
+                    added = new.allowance_units;
+                    self.plan = cmd.plan.clone();
+                    self.scheduled_plan = None;
+                    self.anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
+                    self.cycle = Some(cycle_at(self.anchor, now_ms));
+                    self.cycle_number += 1;
+                    self.allowance_total = new.allowance_units;
+                    self.allowance_used = 0;
+                    self.allowance_held = 0;
+                }
+            }
+            Some(_) if cmd.plan == self.plan => {
+                if self.scheduled_plan.take().is_some() {
+                    change = PlanChange::ScheduledChangeCancelled;
+                }
+            }
+            Some(cycle) if new.price_cents > current.price_cents => {
+                let remaining_ms = cycle.end_ms - now_ms;
+                change = PlanChange::Upgraded;
+                added = prorate(
+                    new.allowance_units.saturating_sub(current.allowance_units),
+                    remaining_ms,
+                    cycle.length_ms(),
+                );
+                charge = prorate(
+                    new.price_cents - current.price_cents,
+                    remaining_ms,
+                    cycle.length_ms(),
+                );
+                self.plan = cmd.plan.clone();
+                self.scheduled_plan = None;
+                self.allowance_total += added;
+            }
+            Some(cycle) => {
+                change = PlanChange::DowngradeScheduled;
+                effective_at_ms = cycle.end_ms;
+                self.scheduled_plan = Some(cmd.plan.clone());
+            }
+        }
+        let event_type = match change {
+            PlanChange::Started | PlanChange::ScheduledChangeCancelled => {
+                Some(events::PLAN_CHANGED)
+            }
+            PlanChange::Upgraded => Some(events::PLAN_UPGRADED),
+            PlanChange::DowngradeScheduled => Some(events::PLAN_DOWNGRADE_SCHEDULED),
+            PlanChange::Unchanged => None,
+        };
+        if let Some(event_type) = event_type {
+            let event = UsageEvent {
+                plan: cmd.plan.clone(),
+                previous_plan: previous,
+                cycle_start_ms: self.cycle.map(|c| c.start_ms),
+                allowance_added: added,
+                prorated_charge_cents: charge,
+                effective_at_ms: Some(effective_at_ms),
+                ..UsageEvent::default()
+            };
+            let id =
+                events::keyed_event_id(&self.account_id, &cmd.request_id, now_ms, change.as_str());
+            self.emit(event_type, id, now_ms, event);
+        }
+        self.plan_requests.insert(
+            cmd.request_id.clone(),
+            PlanRecord {
+                plan: cmd.plan.clone(),
+                requested_anchor_ms: cmd.cycle_anchor_ms,
+                change,
+                effective_at_ms,
+                allowance_added: added,
+                prorated_charge_cents: charge,
+                forget_at_ms: now_ms + RETENTION_MS,
+            },
+        );
+        Ok(PlanSet {
+            change,
+            effective_at_ms,
+            allowance_added: added,
+            prorated_charge_cents: charge,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+
+    /// Adds a grant; idempotent on the grant id (also after the grant was used up).
+    pub fn grant_credits(&mut self, cmd: &GrantCmd, now_ms: i64) -> LedgerResult<Granted> {
+        let same_terms = |g: &Grant| {
+            g.units_granted == cmd.units
+                && g.source == cmd.source
+                && g.expires_at_ms == cmd.expires_at_ms
+        };
+        let known = self
+            .grants
+            .get(&cmd.grant_id)
+            .map(|g| g.grant.clone())
+            .or_else(|| self.tombstones.get(&cmd.grant_id).map(|t| gone(&t.grant)));
+        if let Some(grant) = known {
+            if !same_terms(&grant) {
+                return Err(LedgerError::GrantConflict {
+                    grant_id: cmd.grant_id.clone(),
+                });
+            }
+            return Ok(Granted {
+                grant,
+                replayed: true,
+                balance: self.balance(),
+            });
+        }
+        if cmd.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            return Err(LedgerError::InvalidArgument {
+                field: "expires_at",
+                message: "must be in the future".into(),
+            });
+        }
+        if self.grants.len() >= MAX_LIVE_GRANTS {
+            return Err(LedgerError::TooManyGrants {
+                account_id: self.account_id.clone(),
+                limit: MAX_LIVE_GRANTS,
+            });
+        }
+        let grant = Grant {
+            grant_id: cmd.grant_id.clone(),
+            source: cmd.source,
+            units_granted: cmd.units,
+            units_remaining: cmd.units,
+            units_held: 0,
+            expires_at_ms: cmd.expires_at_ms,
+            created_at_ms: now_ms,
+        };
+        self.grants.insert(
+            cmd.grant_id.clone(),
+            GrantState {
+                grant: grant.clone(),
+                revoked: false,
+            },
+        );
+        let event = UsageEvent {
+            grant_id: cmd.grant_id.clone(),
+            units: cmd.units,
+            source: cmd.source.as_str().to_string(),
+            expires_at_ms: cmd.expires_at_ms,
+            ..UsageEvent::default()
+        };
+        let id = events::keyed_event_id(&self.account_id, &cmd.grant_id, now_ms, "granted");
+        self.emit(events::CREDITS_GRANTED, id, now_ms, event);
+        Ok(Granted {
+            grant,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+
+    /// Takes what is left of a grant; units held by open holds stay chargeable, and what a
+    /// release would give back to it is lost.
+    pub fn revoke_credits(&mut self, grant_id: &str, now_ms: i64) -> LedgerResult<Revoked> {
+        let revoked_units = match self.grants.get_mut(grant_id) {
+            Some(g) if g.revoked => 0,
+            Some(g) => {
+                g.revoked = true;
+                let units = std::mem::take(&mut g.grant.units_remaining);
+                let event = UsageEvent {
+                    grant_id: grant_id.to_string(),
+                    units,
+                    source: g.grant.source.as_str().to_string(),
+                    ..UsageEvent::default()
+                };
+                let id = events::keyed_event_id(
+                    &self.account_id,
+                    grant_id,
+                    g.grant.created_at_ms,
+                    "revoked",
+                );
+                self.emit(events::CREDITS_REVOKED, id, now_ms, event);
+                units
+            }
+            None if self.tombstones.contains_key(grant_id) => 0,
+            None => {
+                return Err(LedgerError::GrantNotFound {
+                    account_id: self.account_id.clone(),
+                    grant_id: grant_id.to_string(),
+                })
+            }
+        };
+        self.sweep_grants(now_ms);
+        Ok(Revoked {
+            revoked_units,
+            balance: self.balance(),
+        })
+    }
+}
+
+/// A dropped grant as GrantCredits replays it: nothing left, nothing held.
+fn gone(grant: &Grant) -> Grant {
+    Grant {
+        units_remaining: 0,
+        units_held: 0,
+        ..grant.clone()
+    }
+}
+
+/// The error both stores give when a hold is not in a state that allows `operation`.
+pub fn wrong_state(generation_id: &str, state: HoldState, operation: &'static str) -> LedgerError {
+    LedgerError::HoldState {
+        generation_id: generation_id.to_string(),
+        state,
+        operation,
+    }
+}
+
+/// The error both stores give when a generation id is reused for another generation.
+pub fn conflict(
+    generation_id: &str,
+    kind: super::Kind,
+    model: &str,
+    quantity: u32,
+    requested: &ReserveCmd,
+) -> LedgerError {
+    LedgerError::GenerationConflict {
+        generation_id: generation_id.to_string(),
+        existing: format!("{kind} × {quantity} on `{model}`"),
+        requested: format!(
+            "{} × {} on `{}`",
+            requested.kind, requested.quantity, requested.model
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{CreditSource, Kind};
+
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const DAY: i64 = 86_400_000;
+
+    fn run<T>(
+        a: &mut Account,
+        now_ms: i64,
+        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+    ) -> LedgerResult<(T, Vec<UsageEvent>)> {
+        let t = a.execute(&Catalog::builtin(), now_ms, op)?;
+        *a = t.account;
+        Ok((t.reply, t.events))
+    }
+
+    fn reserve_cmd(gen: &str, kind: Kind, model: &str, quantity: u32, ttl: u32) -> ReserveCmd {
+        ReserveCmd {
+            account_id: "a".into(),
+            generation_id: gen.into(),
+            kind,
+            model: model.into(),
+            quantity,
+            ttl_seconds: ttl,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn plan(a: &mut Account, id: &str, plan: &str, anchor: Option<i64>, now: i64) -> PlanSet {
+        let cmd = SetPlanCmd {
+            request_id: id.into(),
+            account_id: "a".into(),
+            plan: plan.into(),
+            cycle_anchor_ms: anchor,
+        };
+        run(a, now, |x| x.set_plan(&Catalog::builtin(), &cmd, now))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn refused_operation_changes_nothing() {
+        let mut a = Account::new("a");
+        plan(&mut a, "p1", "microbudget", None, T0);
+        let before = a.clone();
+        // Lazy work (a rollover) would happen, but the reserve is refused: nothing sticks.
+        let later = T0 + 40 * DAY;
+        let cmd = reserve_cmd("g", Kind::Video, "standard", 5, 300);
+        let cmd_big = ReserveCmd {
+            quantity: 5,
+            model: "cinema".into(),
+            ..cmd
+        };
+        let err = run(&mut a, later, |x| {
+            x.reserve(&Catalog::builtin(), &cmd_big, later)
+        })
+        .unwrap_err();
+        assert!(matches!(err, LedgerError::Denied(_)), "{err:?}");
+        assert_eq!(a, before);
+    }
+
+    #[test]
+    fn a_hold_pins_its_cycle_by_number_not_start() {
+        // Finding: cancel, extend a last-day hold past the rollover, start a plan whose clamped
+        // anchor makes the new cycle start at the old cycle's end. Releasing the old hold must
+        // give nothing to the new cycle.
+        let mut a = Account::new("a");
+        let jan31 = T0 + 30 * DAY;
+        plan(&mut a, "p1", "hollywood", Some(jan31), jan31);
+        plan(&mut a, "p2", "none", None, jan31 + DAY);
+        let end = a.cycle.unwrap().end_ms; // Feb 28
+        let last_day = end - DAY / 48; // half an hour before the rollover
+        let cmd = reserve_cmd("old", Kind::Video, "cinema", 20, 3_600);
+        run(&mut a, last_day, |x| {
+            x.reserve(&Catalog::builtin(), &cmd, last_day)
+        })
+        .unwrap();
+        let after = end + 1_000;
+        plan(&mut a, "p3", "hollywood", Some(jan31), after);
+        assert_eq!(
+            a.cycle.unwrap().start_ms,
+            end,
+            "clamped anchor: same instant"
+        );
+        let cmd = reserve_cmd("new", Kind::Video, "cinema", 20, 300);
+        run(&mut a, after, |x| {
+            x.reserve(&Catalog::builtin(), &cmd, after)
+        })
+        .unwrap();
+        let (released, events) = run(&mut a, after, |x| {
+            x.release("old", ReleaseReason::Failed, after)
+        })
+        .unwrap();
+        let b = released.balance;
+        assert_eq!((b.allowance_total, b.allowance_held), (5_000, 800));
+        assert_eq!(b.allowance_available, 4_200);
+        assert_eq!(events[0].from_allowance, 0, "nothing back to the new cycle");
+        run(&mut a, after, |x| {
+            x.release("new", ReleaseReason::Failed, after)
+        })
+        .unwrap();
+        assert_eq!(a.balance().allowance_available, 5_000);
+    }
+
+    #[test]
+    fn expired_grant_reports_expired_and_lost_units() {
+        let mut a = Account::new("a");
+        let grant = GrantCmd {
+            account_id: "a".into(),
+            grant_id: "promo".into(),
+            units: 100,
+            source: CreditSource::Promotional,
+            expires_at_ms: Some(T0 + 60_000),
+        };
+        run(&mut a, T0, |x| x.grant_credits(&grant, T0)).unwrap();
+        let cmd = reserve_cmd("g", Kind::CharacterImage, "standard", 10, 3_600);
+        run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
+        let later = T0 + 120_000;
+        let (_, events) = run(&mut a, later, |x| {
+            x.release("g", ReleaseReason::Failed, later)
+        })
+        .unwrap();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, [events::CREDITS_EXPIRED, events::HOLD_RELEASED]);
+        assert_eq!(events[0].units, 60);
+        assert_eq!((events[1].units_lost, events[1].from_credits), (40, 0));
+        assert!(events[1].grants.is_empty());
+        assert!(a.grants.is_empty(), "grant dropped once nothing is held");
+    }
+
+    #[test]
+    fn a_broken_invariant_is_internal_and_changes_nothing() {
+        let mut a = Account::new("a");
+        plan(&mut a, "p1", "microbudget", None, T0);
+        let cmd = reserve_cmd("g", Kind::CharacterImage, "standard", 1, 300);
+        run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
+        a.allowance_held = 0; // corrupt
+        let before = a.clone();
+        let err = run(&mut a, T0, |x| x.settle("g", None, T0)).unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::Internal(m) if m.contains("invariant")),
+            "{err:?}"
+        );
+        assert_eq!(a, before);
+    }
+}

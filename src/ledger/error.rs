@@ -1,0 +1,72 @@
+//! Why a ledger or store operation did not happen.
+
+use super::model::HoldState;
+use super::Denial;
+
+/// Why an operation did not happen. A refused or failed operation changes nothing: not the
+/// account, not an event, not a counter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// A request field is out of range; `field` is its wire name.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
+    /// The plan does not allow the generation (credits never unlock features).
+    #[error("{0}")]
+    Denied(Denial),
+    /// Allowance and credits together do not cover the cost.
+    #[error(
+        "not enough funds: generation costs {needed} units, account has {available} available"
+    )]
+    InsufficientFunds { needed: u64, available: u64 },
+    /// The generation id is already used for a different generation.
+    #[error("generation `{generation_id}` is already reserved as {existing}; this request asks for {requested}")]
+    GenerationConflict {
+        generation_id: String,
+        existing: String,
+        requested: String,
+    },
+    /// The grant id is already used with different terms.
+    #[error("grant `{grant_id}` already exists with different units, source or expiry")]
+    GrantConflict { grant_id: String },
+    /// The request id was already used for a different plan change.
+    #[error("request `{request_id}` was already used for a different plan change")]
+    RequestConflict { request_id: String },
+    /// No hold with this generation id (or it was forgotten after the retention period).
+    #[error("no hold for generation `{generation_id}` on account `{account_id}`")]
+    HoldNotFound {
+        account_id: String,
+        generation_id: String,
+    },
+    /// No grant with this id on the account.
+    #[error("no grant `{grant_id}` on account `{account_id}`")]
+    GrantNotFound {
+        account_id: String,
+        grant_id: String,
+    },
+    /// The hold is not in a state that allows the operation.
+    #[error("cannot {operation} generation `{generation_id}`: its hold is {state}")]
+    HoldState {
+        generation_id: String,
+        state: HoldState,
+        operation: &'static str,
+    },
+    /// Settle asked to charge more than was reserved.
+    #[error("cannot settle generation `{generation_id}` for {actual_quantity}: only {reserved_quantity} were reserved")]
+    SettleAboveHold {
+        generation_id: String,
+        actual_quantity: u32,
+        reserved_quantity: u32,
+    },
+    /// The account has as many live grants as it may.
+    #[error("account `{account_id}` already has {limit} live grants")]
+    TooManyGrants { account_id: String, limit: usize },
+    /// The store cannot be reached in time; nothing is known to have changed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corrupt state; never expected.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}

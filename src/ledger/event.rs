@@ -1,0 +1,82 @@
+//! Usage events as the ledger produces them: types, fields and deterministic ids. A leaf module:
+//! both stores build these, the event logs carry them, the API maps them to the wire.
+
+use std::collections::BTreeMap;
+
+use super::{GrantDraw, Kind};
+
+/// Id of an event about an idempotency key (generation, grant or plan request):
+/// `<account>/<key>@<created_ms>:<what>`, e.g. `studio-1/gen-7@1768435200000:settled`.
+/// Deterministic for downstream de-duplication, and unique for all time: a key reused after
+/// the store forgot it (see `RETENTION_SECONDS`) was created at another time. `@` and `/`
+/// cannot occur in ids, so the parts never run together.
+pub fn keyed_event_id(account_id: &str, key: &str, created_ms: i64, what: &str) -> String {
+    format!("{account_id}/{key}@{created_ms}:{what}")
+}
+
+/// Event types. Billable: [`HOLD_SETTLED`] (usage), [`HOLD_REFUNDED`] (negative usage) and
+/// [`PLAN_UPGRADED`] (prorated charge).
+pub const HOLD_RESERVED: &str = "hold.reserved";
+pub const HOLD_SETTLED: &str = "hold.settled";
+pub const HOLD_RELEASED: &str = "hold.released";
+pub const HOLD_EXPIRED: &str = "hold.expired";
+pub const HOLD_EXTENDED: &str = "hold.extended";
+pub const CREDITS_GRANTED: &str = "credits.granted";
+pub const CREDITS_REVOKED: &str = "credits.revoked";
+pub const PLAN_UPGRADED: &str = "plan.upgraded";
+pub const PLAN_DOWNGRADE_SCHEDULED: &str = "plan.downgrade_scheduled";
+pub const PLAN_CHANGED: &str = "plan.changed";
+pub const CYCLE_RENEWED: &str = "cycle.renewed";
+/// A grant expired with units left; `units` is what was lost.
+pub const CREDITS_EXPIRED: &str = "credits.expired";
+pub const HOLD_REFUNDED: &str = "hold.refunded";
+pub const USAGE_THRESHOLD: &str = "usage.threshold";
+
+/// One change to an account. Fields that do not apply to a type stay empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageEvent {
+    /// Deterministic, for downstream de-duplication: `<account>/<generation>:settled`,
+    /// `<account>/<grant>:granted`, `<account>/<request>:<change>`,
+    /// `<account>:<cycle_start_ms>:renewed`.
+    pub id: String,
+    /// One of the type constants of this module.
+    pub event_type: String,
+    pub account_id: String,
+    pub time_ms: i64,
+    /// Strictly increasing per account.
+    pub sequence: u64,
+    /// Where the event sits in its log, for acknowledging it; empty until read from a log.
+    pub ack_id: String,
+    pub generation_id: String,
+    pub kind: Option<Kind>,
+    pub model: String,
+    pub quantity: u32,
+    /// hold.reserved/released/expired: the hold's cost; hold.settled: the charge;
+    /// credits.*: the units granted, revoked or expired.
+    pub units: u64,
+    /// hold.reserved: held from the allowance / credits, and per grant; hold.settled: charged;
+    /// hold.released/expired: what actually went back (allowance only to the hold's own cycle,
+    /// credits only to grants that can still be spent).
+    pub from_allowance: u64,
+    pub from_credits: u64,
+    pub grants: Vec<GrantDraw>,
+    pub reason: String,
+    pub plan: String,
+    pub previous_plan: String,
+    pub cycle_start_ms: Option<i64>,
+    /// plan.*: allowance added now; cycle.renewed: the new cycle's allowance.
+    pub allowance_added: u64,
+    pub prorated_charge_cents: u64,
+    pub grant_id: String,
+    pub source: String,
+    pub expires_at_ms: Option<i64>,
+    pub effective_at_ms: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    /// hold.settled/released/expired: credit units that could not go back because their grant
+    /// had expired or been revoked.
+    pub units_lost: u64,
+    /// usage.threshold: the percent of the cycle's allowance reached.
+    pub threshold_percent: u32,
+    /// hold.refunded: the refund's idempotency key.
+    pub refund_id: String,
+}

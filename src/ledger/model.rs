@@ -1,0 +1,275 @@
+//! The ledger's data: commands, holds, grants, balances and what each operation answers.
+//! Both stores speak in these types; the account state machine (`account.rs`) produces them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{CreditSource, GrantDraw, Kind};
+
+/// Lifecycle of a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldState {
+    Held,
+    Settled,
+    Released,
+    Expired,
+}
+
+impl HoldState {
+    /// The stable id used in the store and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Held => "held",
+            HoldState::Settled => "settled",
+            HoldState::Released => "released",
+            HoldState::Expired => "expired",
+        }
+    }
+
+    /// Parses the stable id back.
+    pub fn parse(s: &str) -> Option<HoldState> {
+        [
+            HoldState::Held,
+            HoldState::Settled,
+            HoldState::Released,
+            HoldState::Expired,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for HoldState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a generation gave its hold back. Every reason returns the whole hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    Failed,
+    ContentFiltered,
+    SystemError,
+    Cancelled,
+}
+
+impl ReleaseReason {
+    /// The stable id used in the store and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Failed => "failed",
+            ReleaseReason::ContentFiltered => "content_filtered",
+            ReleaseReason::SystemError => "system_error",
+            ReleaseReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a SetPlan call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanChange {
+    /// From `none` to a plan: a cycle starts at the anchor with the full allowance.
+    Started,
+    /// To a higher price: at once, with a prorated allowance and charge.
+    Upgraded,
+    /// To a lower price or `none`: at the end of the cycle.
+    DowngradeScheduled,
+    /// The current plan asked for while a change was scheduled: the change is dropped.
+    ScheduledChangeCancelled,
+    /// The current plan asked for, nothing scheduled.
+    Unchanged,
+}
+
+impl PlanChange {
+    /// The stable id used in the store and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanChange::Started => "started",
+            PlanChange::Upgraded => "upgraded",
+            PlanChange::DowngradeScheduled => "downgrade_scheduled",
+            PlanChange::ScheduledChangeCancelled => "scheduled_change_cancelled",
+            PlanChange::Unchanged => "unchanged",
+        }
+    }
+
+    /// Parses the stable id back.
+    pub fn parse(s: &str) -> Option<PlanChange> {
+        [
+            PlanChange::Started,
+            PlanChange::Upgraded,
+            PlanChange::DowngradeScheduled,
+            PlanChange::ScheduledChangeCancelled,
+            PlanChange::Unchanged,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// Ask to hold the cost of one generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveCmd {
+    pub account_id: String,
+    pub generation_id: String,
+    pub kind: Kind,
+    /// A catalog model id (the API turns "" into `standard`).
+    pub model: String,
+    /// Images, or video seconds.
+    pub quantity: u32,
+    /// Time to live of the hold.
+    pub ttl_seconds: u32,
+    /// Caller's labels, carried into events.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Ask to start, upgrade, downgrade or cancel a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetPlanCmd {
+    pub request_id: String,
+    pub account_id: String,
+    /// A catalog plan id or `none`.
+    pub plan: String,
+    /// Start of the first cycle when a plan starts; `None` means now.
+    pub cycle_anchor_ms: Option<i64>,
+}
+
+/// Ask to add credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantCmd {
+    pub account_id: String,
+    pub grant_id: String,
+    pub units: u64,
+    pub source: CreditSource,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// An account's funds at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub account_id: String,
+    /// A catalog plan id or `none`.
+    pub plan: String,
+    /// The plan from `cycle_end_ms` on, if a change is scheduled.
+    pub scheduled_plan: Option<String>,
+    /// The current cycle; `None` without a plan.
+    pub cycle_start_ms: Option<i64>,
+    pub cycle_end_ms: Option<i64>,
+    pub allowance_total: u64,
+    pub allowance_used: u64,
+    pub allowance_held: u64,
+    pub allowance_available: u64,
+    /// Spendable credits of live grants (held units excluded).
+    pub credits_available: u64,
+    /// Credits drawn by open holds.
+    pub credits_held: u64,
+    pub open_holds: u32,
+}
+
+/// One hold as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub account_id: String,
+    pub generation_id: String,
+    pub kind: Kind,
+    pub model: String,
+    pub quantity: u32,
+    pub cost_units: u64,
+    pub from_allowance: u64,
+    pub from_credits: u64,
+    /// Grants drawn from, in burn order.
+    pub grants: Vec<GrantDraw>,
+    pub state: HoldState,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    /// Units charged by Settle; 0 otherwise.
+    pub charged_units: u64,
+}
+
+/// One credit grant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub grant_id: String,
+    pub source: CreditSource,
+    pub units_granted: u64,
+    /// Spendable now: not charged, held, revoked or expired.
+    pub units_remaining: u64,
+    /// Drawn by open holds.
+    pub units_held: u64,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// Result of Reserve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub hold: Hold,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
+/// Result of Settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub hold: Hold,
+    pub charged_units: u64,
+    pub returned_units: u64,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
+/// Result of Release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub hold: Hold,
+    pub returned_units: u64,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
+/// Result of SetPlan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSet {
+    pub change: PlanChange,
+    /// When the change applies (now, or the cycle's end for a downgrade).
+    pub effective_at_ms: i64,
+    pub allowance_added: u64,
+    pub prorated_charge_cents: u64,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
+/// Result of GrantCredits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub grant: Grant,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
+/// Result of RevokeCredits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub revoked_units: u64,
+    pub balance: Balance,
+}
+
+/// Everything about an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub balance: Balance,
+    /// Live grants in burn order.
+    pub grants: Vec<Grant>,
+    /// Open holds, oldest first.
+    pub holds: Vec<Hold>,
+    /// Units ever charged by Settle from the allowance and from credits. They never reset, so
+    /// billing can reconcile them with the `hold.settled` events of the account.
+    pub lifetime_charged: ChargedTotals,
+}
+
+/// Units charged by Settle, split by where they came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChargedTotals {
+    pub allowance_units: u64,
+    pub credit_units: u64,
+}
