@@ -7,6 +7,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use quota_sidecar::events::{self, EventLog, UsageEvent};
 use quota_sidecar::ledger::{
     Catalog, CreditSource, GrantDraw, Kind, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
@@ -33,6 +34,8 @@ fn t0() -> i64 {
 /// The store under test; keeps the Redis server alive as long as the store.
 struct Subject {
     store: Arc<dyn Store>,
+    /// The same store's event log.
+    log: Arc<dyn EventLog>,
     /// Keeps the Redis server or cluster alive as long as the store.
     _redis: Option<Box<dyn std::any::Any>>,
 }
@@ -44,9 +47,26 @@ impl std::ops::Deref for Subject {
     }
 }
 
+impl Subject {
+    /// Every event the store has written so far, in (account, sequence) order.
+    async fn events(&self) -> Vec<UsageEvent> {
+        // A new group reads from the oldest retained event.
+        let group = format!("check-{}", fastrand::u64(..));
+        let mut all = self
+            .log
+            .read(&group, "c", 100_000, false, 0, t0())
+            .await
+            .expect("read events");
+        all.sort_by(|x, y| (&x.account_id, x.sequence).cmp(&(&y.account_id, y.sequence)));
+        all
+    }
+}
+
 fn memory() -> Subject {
+    let store = Arc::new(MemoryStore::new(Arc::new(Catalog::builtin())));
     Subject {
-        store: Arc::new(MemoryStore::new(Arc::new(Catalog::builtin()))),
+        store: store.clone(),
+        log: store,
         _redis: None,
     }
 }
@@ -60,8 +80,10 @@ async fn redis() -> Subject {
     )
     .await
     .expect("connect");
+    let store = Arc::new(store);
     Subject {
-        store: Arc::new(store),
+        store: store.clone(),
+        log: store,
         _redis: Some(Box::new(server)),
     }
 }
@@ -76,8 +98,10 @@ async fn cluster() -> Subject {
     )
     .await
     .expect("connect");
+    let store = Arc::new(store);
     Subject {
-        store: Arc::new(store),
+        store: store.clone(),
+        log: store,
         _redis: Some(Box::new(cluster)),
     }
 }
@@ -861,6 +885,190 @@ mod cases {
         assert_eq!((b.credits_available, b.credits_held), (800, 0));
     }
 
+    /// A hold pins its cycle by number. Cancel, hold on the last day past the rollover, then
+    /// start a plan whose clamped anchor begins the new cycle at the very instant the old one
+    /// ended: releasing the old hold gives nothing to the new cycle (it once gave 800 units
+    /// back and broke the ledger).
+    pub async fn clamped_anchor_cycle_cannot_overspend(s: Subject) {
+        let a = "acct";
+        let jan31 = ms(datetime!(2026-01-31 00:00 UTC));
+        let feb28 = ms(datetime!(2026-02-28 00:00 UTC));
+        start_plan_at(&s, a, "hollywood", jan31, jan31).await;
+        set_plan(&s, a, "cancel", "none", jan31 + DAY).await;
+        let last_hour = feb28 - 30 * MIN;
+        let mut old = video(a, "old", "cinema", 20);
+        old.ttl_seconds = 3600;
+        let r = s.reserve(&old, last_hour).await.unwrap();
+        assert_eq!(r.hold.from_allowance, 800);
+        let after = feb28 + S;
+        let restart = s
+            .set_plan(
+                &SetPlanCmd {
+                    request_id: "again".into(),
+                    account_id: a.into(),
+                    plan: "hollywood".into(),
+                    cycle_anchor_ms: Some(jan31),
+                },
+                after,
+            )
+            .await
+            .unwrap();
+        assert_eq!(restart.change, PlanChange::Started);
+        assert_eq!(restart.balance.cycle_start_ms, Some(feb28), "same instant");
+        let new = s
+            .reserve(&video(a, "new", "cinema", 20), after)
+            .await
+            .unwrap();
+        assert_eq!(new.balance.allowance_available, 4200);
+        let released = s
+            .release(a, "old", ReleaseReason::Failed, after)
+            .await
+            .unwrap();
+        assert_eq!(released.returned_units, 800);
+        let b = released.balance;
+        assert_eq!(
+            (b.allowance_total, b.allowance_held, b.allowance_available),
+            (5000, 800, 4200),
+            "nothing went back to the new cycle"
+        );
+        let events = s.events().await;
+        let e = events
+            .iter()
+            .find(|e| e.event_type == events::HOLD_RELEASED && e.generation_id == "old")
+            .unwrap();
+        assert_eq!((e.units, e.from_allowance, e.units_lost), (800, 0, 0));
+        let done = s
+            .release(a, "new", ReleaseReason::Failed, after)
+            .await
+            .unwrap();
+        assert_eq!(done.balance.allowance_available, 5000);
+        assert_eq!(done.balance.allowance_held, 0);
+    }
+
+    /// Every change of funds is an event: a grant that expires with units left
+    /// (`credits.expired`), and what a release or a settle for less could not give back to an
+    /// expired grant (`units_lost`).
+    pub async fn expired_grants_are_events(s: Subject) {
+        let now = t0();
+        for (a, settle) in [("rel", false), ("set", true)] {
+            grant(
+                &s,
+                a,
+                "short",
+                100,
+                CreditSource::Promotional,
+                Some(now + 100 * S),
+                now,
+            )
+            .await;
+            grant(&s, a, "long", 100, CreditSource::Purchased, None, now).await;
+            let mut c = video(a, "g", "standard", 5); // 50 units, all from "short"
+            c.ttl_seconds = 3600;
+            s.reserve(&c, now).await.unwrap();
+            let at = now + 200 * S;
+            if settle {
+                let r = s.settle(a, "g", Some(2), at).await.unwrap();
+                assert_eq!((r.charged_units, r.returned_units), (20, 30));
+            } else {
+                s.release(a, "g", ReleaseReason::Failed, at).await.unwrap();
+            }
+            let b = s.balance(a, at).await.unwrap();
+            assert_eq!((b.credits_available, b.credits_held), (100, 0));
+        }
+        let events = s.events().await;
+        let of = |a: &str, t: &str| -> Vec<UsageEvent> {
+            events
+                .iter()
+                .filter(|e| e.account_id == a && e.event_type == t)
+                .cloned()
+                .collect()
+        };
+        for a in ["rel", "set"] {
+            let expired = of(a, events::CREDITS_EXPIRED);
+            assert_eq!(expired.len(), 1, "{a}: {events:?}");
+            assert_eq!(
+                (expired[0].grant_id.as_str(), expired[0].units),
+                ("short", 50)
+            );
+            assert_eq!(expired[0].expires_at_ms, Some(now + 100 * S));
+        }
+        let released = &of("rel", events::HOLD_RELEASED)[0];
+        assert_eq!(
+            (released.units, released.from_credits, released.units_lost),
+            (50, 0, 50)
+        );
+        assert!(released.grants.is_empty(), "nothing went back to a grant");
+        let settled = &of("set", events::HOLD_SETTLED)[0];
+        assert_eq!(
+            (settled.units, settled.from_credits, settled.units_lost),
+            (20, 20, 30)
+        );
+        assert_eq!(settled.grants, draws(&[("short", 20)]));
+        // The expiry comes before the hold event that finds the grant gone.
+        let rel: Vec<&str> = events
+            .iter()
+            .filter(|e| e.account_id == "rel")
+            .map(|e| e.event_type.as_str())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                events::CREDITS_GRANTED,
+                events::CREDITS_GRANTED,
+                events::HOLD_RESERVED,
+                events::CREDITS_EXPIRED,
+                events::HOLD_RELEASED
+            ]
+        );
+    }
+
+    /// A refused call writes nothing, not even the lazy work it would have done (a rollover,
+    /// an expired hold, an expired grant): no event, no counter.
+    pub async fn refused_calls_write_nothing(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "start", "microbudget", now).await;
+        grant(
+            &s,
+            a,
+            "short",
+            10,
+            CreditSource::Promotional,
+            Some(now + DAY),
+            now,
+        )
+        .await;
+        s.reserve(&image(a, "g1"), now).await.unwrap();
+        let before = s.events().await;
+        let later = now + 40 * DAY; // a rollover, an expired hold and an expired grant are due
+        let refused = [
+            s.reserve(&video(a, "x", "cinema", 5), later).await.err(),
+            s.settle(a, "nope", None, later).await.err(),
+            s.release(a, "nope", ReleaseReason::Failed, later)
+                .await
+                .err(),
+            s.extend(a, "nope", 60, later).await.err(),
+            s.revoke_credits(a, "nope", later).await.err(),
+        ];
+        assert!(refused.iter().all(Option::is_some), "{refused:?}");
+        assert_eq!(s.events().await, before, "a refused call wrote events");
+        // The lazy work happens, once, on the next call that succeeds.
+        s.balance(a, later).await.unwrap();
+        let after = s.events().await;
+        let new: Vec<&str> = after[before.len()..]
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
+        assert_eq!(
+            new,
+            [
+                events::CYCLE_RENEWED,
+                events::HOLD_EXPIRED,
+                events::CREDITS_EXPIRED
+            ]
+        );
+    }
+
     pub async fn grant_expiring_mid_hold(s: Subject) {
         let now = t0();
         let a = "acct";
@@ -1314,4 +1522,7 @@ conformance!(
     lifetime_charges_add_up_across_cycles,
     live_grants_are_bounded,
     sweep_takes_the_earliest_due_account_first,
+    clamped_anchor_cycle_cannot_overspend,
+    expired_grants_are_events,
+    refused_calls_write_nothing,
 );

@@ -7,7 +7,7 @@ local function run()
   local holds = {}
   for _, gen in ipairs(redis.call('ZRANGE', K_OPEN, 0, -1)) do
     local h = load_hold(hold_key(gen))
-    if h then holds[#holds + 1] = h end
+    if h and h.state == 'held' then holds[#holds + 1] = h end
   end
   table.sort(holds, function(a, b)
     if a.created ~= b.created then return a.created < b.created end

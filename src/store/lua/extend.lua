@@ -10,9 +10,9 @@ local function run()
   local exp = math.max(h.exp, math.min(NOW + ttl_ms, h.created + max_lifetime_ms))
   if exp ~= h.exp then
     h.exp = exp
-    redis.call('HSET', h.key, 'exp', n2s(exp))
-    redis.call('ZADD', K_OPEN, n2s(exp), h.gen)
-    redis.call('ZADD', K_EXPIRY, n2s(exp), ACCOUNT_ID .. '/' .. h.gen)
+    write('HSET', h.key, 'exp', n2s(exp))
+    write('ZADD', K_OPEN, n2s(exp), h.gen)
+    write('ZADD', K_EXPIRY, n2s(exp), ACCOUNT_ID .. '/' .. h.gen)
     emit('hold.extended', keyed_id(h.gen, h.created, 'extended:' .. n2s(exp)), {
       'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(h.qty), 'expires', n2s(exp),
       'labels', h.labels or '{}',

@@ -10,6 +10,12 @@
 --
 -- Numbers: Lua numbers are doubles; the Rust side bounds every amount so sums stay below 2^53,
 -- and numbers are written with '%d' (tostring would switch to exponent notation).
+--
+-- Check, then write: Redis does not roll a script back, so no operation writes as it goes.
+-- Every write is queued with `write()` and reads go through the tables loaded here (holds,
+-- tombstones, the open-hold count), which the queued writes keep current. `finish()` checks
+-- every invariant and only then performs the writes, and only for a successful reply: a refused
+-- call, or one that raises an error, writes nothing at all.
 
 local NOW = tonumber(ARGV[1])
 local ACCOUNT_ID = ARGV[2]
@@ -23,6 +29,12 @@ local DAY_MS = 86400000
 
 local function n2s(n)
   return string.format('%d', n)
+end
+
+local WRITES = {}
+-- Queues a Redis write for `finish()`.
+local function write(...)
+  WRITES[#WRITES + 1] = { ... }
 end
 
 -- Plan table: "id,price_cents,allowance,max_holds,max_video_seconds,model model;...". Only the
@@ -91,9 +103,11 @@ end
 -- Account: plan, scheduled plan, anchor, cycle and allowance counters. ce == 0: no cycle.
 
 -- ca/cc: lifetime units charged from allowance / from credits, for reconciliation with events.
+-- cn: the cycle number; every rollover and plan start increments it, and holds pin their cycle
+-- by it (two cycles may start at the same instant).
 local acct = {
   plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, tot = 0, used = 0, held = 0, seq = 0,
-  ca = 0, cc = 0,
+  ca = 0, cc = 0, cn = 0,
 }
 local acct_dirty = false
 do
@@ -118,7 +132,7 @@ local function emit(event_type, id, fields)
   acct_dirty = true
   local args = { 'id', id, 'type', event_type, 'account', ACCOUNT_ID, 'time', n2s(NOW), 'seq', n2s(acct.seq) }
   for i = 1, #fields do args[#args + 1] = fields[i] end
-  redis.call('XADD', K_EVENTS, '*', unpack(args))
+  write('XADD', K_EVENTS, '*', unpack(args))
 end
 
 local function allowance_available()
@@ -148,6 +162,7 @@ local function rollover()
     acct.plan = acct.sp
     acct.sp = ''
   end
+  acct.cn = acct.cn + 1
   if acct.plan ~= previous then
     emit('plan.changed', ACCOUNT_ID .. ':' .. n2s(ended) .. ':plan_changed',
       { 'plan', acct.plan, 'prev', previous, 'cycle', n2s(ended) })
@@ -179,14 +194,18 @@ end
 -- expires keys by its own clock, and the memory store and the tests follow the injected one.
 local function forgotten(key, forget_ms)
   if forget_ms and tonumber(forget_ms) <= NOW then
-    redis.call('DEL', key)
+    write('DEL', key)
     return true
   end
   return false
 end
 
+-- Tombstones written by this call, by key (their terms), so reads see the queued writes.
+local TOMBS = {}
+
 -- A grant's tombstone: its terms ("source|granted|expires|created"), or nil once forgotten.
 local function load_tombstone(key)
+  if TOMBS[key] then return TOMBS[key] end
   local raw = redis.call('GET', key)
   if not raw then return nil end
   local terms, forget_ms = string.match(raw, '^(.*)|(%d+)$')
@@ -239,17 +258,27 @@ local function grants_in_burn_order()
   return list
 end
 
--- An expired grant's remainder is gone; a grant with nothing left and nothing held is dropped
--- (a tombstone keeps its terms for the retention period, so GrantCredits stays idempotent).
+-- An expired grant's remainder is gone (credits.expired, in grant id order); a grant with
+-- nothing left and nothing held is dropped (a tombstone keeps its terms for the retention
+-- period, so GrantCredits stays idempotent).
 local function sweep_grants()
+  local expired = {}
   for id, g in pairs(load_grants()) do
-    if grant_expired(g) and g.rem > 0 then
-      g.rem = 0
-      grants_dirty[id] = true
-    end
+    if grant_expired(g) and g.rem > 0 then expired[#expired + 1] = g end
+  end
+  table.sort(expired, function(a, b) return bytes_less(a.id, b.id) end)
+  for _, g in ipairs(expired) do
+    emit('credits.expired', keyed_id(g.id, g.created, 'expired'), {
+      'grant', g.id, 'units', n2s(g.rem), 'source', g.src, 'expires', n2s(g.exp),
+    })
+    g.rem = 0
+    grants_dirty[g.id] = true
+  end
+  for id, g in pairs(grants) do
     if g.held == 0 and g.rem == 0 then
-      redis.call('SET', tombstone_key(id), grant_terms(g) .. '|' .. n2s(NOW + RETENTION_MS),
-        'PX', RETENTION_MS)
+      local key = tombstone_key(id)
+      TOMBS[key] = grant_terms(g)
+      write('SET', key, grant_terms(g) .. '|' .. n2s(NOW + RETENTION_MS), 'PX', RETENTION_MS)
       grants[id] = nil
       grants_dirty[id] = true
     end
@@ -263,15 +292,28 @@ local function hold_key(gen)
   return PREFIX .. 'h:' .. ACCOUNT_ID .. '/' .. gen
 end
 
+-- Holds loaded (or created) by this call, by key: later reads see the changes queued for them.
+local HOLDS = {}
+
 local function load_hold(key)
+  if HOLDS[key] ~= nil then return HOLDS[key] or nil end
   local raw = redis.call('HGETALL', key)
-  if #raw == 0 then return nil end
+  if #raw == 0 then
+    HOLDS[key] = false
+    return nil
+  end
   local h = { key = key }
   for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
-  if forgotten(key, h.forget) then return nil end
-  for _, f in ipairs({ 'qty', 'unit', 'cost', 'fa', 'fc', 'exp', 'created', 'charged', 'returned', 'cycle' }) do
+  if forgotten(key, h.forget) then
+    HOLDS[key] = false
+    return nil
+  end
+  for _, f in ipairs({ 'qty', 'unit', 'cost', 'fa', 'fc', 'exp', 'created', 'charged', 'returned', 'cycle', 'cn' }) do
     h[f] = tonumber(h[f])
   end
+  -- Holds written before cycles were numbered pinned their cycle by its start.
+  if h.cn == nil then h.cn = (h.cycle == acct.cs and acct.ce ~= 0) and acct.cn or -1 end
+  HOLDS[key] = h
   h.draws = {}
   for gid, units in string.gmatch(h.draw, '([^=,]+)=(%d+)') do
     h.draws[#h.draws + 1] = { id = gid, units = tonumber(units) }
@@ -288,23 +330,39 @@ local function draws_text(list)
   return table.concat(out, ',')
 end
 
-local function hold_event(h, event_type, qty, units, fa, fc, draws, reason)
+local function hold_event(h, event_type, qty, units, fa, fc, draws, reason, lost)
   emit(event_type, keyed_id(h.gen, h.created, string.sub(event_type, 6)), {
     'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(qty), 'units', n2s(units),
     'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws, 'reason', reason or '',
-    'cycle', n2s(h.cycle), 'labels', h.labels or '{}',
+    'cycle', n2s(h.cycle), 'labels', h.labels or '{}', 'lost', n2s(lost or 0),
   })
 end
 
--- `fields`: more hold fields to write with the new state, in the same HSET (every redis.call
--- has a fixed cost of a few µs inside Redis).
+-- Open holds of the account: ZCARD once, then kept current by the queued ZADD/ZREM.
+local OPEN = nil
+local function open_holds()
+  if OPEN == nil then OPEN = redis.call('ZCARD', K_OPEN) end
+  return OPEN
+end
+local function open_changed(delta)
+  OPEN = open_holds() + delta
+end
+
+-- Ends a held hold, charging `charge` (allowance first, then its draws in burn order) and
+-- giving the rest back: allowance only to the hold's own cycle (by number), credits only to
+-- grants that can still be spent; what cannot go back is lost and the event says how much.
+-- The twin of `Account::finalize`. `fields`: more hold fields to write with the new state, in
+-- the same HSET (every redis.call has a fixed cost of a few µs inside Redis).
 local function finalize(h, state, charge, reason, fields)
+  if charge > h.cost then error('ledger invariant broken: charge above the hold') end
   local fa_charged = math.min(charge, h.fa)
   local rest = charge - fa_charged
-  local charged_draws = {}
-  if h.cycle == acct.cs then
+  local charged_draws, back, lost = {}, {}, 0
+  local allowance_back = 0
+  if acct.ce ~= 0 and h.cn == acct.cn then
     acct.held = acct.held - h.fa
     acct.used = acct.used + fa_charged
+    allowance_back = h.fa - fa_charged
     acct_dirty = true
   end
   load_grants()
@@ -315,8 +373,16 @@ local function finalize(h, state, charge, reason, fields)
     local g = grants[d.id]
     if g then
       g.held = g.held - d.units
-      if d.units > take and grant_spendable(g) then g.rem = g.rem + (d.units - take) end
       grants_dirty[d.id] = true
+    end
+    local left = d.units - take
+    if left > 0 then
+      if g and grant_spendable(g) then
+        g.rem = g.rem + left
+        back[#back + 1] = { id = d.id, units = left }
+      else
+        lost = lost + left
+      end
     end
   end
   h.state, h.charged = state, charge
@@ -327,16 +393,20 @@ local function finalize(h, state, charge, reason, fields)
   end
   if state == 'settled' then
     hold_event(h, 'hold.settled', exact_div(charge, h.unit), charge, fa_charged,
-      charge - fa_charged, draws_text(charged_draws))
+      charge - fa_charged, draws_text(charged_draws), '', lost)
   else
-    hold_event(h, 'hold.' .. state, h.qty, h.cost, h.fa, h.fc, draws_text(h.draws), reason)
+    local credits_back = 0
+    for _, d in ipairs(back) do credits_back = credits_back + d.units end
+    hold_event(h, 'hold.' .. state, h.qty, h.cost, allowance_back, credits_back, draws_text(back),
+      reason, lost)
   end
   local changes = { 'state', state, 'charged', n2s(charge), 'forget', n2s(NOW + RETENTION_MS) }
   for _, v in ipairs(fields or {}) do changes[#changes + 1] = v end
-  redis.call('HSET', h.key, unpack(changes))
-  redis.call('PEXPIRE', h.key, RETENTION_MS)
-  redis.call('ZREM', K_OPEN, h.gen)
-  redis.call('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
+  write('HSET', h.key, unpack(changes))
+  write('PEXPIRE', h.key, RETENTION_MS)
+  write('ZREM', K_OPEN, h.gen)
+  write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
+  open_changed(-1)
 end
 
 -- Lazy reclaim: holds past their expiry are released before anything else looks at funds.
@@ -349,13 +419,10 @@ local function reclaim_expired()
       finalize(h, 'expired', 0, '')
       RECLAIMED = RECLAIMED + 1
     else
-      redis.call('ZREM', K_OPEN, gen)
+      write('ZREM', K_OPEN, gen)
+      open_changed(-1)
     end
   end
-end
-
-local function open_holds()
-  return redis.call('ZCARD', K_OPEN)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -386,25 +453,37 @@ local function balance_reply()
   }
 end
 
--- Writes what changed and hands back `result`. Checks the allowance invariant first. Grants
--- are swept after every operation, whatever its outcome, as the memory store does, so both
--- drop a grant (and start its tombstone's retention) at the same moment.
+-- Replies that change something; every other reply is a refusal and writes nothing.
+local SUCCESS = { ok = true, replayed = true }
+
+-- Hands back `result` and, for a successful one, performs every queued write after checking the
+-- invariants (an error raised here leaves Redis as it was). Grants are swept after every
+-- operation, as the memory store does, so both drop a grant (and start its tombstone's
+-- retention) at the same moment.
 local function finish(result)
+  if not SUCCESS[result[1]] then return result end
   sweep_grants()
   if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 then
     error('ledger invariant broken: allowance used ' .. n2s(acct.used) .. ' + held ' ..
       n2s(acct.held) .. ' against total ' .. n2s(acct.tot))
   end
+  for id in pairs(grants_dirty) do
+    local g = grants[id]
+    if g and (g.held < 0 or g.rem < 0 or g.rem + g.held > g.granted) then
+      error('ledger invariant broken: grant ' .. id .. ': remaining ' .. n2s(g.rem) ..
+        ' + held ' .. n2s(g.held) .. ' of ' .. n2s(g.granted))
+    end
+  end
+  for _, w in ipairs(WRITES) do redis.call(unpack(w)) end
   if acct_dirty then
     redis.call('HSET', K_ACCOUNT, 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
       'at', n2s(acct.at), 'cs', n2s(acct.cs), 'ce', n2s(acct.ce), 'tot', n2s(acct.tot),
       'used', n2s(acct.used), 'held', n2s(acct.held), 'seq', n2s(acct.seq),
-      'ca', n2s(acct.ca), 'cc', n2s(acct.cc))
+      'ca', n2s(acct.ca), 'cc', n2s(acct.cc), 'cn', n2s(acct.cn))
   end
   for id in pairs(grants_dirty) do
     local g = grants[id]
     if g then
-      if g.held < 0 or g.rem < 0 then error('ledger invariant broken: grant ' .. id .. ' below zero') end
       redis.call('HSET', K_GRANTS, id, g.src .. '|' .. n2s(g.granted) .. '|' .. n2s(g.rem) .. '|' ..
         n2s(g.held) .. '|' .. (g.exp and n2s(g.exp) or '') .. '|' .. n2s(g.created) .. '|' ..
         (g.revoked and '1' or '0'))
@@ -415,6 +494,7 @@ local function finish(result)
   return result
 end
 
--- Every operation starts here: roll the cycle over and reclaim expired holds.
+-- Every operation starts here: roll the cycle over, reclaim expired holds, expire grants.
 rollover()
 reclaim_expired()
+sweep_grants()

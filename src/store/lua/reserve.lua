@@ -57,14 +57,15 @@ local function run()
     fa = from_allowance, fc = cost - from_allowance, draws = draws, state = 'held',
     exp = NOW + ttl_ms, created = NOW, charged = 0, cycle = acct.cs, labels = ARGV[16],
   }
-  redis.call('HSET', h.key, 'gen', gen, 'kind', kind, 'model', model, 'qty', n2s(qty),
+  write('HSET', h.key, 'gen', gen, 'kind', kind, 'model', model, 'qty', n2s(qty),
     'unit', n2s(unit), 'cost', n2s(cost), 'fa', n2s(h.fa), 'fc', n2s(h.fc),
     'draw', table.concat(draw_fields, ','), 'state', 'held', 'exp', n2s(h.exp),
     'created', n2s(NOW), 'charged', '0', 'returned', '0', 'cycle', n2s(h.cycle),
-    'reason', '', 'labels', ARGV[16])
+    'cn', n2s(acct.cn), 'reason', '', 'labels', ARGV[16])
   hold_event(h, 'hold.reserved', qty, cost, h.fa, h.fc, draws_text(draws))
-  redis.call('ZADD', K_OPEN, n2s(h.exp), gen)
-  redis.call('ZADD', K_EXPIRY, n2s(h.exp), ACCOUNT_ID .. '/' .. gen)
+  write('ZADD', K_OPEN, n2s(h.exp), gen)
+  open_changed(1)
+  write('ZADD', K_EXPIRY, n2s(h.exp), ACCOUNT_ID .. '/' .. gen)
   return { 'ok', hold_reply(h), balance_reply() }
 end
 return finish(run())

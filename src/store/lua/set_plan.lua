@@ -22,6 +22,7 @@ local function run()
       acct.plan, acct.sp = target, ''
       acct.ad, acct.at = tonumber(ARGV[13]), tonumber(ARGV[14])
       acct.cs, acct.ce = cycle_containing_now()
+      acct.cn = acct.cn + 1
       acct.tot, acct.used, acct.held = new.allowance, 0, 0
       acct_dirty = true
     end
@@ -53,10 +54,10 @@ local function run()
       'charge', n2s(charge), 'effective', n2s(eff),
     })
   end
-  redis.call('HSET', KEYS[5], 'plan', target, 'anchor', requested_anchor, 'change', change,
+  write('HSET', KEYS[5], 'plan', target, 'anchor', requested_anchor, 'change', change,
     'eff', n2s(eff), 'added', n2s(added), 'charge', n2s(charge),
     'forget', n2s(NOW + RETENTION_MS))
-  redis.call('PEXPIRE', KEYS[5], RETENTION_MS)
+  write('PEXPIRE', KEYS[5], RETENTION_MS)
   return { 'ok', change, eff, added, charge, balance_reply() }
 end
 return finish(run())

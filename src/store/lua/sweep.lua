@@ -7,7 +7,7 @@ local function run()
   sweep_grants()
   for i = 10, #ARGV do
     local gen = string.sub(ARGV[i], #ACCOUNT_ID + 2)
-    if not redis.call('ZSCORE', K_OPEN, gen) then redis.call('ZREM', K_EXPIRY, ARGV[i]) end
+    if not redis.call('ZSCORE', K_OPEN, gen) then write('ZREM', K_EXPIRY, ARGV[i]) end
   end
   return { 'ok', RECLAIMED }
 end
