@@ -116,3 +116,17 @@ async fn the_binary_serves_from_a_cluster() {
         .into_inner();
     assert_eq!(balance.plan, "none");
 }
+
+#[tokio::test]
+async fn a_broken_invariant_leaves_every_key_as_it_was() {
+    let cluster = harness::cluster::RedisCluster::start();
+    let s = RedisStore::connect(
+        &cluster.url(),
+        Arc::new(Catalog::builtin()),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("connect");
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port()).collect();
+    harness::corruption::broken_invariants_write_nothing(&s, &ports, NOW_MS).await;
+}

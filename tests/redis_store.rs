@@ -252,3 +252,10 @@ async fn racing_reserves_never_overspend() {
         (4800, 200, 6)
     );
 }
+
+#[tokio::test]
+async fn a_broken_invariant_leaves_every_key_as_it_was() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    harness::corruption::broken_invariants_write_nothing(&*s, &[server.port()], NOW_MS).await;
+}

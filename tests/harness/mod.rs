@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod corruption;
 pub mod events;
 pub mod in_process;
 pub mod process;
