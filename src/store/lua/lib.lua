@@ -135,6 +135,15 @@ local function emit(event_type, id, fields)
   write('XADD', K_EVENTS, '*', unpack(args))
 end
 
+-- A corrupt account is refused before anything is computed from it.
+local function check_allowance()
+  if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 then
+    error('ledger invariant broken: allowance used ' .. n2s(acct.used) .. ' + held ' ..
+      n2s(acct.held) .. ' against total ' .. n2s(acct.tot))
+  end
+end
+check_allowance()
+
 local function allowance_available()
   if acct.ce == 0 then return 0 end
   return acct.tot - acct.used - acct.held
@@ -225,6 +234,10 @@ local function load_grants()
       held = tonumber(held), exp = tonumber(exp), created = tonumber(created),
       revoked = revoked == '1',
     }
+    local g = grants[raw[i]]
+    if not g.rem or not g.held or g.rem + g.held > g.granted then
+      error('ledger invariant broken: grant ' .. raw[i] .. ' reads `' .. raw[i + 1] .. '`')
+    end
   end
   return grants
 end
@@ -463,10 +476,7 @@ local SUCCESS = { ok = true, replayed = true }
 local function finish(result)
   if not SUCCESS[result[1]] then return result end
   sweep_grants()
-  if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 then
-    error('ledger invariant broken: allowance used ' .. n2s(acct.used) .. ' + held ' ..
-      n2s(acct.held) .. ' against total ' .. n2s(acct.tot))
-  end
+  check_allowance()
   for id in pairs(grants_dirty) do
     local g = grants[id]
     if g and (g.held < 0 or g.rem < 0 or g.rem + g.held > g.granted) then
