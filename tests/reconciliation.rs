@@ -3,6 +3,10 @@
 //! Σ `units` of `hold.settled` per account equals what the ledger charged (allowance +
 //! credits), no event id repeats, sequences run 1..n per account, every hold ends once.
 //!
+//! From the events alone it also rebuilds every account's allowance (total, used, held), each
+//! grant's remaining and held credits and the open holds, and compares them with GetAccount:
+//! every change of funds is an event.
+//!
 //! `RECONCILE_SEED` and `RECONCILE_OPS` replay or lengthen a run.
 
 mod harness;
@@ -12,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quota_sidecar::events::{self, UsageEvent};
-use quota_sidecar::ledger::{Catalog, CreditSource, Kind};
+use quota_sidecar::ledger::{Catalog, CreditSource, GrantDraw, Kind};
 use quota_sidecar::store::keys::SHARD_COUNT;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
@@ -23,7 +27,8 @@ const DAY_MS: i64 = 1_440 * MIN_MS;
 /// 2026-01-15 00:00 UTC.
 const START_MS: i64 = 1_768_435_200_000;
 const ACCOUNTS: usize = 40;
-const DEFAULT_OPS: usize = 3_000;
+/// Operations per run on each store (the rebuild-from-events run adds a quarter as many).
+const DEFAULT_OPS: usize = 20_000;
 const MODELS: [&str; 3] = ["standard", "pro", "cinema"];
 const PLANS: [&str; 4] = ["none", "microbudget", "independent", "hollywood"];
 const REASONS: [ReleaseReason; 4] = [
@@ -63,7 +68,7 @@ fn recent<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> Option<&'a T> {
 
 /// Runs `ops` random operations on `store` and returns one line per operation describing its
 /// outcome, so two stores can be compared step by step.
-async fn drive(store: &dyn Store, seed: u64, ops: usize) -> (Vec<String>, Known, i64) {
+async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<String>, Known, i64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut now_ms = START_MS;
     let mut known = Known {
@@ -205,6 +210,9 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize) -> (Vec<String>, Known,
         assert!(!line.contains("Internal"), "step {step}: {line}");
         trace.push(format!("{step} {a} {line}"));
     }
+    if !drain {
+        return (trace, known, now_ms);
+    }
     // Let every hold end: far past any ttl, then sweep until nothing is left.
     now_ms += MAX_HOLD_SPAN_MS;
     for _ in 0..ACCOUNTS {
@@ -327,7 +335,7 @@ async fn random_operations_reconcile_on_both_stores() {
     let catalog = Arc::new(Catalog::builtin());
 
     let memory = MemoryStore::new(catalog.clone());
-    let (memory_trace, known, end_ms) = drive(&memory, seed, ops).await;
+    let (memory_trace, known, end_ms) = drive(&memory, seed, ops, true).await;
     let memory_events = memory.all_events();
     if let Ok(filter) = std::env::var("RECONCILE_TRACE") {
         for line in memory_trace.iter().filter(|l| l.contains(&filter)) {
@@ -335,14 +343,19 @@ async fn random_operations_reconcile_on_both_stores() {
         }
     }
     let settled = reconcile(&memory, &memory_events, &known, end_ms).await;
+    let memory_views = views(&memory, end_ms).await;
+    rebuild_from_events(&memory, &memory.all_events(), &memory_views).await;
 
     let server = harness::RedisServer::start();
     let redis = RedisStore::connect(&server.url(), catalog, Duration::from_secs(2))
         .await
         .expect("connect");
-    let (redis_trace, known, end_ms) = drive(&redis, seed, ops).await;
+    let (redis_trace, known, end_ms) = drive(&redis, seed, ops, true).await;
     let redis_events = harness::events::redis_events(&server.url()).await;
     reconcile(&redis, &redis_events, &known, end_ms).await;
+    let redis_views = views(&redis, end_ms).await;
+    let all = harness::events::redis_events(&server.url()).await;
+    rebuild_from_events(&redis, &all, &redis_views).await;
 
     // The twins agree on every answer and on every event.
     for (m, r) in memory_trace.iter().zip(&redis_trace) {
@@ -375,7 +388,213 @@ async fn random_operations_reconcile_on_both_stores() {
         events::PLAN_DOWNGRADE_SCHEDULED,
         events::PLAN_CHANGED,
         events::CYCLE_RENEWED,
+        events::CREDITS_EXPIRED,
     ] {
         assert!(types.contains(t), "no {t} event in the mix");
     }
+}
+
+/// One account as rebuilt from its events alone.
+#[derive(Debug, Default)]
+struct Rebuilt {
+    /// Counts cycles the way the ledger does: a plan start, a renewal, a lapse to `none`.
+    cycle: u64,
+    has_cycle: bool,
+    allowance_total: u64,
+    allowance_used: u64,
+    allowance_held: u64,
+    /// grant id → (remaining, held, revoked, expires_at_ms).
+    grants: BTreeMap<String, (u64, u64, bool, Option<i64>)>,
+    /// Open holds: generation id → (its cycle, from allowance, draws).
+    open: BTreeMap<String, (u64, u64, Vec<GrantDraw>)>,
+}
+
+impl Rebuilt {
+    fn apply(&mut self, e: &UsageEvent) {
+        let what = e.id.rsplit(':').next().unwrap_or_default();
+        match e.event_type.as_str() {
+            events::CYCLE_RENEWED => {
+                self.cycle += 1;
+                self.has_cycle = true;
+                (
+                    self.allowance_total,
+                    self.allowance_used,
+                    self.allowance_held,
+                ) = (e.allowance_added, 0, 0);
+            }
+            events::PLAN_CHANGED if what == "started" => {
+                self.cycle += 1;
+                self.has_cycle = true;
+                (
+                    self.allowance_total,
+                    self.allowance_used,
+                    self.allowance_held,
+                ) = (e.allowance_added, 0, 0);
+            }
+            // A rollover onto `none`: the cycle ends with no new one.
+            events::PLAN_CHANGED if what == "plan_changed" && e.plan == "none" => {
+                self.cycle += 1;
+                self.has_cycle = false;
+                (
+                    self.allowance_total,
+                    self.allowance_used,
+                    self.allowance_held,
+                ) = (0, 0, 0);
+            }
+            events::PLAN_UPGRADED => self.allowance_total += e.allowance_added,
+            events::CREDITS_GRANTED => {
+                self.grants
+                    .insert(e.grant_id.clone(), (e.units, 0, false, e.expires_at_ms));
+            }
+            events::CREDITS_REVOKED => {
+                let g = self.grants.get_mut(&e.grant_id).expect("revoked grant");
+                assert_eq!(g.0, e.units, "{}: revoked what was left", e.id);
+                (g.0, g.2) = (0, true);
+            }
+            events::CREDITS_EXPIRED => {
+                let g = self.grants.get_mut(&e.grant_id).expect("expired grant");
+                assert_eq!(g.0, e.units, "{}: expired what was left", e.id);
+                g.0 = 0;
+            }
+            events::HOLD_RESERVED => {
+                self.allowance_held += e.from_allowance;
+                for d in &e.grants {
+                    let g = self.grants.get_mut(&d.grant_id).expect("drawn grant");
+                    g.0 -= d.units;
+                    g.1 += d.units;
+                }
+                let open = (self.cycle, e.from_allowance, e.grants.clone());
+                assert!(self.open.insert(e.generation_id.clone(), open).is_none());
+            }
+            events::HOLD_SETTLED | events::HOLD_RELEASED | events::HOLD_EXPIRED => {
+                let (cycle, held_allowance, draws) =
+                    self.open.remove(&e.generation_id).expect("open hold");
+                let settled = e.event_type == events::HOLD_SETTLED;
+                if self.has_cycle && cycle == self.cycle {
+                    self.allowance_held -= held_allowance;
+                    if settled {
+                        self.allowance_used += e.from_allowance;
+                    } else {
+                        assert_eq!(e.from_allowance, held_allowance, "{}", e.id);
+                    }
+                } else if !settled {
+                    assert_eq!(e.from_allowance, 0, "{}: back to another cycle", e.id);
+                }
+                // Per grant: what was not charged goes back unless the grant is gone.
+                let mut lost = 0;
+                for d in &draws {
+                    let charged: u64 = if settled {
+                        e.grants
+                            .iter()
+                            .filter(|c| c.grant_id == d.grant_id)
+                            .map(|c| c.units)
+                            .sum()
+                    } else {
+                        0
+                    };
+                    let g = self.grants.get_mut(&d.grant_id).expect("drawn grant");
+                    g.1 -= d.units;
+                    let back = d.units - charged;
+                    let alive = !g.2 && g.3.is_none_or(|at| at > e.time_ms);
+                    if alive {
+                        g.0 += back;
+                    } else {
+                        lost += back;
+                    }
+                    if !settled && back > 0 && alive {
+                        assert!(
+                            e.grants.contains(&GrantDraw {
+                                grant_id: d.grant_id.clone(),
+                                units: back
+                            }),
+                            "{}: returned draws",
+                            e.id
+                        );
+                    }
+                }
+                assert_eq!(lost, e.units_lost, "{}: units lost", e.id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Rebuilds every account from `all` (the whole log) and compares with GetAccount at
+/// `now_ms` (taken before the events were read, so the log is complete).
+async fn rebuild_from_events(store: &dyn Store, all: &[UsageEvent], views: &[AccountView]) {
+    let mut by_account: BTreeMap<&str, Vec<&UsageEvent>> = BTreeMap::new();
+    for e in all {
+        by_account.entry(e.account_id.as_str()).or_default().push(e);
+    }
+    let _ = store;
+    for view in views {
+        let a = view.balance.account_id.as_str();
+        let mut events = by_account.remove(a).unwrap_or_default();
+        events.sort_by_key(|e| e.sequence);
+        let mut r = Rebuilt::default();
+        for e in events {
+            r.apply(e);
+        }
+        let b = &view.balance;
+        assert_eq!(
+            (b.allowance_total, b.allowance_used, b.allowance_held),
+            (r.allowance_total, r.allowance_used, r.allowance_held),
+            "{a}: allowance rebuilt from events"
+        );
+        let open: Vec<&str> = view
+            .holds
+            .iter()
+            .map(|h| h.generation_id.as_str())
+            .collect();
+        let rebuilt_open: Vec<&str> = r.open.keys().map(String::as_str).collect();
+        let mut open_sorted = open.clone();
+        open_sorted.sort();
+        assert_eq!(open_sorted, rebuilt_open, "{a}: open holds");
+        for (id, (remaining, held, _, _)) in &r.grants {
+            match view.grants.iter().find(|g| &g.grant_id == id) {
+                Some(g) => assert_eq!(
+                    (g.units_remaining, g.units_held),
+                    (*remaining, *held),
+                    "{a}: grant {id} rebuilt from events"
+                ),
+                // Dropped by the ledger: nothing left, nothing held.
+                None => assert_eq!((*remaining, *held), (0, 0), "{a}: dropped grant {id}"),
+            }
+        }
+    }
+}
+
+async fn views(store: &dyn Store, now_ms: i64) -> Vec<AccountView> {
+    let mut out = Vec::new();
+    for i in 0..ACCOUNTS {
+        out.push(store.account(&format!("acct-{i}"), now_ms).await.unwrap());
+    }
+    out
+}
+
+/// Stops a random run with holds still open (no draining) and rebuilds every account from
+/// the events alone, on both stores.
+#[tokio::test]
+async fn balances_rebuild_from_the_events_alone() {
+    let seed = env_number("RECONCILE_SEED", 0x5eed_2026) ^ 0xb111;
+    let ops = env_number("RECONCILE_OPS", DEFAULT_OPS as u64) as usize / 4;
+    let catalog = Arc::new(Catalog::builtin());
+
+    let memory = MemoryStore::new(catalog.clone());
+    let (_, _, end_ms) = drive(&memory, seed, ops, false).await;
+    let memory_views = views(&memory, end_ms).await;
+    let open: usize = memory_views.iter().map(|v| v.holds.len()).sum();
+    println!("{ops} operations, {open} holds open at the end");
+    assert!(open > 0, "the run should end with holds open");
+    rebuild_from_events(&memory, &memory.all_events(), &memory_views).await;
+
+    let server = harness::RedisServer::start();
+    let redis = RedisStore::connect(&server.url(), catalog, Duration::from_secs(2))
+        .await
+        .expect("connect");
+    let (_, _, end_ms) = drive(&redis, seed, ops, false).await;
+    let redis_views = views(&redis, end_ms).await;
+    let events = harness::events::redis_events(&server.url()).await;
+    rebuild_from_events(&redis, &events, &redis_views).await;
+    assert_eq!(memory_views, redis_views, "the twins end in the same state");
 }
