@@ -61,6 +61,8 @@ class RedisServer:
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--dir", self.dir.name,
             "--appendonly", "yes" if self.aof else "no",
+            # Lets a test stall the server with DEBUG SLEEP (loopback clients only).
+            "--enable-debug-command", "local",
         ]
         if self.aof:
             args += ["--appendfsync", "always"]
@@ -82,6 +84,12 @@ class RedisServer:
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def command(self, *args: str, timeout: float = 10.0) -> bytes:
+        """Sends one command (inline protocol) and returns the first reply bytes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(" ".join(args).encode() + b"\r\n")
+            return s.recv(1024)
 
     def stop(self) -> None:
         """Kills the server at once, like a crash."""
