@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TypeVar
+from typing import Any
 
 import grpc
 
@@ -35,7 +36,6 @@ from .types import (
     quote_from_pb,
 )
 
-T = TypeVar("T")
 RetryPolicy = c.RetryPolicy
 
 
@@ -90,9 +90,9 @@ class QuotaClient:
         request: object,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
-    ) -> T:  # type: ignore[type-var]
+    ) -> Any:
         retry = retry or self.retry
-        rpc: Callable[..., T] = getattr(self._stub, method)
+        rpc = getattr(self._stub, method)
         started = time.monotonic()
         backoffs = retry.backoffs()
         while True:
@@ -250,11 +250,7 @@ def release_reason_for(exc: BaseException) -> ReleaseReason:
     """How a hold is released when its block raised `exc`."""
     if isinstance(exc, ContentFiltered):
         return ReleaseReason.CONTENT_FILTERED
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return ReleaseReason.CANCELLED
-    import asyncio  # cheap once loaded; keeps the sync module free of asyncio otherwise
-
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
         return ReleaseReason.CANCELLED
     return ReleaseReason.FAILED
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from conftest import new_id
+from conftest import free_port, new_id
 from quota_sidecar import (
     AsyncQuotaClient,
     FeatureNotInPlan,
@@ -22,7 +22,6 @@ from quota_sidecar import (
     RetryPolicy,
     SettleAboveHold,
 )
-from conftest import free_port
 
 
 def test_model_not_in_plan_names_the_plan_that_allows_it(client, account):

@@ -8,7 +8,6 @@ from concurrent import futures
 
 import grpc
 import pytest
-from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from quota_sidecar import AsyncQuotaClient, BatchItem, DenialReason, Kind, QuotaClient
