@@ -1,5 +1,5 @@
-"""Settle across a Redis outage: the client retries with the same ids and the account is
-charged once, whether or not an earlier attempt reached the store."""
+"""Settle and Reserve across a Redis outage: the client retries with the same ids, and the
+account is charged (or held) once, whether or not an earlier attempt reached the store."""
 
 from __future__ import annotations
 
@@ -94,3 +94,23 @@ def test_settle_whose_answer_was_lost_is_replayed_not_charged_again(aof_stack, c
         assert settlement.charged_units == 50
         assert settlement.replayed is True, "the first, unanswered attempt charged it"
     assert admin.charged_units(account) == 50
+
+
+def test_reserve_retried_after_a_lost_answer_holds_once(aof_stack, caplog):
+    caplog.set_level(logging.WARNING, logger="quota_sidecar")
+    redis, sidecar, admin = aof_stack
+    account, generation = new_id("acct"), new_id("gen")
+    admin.set_plan(account, "microbudget")
+    with QuotaClient(sidecar.worker, timeout=1.0,
+                     retry=RetryPolicy(give_up_after_seconds=30.0)) as client:
+        stall = threading.Thread(target=redis.command, args=("DEBUG", "SLEEP", "1.5"))
+        stall.start()
+        time.sleep(0.1)
+        reservation = client.reserve(account, generation, "video", 5)
+        stall.join(timeout=10)
+        assert any(r.getMessage().startswith("Reserve: sidecar unavailable")
+                   for r in caplog.records), "the first attempt should have timed out"
+        # The retry carried the same generation id, so it found the first attempt's hold.
+        assert reservation.replayed is True
+        b = client.balance(account)
+        assert (b.allowance_held, b.open_holds) == (50, 1)
