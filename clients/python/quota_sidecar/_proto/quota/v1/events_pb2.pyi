@@ -1,0 +1,102 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from quota_sidecar._proto.quota.v1 import quota_pb2 as _quota_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("group", "consumer", "ephemeral")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    consumer: str
+    ephemeral: bool
+    def __init__(self, group: _Optional[str] = ..., consumer: _Optional[str] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+
+class UsageEvent(_message.Message):
+    __slots__ = ("id", "type", "account_id", "time", "sequence", "ack_id", "generation_id", "kind", "model", "quantity", "units", "from_allowance", "from_credits", "grants", "reason", "plan", "previous_plan", "cycle_start", "allowance_added", "prorated_charge_cents", "grant_id", "labels", "source", "expires_at", "effective_at", "units_lost", "threshold_percent", "refund_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ACK_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    FROM_ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
+    FROM_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_PLAN_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_START_FIELD_NUMBER: _ClassVar[int]
+    ALLOWANCE_ADDED_FIELD_NUMBER: _ClassVar[int]
+    PRORATED_CHARGE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
+    UNITS_LOST_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    account_id: str
+    time: _timestamp_pb2.Timestamp
+    sequence: int
+    ack_id: str
+    generation_id: str
+    kind: _quota_pb2.GenerationKind
+    model: str
+    quantity: int
+    units: int
+    from_allowance: int
+    from_credits: int
+    grants: _containers.RepeatedCompositeFieldContainer[_quota_pb2.GrantDraw]
+    reason: str
+    plan: str
+    previous_plan: str
+    cycle_start: _timestamp_pb2.Timestamp
+    allowance_added: int
+    prorated_charge_cents: int
+    grant_id: str
+    labels: _containers.ScalarMap[str, str]
+    source: str
+    expires_at: _timestamp_pb2.Timestamp
+    effective_at: _timestamp_pb2.Timestamp
+    units_lost: int
+    threshold_percent: int
+    refund_id: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., account_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., ack_id: _Optional[str] = ..., generation_id: _Optional[str] = ..., kind: _Optional[_Union[_quota_pb2.GenerationKind, str]] = ..., model: _Optional[str] = ..., quantity: _Optional[int] = ..., units: _Optional[int] = ..., from_allowance: _Optional[int] = ..., from_credits: _Optional[int] = ..., grants: _Optional[_Iterable[_Union[_quota_pb2.GrantDraw, _Mapping]]] = ..., reason: _Optional[str] = ..., plan: _Optional[str] = ..., previous_plan: _Optional[str] = ..., cycle_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_added: _Optional[int] = ..., prorated_charge_cents: _Optional[int] = ..., grant_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., units_lost: _Optional[int] = ..., threshold_percent: _Optional[int] = ..., refund_id: _Optional[str] = ...) -> None: ...
+
+class AckRequest(_message.Message):
+    __slots__ = ("group", "ack_ids")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    ack_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[str] = ..., ack_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AckResponse(_message.Message):
+    __slots__ = ("acked",)
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    acked: int
+    def __init__(self, acked: _Optional[int] = ...) -> None: ...
