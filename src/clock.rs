@@ -1,12 +1,26 @@
 //! The one source of time. Stores receive `now_ms` from it (and pass it into the Redis
 //! scripts), so tests move time, expire holds and roll cycles over without sleeping.
+//!
+//! In production the ledger's "now" is the store's clock ([`StoreClock`]): every sidecar of a
+//! fleet reads Redis `TIME` and runs on it, so one whose own clock is minutes off expires
+//! nothing early, forgets nothing early and rolls no cycle early.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::store::Store;
 
 /// Milliseconds since the Unix epoch, UTC.
 pub trait Clock: Send + Sync + 'static {
+    /// Now, for bookkeeping that does not move funds (delivery timers, logs).
     fn now_ms(&self) -> i64;
+
+    /// Now, for the ledger: expiry, cycles, retention. `None` while it is not known (a store
+    /// clock not read yet); callers refuse the operation rather than guess.
+    fn ledger_now_ms(&self) -> Option<i64> {
+        Some(self.now_ms())
+    }
 }
 
 /// Wall-clock time.
@@ -19,6 +33,100 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("system clock after 1970");
         since_epoch.as_millis() as i64
+    }
+}
+
+/// The wall clock shifted by a fixed offset: a machine whose clock is off (for tests of the
+/// fleet's one clock).
+#[derive(Debug, Clone, Copy)]
+pub struct SkewedClock {
+    pub skew_ms: i64,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.skew_ms
+    }
+}
+
+/// How often a [`StoreClock`] reads the store's time once it has it. Between readings it runs
+/// on the monotonic clock, so only drift over this interval can separate two sidecars.
+pub const STORE_CLOCK_RESYNC: Duration = Duration::from_secs(1);
+/// How often it tries while it has no reading yet (the store down at start).
+const STORE_CLOCK_FIRST_TRY: Duration = Duration::from_millis(50);
+
+/// The store's clock, read every [`STORE_CLOCK_RESYNC`] and carried forward on this process's
+/// monotonic clock. Until the first reading the ledger has no time ([`Clock::ledger_now_ms`]
+/// is `None`); `now_ms` falls back to the local clock for bookkeeping only.
+pub struct StoreClock {
+    local: Arc<dyn Clock>,
+    /// The store's time at an instant of the monotonic clock.
+    reading: Mutex<Option<(i64, Instant)>>,
+}
+
+impl StoreClock {
+    /// A clock with no reading yet; `local` serves bookkeeping until there is one.
+    pub fn new(local: Arc<dyn Clock>) -> StoreClock {
+        StoreClock {
+            local,
+            reading: Mutex::new(None),
+        }
+    }
+
+    /// Records that the store's clock read `store_ms` at `at`.
+    pub fn record(&self, store_ms: i64, at: Instant) {
+        *self.reading.lock().unwrap_or_else(|p| p.into_inner()) = Some((store_ms, at));
+    }
+
+    /// Reads the store's time once: the reading is dated half way through the round trip.
+    pub async fn sync(&self, store: &dyn Store) -> bool {
+        let sent = Instant::now();
+        match store.time_ms().await {
+            Ok(store_ms) => {
+                let answered = Instant::now();
+                self.record(store_ms, sent + (answered - sent) / 2);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the store's clock");
+                false
+            }
+        }
+    }
+
+    /// Keeps the clock in step with the store until the task is dropped.
+    pub fn spawn_sync(self: &Arc<Self>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+        let clock = self.clone();
+        tokio::spawn(async move {
+            let mut synced_once = false;
+            loop {
+                if clock.sync(&*store).await && !synced_once {
+                    synced_once = true;
+                    tracing::info!(
+                        offset_ms =
+                            clock.ledger_now_ms().unwrap_or_default() - clock.local.now_ms(),
+                        "running on the store's clock (offset from this machine's clock)"
+                    );
+                }
+                let pause = if synced_once {
+                    STORE_CLOCK_RESYNC
+                } else {
+                    STORE_CLOCK_FIRST_TRY
+                };
+                tokio::time::sleep(pause).await;
+            }
+        })
+    }
+}
+
+impl Clock for StoreClock {
+    fn now_ms(&self) -> i64 {
+        self.ledger_now_ms().unwrap_or_else(|| self.local.now_ms())
+    }
+
+    fn ledger_now_ms(&self) -> Option<i64> {
+        let reading = *self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        reading.map(|(store_ms, at)| store_ms + at.elapsed().as_millis() as i64)
     }
 }
 

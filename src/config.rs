@@ -31,6 +31,15 @@ pub const DEFAULT_EVENTS_KEEP_SECONDS: u64 = 7 * 86_400;
 /// history near 1 GB of Redis memory, whatever the traffic.
 pub const DEFAULT_EVENTS_KEEP_MAX_PER_SHARD: u64 = 250_000;
 
+/// Whose clock the ledger runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockSource {
+    /// The store's clock (Redis `TIME`), read every second: one clock for the whole fleet.
+    Store,
+    /// This machine's clock (a single sidecar, or tests).
+    Local,
+}
+
 /// Settings of one sidecar process.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -132,6 +141,22 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Whose clock the ledger runs on: `store` (Redis `TIME`, the same for every sidecar of a
+    /// fleet) or `local` (this machine's).
+    #[arg(long, env = "QUOTA_CLOCK", value_enum, default_value_t = ClockSource::Store)]
+    pub clock: ClockSource,
+
+    /// Shifts this process's own clock by this many milliseconds, as a machine whose clock is
+    /// off would be. For tests of the fleet's one clock.
+    #[arg(
+        long,
+        env = "QUOTA_CLOCK_SKEW_MS",
+        default_value_t = 0,
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub clock_skew_ms: i64,
 
     /// Plaintext listener serving only `grpc.health.v1.Health`, for Kubernetes gRPC probes
     /// (which cannot speak TLS and connect to the pod IP). Not started unless given.

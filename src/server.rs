@@ -36,14 +36,14 @@ use crate::api::admin::AdminService;
 use crate::api::auth::BearerAuth;
 use crate::api::events::{EventStreamSettings, EventsService};
 use crate::api::quota::QuotaService;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SkewedClock, StoreClock, SystemClock};
 use crate::config::{
-    redacted_url, AdminToken, Config, StoreSpec, ADMIN_TOKEN_ENV,
+    redacted_url, AdminToken, ClockSource, Config, StoreSpec, ADMIN_TOKEN_ENV,
     DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, DEFAULT_EVENTS_KEEP_SECONDS, DEFAULT_SWEEP_INTERVAL_MS,
 };
 use crate::events::instrumented::InstrumentedEventLog;
 use crate::events::pending_gauge::{run_pending_gauge, PENDING_SAMPLE_INTERVAL};
-use crate::events::sweeper::{run_sweeper, run_trimmer};
+use crate::events::trimmer::run_trimmer;
 use crate::events::{EventLog, Retention};
 use crate::ledger::catalog::CatalogError;
 use crate::ledger::Catalog;
@@ -52,6 +52,7 @@ use crate::store::instrumented::InstrumentedStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::redis_conn::TLS_SCHEME;
+use crate::store::sweeper::run_sweeper;
 use crate::store::Store;
 use crate::telemetry::metrics_endpoint::serve_metrics;
 use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
@@ -617,10 +618,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = bind("metrics", config.metrics_listen).await?;
     let metrics_handle = crate::telemetry::metrics::install().map_err(ServerError::Metrics)?;
     let (store, events) = open_store(&config, catalog.clone()).await?;
+    let local: Arc<dyn Clock> = match config.clock_skew_ms {
+        0 => Arc::new(SystemClock),
+        skew_ms => Arc::new(SkewedClock { skew_ms }),
+    };
+    let (clock, clock_sync): (Arc<dyn Clock>, _) = match config.clock {
+        ClockSource::Store => {
+            let clock = Arc::new(StoreClock::new(local));
+            let sync = clock.spawn_sync(store.clone());
+            (clock, Some(sync))
+        }
+        ClockSource::Local => (local, None),
+    };
     let parts = ServerParts {
         store,
         events,
-        clock: Arc::new(SystemClock),
+        clock,
         catalog,
     };
     let tls_on = tls.worker().is_some();
@@ -657,5 +670,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = tokio::spawn(serve_metrics(metrics, metrics_handle));
     let result = server.serve(shutdown).await;
     metrics.abort();
+    if let Some(sync) = clock_sync {
+        sync.abort();
+    }
     result
 }

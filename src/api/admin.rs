@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::Span;
 
-use super::{convert, validate};
+use super::{convert, status, validate};
 use crate::clock::Clock;
 use crate::ledger::Catalog;
 use crate::pb;
@@ -46,7 +46,7 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
         request: Request<pb::SetPlanRequest>,
     ) -> Result<Response<pb::SetPlanResponse>, Status> {
         // One reading of the clock both validates the anchor and dates the change.
-        let now_ms = self.clock.now_ms();
+        let now_ms = status::ledger_now(&*self.clock)?;
         let cmd = validate::set_plan_cmd(&self.catalog, request.into_inner(), now_ms)?;
         record_account(&cmd.account_id);
         Span::current().record("plan", cmd.plan.as_str());
@@ -71,7 +71,7 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
         &self,
         request: Request<pb::GrantCreditsRequest>,
     ) -> Result<Response<pb::GrantCreditsResponse>, Status> {
-        let now_ms = self.clock.now_ms();
+        let now_ms = status::ledger_now(&*self.clock)?;
         let cmd = validate::grant_cmd(request.into_inner(), now_ms)?;
         record_account(&cmd.account_id);
         Span::current().record("grant_id", cmd.grant_id.as_str());
@@ -100,7 +100,11 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
         Span::current().record("grant_id", req.grant_id.as_str());
         let revoked = self
             .store
-            .revoke_credits(&req.account_id, &req.grant_id, self.clock.now_ms())
+            .revoke_credits(
+                &req.account_id,
+                &req.grant_id,
+                status::ledger_now(&*self.clock)?,
+            )
             .await?;
         tracing::info!(units = revoked.revoked_units, "credits revoked");
         Ok(Response::new(pb::RevokeCreditsResponse {
@@ -119,7 +123,7 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
         record_account(&req.account_id);
         let account = self
             .store
-            .account(&req.account_id, self.clock.now_ms())
+            .account(&req.account_id, status::ledger_now(&*self.clock)?)
             .await?;
         Ok(Response::new(convert::account(account)))
     }

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::Span;
 
-use super::{convert, validate};
+use super::{convert, status, validate};
 use crate::clock::Clock;
 use crate::ledger::Catalog;
 use crate::pb;
@@ -50,7 +50,10 @@ impl pb::quota_server::Quota for QuotaService {
     ) -> Result<Response<pb::ReserveResponse>, Status> {
         let cmd = validate::reserve_cmd(&self.catalog, request.into_inner())?;
         record_ids(&cmd.account_id, Some(&cmd.generation_id));
-        let reserved = self.store.reserve(&cmd, self.clock.now_ms()).await?;
+        let reserved = self
+            .store
+            .reserve(&cmd, status::ledger_now(&*self.clock)?)
+            .await?;
         Ok(Response::new(pb::ReserveResponse {
             hold: Some(convert::hold(reserved.hold)),
             replayed: reserved.replayed,
@@ -74,7 +77,7 @@ impl pb::quota_server::Quota for QuotaService {
                 &req.account_id,
                 &req.generation_id,
                 actual_quantity,
-                self.clock.now_ms(),
+                status::ledger_now(&*self.clock)?,
             )
             .await?;
         Ok(Response::new(pb::SettleResponse {
@@ -102,7 +105,7 @@ impl pb::quota_server::Quota for QuotaService {
                 &req.account_id,
                 &req.generation_id,
                 reason,
-                self.clock.now_ms(),
+                status::ledger_now(&*self.clock)?,
             )
             .await?;
         Ok(Response::new(pb::ReleaseResponse {
@@ -129,7 +132,7 @@ impl pb::quota_server::Quota for QuotaService {
                 &req.account_id,
                 &req.generation_id,
                 ttl_seconds,
-                self.clock.now_ms(),
+                status::ledger_now(&*self.clock)?,
             )
             .await?;
         Ok(Response::new(pb::ExtendResponse {
@@ -147,7 +150,7 @@ impl pb::quota_server::Quota for QuotaService {
         record_ids(&req.account_id, None);
         let balance = self
             .store
-            .balance(&req.account_id, self.clock.now_ms())
+            .balance(&req.account_id, status::ledger_now(&*self.clock)?)
             .await?;
         Ok(Response::new(convert::balance(balance)))
     }

@@ -6,7 +6,7 @@ pub mod instrumented;
 pub mod memory_log;
 pub mod pending_gauge;
 pub mod redis_log;
-pub mod sweeper;
+pub mod trimmer;
 
 use async_trait::async_trait;
 

@@ -195,6 +195,10 @@ impl Store for InstrumentedStore {
     async fn ping(&self) -> StoreResult<()> {
         observe("ping", store_span!("ping"), self.inner.ping()).await
     }
+
+    async fn time_ms(&self) -> StoreResult<i64> {
+        observe("time", store_span!("time"), self.inner.time_ms()).await
+    }
 }
 
 #[cfg(test)]

@@ -203,4 +203,9 @@ impl Store for MemoryStore {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    async fn time_ms(&self) -> StoreResult<i64> {
+        // One process is the whole store: its clock is the store's.
+        Ok(crate::clock::Clock::now_ms(&crate::clock::SystemClock))
+    }
 }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
+pub mod sweeper;
 
 pub use crate::ledger::error::LedgerError as StoreError;
 pub use crate::ledger::model::*;
@@ -71,4 +72,6 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32>;
     /// Cheap round trip that proves the store answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.
+    async fn time_ms(&self) -> StoreResult<i64>;
 }

@@ -812,6 +812,26 @@ impl Store for RedisStore {
             Err(anomaly(pong))
         }
     }
+
+    async fn time_ms(&self) -> StoreResult<i64> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .bounded(::redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        time_reply_ms(&reply)
+    }
+}
+
+/// `TIME`'s reply, seconds and microseconds, in milliseconds.
+fn time_reply_ms(reply: &[String]) -> StoreResult<i64> {
+    match reply {
+        [secs, micros] => {
+            let secs: i64 = secs.parse().map_err(anomaly)?;
+            let micros: i64 = micros.parse().map_err(anomaly)?;
+            Ok(secs * 1000 + micros / 1000)
+        }
+        other => Err(anomaly(format!("TIME answered {other:?}"))),
+    }
 }
 
 fn parse_state(s: &str) -> StoreResult<HoldState> {

@@ -1,15 +1,14 @@
-//! Background upkeep: the expiry sweeper (so `hold.expired` is emitted even for accounts
-//! nobody touches again) and the event-log trimmer.
+//! The expiry sweeper: expires due holds of accounts nobody touches again, so `hold.expired`
+//! is written for them too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{EventLog, Retention};
+use super::keys::SHARD_COUNT;
+use super::Store;
 use crate::clock::Clock;
-use crate::store::keys::SHARD_COUNT;
-use crate::store::Store;
 use crate::telemetry::metrics::SWEEPER_EXPIRED;
 
 /// Due accounts one sweeper pass handles per shard; the rest wait for the next pass, so a
@@ -25,9 +24,12 @@ pub async fn run_sweeper(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        // Without the store's time there is no sweeping: a guess could expire holds early.
+        let now_ms = clock.ledger_now_ms();
         for shard in 0..SHARD_COUNT {
+            let Some(now_ms) = now_ms else { break };
             match store
-                .expire_due(shard, clock.now_ms(), SWEEP_ACCOUNTS_PER_SHARD)
+                .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
                 .await
             {
                 Ok(0) => {}
@@ -40,30 +42,6 @@ pub async fn run_sweeper(
                     break;
                 }
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
-}
-
-/// Trims fully acked history beyond `retention` every `interval` until `stop` turns true.
-pub async fn run_trimmer(
-    log: Arc<dyn EventLog>,
-    clock: Arc<dyn Clock>,
-    retention: Retention,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        match log.trim(retention, clock.now_ms()).await {
-            Ok(0) => {}
-            Ok(dropped) => tracing::debug!(dropped, "trimmed acked events"),
-            Err(e) => tracing::warn!(error = %e, "event trim failed; retrying next pass"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
