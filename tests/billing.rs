@@ -4,6 +4,7 @@
 
 mod harness;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
@@ -435,4 +436,242 @@ async fn loop_until_schema(db: &TestDatabase) -> tokio_postgres::Client {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     client
+}
+
+/// Runs `quota-billing` with `args`; its stdout, after checking it succeeded.
+fn billing_cli(args: &[&str]) -> String {
+    let out = harness::process::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_quota-billing"))
+            .args(args)
+            .env_remove("QUOTA_BILLING_POSTGRES")
+            .env_remove("QUOTA_CATALOG"),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "quota-billing {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+        .collect()
+}
+
+/// A database holding [`a_day`], one settle of an account with a 128-character id, and a
+/// customer mapping for account `a`.
+async fn billed_database() -> (TestDatabase, String) {
+    let db = TestDatabase::create().await;
+    let mut writer = Writer::connect(&PgSettings {
+        url: db.url(),
+        ca_file: None,
+    })
+    .await
+    .unwrap();
+    let long = "L".repeat(128);
+    let mut events = a_day();
+    events.push(pb::UsageEvent {
+        id: format!("{long}/{}@1000:settled", "g".repeat(128)),
+        account_id: long.clone(),
+        units: 8,
+        from_allowance: 8,
+        kind: pb::GenerationKind::CharacterImage as i32,
+        model: "standard".into(),
+        ..hold("settled", "gl", 20)
+    });
+    writer.write_batch(&events).await.unwrap();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO billing_customers (account_id, stripe_customer_id, \
+             lago_external_subscription_id, openmeter_subject) VALUES ('a', 'cus_A', 'sub_A', 'subject-A')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (db, long)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_carry_each_systems_required_fields() {
+    let (db, long) = billed_database().await;
+    let url = db.url();
+    let export = |format: &str, extra: &[&str]| {
+        let mut args = vec!["export", "--postgres", &url, "--format", format];
+        args.extend_from_slice(extra);
+        billing_cli(&args)
+    };
+    let t = |seconds: i64| {
+        time::OffsetDateTime::from_unix_timestamp(T0 + seconds)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let rfc3339 = |v: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().expect("a time string"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{v}: {e}"))
+    };
+
+    // Billable only: settled g1, the refund, the upgrade, the long account's settle.
+    let cloud = json_lines(&export("cloudevents", &[]));
+    assert_eq!(cloud.len(), 4, "{cloud:?}");
+    for e in &cloud {
+        assert_eq!(e["specversion"], "1.0");
+        for field in ["type", "id", "source", "subject", "time"] {
+            assert!(
+                !e[field].as_str().unwrap_or_default().is_empty(),
+                "{field}: {e}"
+            );
+        }
+        rfc3339(&e["time"]);
+        assert!(e["data"].is_object(), "{e}");
+    }
+    assert_eq!(cloud[0]["id"], "a/g1@1000:settled");
+    assert_eq!(cloud[0]["type"], "generation_units");
+    assert_eq!(cloud[0]["subject"], "subject-A");
+    assert_eq!(cloud[0]["data"]["units"], 60);
+    assert_eq!(cloud[1]["data"]["units"], -25, "a refund is negative usage");
+    assert_eq!(cloud[1]["data"]["refund_id"], "rf1");
+    assert_eq!(cloud[2]["type"], "plan_upgrade_cents");
+    assert_eq!(cloud[2]["data"]["charge_cents"], 3871);
+    assert_eq!(
+        cloud[3]["subject"],
+        long.as_str(),
+        "no mapping: the account id"
+    );
+
+    let stripe_text = export("stripe", &[]);
+    let stripe = json_lines(&stripe_text);
+    assert_eq!(stripe.len(), 4);
+    let mut identifiers = HashSet::new();
+    for e in &stripe {
+        assert!(e["event_name"].is_string(), "{e}");
+        assert!(e["payload"]["stripe_customer_id"].is_string(), "{e}");
+        let value = e["payload"]["value"].as_str().expect("value is a string");
+        value.parse::<i64>().expect("a whole number");
+        let id = e["identifier"].as_str().unwrap();
+        assert!(!id.is_empty() && id.chars().count() <= 100, "{id}");
+        assert!(identifiers.insert(id.to_string()), "identifier {id} twice");
+        assert!(e["timestamp"].as_i64().unwrap() >= T0);
+    }
+    assert_eq!(stripe[0]["payload"]["stripe_customer_id"], "cus_A");
+    assert_eq!(stripe[0]["payload"]["value"], "60");
+    assert_eq!(stripe[1]["payload"]["value"], "-25");
+    assert_eq!(stripe[2]["event_name"], "plan_upgrade_cents");
+    assert_eq!(stripe[2]["payload"]["value"], "3871");
+    assert!(stripe[3]["identifier"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(
+        export("stripe", &[]),
+        stripe_text,
+        "identifiers are deterministic"
+    );
+
+    let lago = json_lines(&export("lago", &[]));
+    assert_eq!(lago.len(), 4);
+    let mut transactions = HashSet::new();
+    for e in &lago {
+        assert!(transactions.insert(e["transaction_id"].as_str().unwrap().to_string()));
+        assert!(e["external_subscription_id"].is_string(), "{e}");
+        assert!(e["code"].is_string(), "{e}");
+        assert!(e["timestamp"].as_i64().unwrap() >= T0);
+        assert!(e["properties"]["value"].is_i64(), "{e}");
+    }
+    assert_eq!(lago[0]["external_subscription_id"], "sub_A");
+    assert_eq!(lago[1]["properties"]["value"], -25);
+    assert_eq!(lago[1]["code"], "generation_units");
+
+    let csv = export("csv", &[]);
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 5, "{csv}");
+    let header = &rows[0];
+    assert!(rows.iter().all(|r| r.len() == header.len()), "{csv}");
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    assert_eq!(rows[1][col("units")], "60");
+    assert_eq!(rows[2][col("units")], "-25");
+    assert_eq!(rows[2][col("from_credits_units")], "-15");
+    assert_eq!(rows[3][col("charge_cents")], "3871");
+
+    // A window: from the refund (t0 + 9 s) up to, not including, the upgrade (t0 + 10 s).
+    let window = json_lines(&export("cloudevents", &["--from", &t(9), "--to", &t(10)]));
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0]["data"]["refund_id"], "rf1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_says_what_an_account_used_and_owes() {
+    let (db, _) = billed_database().await;
+    let url = db.url();
+    let s: serde_json::Value = serde_json::from_str(&billing_cli(&[
+        "statement",
+        "--postgres",
+        &url,
+        "a",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(s["cycle_start"], "2026-01-15T00:00:00.000Z");
+    assert_eq!(s["starting_plan"], "microbudget");
+    assert_eq!(s["current_plan"], "hollywood");
+    assert_eq!(s["subscription_price_cents"], 1000);
+    assert_eq!(s["upgrade_charges_cents"], 3871);
+    assert_eq!(s["total_cents"], 4871);
+    assert_eq!(
+        s["usage"],
+        serde_json::json!([{
+            "kind": "video", "model": "pro", "allowance_units": 40, "credit_units": 20,
+            "settled_count": 1, "refunded_allowance_units": 10, "refunded_credit_units": 15,
+            "refund_count": 1,
+        }])
+    );
+    let remaining: Vec<(String, i64)> = s["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["grant_id"].as_str().unwrap().to_string(),
+                g["remaining_units"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        remaining,
+        [
+            ("pack".to_string(), 95),
+            ("promo".to_string(), 10),
+            ("refund:g1:rf1".to_string(), 15)
+        ]
+    );
+    // The same for an explicit cycle, as text.
+    let text = billing_cli(&[
+        "statement",
+        "--postgres",
+        &url,
+        "a",
+        "--cycle",
+        "2026-01-15T00:00:00Z",
+    ]);
+    assert!(text.contains("$48.71"), "{text}");
+    assert!(text.contains("microbudget -> hollywood"), "{text}");
+    // An account with nothing recorded is an error, said plainly.
+    let out = harness::process::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_quota-billing")).args([
+            "statement",
+            "--postgres",
+            &url,
+            "nobody",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usage recorded for account `nobody`"));
 }
