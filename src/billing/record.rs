@@ -161,18 +161,16 @@ fn check(r: &EventRecord) -> Result<(), String> {
                 return Err(format!("{t}: credits given back without a grant id"));
             }
         }
-        events::HOLD_RELEASED | events::HOLD_EXPIRED => {
-            if drawn != r.from_credits_units {
-                return Err(format!(
-                    "{t}: grant returns add up to {drawn}, from_credits is {}",
-                    r.from_credits_units
-                ));
-            }
+        events::HOLD_RELEASED | events::HOLD_EXPIRED if drawn != r.from_credits_units => {
+            return Err(format!(
+                "{t}: grant returns add up to {drawn}, from_credits is {}",
+                r.from_credits_units
+            ));
         }
-        events::CREDITS_GRANTED | events::CREDITS_REVOKED | CREDITS_EXPIRED => {
-            if r.grant_id.is_empty() {
-                return Err(format!("{t} without a grant id"));
-            }
+        events::CREDITS_GRANTED | events::CREDITS_REVOKED | CREDITS_EXPIRED
+            if r.grant_id.is_empty() =>
+        {
+            return Err(format!("{t} without a grant id"));
         }
         events::PLAN_UPGRADED => {
             if r.cycle_start.is_none() {
