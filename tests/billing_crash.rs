@@ -277,16 +277,8 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
     let worker_addr = sidecar.worker;
     let admin_addr = sidecar.admin();
 
-    let load = Arc::new(Load {
-        worker: lazy_channel(worker_addr),
-        admin: lazy_channel(admin_addr),
-        stop: AtomicBool::new(false),
-        refunds: false,
-        counts: Counts::default(),
-        plans: Mutex::default(),
-        settled: Mutex::default(),
-    });
-    let mut admin_client = QuotaAdminClient::new(load.admin.clone());
+    let (worker_channel, admin_channel) = (lazy_channel(worker_addr), lazy_channel(admin_addr));
+    let mut admin_client = QuotaAdminClient::new(admin_channel.clone());
     for i in 0..ACCOUNTS {
         let a = account(i);
         admin_client
@@ -335,8 +327,8 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
     };
     let load = Arc::new(Load {
         refunds,
-        worker: load.worker.clone(),
-        admin: load.admin.clone(),
+        worker: worker_channel,
+        admin: admin_channel,
         stop: AtomicBool::new(false),
         counts: Counts::default(),
         plans: Mutex::default(),
