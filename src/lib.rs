@@ -4,6 +4,8 @@ pub mod pb {
 }
 
 pub mod api;
+pub mod billing;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod events;
@@ -11,4 +13,5 @@ pub mod ledger;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod text_table;
 pub mod tls;

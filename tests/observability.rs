@@ -17,12 +17,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 
+use harness::http::http_get;
 use harness::sidecar::{channel, wait_serving, Sidecar};
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
 
@@ -65,24 +65,6 @@ async fn start_plan(sidecar: &Sidecar, account: &str) {
         }))
         .await
         .expect("set plan");
-}
-
-/// One HTTP/1.1 GET; returns the status line and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let answer = String::from_utf8(answer).expect("utf-8 answer");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
 /// The samples of a Prometheus text page: (name, labels) → value.

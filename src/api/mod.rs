@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod convert;
+pub mod event_json;
 pub mod events;
 pub mod quota;
 pub mod status;

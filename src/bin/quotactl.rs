@@ -2,7 +2,7 @@
 //! `--json` for scripts; the admin token comes from `QUOTA_ADMIN_TOKEN`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -10,14 +10,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use prost_types::Timestamp;
 use serde_json::{json, Value};
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Request, Status};
 
+use quota_sidecar::api::event_json::usage_event_json;
+use quota_sidecar::client;
 use quota_sidecar::pb::{
     self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
 };
+use quota_sidecar::text_table::table;
 
 /// Longest a unary call may take before quotactl gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,25 +68,11 @@ static CLIENT_TLS: OnceLock<Option<ClientTlsConfig>> = OnceLock::new();
 
 /// The TLS settings named by `--ca-cert`, `--client-cert` and `--client-key`, if any.
 fn client_tls(cli: &Cli) -> Result<Option<ClientTlsConfig>, Failure> {
-    let read = |flag: &str, path: &Path| {
-        std::fs::read(path).map_err(|e| Failure(format!("{flag} {}: {e}", path.display())))
-    };
-    let mut tls = match &cli.ca_cert {
-        Some(ca) => Some(
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?)),
-        ),
-        None => None,
-    };
-    match (&cli.client_cert, &cli.client_key) {
-        (Some(cert), Some(key)) => {
-            let identity =
-                Identity::from_pem(read("--client-cert", cert)?, read("--client-key", key)?);
-            tls = Some(tls.unwrap_or_default().identity(identity));
-        }
-        (None, None) => {}
-        _ => return Err(Failure("--client-cert and --client-key go together".into())),
-    }
-    Ok(tls)
+    Ok(client::client_tls(
+        cli.ca_cert.as_deref(),
+        cli.client_cert.as_deref(),
+        cli.client_key.as_deref(),
+    )?)
 }
 
 #[derive(Subcommand)]
@@ -197,6 +185,12 @@ enum ReasonArg {
 /// What went wrong, said for an operator.
 struct Failure(String);
 
+impl From<client::ClientError> for Failure {
+    fn from(e: client::ClientError) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
 impl Failure {
     fn from_status(status: Status, target: &str) -> Failure {
         let message = status.message();
@@ -241,41 +235,15 @@ async fn channel(target: &str) -> Result<Channel, Failure> {
 
 /// A channel whose calls time out after `call_timeout`; `None` for streams that stay open.
 async fn connect(target: &str, call_timeout: Option<Duration>) -> Result<Channel, Failure> {
-    let mut endpoint = Endpoint::from_shared(target.to_string())
-        .map_err(|e| Failure(format!("bad address `{target}`: {e}")))?
-        .connect_timeout(Duration::from_secs(3));
-    if let Some(timeout) = call_timeout {
-        endpoint = endpoint.timeout(timeout);
-    }
-    if target.starts_with("https://") {
-        let Some(Some(tls)) = CLIENT_TLS.get() else {
-            return Err(Failure(format!(
-                "{target} is TLS: give --ca-cert (the CA that signed the sidecar's certificate)"
-            )));
-        };
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| Failure(format!("TLS settings for {target}: {e}")))?;
-    }
-    endpoint.connect().await.map_err(|e| {
-        Failure(format!(
-            "cannot reach the sidecar at {target} ({e}); is it running and is the address right?"
-        ))
-    })
+    let tls = CLIENT_TLS.get().and_then(Option::as_ref);
+    Ok(client::connect(target, tls, call_timeout).await?)
 }
 
 fn admin_request<T>(message: T) -> Result<Request<T>, Failure> {
-    let token = std::env::var("QUOTA_ADMIN_TOKEN").unwrap_or_default();
-    if token.is_empty() {
-        return Err(Failure(
-            "QUOTA_ADMIN_TOKEN is not set: admin commands need the sidecar's admin token".into(),
-        ));
-    }
-    let mut request = Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| Failure("QUOTA_ADMIN_TOKEN has characters not allowed in a header".into()))?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
+    Ok(client::with_token(
+        message,
+        &client::admin_token_from_env()?,
+    )?)
 }
 
 async fn run(cli: Cli) -> Result<Output, Failure> {
@@ -494,7 +462,7 @@ impl Tail {
                 _ = &mut ctrl_c => break,
             };
             let line = if self.json {
-                event_json(&event).to_string()
+                usage_event_json(&event).to_string()
             } else {
                 event_text(&event)
             };
@@ -909,70 +877,6 @@ fn event_kind(e: &pb::UsageEvent) -> String {
         pb::GenerationKind::try_from(e.kind).map(|k| k.as_str_name()),
         "GENERATION_KIND_",
     )
-}
-
-/// One event as a JSON object with every field, empty ones included, so that scripts see one
-/// shape for every type.
-fn event_json(e: &pb::UsageEvent) -> Value {
-    let kind = if e.kind == pb::GenerationKind::Unspecified as i32 {
-        String::new()
-    } else {
-        event_kind(e)
-    };
-    json!({
-        "id": e.id,
-        "type": e.r#type,
-        "account_id": e.account_id,
-        "time": time_json(e.time.as_ref()),
-        "sequence": e.sequence,
-        "ack_id": e.ack_id,
-        "generation_id": e.generation_id,
-        "kind": kind,
-        "model": e.model,
-        "quantity": e.quantity,
-        "units": e.units,
-        "from_allowance": e.from_allowance,
-        "from_credits": e.from_credits,
-        "grants": e.grants.iter().map(|d| json!({"grant_id": d.grant_id, "units": d.units})).collect::<Vec<_>>(),
-        "reason": e.reason,
-        "plan": e.plan,
-        "previous_plan": e.previous_plan,
-        "cycle_start": time_json(e.cycle_start.as_ref()),
-        "allowance_added": e.allowance_added,
-        "prorated_charge_cents": e.prorated_charge_cents,
-        "grant_id": e.grant_id,
-        "source": e.source,
-        "expires_at": time_json(e.expires_at.as_ref()),
-        "effective_at": time_json(e.effective_at.as_ref()),
-        "labels": e.labels,
-    })
-}
-
-/// A left-aligned text table; "(none)" when there are no rows.
-fn table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
-    let rows: Vec<Vec<String>> = rows.collect();
-    if rows.is_empty() {
-        return "(none)\n".into();
-    }
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for row in &rows {
-        out += &line(row.iter().map(String::as_str).collect());
-    }
-    out
 }
 
 #[tokio::main(flavor = "current_thread")]

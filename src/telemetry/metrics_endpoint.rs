@@ -1,8 +1,9 @@
 //! `GET /metrics` over HTTP/1.1: the exporter's Prometheus text, served by hyper on a listener
-//! the caller bound. (The exporter's own listener binds internally and cannot tell which port
+//! the caller bound; optionally `GET /healthz` from a check the caller gives. (The exporter's own listener binds internally and cannot tell which port
 //! it got, which a port-0 listener needs.)
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
@@ -23,12 +24,31 @@ pub const METRICS_PATH: &str = "/metrics";
 /// and a connection that sends nothing must not hold a task forever.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The path of the optional health check.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// A health check: `Ok` is 200, `Err(why)` is 503 with the reason as the body.
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Content type of the Prometheus text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `/metrics` from `handle` on `listener` and keeps the histograms' windows current.
 /// Runs until dropped (the server aborts it once it has stopped).
 pub async fn serve_metrics(listener: TcpListener, handle: PrometheusHandle) {
+    serve(listener, handle, None).await
+}
+
+/// Like [`serve_metrics`], and `GET /healthz` answers from `health`.
+pub async fn serve_metrics_and_health(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    health: HealthCheck,
+) {
+    serve(listener, handle, Some(health)).await
+}
+
+async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Option<HealthCheck>) {
     let upkeep = {
         let handle = handle.clone();
         async move {
@@ -51,8 +71,10 @@ pub async fn serve_metrics(listener: TcpListener, handle: PrometheusHandle) {
                 }
             };
             let handle = handle.clone();
+            let health = health.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| answer(request, handle.clone()));
+                let service =
+                    service_fn(move |request| answer(request, handle.clone(), health.clone()));
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -67,11 +89,23 @@ pub async fn serve_metrics(listener: TcpListener, handle: PrometheusHandle) {
     tokio::join!(upkeep, accept);
 }
 
-/// The metrics on `GET /metrics`, 404 elsewhere, 405 for other methods.
+/// The metrics on `GET /metrics` (and health on `GET /healthz` when checked), 404 elsewhere,
+/// 405 for other methods.
 async fn answer(
     request: Request<Incoming>,
     handle: PrometheusHandle,
+    health: Option<HealthCheck>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let (Some(check), HEALTH_PATH) = (&health, request.uri().path()) {
+        let (status, body) = match (request.method(), check()) {
+            (&Method::GET, Ok(())) => (StatusCode::OK, "ok\n".to_string()),
+            (&Method::GET, Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            _ => (StatusCode::METHOD_NOT_ALLOWED, String::new()),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        return Ok(response);
+    }
     let status = match (request.method(), request.uri().path()) {
         (&Method::GET, METRICS_PATH) => {
             let mut response = Response::new(Full::new(Bytes::from(handle.render())));

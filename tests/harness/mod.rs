@@ -3,11 +3,14 @@
 //! guard (also when a test panics).
 #![allow(dead_code)]
 
+pub mod billing;
 pub mod certs;
 pub mod cluster;
 pub mod corruption;
 pub mod events;
+pub mod http;
 pub mod in_process;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod sidecar;

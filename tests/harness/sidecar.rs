@@ -35,7 +35,8 @@ impl Sidecar {
     }
 
     /// Like [`Sidecar::start`], with `extra_args` after the defaults (not repeating them: the
-    /// binary refuses a flag given twice) and `extra_env` set. With `--health-listen` among
+    /// binary refuses a flag given twice; `--listen`, `--admin-listen` and `--metrics-listen`
+    /// given here replace the port-0 defaults) and `extra_env` set. With `--health-listen` among
     /// them it also waits for the health listener.
     pub fn start_with(
         store: &str,
@@ -45,19 +46,14 @@ impl Sidecar {
     ) -> Sidecar {
         let wants_health = extra_args.contains(&"--health-listen");
         let mut command = Command::new(env!("CARGO_BIN_EXE_quota-sidecar"));
+        // Fixed listen addresses (to restart on the same ports) replace the port-0 defaults.
+        for flag in ["--listen", "--admin-listen", "--metrics-listen"] {
+            if !extra_args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--store",
-                store,
-            ])
+            .args(["--log-format", "json", "--store", store])
             .env("RUST_LOG", "info")
             // Nothing from the caller's environment may redirect the process.
             .env_remove("QUOTA_ADMIN_TOKEN")

@@ -1,0 +1,170 @@
+//! One batch of events in one transaction. Each event is inserted by its id with
+//! `ON CONFLICT DO NOTHING RETURNING`; only a row that came back moves the aggregates, so an
+//! event delivered again (after a crash before the ack) is counted once.
+
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+use tokio_postgres::{Client, Statement, Transaction};
+
+use super::db::{self, PgSettings};
+use super::record::{self, EventRecord};
+use super::{aggregate, BillingError};
+use crate::api::event_json::usage_event_json;
+use crate::pb;
+
+const INSERT_EVENT: &str = "INSERT INTO usage_events (event_id, event_type, account_id, \
+     occurred_at, sequence, generation_id, kind, model, quantity, units, from_allowance_units, \
+     from_credits_units, units_lost, grant_id, refund_id, plan, previous_plan, cycle_start, \
+     prorated_charge_cents, event) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+     $19, $20) ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
+
+const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (dead_letter_key, event_id, reason, \
+     event) VALUES ($1, $2, $3, $4) ON CONFLICT (dead_letter_key) DO NOTHING \
+     RETURNING dead_letter_key";
+
+/// Statements prepared on one connection, by their SQL.
+#[derive(Default)]
+pub struct Prepared(HashMap<String, Statement>);
+
+impl Prepared {
+    /// `sql` prepared once per connection.
+    pub async fn get(
+        &mut self,
+        tx: &Transaction<'_>,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = tx.prepare(sql).await?;
+        self.0.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events inserted (first delivery).
+    pub written: u64,
+    /// Events already in the database (a redelivery).
+    pub duplicates: u64,
+    /// Events that could not be taken in, newly put in the dead-letter table.
+    pub dead_letters: u64,
+    /// Time of the newest event of the batch.
+    pub newest_event_at: Option<OffsetDateTime>,
+}
+
+/// A connection that writes batches.
+pub struct Writer {
+    client: Client,
+    prepared: Prepared,
+}
+
+impl Writer {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(settings: &PgSettings) -> Result<Writer, BillingError> {
+        let mut client = db::connect(settings).await?;
+        db::migrate(&mut client).await?;
+        Ok(Writer {
+            client,
+            prepared: Prepared::default(),
+        })
+    }
+
+    /// Whether the connection is gone (the next write would fail).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Writes `events` in one transaction and commits. On an error nothing of the batch is
+    /// kept, and the caller writes it again (on a new connection).
+    pub async fn write_batch(
+        &mut self,
+        events: &[pb::UsageEvent],
+    ) -> Result<BatchOutcome, BillingError> {
+        let tx = self.client.transaction().await?;
+        let mut outcome = BatchOutcome::default();
+        for e in events {
+            match record::parse(e) {
+                Ok(r) => {
+                    outcome.newest_event_at = outcome.newest_event_at.max(Some(r.occurred_at));
+                    if insert_event(&tx, &mut self.prepared, &r).await? {
+                        aggregate::apply(&tx, &mut self.prepared, &r).await?;
+                        outcome.written += 1;
+                    } else {
+                        outcome.duplicates += 1;
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(event_id = %e.id, %reason, "event put in the dead-letter table");
+                    if insert_dead_letter(&tx, &mut self.prepared, e, &reason).await? {
+                        outcome.dead_letters += 1;
+                    } else {
+                        outcome.duplicates += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+async fn insert_event(
+    tx: &Transaction<'_>,
+    prepared: &mut Prepared,
+    r: &EventRecord,
+) -> Result<bool, tokio_postgres::Error> {
+    let s = prepared.get(tx, INSERT_EVENT).await?;
+    let row = tx
+        .query_opt(
+            &s,
+            &[
+                &r.event_id,
+                &r.event_type,
+                &r.account_id,
+                &r.occurred_at,
+                &r.sequence,
+                &r.generation_id,
+                &r.kind,
+                &r.model,
+                &r.quantity,
+                &r.units,
+                &r.from_allowance_units,
+                &r.from_credits_units,
+                &r.units_lost,
+                &r.grant_id,
+                &r.refund_id,
+                &r.plan,
+                &r.previous_plan,
+                &r.cycle_start,
+                &r.prorated_charge_cents,
+                &r.event,
+            ],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Keyed by the event id, so a redelivered bad event is counted once; an event without an id
+/// by its position in the log.
+async fn insert_dead_letter(
+    tx: &Transaction<'_>,
+    prepared: &mut Prepared,
+    e: &pb::UsageEvent,
+    reason: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let key = if e.id.is_empty() {
+        format!("ack:{}", e.ack_id)
+    } else {
+        e.id.clone()
+    };
+    let s = prepared.get(tx, INSERT_DEAD_LETTER).await?;
+    let row = tx
+        .query_opt(&s, &[&key, &e.id, &reason, &usage_event_json(e)])
+        .await?;
+    Ok(row.is_some())
+}

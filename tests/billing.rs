@@ -1,0 +1,677 @@
+//! quota-billing against the machine's PostgreSQL: a redelivered event is counted once, a
+//! broken one is dead-lettered without blocking the rest, and the binary takes a live
+//! sidecar's stream in, reports its health and metrics, and stops gracefully.
+
+mod harness;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use prost_types::Timestamp;
+use tonic::metadata::MetadataValue;
+use tonic::Request;
+
+use harness::billing::Billing;
+use harness::http::http_get;
+use harness::postgres::TestDatabase;
+use harness::sidecar::{channel, wait_serving, Sidecar};
+use quota_sidecar::billing::db::PgSettings;
+use quota_sidecar::billing::writer::{BatchOutcome, Writer};
+use quota_sidecar::pb;
+
+const TOKEN: &str = "billing-test-token";
+const T0: i64 = 1_768_435_200; // 2026-01-15T00:00:00Z
+
+fn at(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: T0 + seconds,
+        nanos: 0,
+    })
+}
+
+fn draw(grant_id: &str, units: u64) -> pb::GrantDraw {
+    pb::GrantDraw {
+        grant_id: grant_id.into(),
+        units,
+    }
+}
+
+/// A hold event of account `a` for generation `g`.
+fn hold(what: &str, g: &str, seq: u64) -> pb::UsageEvent {
+    pb::UsageEvent {
+        id: format!("a/{g}@1000:{what}"),
+        r#type: format!("hold.{what}"),
+        account_id: "a".into(),
+        time: at(seq as i64),
+        sequence: seq,
+        generation_id: g.into(),
+        kind: pb::GenerationKind::Video as i32,
+        model: "pro".into(),
+        cycle_start: at(0),
+        ack_id: format!("1/{seq}-0"),
+        ..Default::default()
+    }
+}
+
+/// A day of one account: plan, grants, holds settled, released and expired (one with units
+/// lost), a refund, an upgrade, a grant expiring, and one event that makes no sense.
+fn a_day() -> Vec<pb::UsageEvent> {
+    let mut events = Vec::new();
+    events.push(pb::UsageEvent {
+        id: "a/r1@1000:started".into(),
+        r#type: "plan.changed".into(),
+        account_id: "a".into(),
+        time: at(0),
+        sequence: 1,
+        plan: "microbudget".into(),
+        cycle_start: at(0),
+        ..Default::default()
+    });
+    for (seq, grant, source) in [(2, "promo", "promotional"), (3, "pack", "purchased")] {
+        events.push(pb::UsageEvent {
+            id: format!("a/{grant}@1000:granted"),
+            r#type: "credits.granted".into(),
+            account_id: "a".into(),
+            time: at(seq),
+            sequence: seq as u64,
+            grant_id: grant.into(),
+            units: 100,
+            source: source.into(),
+            expires_at: (grant == "promo").then(|| at(86_400).unwrap()),
+            ..Default::default()
+        });
+    }
+    events.push(hold("reserved", "g1", 4));
+    events.push(pb::UsageEvent {
+        units: 60,
+        from_allowance: 40,
+        from_credits: 20,
+        grants: vec![draw("promo", 15), draw("pack", 5)],
+        ..hold("settled", "g1", 5)
+    });
+    events.push(pb::UsageEvent {
+        units: 30,
+        from_credits: 30,
+        grants: vec![draw("promo", 30)],
+        ..hold("reserved", "g2", 6)
+    });
+    // The promo grant expired while g2 held 30 of it: 10 went back elsewhere, 20 are lost.
+    events.push(pb::UsageEvent {
+        units: 30,
+        from_credits: 10,
+        grants: vec![draw("pack", 10)],
+        units_lost: 20,
+        reason: "failed".into(),
+        ..hold("released", "g2", 7)
+    });
+    events.push(pb::UsageEvent {
+        units: 8,
+        from_allowance: 8,
+        ..hold("expired", "g3", 8)
+    });
+    events.push(pb::UsageEvent {
+        id: "a/g1@1000:refunded:rf1".into(),
+        units: 25,
+        from_allowance: 10,
+        from_credits: 15,
+        refund_id: "rf1".into(),
+        grant_id: "refund:g1:rf1".into(),
+        reason: "bad output".into(),
+        ..hold("refunded", "g1", 9)
+    });
+    events.push(pb::UsageEvent {
+        id: "a/r2@2000:upgraded".into(),
+        r#type: "plan.upgraded".into(),
+        account_id: "a".into(),
+        time: at(10),
+        sequence: 10,
+        plan: "hollywood".into(),
+        previous_plan: "microbudget".into(),
+        cycle_start: at(0),
+        prorated_charge_cents: 3_871,
+        allowance_added: 3_871,
+        ..Default::default()
+    });
+    events.push(pb::UsageEvent {
+        id: "a/promo@1000:expired".into(),
+        r#type: "credits.expired".into(),
+        account_id: "a".into(),
+        time: at(11),
+        sequence: 11,
+        grant_id: "promo".into(),
+        units: 55,
+        source: "promotional".into(),
+        ..Default::default()
+    });
+    // Settled without a kind: cannot be put under any usage line.
+    events.push(pb::UsageEvent {
+        kind: 0,
+        units: 4,
+        from_allowance: 4,
+        ..hold("settled", "g9", 12)
+    });
+    events
+}
+
+/// Everything the aggregates hold, as text rows, for comparing before and after.
+async fn aggregates(client: &tokio_postgres::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for query in [
+        "SELECT account_id, cycle_start::text, kind, model, allowance_units, credit_units, \
+         settled_count, refunded_allowance_units, refunded_credit_units, refund_count \
+         FROM cycle_usage ORDER BY 1, 2, 3, 4",
+        "SELECT account_id, grant_id, source, granted_units, drawn_units, returned_units, \
+         expired_units, revoked_units, lost_units FROM credit_grants ORDER BY 1, 2",
+        "SELECT event_id, charge_cents FROM upgrade_charges ORDER BY 1",
+        "SELECT account_id, starting_plan, current_plan FROM account_cycles ORDER BY 1",
+        "SELECT dead_letter_key, reason FROM dead_letters ORDER BY 1",
+        "SELECT count(*) FROM usage_events",
+    ] {
+        for row in client.simple_query(query).await.unwrap() {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
+                let cells: Vec<&str> = (0..row.len()).map(|i| row.get(i).unwrap_or("")).collect();
+                out.push(cells.join("|"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_batch_is_counted_once_and_a_broken_event_is_dead_lettered() {
+    let db = TestDatabase::create().await;
+    let mut writer = Writer::connect(&PgSettings {
+        url: db.url(),
+        ca_file: None,
+    })
+    .await
+    .expect("connect and migrate");
+    let events = a_day();
+    let first = writer.write_batch(&events).await.unwrap();
+    assert_eq!(
+        first,
+        BatchOutcome {
+            written: 11,
+            duplicates: 0,
+            dead_letters: 1,
+            newest_event_at: first.newest_event_at,
+        }
+    );
+    let client = db.client().await;
+    let after_first = aggregates(&client).await;
+
+    // The whole batch again (crash before the ack), then part of it in another order (a
+    // claim by another consumer): nothing moves.
+    let again = writer.write_batch(&events).await.unwrap();
+    assert_eq!(
+        (again.written, again.duplicates, again.dead_letters),
+        (0, 12, 0)
+    );
+    let mut part: Vec<_> = events[3..9].to_vec();
+    part.reverse();
+    let part_again = writer.write_batch(&part).await.unwrap();
+    assert_eq!((part_again.written, part_again.duplicates), (0, 6));
+    assert_eq!(aggregates(&client).await, after_first);
+
+    // A second migration run on a fresh connection changes nothing either.
+    drop(
+        Writer::connect(&PgSettings {
+            url: db.url(),
+            ca_file: None,
+        })
+        .await
+        .unwrap(),
+    );
+    assert_eq!(aggregates(&client).await, after_first);
+
+    let expected = [
+        // cycle_usage: settled 40 + 20, refund 10 + 15.
+        "a|2026-01-15 00:00:00+00|video|pro|40|20|1|10|15|1",
+        // credit_grants: pack drawn 5, returned 10; promo drawn 15, lost 20 (held 30 by g2,
+        // none returned to it), expired 55; the refund's new grant.
+        "a|pack|purchased|100|5|10|0|0|0",
+        "a|promo|promotional|100|15|0|55|0|20",
+        "a|refund:g1:rf1|promotional|15|0|0|0|0|0",
+        "a/r2@2000:upgraded|3871",
+        "a|microbudget|hollywood",
+        "a/g9@1000:settled|hold.settled without a known kind",
+        "11",
+    ];
+    assert_eq!(after_first, expected);
+}
+
+fn admin<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The value of a sample in a Prometheus page; 0 when absent.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn count(client: &tokio_postgres::Client, query: &str) -> i64 {
+    client.query_one(query, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
+    let db = TestDatabase::create().await;
+    let sidecar = Sidecar::start("memory", Some(TOKEN));
+    wait_serving(sidecar.worker).await;
+    let mut admin_client =
+        pb::quota_admin_client::QuotaAdminClient::new(channel(sidecar.admin()).await);
+    let mut worker = pb::quota_client::QuotaClient::new(channel(sidecar.worker).await);
+    admin_client
+        .set_plan(admin(pb::SetPlanRequest {
+            request_id: "start".into(),
+            account_id: "studio".into(),
+            plan: "microbudget".into(),
+            cycle_anchor: None,
+        }))
+        .await
+        .unwrap();
+    admin_client
+        .grant_credits(admin(pb::GrantCreditsRequest {
+            account_id: "studio".into(),
+            grant_id: "pack".into(),
+            units: 500,
+            source: pb::CreditSource::Purchased as i32,
+            expires_at: None,
+        }))
+        .await
+        .unwrap();
+    // 22 five-second standard videos (50 units each): 1,000 from the allowance, 100 from
+    // credits; one more released.
+    let reserver = worker.clone();
+    let run = |n: usize| {
+        let g = format!("v{n}");
+        let mut worker = reserver.clone();
+        async move {
+            worker
+                .reserve(pb::ReserveRequest {
+                    account_id: "studio".into(),
+                    generation_id: g.clone(),
+                    kind: pb::GenerationKind::Video as i32,
+                    model: "standard".into(),
+                    quantity: 5,
+                    ttl_seconds: 0,
+                    labels: Default::default(),
+                })
+                .await
+                .unwrap();
+            g
+        }
+    };
+    for n in 0..22 {
+        let g = run(n).await;
+        worker
+            .settle(pb::SettleRequest {
+                account_id: "studio".into(),
+                generation_id: g,
+                actual_quantity: None,
+            })
+            .await
+            .unwrap();
+    }
+    let g = run(99).await;
+    worker
+        .release(pb::ReleaseRequest {
+            account_id: "studio".into(),
+            generation_id: g,
+            reason: pb::ReleaseReason::Failed as i32,
+        })
+        .await
+        .unwrap();
+
+    // Targets without a scheme work as in quotactl.
+    let target = sidecar.admin().to_string();
+    let mut billing = Billing::start(&target, &db.url(), TOKEN, &["--batch-max-events", "7"]);
+    let client = loop_until_schema(&db).await;
+    // 1 plan + 1 grant + 23 reserved + 22 settled + 1 released.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&client, "SELECT count(*) FROM usage_events").await < 48 {
+        assert!(Instant::now() < deadline, "events not all written in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let usage = client
+        .query_one(
+            "SELECT sum(allowance_units)::bigint, sum(credit_units)::bigint, \
+             sum(settled_count)::bigint FROM cycle_usage WHERE account_id = 'studio'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (allowance, credits, settled): (i64, i64, i64) = (usage.get(0), usage.get(1), usage.get(2));
+    let ledger = admin_client
+        .get_account(admin(pb::GetAccountRequest {
+            account_id: "studio".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (allowance as u64, credits as u64, settled),
+        (
+            ledger.lifetime_charged_allowance_units,
+            ledger.lifetime_charged_credit_units,
+            22
+        )
+    );
+    assert_eq!((allowance, credits), (1_000, 100));
+
+    let (status, body) = http_get(billing.http, "/healthz").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let (status, page) = http_get(billing.http, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        sample(&page, "quota_billing_events_written_total"),
+        48.0,
+        "{page}"
+    );
+    assert!(
+        sample(&page, "quota_billing_batches_total") >= 7.0,
+        "{page}"
+    );
+    assert!(sample(&page, "quota_billing_last_commit_timestamp_seconds") > 1.7e9);
+    assert!(page.contains("quota_billing_lag_seconds "), "{page}");
+
+    // Everything acked: the group has nothing pending in the sidecar.
+    let (_, sidecar_page) = http_get(sidecar.metrics(), "/metrics").await;
+    let pending_line = sidecar_page
+        .lines()
+        .find(|l| l.starts_with("quota_events_pending{") && l.contains("group=\"billing\""));
+    if let Some(line) = pending_line {
+        assert!(line.ends_with(" 0"), "{line}");
+    }
+
+    let status = billing.terminate().await;
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+
+    // Events while it is down wait in the durable group and are taken in after a restart.
+    worker
+        .settle(pb::SettleRequest {
+            account_id: "studio".into(),
+            generation_id: run(100).await,
+            actual_quantity: Some(2),
+        })
+        .await
+        .unwrap();
+    let _billing = Billing::start(&target, &db.url(), TOKEN, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&client, "SELECT count(*) FROM usage_events").await < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "events after the restart not written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let credits: i64 = client
+        .query_one(
+            "SELECT sum(credit_units)::bigint FROM cycle_usage WHERE account_id = 'studio'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(credits, 120, "2 seconds of video charged from credits");
+}
+
+/// A client once the binary has migrated the schema.
+async fn loop_until_schema(db: &TestDatabase) -> tokio_postgres::Client {
+    let client = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(
+        &client,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'usage_events'",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "schema never created");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+}
+
+/// Runs `quota-billing` with `args`; its stdout, after checking it succeeded.
+fn billing_cli(args: &[&str]) -> String {
+    let out = harness::process::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_quota-billing"))
+            .args(args)
+            .env_remove("QUOTA_BILLING_POSTGRES")
+            .env_remove("QUOTA_CATALOG"),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "quota-billing {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("`{l}`: {e}")))
+        .collect()
+}
+
+/// A database holding [`a_day`], one settle of an account with a 128-character id, and a
+/// customer mapping for account `a`.
+async fn billed_database() -> (TestDatabase, String) {
+    let db = TestDatabase::create().await;
+    let mut writer = Writer::connect(&PgSettings {
+        url: db.url(),
+        ca_file: None,
+    })
+    .await
+    .unwrap();
+    let long = "L".repeat(128);
+    let mut events = a_day();
+    events.push(pb::UsageEvent {
+        id: format!("{long}/{}@1000:settled", "g".repeat(128)),
+        account_id: long.clone(),
+        units: 8,
+        from_allowance: 8,
+        kind: pb::GenerationKind::CharacterImage as i32,
+        model: "standard".into(),
+        ..hold("settled", "gl", 20)
+    });
+    writer.write_batch(&events).await.unwrap();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO billing_customers (account_id, stripe_customer_id, \
+             lago_external_subscription_id, openmeter_subject) VALUES ('a', 'cus_A', 'sub_A', 'subject-A')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (db, long)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_carry_each_systems_required_fields() {
+    let (db, long) = billed_database().await;
+    let url = db.url();
+    let export = |format: &str, extra: &[&str]| {
+        let mut args = vec!["export", "--postgres", &url, "--format", format];
+        args.extend_from_slice(extra);
+        billing_cli(&args)
+    };
+    let t = |seconds: i64| {
+        time::OffsetDateTime::from_unix_timestamp(T0 + seconds)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let rfc3339 = |v: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().expect("a time string"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{v}: {e}"))
+    };
+
+    // Billable only: settled g1, the refund, the upgrade, the long account's settle.
+    let cloud = json_lines(&export("cloudevents", &[]));
+    assert_eq!(cloud.len(), 4, "{cloud:?}");
+    for e in &cloud {
+        assert_eq!(e["specversion"], "1.0");
+        for field in ["type", "id", "source", "subject", "time"] {
+            assert!(
+                !e[field].as_str().unwrap_or_default().is_empty(),
+                "{field}: {e}"
+            );
+        }
+        rfc3339(&e["time"]);
+        assert!(e["data"].is_object(), "{e}");
+    }
+    assert_eq!(cloud[0]["id"], "a/g1@1000:settled");
+    assert_eq!(cloud[0]["type"], "generation_units");
+    assert_eq!(cloud[0]["subject"], "subject-A");
+    assert_eq!(cloud[0]["data"]["units"], 60);
+    assert_eq!(cloud[1]["data"]["units"], -25, "a refund is negative usage");
+    assert_eq!(cloud[1]["data"]["refund_id"], "rf1");
+    assert_eq!(cloud[2]["type"], "plan_upgrade_cents");
+    assert_eq!(cloud[2]["data"]["charge_cents"], 3871);
+    assert_eq!(
+        cloud[3]["subject"],
+        long.as_str(),
+        "no mapping: the account id"
+    );
+
+    let stripe_text = export("stripe", &[]);
+    let stripe = json_lines(&stripe_text);
+    assert_eq!(stripe.len(), 4);
+    let mut identifiers = HashSet::new();
+    for e in &stripe {
+        assert!(e["event_name"].is_string(), "{e}");
+        assert!(e["payload"]["stripe_customer_id"].is_string(), "{e}");
+        let value = e["payload"]["value"].as_str().expect("value is a string");
+        value.parse::<i64>().expect("a whole number");
+        let id = e["identifier"].as_str().unwrap();
+        assert!(!id.is_empty() && id.chars().count() <= 100, "{id}");
+        assert!(identifiers.insert(id.to_string()), "identifier {id} twice");
+        assert!(e["timestamp"].as_i64().unwrap() >= T0);
+    }
+    assert_eq!(stripe[0]["payload"]["stripe_customer_id"], "cus_A");
+    assert_eq!(stripe[0]["payload"]["value"], "60");
+    assert_eq!(stripe[1]["payload"]["value"], "-25");
+    assert_eq!(stripe[2]["event_name"], "plan_upgrade_cents");
+    assert_eq!(stripe[2]["payload"]["value"], "3871");
+    assert!(stripe[3]["identifier"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(
+        export("stripe", &[]),
+        stripe_text,
+        "identifiers are deterministic"
+    );
+
+    let lago = json_lines(&export("lago", &[]));
+    assert_eq!(lago.len(), 4);
+    let mut transactions = HashSet::new();
+    for e in &lago {
+        assert!(transactions.insert(e["transaction_id"].as_str().unwrap().to_string()));
+        assert!(e["external_subscription_id"].is_string(), "{e}");
+        assert!(e["code"].is_string(), "{e}");
+        assert!(e["timestamp"].as_i64().unwrap() >= T0);
+        assert!(e["properties"]["value"].is_i64(), "{e}");
+    }
+    assert_eq!(lago[0]["external_subscription_id"], "sub_A");
+    assert_eq!(lago[1]["properties"]["value"], -25);
+    assert_eq!(lago[1]["code"], "generation_units");
+
+    let csv = export("csv", &[]);
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 5, "{csv}");
+    let header = &rows[0];
+    assert!(rows.iter().all(|r| r.len() == header.len()), "{csv}");
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    assert_eq!(rows[1][col("units")], "60");
+    assert_eq!(rows[2][col("units")], "-25");
+    assert_eq!(rows[2][col("from_credits_units")], "-15");
+    assert_eq!(rows[3][col("charge_cents")], "3871");
+
+    // A window: from the refund (t0 + 9 s) up to, not including, the upgrade (t0 + 10 s).
+    let window = json_lines(&export("cloudevents", &["--from", &t(9), "--to", &t(10)]));
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0]["data"]["refund_id"], "rf1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_says_what_an_account_used_and_owes() {
+    let (db, _) = billed_database().await;
+    let url = db.url();
+    let s: serde_json::Value = serde_json::from_str(&billing_cli(&[
+        "statement",
+        "--postgres",
+        &url,
+        "a",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(s["cycle_start"], "2026-01-15T00:00:00.000Z");
+    assert_eq!(s["starting_plan"], "microbudget");
+    assert_eq!(s["current_plan"], "hollywood");
+    assert_eq!(s["subscription_price_cents"], 1000);
+    assert_eq!(s["upgrade_charges_cents"], 3871);
+    assert_eq!(s["total_cents"], 4871);
+    assert_eq!(
+        s["usage"],
+        serde_json::json!([{
+            "kind": "video", "model": "pro", "allowance_units": 40, "credit_units": 20,
+            "settled_count": 1, "refunded_allowance_units": 10, "refunded_credit_units": 15,
+            "refund_count": 1,
+        }])
+    );
+    let remaining: Vec<(String, i64)> = s["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["grant_id"].as_str().unwrap().to_string(),
+                g["remaining_units"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        remaining,
+        [
+            ("pack".to_string(), 95),
+            ("promo".to_string(), 10),
+            ("refund:g1:rf1".to_string(), 15)
+        ]
+    );
+    // The same for an explicit cycle, as text.
+    let text = billing_cli(&[
+        "statement",
+        "--postgres",
+        &url,
+        "a",
+        "--cycle",
+        "2026-01-15T00:00:00Z",
+    ]);
+    assert!(text.contains("$48.71"), "{text}");
+    assert!(text.contains("microbudget -> hollywood"), "{text}");
+    // An account with nothing recorded is an error, said plainly.
+    let out = harness::process::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_quota-billing")).args([
+            "statement",
+            "--postgres",
+            &url,
+            "nobody",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usage recorded for account `nobody`"));
+}
