@@ -259,3 +259,87 @@ async fn a_broken_invariant_leaves_every_key_as_it_was() {
     let s = store(&server).await;
     harness::corruption::broken_invariants_write_nothing(&*s, &[server.port()], NOW_MS).await;
 }
+
+/// An account stored before cycles were numbered: its open hold gets the current cycle's
+/// number on the first touch, so a release gives its allowance back to that cycle (and a
+/// later cycle would get nothing).
+#[tokio::test]
+async fn holds_stored_before_cycle_numbers_keep_their_cycle() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let a = "legacy-1";
+    let plan = SetPlanCmd {
+        request_id: "start".into(),
+        account_id: a.into(),
+        plan: "microbudget".into(),
+        cycle_anchor_ms: None,
+    };
+    s.set_plan(&plan, NOW_MS).await.unwrap();
+    s.reserve(&image(a, "old"), NOW_MS).await.unwrap();
+    s.reserve(&image(a, "older"), NOW_MS).await.unwrap();
+    // What the first version stored: no cycle numbers anywhere.
+    let keys = quota_sidecar::store::keys::AccountKeys::new(a);
+    assert_eq!(server.cli(&["HDEL", &keys.account, "cn"]), "1");
+    for g in ["old", "older"] {
+        assert_eq!(server.cli(&["HDEL", &keys.hold(a, g), "cn"]), "1");
+    }
+    let released = s
+        .release(a, "old", ReleaseReason::Failed, NOW_MS + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            released.balance.allowance_held,
+            released.balance.allowance_available
+        ),
+        (4, 996)
+    );
+    // Numbered from 0: the account kept no number either.
+    assert_eq!(server.cli(&["HGET", &keys.hold(a, "older"), "cn"]), "0");
+    let settled = s.settle(a, "older", None, NOW_MS + 2_000).await.unwrap();
+    assert_eq!(
+        (
+            settled.balance.allowance_used,
+            settled.balance.allowance_held
+        ),
+        (4, 0)
+    );
+}
+
+/// A broken account is skipped by the sweeper (logged and counted); the other accounts of
+/// its shard still expire.
+#[tokio::test]
+async fn the_sweeper_skips_a_broken_account() {
+    use quota_sidecar::store::keys::{shard_of, AccountKeys};
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let broken = "sweep-broken";
+    let other = (0..)
+        .map(|i| format!("sweep-ok-{i}"))
+        .find(|id| shard_of(id) == shard_of(broken))
+        .unwrap();
+    for a in [broken, other.as_str()] {
+        let grant = GrantCmd {
+            account_id: a.into(),
+            grant_id: "pack".into(),
+            units: 100,
+            source: CreditSource::Purchased,
+            expires_at_ms: None,
+        };
+        s.grant_credits(&grant, NOW_MS).await.unwrap();
+    }
+    // The broken account's hold is due first, so it is swept first.
+    s.reserve(&image(broken, "g"), NOW_MS).await.unwrap();
+    s.reserve(&image(&other, "g"), NOW_MS + 10).await.unwrap();
+    let keys = AccountKeys::new(broken);
+    server.cli(&["HSET", &keys.account, "held", "oops"]);
+    let later = NOW_MS + 3_600_000;
+    let expired = s.expire_due(shard_of(broken), later, 100).await.unwrap();
+    assert_eq!(expired, 1, "the healthy account's hold expired");
+    let b = s.balance(&other, later).await.unwrap();
+    assert_eq!((b.open_holds, b.credits_available), (0, 100));
+    assert!(matches!(
+        s.balance(broken, later).await,
+        Err(StoreError::Internal(_))
+    ));
+}

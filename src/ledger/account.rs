@@ -510,7 +510,11 @@ impl Account {
 
     fn allowance_available(&self) -> u64 {
         match self.cycle {
-            Some(_) => self.allowance_total - self.allowance_used - self.allowance_held,
+            // Saturating: a broken state is refused by `check_invariants`, never wrapped.
+            Some(_) => self
+                .allowance_total
+                .saturating_sub(self.allowance_used)
+                .saturating_sub(self.allowance_held),
             None => 0,
         }
     }

@@ -190,12 +190,17 @@ impl Store for MemoryStore {
         };
         let mut expired = 0;
         for account_id in due {
-            expired += self.with_account(&account_id, now_ms, |a| {
+            let swept = self.with_account(&account_id, now_ms, |a| {
                 Ok(a.pending_events()
                     .iter()
                     .filter(|e| e.event_type == events::HOLD_EXPIRED)
                     .count() as u32)
-            })?;
+            });
+            match swept {
+                Ok(n) => expired += n,
+                // One broken account must not stop the expiry of every other one.
+                Err(e) => super::sweeper::skipped(&account_id, &e),
+            }
         }
         Ok(expired)
     }

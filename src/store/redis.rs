@@ -781,7 +781,7 @@ impl Store for RedisStore {
         let mut expired = 0;
         for (account, members) in by_account {
             let keys = AccountKeys::new(&account);
-            let mut r = self
+            let swept = self
                 .run(
                     &self.scripts.sweep,
                     &keys,
@@ -792,10 +792,16 @@ impl Store for RedisStore {
                         inv.arg(&members);
                     },
                 )
-                .await?;
-            match r.status()?.as_str() {
-                "ok" => expired += r.u32()?,
-                other => return Err(anomaly(other)),
+                .await
+                .and_then(|mut r| match r.status()?.as_str() {
+                    "ok" => r.u32(),
+                    other => Err(anomaly(other)),
+                });
+            match swept {
+                Ok(n) => expired += n,
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                // One broken account must not stop the expiry of every other one.
+                Err(e) => super::sweeper::skipped(&account, &e),
             }
         }
         Ok(expired)

@@ -8,8 +8,16 @@ use tokio::sync::watch;
 
 use super::keys::SHARD_COUNT;
 use super::Store;
+use super::StoreError;
 use crate::clock::Clock;
-use crate::telemetry::metrics::SWEEPER_EXPIRED;
+use crate::telemetry::metrics::{SWEEPER_EXPIRED, SWEEPER_SKIPPED};
+
+/// Logs and counts an account the sweeper could not expire (a broken invariant: the account
+/// refuses every change until repaired), so the pass goes on with the others.
+pub fn skipped(account_id: &str, error: &StoreError) {
+    metrics::counter!(SWEEPER_SKIPPED).increment(1);
+    tracing::error!(account_id, %error, "expiry sweeper skipped an account it cannot change");
+}
 
 /// Due accounts one sweeper pass handles per shard; the rest wait for the next pass, so a
 /// backlog never turns one pass into a long burst of scripts.
@@ -38,8 +46,7 @@ pub async fn run_sweeper(
                     tracing::debug!(shard, expired, "sweeper expired holds");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "expiry sweeper pass failed; retrying next pass");
-                    break;
+                    tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
                 }
             }
         }

@@ -36,6 +36,7 @@ pub const HOLDS_CLOSED: &str = "quota_holds_closed_total";
 pub const EVENTS_PENDING: &str = "quota_events_pending";
 /// Counter: holds the expiry sweeper of this process expired.
 pub const SWEEPER_EXPIRED: &str = "quota_sweeper_expired_total";
+pub const SWEEPER_SKIPPED: &str = "quota_sweeper_skipped_accounts_total";
 
 /// Bucket bounds of the RPC latency histogram, in seconds: sub-millisecond answers from a local
 /// Redis up to the longest sane call deadline.
@@ -99,4 +100,8 @@ fn describe() {
         "Events delivered to a consumer group and not acked yet"
     );
     metrics::describe_counter!(SWEEPER_EXPIRED, "Holds expired by this process's sweeper");
+    metrics::describe_counter!(
+        SWEEPER_SKIPPED,
+        "Accounts the sweeper could not change (a broken invariant), skipped"
+    );
 }

@@ -110,12 +110,24 @@ local acct = {
   ca = 0, cc = 0, cn = 0,
 }
 local acct_dirty = false
+-- Whether the account was stored before cycles were numbered (its open holds carry no `cn`).
+local UNNUMBERED = false
 do
   local raw = redis.call('HGETALL', K_ACCOUNT)
+  local numbered = false
   for i = 1, #raw, 2 do
     local k, v = raw[i], raw[i + 1]
-    if k == 'plan' or k == 'sp' then acct[k] = v else acct[k] = tonumber(v) end
+    if k == 'plan' or k == 'sp' then
+      acct[k] = v
+    else
+      acct[k] = tonumber(v)
+      if acct[k] == nil then
+        error('ledger invariant broken: account field ' .. k .. ' reads `' .. v .. '`')
+      end
+    end
+    if k == 'cn' then numbered = true end
   end
+  UNNUMBERED = #raw > 0 and not numbered
 end
 
 -- events::keyed_event_id: `<account>/<key>@<created_ms>:<what>`. The creation time keeps ids
@@ -324,8 +336,9 @@ local function load_hold(key)
   for _, f in ipairs({ 'qty', 'unit', 'cost', 'fa', 'fc', 'exp', 'created', 'charged', 'returned', 'cycle', 'cn' }) do
     h[f] = tonumber(h[f])
   end
-  -- Holds written before cycles were numbered pinned their cycle by its start.
-  if h.cn == nil then h.cn = (h.cycle == acct.cs and acct.ce ~= 0) and acct.cn or -1 end
+  -- Open holds of accounts stored before cycles were numbered get their number when the
+  -- account is first touched (see `number_old_holds`); a finished one needs none.
+  if h.cn == nil then h.cn = -1 end
   HOLDS[key] = h
   h.draws = {}
   for gid, units in string.gmatch(h.draw, '([^=,]+)=(%d+)') do
@@ -484,9 +497,9 @@ local function finish(result)
         ' + held ' .. n2s(g.held) .. ' of ' .. n2s(g.granted))
     end
   end
-  for _, w in ipairs(WRITES) do redis.call(unpack(w)) end
+  -- Every argument is built before the first write, so nothing can fail half way.
   if acct_dirty then
-    redis.call('HSET', K_ACCOUNT, 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
+    write('HSET', K_ACCOUNT, 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
       'at', n2s(acct.at), 'cs', n2s(acct.cs), 'ce', n2s(acct.ce), 'tot', n2s(acct.tot),
       'used', n2s(acct.used), 'held', n2s(acct.held), 'seq', n2s(acct.seq),
       'ca', n2s(acct.ca), 'cc', n2s(acct.cc), 'cn', n2s(acct.cn))
@@ -494,17 +507,34 @@ local function finish(result)
   for id in pairs(grants_dirty) do
     local g = grants[id]
     if g then
-      redis.call('HSET', K_GRANTS, id, g.src .. '|' .. n2s(g.granted) .. '|' .. n2s(g.rem) .. '|' ..
+      write('HSET', K_GRANTS, id, g.src .. '|' .. n2s(g.granted) .. '|' .. n2s(g.rem) .. '|' ..
         n2s(g.held) .. '|' .. (g.exp and n2s(g.exp) or '') .. '|' .. n2s(g.created) .. '|' ..
         (g.revoked and '1' or '0'))
     else
-      redis.call('HDEL', K_GRANTS, id)
+      write('HDEL', K_GRANTS, id)
     end
   end
+  for _, w in ipairs(WRITES) do redis.call(unpack(w)) end
   return result
 end
 
+-- An account stored before cycles were numbered: its open holds pinned their cycle by its
+-- start. Before anything can roll the cycle over, each gets the current number when it was
+-- made in the current cycle, and a number no cycle has otherwise; written with this call.
+local function number_old_holds()
+  if not UNNUMBERED then return end
+  for _, gen in ipairs(redis.call('ZRANGE', K_OPEN, 0, -1)) do
+    local h = load_hold(hold_key(gen))
+    if h and h.state == 'held' then
+      h.cn = (h.cycle == acct.cs and acct.ce ~= 0) and acct.cn or -1
+      write('HSET', h.key, 'cn', n2s(h.cn))
+    end
+  end
+  acct_dirty = true
+end
+
 -- Every operation starts here: roll the cycle over, reclaim expired holds, expire grants.
+number_old_holds()
 rollover()
 reclaim_expired()
 sweep_grants()
