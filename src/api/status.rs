@@ -42,6 +42,15 @@ impl From<StoreError> for Status {
     }
 }
 
+/// The ledger's time, or UNAVAILABLE while the store's clock has not been read (a sidecar
+/// started while its store was down): guessing from this machine's clock could expire holds or
+/// roll cycles early.
+pub fn ledger_now(clock: &dyn crate::clock::Clock) -> Result<i64, Status> {
+    clock.ledger_now_ms().ok_or_else(|| {
+        Status::unavailable("the store's clock has not been read yet; retry shortly")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,13 +153,4 @@ mod tests {
             "model `cinema` needs plan `hollywood`; account is on `microbudget`"
         );
     }
-}
-
-/// The ledger's time, or UNAVAILABLE while the store's clock has not been read (a sidecar
-/// started while its store was down): guessing from this machine's clock could expire holds or
-/// roll cycles early.
-pub fn ledger_now(clock: &dyn crate::clock::Clock) -> Result<i64, Status> {
-    clock.ledger_now_ms().ok_or_else(|| {
-        Status::unavailable("the store's clock has not been read yet; retry shortly")
-    })
 }
