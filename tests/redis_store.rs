@@ -260,49 +260,37 @@ async fn a_broken_invariant_leaves_every_key_as_it_was() {
     harness::corruption::broken_invariants_write_nothing(&*s, &[server.port()], NOW_MS).await;
 }
 
-/// An account stored before cycles were numbered: its open hold gets the current cycle's
-/// number on the first touch, so a release gives its allowance back to that cycle (and a
-/// later cycle would get nothing).
+/// An account the first version stored (its own layout: no `v`, holds in hashes of their
+/// own) is refused as INTERNAL, naming the layout, and nothing is written to it.
 #[tokio::test]
-async fn holds_stored_before_cycle_numbers_keep_their_cycle() {
+async fn an_account_in_the_first_layout_is_refused() {
     let server = harness::RedisServer::start();
     let s = store(&server).await;
-    let a = "legacy-1";
-    let plan = SetPlanCmd {
-        request_id: "start".into(),
-        account_id: a.into(),
-        plan: "microbudget".into(),
-        cycle_anchor_ms: None,
-    };
-    s.set_plan(&plan, NOW_MS).await.unwrap();
-    s.reserve(&image(a, "old"), NOW_MS).await.unwrap();
-    s.reserve(&image(a, "older"), NOW_MS).await.unwrap();
-    // What the first version stored: no cycle numbers anywhere.
+    let a = "first-layout";
     let keys = quota_sidecar::store::keys::AccountKeys::new(a);
-    assert_eq!(server.cli(&["HDEL", &keys.account, "cn"]), "1");
-    for g in ["old", "older"] {
-        assert_eq!(server.cli(&["HDEL", &keys.hold(a, g), "cn"]), "1");
+    server.cli(&[
+        "HSET",
+        &keys.account,
+        "plan",
+        "none",
+        "seq",
+        "3",
+        "tot",
+        "0",
+    ]);
+    let before = harness::corruption::snapshot(&[server.port()]).await;
+    for result in [
+        s.balance(a, NOW_MS).await.err(),
+        s.reserve(&image(a, "g"), NOW_MS).await.err(),
+    ] {
+        match result {
+            Some(StoreError::Internal(m)) => assert!(m.contains("layout"), "{m}"),
+            other => panic!("expected INTERNAL, got {other:?}"),
+        }
     }
-    let released = s
-        .release(a, "old", ReleaseReason::Failed, NOW_MS + 1_000)
-        .await
-        .unwrap();
     assert_eq!(
-        (
-            released.balance.allowance_held,
-            released.balance.allowance_available
-        ),
-        (4, 996)
-    );
-    // Numbered from 0: the account kept no number either.
-    assert_eq!(server.cli(&["HGET", &keys.hold(a, "older"), "cn"]), "0");
-    let settled = s.settle(a, "older", None, NOW_MS + 2_000).await.unwrap();
-    assert_eq!(
-        (
-            settled.balance.allowance_used,
-            settled.balance.allowance_held
-        ),
-        (4, 0)
+        harness::corruption::snapshot(&[server.port()]).await,
+        before
     );
 }
 

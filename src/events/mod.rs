@@ -11,9 +11,11 @@ pub mod trimmer;
 use async_trait::async_trait;
 
 pub use crate::ledger::event::*;
+
 use crate::ledger::{GrantDraw, Kind};
 use crate::store::keys::SHARD_COUNT;
 use crate::store::{StoreError, StoreResult};
+use std::collections::BTreeMap;
 
 /// The event log read through consumer groups. Every shard has its own log; a group reads all
 /// of them. Delivery is at-least-once: an event stays pending for its group until acked.
@@ -96,7 +98,25 @@ impl AckId {
 }
 
 impl UsageEvent {
-    /// Builds an event from a stream entry's fields (as the scripts write them).
+    /// Builds an event from a stream entry: one field `e` holding the event as a JSON object of
+    /// strings (as the scripts write it), or, for entries of the first version, one stream
+    /// field per event field.
+    pub fn from_stream_entry<'a>(
+        ack_id: String,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<UsageEvent, String> {
+        let fields: Vec<(&str, &str)> = fields.into_iter().collect();
+        match fields.as_slice() {
+            [("e", json)] => {
+                let map: BTreeMap<String, String> = serde_json::from_str(json)
+                    .map_err(|e| format!("event entry is not a JSON object of strings: {e}"))?;
+                UsageEvent::from_fields(ack_id, map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            }
+            _ => UsageEvent::from_fields(ack_id, fields),
+        }
+    }
+
+    /// Builds an event from its fields, by the names the scripts use.
     pub fn from_fields<'a>(
         ack_id: String,
         fields: impl IntoIterator<Item = (&'a str, &'a str)>,

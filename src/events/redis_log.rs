@@ -20,7 +20,7 @@ const ABANDONED_IDLE_MS: u64 = 365 * 86_400_000;
 const ABANDON_BATCH: usize = 10_000;
 
 fn stream_key(shard: u32) -> String {
-    format!("{}events", shard_prefix(shard))
+    crate::store::keys::shard_events(&shard_prefix(shard))
 }
 
 fn is_nogroup(e: &StoreError) -> bool {
@@ -43,7 +43,7 @@ fn to_event(shard: u32, entry: &StreamId) -> StoreResult<UsageEvent> {
             Ok((k.clone(), v))
         })
         .collect::<StoreResult<_>>()?;
-    UsageEvent::from_fields(
+    UsageEvent::from_stream_entry(
         AckId::format(shard, &entry.id),
         fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )

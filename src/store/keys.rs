@@ -24,19 +24,21 @@ pub fn shard_prefix(shard: u32) -> String {
     format!("q:{{s{shard}}}:")
 }
 
-/// The keys of one account.
+/// The keys one call on an account may touch. Every script declares all of them in `KEYS`
+/// (they share the account's hash tag, so one slot), which keeps it correct on a Redis Cluster
+/// while a slot migrates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountKeys {
-    /// `q:{s7}:`: scripts build per-hold keys from it.
+    /// `q:{s7}:`.
     pub prefix: String,
-    /// Hash: plan, cycle and allowance counters.
+    /// Hash: plan, cycle, allowance and credit counters, and one field per open hold.
     pub account: String,
-    /// Hash: grant id → grant record.
+    /// Hash: grant id → grant record, or a dropped grant's tombstone.
     pub grants: String,
-    /// Sorted set: open generation ids scored by expiry.
-    pub open_holds: String,
     /// Sorted set of the shard: `<account>/<generation>` scored by expiry, for the sweeper.
     pub shard_expiry: String,
+    /// Stream of the shard: the usage events.
+    pub events: String,
 }
 
 impl AccountKeys {
@@ -46,16 +48,31 @@ impl AccountKeys {
         AccountKeys {
             account: format!("{prefix}a:{account_id}"),
             grants: format!("{prefix}g:{account_id}"),
-            open_holds: format!("{prefix}o:{account_id}"),
-            shard_expiry: format!("{prefix}expiry"),
+            shard_expiry: shard_expiry(&prefix),
+            events: shard_events(&prefix),
             prefix,
         }
     }
 
-    /// String key of one hold: `q:{s7}:h:<account>/<generation>`.
-    pub fn hold(&self, account_id: &str, generation_id: &str) -> String {
-        format!("{}h:{account_id}/{generation_id}", self.prefix)
+    /// String key of a settled or released hold: `q:{s7}:f:<account>/<generation>`.
+    pub fn finished_hold(&self, account_id: &str, generation_id: &str) -> String {
+        format!("{}f:{account_id}/{generation_id}", self.prefix)
     }
+
+    /// String key of a SetPlan request: `q:{s7}:r:<account>/<request>`.
+    pub fn plan_request(&self, account_id: &str, request_id: &str) -> String {
+        format!("{}r:{account_id}/{request_id}", self.prefix)
+    }
+}
+
+/// The expiry index of the shard whose prefix is `prefix`.
+pub fn shard_expiry(prefix: &str) -> String {
+    format!("{prefix}expiry")
+}
+
+/// The event stream of the shard whose prefix is `prefix`.
+pub fn shard_events(prefix: &str) -> String {
+    format!("{prefix}events")
 }
 
 #[cfg(test)]
@@ -81,16 +98,17 @@ mod tests {
         for key in [
             &k.account,
             &k.grants,
-            &k.open_holds,
             &k.shard_expiry,
-            &k.hold("a:b", "g"),
+            &k.events,
+            &k.finished_hold("a:b", "g"),
+            &k.plan_request("a:b", "r"),
         ] {
             assert!(key.contains(&tag), "{key}");
         }
         // ':' may appear in ids, '/' may not: these two holds cannot collide.
         assert_ne!(
-            AccountKeys::new("a").hold("a", "b:c"),
-            AccountKeys::new("a:b").hold("a:b", "c")
+            AccountKeys::new("a").finished_hold("a", "b:c"),
+            AccountKeys::new("a:b").finished_hold("a:b", "c")
         );
     }
 }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
+pub mod redis_reply;
 pub mod sweeper;
 
 pub use crate::ledger::error::LedgerError as StoreError;

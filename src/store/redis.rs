@@ -10,18 +10,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::{Script, ScriptInvocation, Value};
+use ::redis::{Script, ScriptInvocation};
 use async_trait::async_trait;
 
 use super::keys::AccountKeys;
 use super::redis_conn::RedisConn;
+use super::redis_reply::{anomaly, parse_state, ScriptReply};
 use super::*;
 use crate::ledger::account::{conflict, wrong_state};
 use crate::ledger::cycle::{month_window, Anchor};
-use crate::ledger::{
-    Catalog, CreditSource, GrantDraw, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS,
-    RETENTION_SECONDS,
-};
+use crate::ledger::{Catalog, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS};
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 
@@ -164,8 +162,9 @@ impl RedisStore {
         }
     }
 
-    /// Runs `script` for `account_id`, whose `keys` the caller built once, with the common
-    /// arguments (see `lua/lib.lua`) followed by what `args` adds.
+    /// Runs `script` for `account_id` with every key a call on the account may touch (see
+    /// `lua/lib.lua`): `own_key` is the operation's own one (a finished hold or a plan
+    /// request). The common arguments come first, then what `args` adds.
     async fn run(
         &self,
         script: &Script,
@@ -174,14 +173,14 @@ impl RedisStore {
         own_key: &str,
         now_ms: i64,
         args: impl FnOnce(&mut ScriptInvocation<'_>),
-    ) -> StoreResult<Reply> {
+    ) -> StoreResult<ScriptReply> {
         let window = month_window(now_ms).0;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(&keys.account)
             .key(&keys.grants)
-            .key(&keys.open_holds)
             .key(&keys.shard_expiry)
+            .key(&keys.events)
             .key(own_key)
             .arg(now_ms)
             .arg(account_id)
@@ -190,12 +189,11 @@ impl RedisStore {
             .arg(window[1])
             .arg(window[2])
             .arg(window[3])
-            .arg(RETENTION_MS)
-            .arg(&keys.prefix);
+            .arg(RETENTION_MS);
         args(&mut invocation);
         let mut conn = self.conn.clone();
-        let value: Value = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        Reply::new(value)
+        let json: String = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        ScriptReply::parse(&json)
     }
 
     fn not_found(account_id: &str, generation_id: &str) -> StoreError {
@@ -247,161 +245,6 @@ fn plan_table(catalog: &Catalog) -> String {
         .collect()
 }
 
-fn anomaly(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("unexpected script reply: {what}"))
-}
-
-/// A script's reply: an array read front to back.
-struct Reply(std::vec::IntoIter<Value>);
-
-impl Reply {
-    fn new(value: Value) -> StoreResult<Reply> {
-        match value {
-            Value::Array(items) => Ok(Reply(items.into_iter())),
-            other => Err(anomaly(format!("{other:?}"))),
-        }
-    }
-
-    fn next(&mut self) -> StoreResult<Value> {
-        self.0.next().ok_or_else(|| anomaly("reply too short"))
-    }
-
-    fn string(&mut self) -> StoreResult<String> {
-        match self.next()? {
-            Value::BulkString(bytes) => String::from_utf8(bytes).map_err(anomaly),
-            Value::SimpleString(s) => Ok(s),
-            Value::Int(n) => Ok(n.to_string()),
-            other => Err(anomaly(format!("{other:?} where a string was expected"))),
-        }
-    }
-
-    fn i64(&mut self) -> StoreResult<i64> {
-        match self.next()? {
-            Value::Int(n) => Ok(n),
-            Value::BulkString(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| anomaly("number expected")),
-            other => Err(anomaly(format!("{other:?} where a number was expected"))),
-        }
-    }
-
-    fn u64(&mut self) -> StoreResult<u64> {
-        u64::try_from(self.i64()?).map_err(anomaly)
-    }
-
-    fn u32(&mut self) -> StoreResult<u32> {
-        u32::try_from(self.i64()?).map_err(anomaly)
-    }
-
-    /// A number, or `None` for the empty string.
-    fn opt_i64(&mut self) -> StoreResult<Option<i64>> {
-        let s = self.string()?;
-        if s.is_empty() {
-            return Ok(None);
-        }
-        s.parse().map(Some).map_err(anomaly)
-    }
-
-    fn nested(&mut self) -> StoreResult<Reply> {
-        Reply::new(self.next()?)
-    }
-
-    fn status(&mut self) -> StoreResult<String> {
-        self.string()
-    }
-
-    fn balance(&mut self, account_id: &str) -> StoreResult<Balance> {
-        let mut r = self.nested()?;
-        let plan = r.string()?;
-        let scheduled = r.string()?;
-        Ok(Balance {
-            account_id: account_id.to_string(),
-            plan,
-            scheduled_plan: (!scheduled.is_empty()).then_some(scheduled),
-            cycle_start_ms: r.opt_i64()?,
-            cycle_end_ms: r.opt_i64()?,
-            allowance_total: r.u64()?,
-            allowance_used: r.u64()?,
-            allowance_held: r.u64()?,
-            allowance_available: r.u64()?,
-            credits_available: r.u64()?,
-            credits_held: r.u64()?,
-            open_holds: r.u32()?,
-        })
-    }
-
-    fn hold(&mut self, account_id: &str) -> StoreResult<Hold> {
-        let mut r = self.nested()?;
-        let generation_id = r.string()?;
-        let kind = r.string()?;
-        Ok(Hold {
-            account_id: account_id.to_string(),
-            generation_id,
-            kind: Kind::parse(&kind).ok_or_else(|| anomaly(format!("kind `{kind}`")))?,
-            model: r.string()?,
-            quantity: r.u32()?,
-            cost_units: r.u64()?,
-            from_allowance: r.u64()?,
-            from_credits: r.u64()?,
-            grants: parse_draws(&r.string()?)?,
-            state: {
-                let s = r.string()?;
-                HoldState::parse(&s).ok_or_else(|| anomaly(format!("state `{s}`")))?
-            },
-            expires_at_ms: r.i64()?,
-            created_at_ms: r.i64()?,
-            charged_units: r.u64()?,
-        })
-    }
-
-    fn grant(&mut self) -> StoreResult<Grant> {
-        let mut r = self.nested()?;
-        let grant_id = r.string()?;
-        let source = r.string()?;
-        Ok(Grant {
-            grant_id,
-            source: CreditSource::parse(&source)
-                .ok_or_else(|| anomaly(format!("source `{source}`")))?,
-            units_granted: r.u64()?,
-            units_remaining: r.u64()?,
-            units_held: r.u64()?,
-            expires_at_ms: r.opt_i64()?,
-            created_at_ms: r.i64()?,
-        })
-    }
-
-    fn list<T>(
-        &mut self,
-        mut item: impl FnMut(&mut Reply) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        let mut r = self.nested()?;
-        let mut out = Vec::new();
-        while r.0.len() > 0 {
-            // Each element is itself an array: wrap it so `item` can read it as nested.
-            let one = r.next()?;
-            out.push(item(&mut Reply(vec![one].into_iter()))?);
-        }
-        Ok(out)
-    }
-}
-
-/// `"g1=5,g2=3"` → draws.
-fn parse_draws(text: &str) -> StoreResult<Vec<GrantDraw>> {
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    text.split(',')
-        .map(|pair| {
-            let (grant_id, units) = pair.split_once('=').ok_or_else(|| anomaly(pair))?;
-            Ok(GrantDraw {
-                grant_id: grant_id.to_string(),
-                units: units.parse().map_err(anomaly)?,
-            })
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Store for RedisStore {
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved> {
@@ -414,13 +257,13 @@ impl Store for RedisStore {
             })?;
         let labels = serde_json::to_string(&cmd.labels).map_err(anomaly)?;
         let keys = AccountKeys::new(&cmd.account_id);
-        let hold_key = keys.hold(&cmd.account_id, &cmd.generation_id);
+        let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
         let mut r = self
             .run(
                 &self.scripts.reserve,
                 &keys,
                 &cmd.account_id,
-                &hold_key,
+                &own,
                 now_ms,
                 |inv| {
                     inv.arg(&cmd.generation_id)
@@ -433,21 +276,22 @@ impl Store for RedisStore {
                 },
             )
             .await?;
-        match r.status()?.as_str() {
-            status @ ("ok" | "replayed") => Ok(Reserved {
+        match r.status.as_str() {
+            "ok" | "replayed" => Ok(Reserved {
                 hold: r.hold(&cmd.account_id)?,
-                replayed: status == "replayed",
+                replayed: r.status == "replayed",
                 balance: r.balance(&cmd.account_id)?,
             }),
             "conflict" => {
-                let kind = r.string()?;
+                let kind = ScriptReply::need(r.kind, "kind")?;
                 let kind = Kind::parse(&kind).ok_or_else(|| anomaly(kind))?;
-                let model = r.string()?;
-                Err(conflict(&cmd.generation_id, kind, &model, r.u32()?, cmd))
+                let model = ScriptReply::need(r.model, "model")?;
+                let qty = ScriptReply::need(r.qty, "qty")?;
+                Err(conflict(&cmd.generation_id, kind, &model, qty, cmd))
             }
             "denied" => {
-                let plan = r.string()?;
-                let open_holds = r.u32()?;
+                let plan = ScriptReply::need(r.plan, "plan")?;
+                let open_holds = ScriptReply::need(r.open, "open")?;
                 // The script decided; the catalog rebuilds the same denial with its message.
                 match self.catalog.check_features(
                     &plan,
@@ -461,8 +305,8 @@ impl Store for RedisStore {
                 }
             }
             "insufficient" => Err(StoreError::InsufficientFunds {
-                needed: r.u64()?,
-                available: r.u64()?,
+                needed: ScriptReply::need(r.needed, "needed")?,
+                available: ScriptReply::need(r.available, "available")?,
             }),
             other => Err(anomaly(other)),
         }
@@ -476,38 +320,38 @@ impl Store for RedisStore {
         now_ms: i64,
     ) -> StoreResult<Settled> {
         let keys = AccountKeys::new(account_id);
-        let hold_key = keys.hold(account_id, generation_id);
+        let own = keys.finished_hold(account_id, generation_id);
         let actual = actual_quantity.map(|q| q.to_string()).unwrap_or_default();
         let mut r = self
             .run(
                 &self.scripts.settle,
                 &keys,
                 account_id,
-                &hold_key,
+                &own,
                 now_ms,
                 |inv| {
                     inv.arg(generation_id).arg(&actual);
                 },
             )
             .await?;
-        match r.status()?.as_str() {
-            status @ ("ok" | "replayed") => Ok(Settled {
+        match r.status.as_str() {
+            "ok" | "replayed" => Ok(Settled {
                 hold: r.hold(account_id)?,
-                charged_units: r.u64()?,
-                returned_units: r.u64()?,
-                replayed: status == "replayed",
+                charged_units: ScriptReply::need(r.charged, "charged")?,
+                returned_units: ScriptReply::need(r.returned, "returned")?,
+                replayed: r.status == "replayed",
                 balance: r.balance(account_id)?,
             }),
             "not_found" => Err(Self::not_found(account_id, generation_id)),
             "state" => Err(wrong_state(
                 generation_id,
-                parse_state(&r.string()?)?,
+                parse_state(&ScriptReply::need(r.state, "state")?)?,
                 "settle",
             )),
             "above" => Err(StoreError::SettleAboveHold {
                 generation_id: generation_id.to_string(),
                 actual_quantity: actual_quantity.unwrap_or_default(),
-                reserved_quantity: r.u32()?,
+                reserved_quantity: ScriptReply::need(r.reserved, "reserved")?,
             }),
             other => Err(anomaly(other)),
         }
@@ -521,30 +365,30 @@ impl Store for RedisStore {
         now_ms: i64,
     ) -> StoreResult<Released> {
         let keys = AccountKeys::new(account_id);
-        let hold_key = keys.hold(account_id, generation_id);
+        let own = keys.finished_hold(account_id, generation_id);
         let mut r = self
             .run(
                 &self.scripts.release,
                 &keys,
                 account_id,
-                &hold_key,
+                &own,
                 now_ms,
                 |inv| {
                     inv.arg(generation_id).arg(reason.as_str());
                 },
             )
             .await?;
-        match r.status()?.as_str() {
-            status @ ("ok" | "replayed") => Ok(Released {
+        match r.status.as_str() {
+            "ok" | "replayed" => Ok(Released {
                 hold: r.hold(account_id)?,
-                returned_units: r.u64()?,
-                replayed: status == "replayed",
+                returned_units: ScriptReply::need(r.returned, "returned")?,
+                replayed: r.status == "replayed",
                 balance: r.balance(account_id)?,
             }),
             "not_found" => Err(Self::not_found(account_id, generation_id)),
             "state" => Err(wrong_state(
                 generation_id,
-                parse_state(&r.string()?)?,
+                parse_state(&ScriptReply::need(r.state, "state")?)?,
                 "release",
             )),
             other => Err(anomaly(other)),
@@ -559,13 +403,13 @@ impl Store for RedisStore {
         now_ms: i64,
     ) -> StoreResult<Hold> {
         let keys = AccountKeys::new(account_id);
-        let hold_key = keys.hold(account_id, generation_id);
+        let own = keys.finished_hold(account_id, generation_id);
         let mut r = self
             .run(
                 &self.scripts.extend,
                 &keys,
                 account_id,
-                &hold_key,
+                &own,
                 now_ms,
                 |inv| {
                     inv.arg(generation_id)
@@ -574,12 +418,12 @@ impl Store for RedisStore {
                 },
             )
             .await?;
-        match r.status()?.as_str() {
+        match r.status.as_str() {
             "ok" => r.hold(account_id),
             "not_found" => Err(Self::not_found(account_id, generation_id)),
             "state" => Err(wrong_state(
                 generation_id,
-                parse_state(&r.string()?)?,
+                parse_state(&ScriptReply::need(r.state, "state")?)?,
                 "extend",
             )),
             other => Err(anomaly(other)),
@@ -598,7 +442,7 @@ impl Store for RedisStore {
                 |_| {},
             )
             .await?;
-        match r.status()?.as_str() {
+        match r.status.as_str() {
             "ok" => r.balance(account_id),
             other => Err(anomaly(other)),
         }
@@ -616,14 +460,20 @@ impl Store for RedisStore {
                 |_| {},
             )
             .await?;
-        match r.status()?.as_str() {
+        match r.status.as_str() {
             "ok" => Ok(AccountView {
                 balance: r.balance(account_id)?,
-                grants: r.list(|g| g.grant())?,
-                holds: r.list(|h| h.hold(account_id))?,
+                grants: std::mem::take(&mut r.grants)
+                    .into_iter()
+                    .map(|g| g.into_grant())
+                    .collect::<StoreResult<_>>()?,
+                holds: std::mem::take(&mut r.holds)
+                    .into_iter()
+                    .map(|h| h.into_hold(account_id))
+                    .collect::<StoreResult<_>>()?,
                 lifetime_charged: ChargedTotals {
-                    allowance_units: r.u64()?,
-                    credit_units: r.u64()?,
+                    allowance_units: ScriptReply::need(r.charged_allowance, "charged_allowance")?,
+                    credit_units: ScriptReply::need(r.charged_credits, "charged_credits")?,
                 },
             }),
             other => Err(anomaly(other)),
@@ -638,7 +488,7 @@ impl Store for RedisStore {
             });
         }
         let keys = AccountKeys::new(&cmd.account_id);
-        let request_key = format!("{}r:{}/{}", keys.prefix, cmd.account_id, cmd.request_id);
+        let own = keys.plan_request(&cmd.account_id, &cmd.request_id);
         let requested = cmd
             .cycle_anchor_ms
             .map(|ms| ms.to_string())
@@ -649,7 +499,7 @@ impl Store for RedisStore {
                 &self.scripts.set_plan,
                 &keys,
                 &cmd.account_id,
-                &request_key,
+                &own,
                 now_ms,
                 |inv| {
                     inv.arg(&cmd.request_id)
@@ -660,15 +510,15 @@ impl Store for RedisStore {
                 },
             )
             .await?;
-        match r.status()?.as_str() {
-            status @ ("ok" | "replayed") => {
-                let change = r.string()?;
+        match r.status.as_str() {
+            "ok" | "replayed" => {
+                let change = ScriptReply::need(r.change.take(), "change")?;
                 Ok(PlanSet {
                     change: PlanChange::parse(&change).ok_or_else(|| anomaly(change))?,
-                    effective_at_ms: r.i64()?,
-                    allowance_added: r.u64()?,
-                    prorated_charge_cents: r.u64()?,
-                    replayed: status == "replayed",
+                    effective_at_ms: ScriptReply::need(r.effective, "effective")?,
+                    allowance_added: ScriptReply::need(r.added, "added")?,
+                    prorated_charge_cents: ScriptReply::need(r.charge, "charge")?,
+                    replayed: r.status == "replayed",
                     balance: r.balance(&cmd.account_id)?,
                 })
             }
@@ -681,7 +531,6 @@ impl Store for RedisStore {
 
     async fn grant_credits(&self, cmd: &GrantCmd, now_ms: i64) -> StoreResult<Granted> {
         let keys = AccountKeys::new(&cmd.account_id);
-        let tombstone = format!("{}t:{}/{}", keys.prefix, cmd.account_id, cmd.grant_id);
         let expires = cmd
             .expires_at_ms
             .map(|ms| ms.to_string())
@@ -691,7 +540,7 @@ impl Store for RedisStore {
                 &self.scripts.grant,
                 &keys,
                 &cmd.account_id,
-                &tombstone,
+                &keys.account,
                 now_ms,
                 |inv| {
                     inv.arg(&cmd.grant_id)
@@ -702,10 +551,10 @@ impl Store for RedisStore {
                 },
             )
             .await?;
-        match r.status()?.as_str() {
-            status @ ("ok" | "replayed") => Ok(Granted {
-                grant: r.grant()?,
-                replayed: status == "replayed",
+        match r.status.as_str() {
+            "ok" | "replayed" => Ok(Granted {
+                grant: ScriptReply::need(r.grant.take(), "grant")?.into_grant()?,
+                replayed: r.status == "replayed",
                 balance: r.balance(&cmd.account_id)?,
             }),
             "conflict" => Err(StoreError::GrantConflict {
@@ -730,22 +579,21 @@ impl Store for RedisStore {
         now_ms: i64,
     ) -> StoreResult<Revoked> {
         let keys = AccountKeys::new(account_id);
-        let tombstone = format!("{}t:{}/{}", keys.prefix, account_id, grant_id);
         let mut r = self
             .run(
                 &self.scripts.revoke,
                 &keys,
                 account_id,
-                &tombstone,
+                &keys.account,
                 now_ms,
                 |inv| {
                     inv.arg(grant_id);
                 },
             )
             .await?;
-        match r.status()?.as_str() {
+        match r.status.as_str() {
             "ok" => Ok(Revoked {
-                revoked_units: r.u64()?,
+                revoked_units: ScriptReply::need(r.revoked, "revoked")?,
                 balance: r.balance(account_id)?,
             }),
             "not_found" => Err(StoreError::GrantNotFound {
@@ -757,7 +605,7 @@ impl Store for RedisStore {
     }
 
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32> {
-        let index = format!("{}expiry", super::keys::shard_prefix(shard));
+        let index = super::keys::shard_expiry(&super::keys::shard_prefix(shard));
         let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
         cmd.arg(&index).arg("-inf").arg(now_ms).arg("LIMIT").arg(0);
         // Several due holds may share an account: read a few more entries than accounts.
@@ -793,8 +641,8 @@ impl Store for RedisStore {
                     },
                 )
                 .await
-                .and_then(|mut r| match r.status()?.as_str() {
-                    "ok" => r.u32(),
+                .and_then(|r| match r.status.as_str() {
+                    "ok" => ScriptReply::need(r.expired, "expired"),
                     other => Err(anomaly(other)),
                 });
             match swept {
@@ -838,8 +686,4 @@ fn time_reply_ms(reply: &[String]) -> StoreResult<i64> {
         }
         other => Err(anomaly(format!("TIME answered {other:?}"))),
     }
-}
-
-fn parse_state(s: &str) -> StoreResult<HoldState> {
-    HoldState::parse(s).ok_or_else(|| anomaly(format!("state `{s}`")))
 }

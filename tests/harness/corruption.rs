@@ -143,7 +143,7 @@ pub async fn broken_invariants_write_nothing(store: &dyn Store, ports: &[u16], n
     hset_where_it_lives(ports, &keys.account, "used", "1000").await;
 
     // 2. A grant claims more units than it was granted.
-    hset_where_it_lives(ports, &keys.grants, "pack", "purchased|500|600|50||0|0").await;
+    hset_where_it_lives(ports, &keys.grants, "pack", "L|purchased|500|600|50||0|0").await;
     let before = snapshot(ports).await;
     assert_internal(
         "release",

@@ -41,7 +41,7 @@ pub async fn shard_events(
                     )
                 })
                 .collect();
-            UsageEvent::from_fields(
+            UsageEvent::from_stream_entry(
                 format!("{shard}/{}", entry.id),
                 fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )

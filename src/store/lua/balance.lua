@@ -1,6 +1,5 @@
--- GetBalance. Replies: {'ok', balance}
+-- GetBalance. Replies: ok {balance}
 local function run()
-  sweep_grants()
-  return { 'ok', balance_reply() }
+  return reply('ok', { balance = balance_reply() })
 end
 return finish(run())

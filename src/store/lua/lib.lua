@@ -1,30 +1,35 @@
--- Shared prelude of every quota-sidecar script: state access and the Lua twin of the ledger
--- rules in src/ledger (the memory store runs the Rust originals; one conformance suite keeps the
--- two identical). Each operation file defines `run()` and ends with `return finish(run())`.
+-- Shared prelude of every quota-sidecar script: the Lua twin of the account state machine in
+-- src/ledger/account.rs (the memory store runs the Rust original; one conformance suite keeps
+-- the two identical). Each operation file defines `run()` and ends with `return finish(run())`.
 --
--- Calling convention (built by src/store/redis.rs):
---   KEYS[1] account hash   KEYS[2] grants hash   KEYS[3] open-holds zset
---   KEYS[4] shard expiry zset   KEYS[5] the operation's own key (hold, request, tombstone)
+-- Calling convention (built by src/store/redis.rs; every key the script touches is declared):
+--   KEYS[1] account hash   KEYS[2] grants hash   KEYS[3] shard expiry index (zset)
+--   KEYS[4] shard event stream   KEYS[5] the operation's own key (a finished hold or a plan
+--   request; the account hash where there is none)
 --   ARGV[1] now_ms   ARGV[2] account id   ARGV[3] plan table   ARGV[4..7] month window
---   ARGV[8] retention_ms   ARGV[9] key prefix of the shard   ARGV[10..] operation arguments
+--   ARGV[8] retention_ms   ARGV[9..] operation arguments
+--
+-- Layout, lean on purpose (the common Reserve, Settle and Release touch the account hash, one
+-- finished-hold key, the expiry index and the stream, and nothing else):
+--   account hash: counters (below), `h:<gen>` one field per open hold, `x:<gen>` expired holds
+--     kept for replays until forgotten;
+--   grants hash: grant id -> live grant, or a tombstone of a dropped one; read only when a call
+--     draws credits, gives them back, or a grant is due to expire (`gx`);
+--   `f:<account>/<gen>`: a settled or released hold, one short string with an expiry.
+--
+-- Check, then write: every write is queued with `write()`; reads go through the tables loaded
+-- here. `finish()` checks every invariant and only then performs the writes, and only for a
+-- successful reply: a refused call, or one that raises an error, writes nothing at all.
 --
 -- Numbers: Lua numbers are doubles; the Rust side bounds every amount so sums stay below 2^53,
--- and numbers are written with '%d' (tostring would switch to exponent notation).
---
--- Check, then write: Redis does not roll a script back, so no operation writes as it goes.
--- Every write is queued with `write()` and reads go through the tables loaded here (holds,
--- tombstones, the open-hold count), which the queued writes keep current. `finish()` checks
--- every invariant and only then performs the writes, and only for a successful reply: a refused
--- call, or one that raises an error, writes nothing at all.
+-- and numbers are written with '%d' (tostring would switch to exponent notation). Replies and
+-- events are JSON objects whose numbers are strings, so no precision is lost on the way.
 
 local NOW = tonumber(ARGV[1])
 local ACCOUNT_ID = ARGV[2]
 local WINDOW = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]) }
 local RETENTION_MS = tonumber(ARGV[8])
-local PREFIX = ARGV[9]
-local K_ACCOUNT, K_GRANTS, K_OPEN, K_EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
--- The shard's event stream (same hash tag, so the same slot as every other key here).
-local K_EVENTS = PREFIX .. 'events'
+local K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local DAY_MS = 86400000
 
 local function n2s(n)
@@ -37,9 +42,12 @@ local function write(...)
   WRITES[#WRITES + 1] = { ... }
 end
 
+local function broken(what)
+  error('ledger invariant broken: ' .. what)
+end
+
 -- Plan table: "id,price_cents,allowance,max_holds,max_video_seconds,model model;...". Only the
--- plans a call needs are read from it (a plain find, then one anchored match): parsing the whole
--- table up front was about half of the fixed cost of every call.
+-- plans a call needs are read from it (a plain find, then one anchored match).
 local PLANS = {}
 
 -- The plan `id` of the table, or nil when the catalog has no such plan.
@@ -99,66 +107,104 @@ local function prorate(delta, remaining_ms, cycle_ms)
   return exact_div(delta * remaining_s, cycle_s)
 end
 
----------------------------------------------------------------------------------------------
--- Account: plan, scheduled plan, anchor, cycle and allowance counters. ce == 0: no cycle.
+local function draws_text(list)
+  local out = {}
+  for _, d in ipairs(list) do out[#out + 1] = d.id .. '=' .. n2s(d.units) end
+  return table.concat(out, ',')
+end
 
--- ca/cc: lifetime units charged from allowance / from credits, for reconciliation with events.
--- cn: the cycle number; every rollover and plan start increments it, and holds pin their cycle
--- by it (two cycles may start at the same instant).
+local function parse_draws(text)
+  local list = {}
+  for gid, units in string.gmatch(text, '([^=,]+)=(%d+)') do
+    list[#list + 1] = { id = gid, units = tonumber(units) }
+  end
+  return list
+end
+
+---------------------------------------------------------------------------------------------
+-- Account: one hash. Counters: plan, sp (scheduled plan), ad/at (anchor day, time of day),
+-- cs/ce (cycle start/end; ce == 0: no cycle), cn (cycle number: every rollover and plan start
+-- increments it; holds pin their cycle by it), tot/used/held (allowance), seq (last event),
+-- ca/cc (lifetime charged from allowance/credits), cr/ch (credits spendable/held, over all
+-- grants), gx (earliest expiry of a grant with units left, 0: none), ng (live grants).
+
+local NUMERIC = {
+  ad = true, at = true, cs = true, ce = true, cn = true, tot = true, used = true, held = true,
+  seq = true, ca = true, cc = true, cr = true, ch = true, gx = true, ng = true,
+}
 local acct = {
-  plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, tot = 0, used = 0, held = 0, seq = 0,
-  ca = 0, cc = 0, cn = 0,
+  plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0, used = 0, held = 0,
+  seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0,
 }
 local acct_dirty = false
--- Whether the account was stored before cycles were numbered (its open holds carry no `cn`).
-local UNNUMBERED = false
+-- More account fields for the one HSET of `finish()` (an open hold's field).
+local ACCT_FIELDS = {}
+local function set_account_field(k, v)
+  ACCT_FIELDS[#ACCT_FIELDS + 1] = k
+  ACCT_FIELDS[#ACCT_FIELDS + 1] = v
+  acct_dirty = true
+end
+-- Open holds (`h:` fields) and expired ones kept for replays (`x:` fields): generation id ->
+-- packed text; parsed on demand.
+local OPEN_RAW, EXPIRED_RAW = {}, {}
+local OPEN_COUNT = 0
 do
   local raw = redis.call('HGETALL', K_ACCOUNT)
-  local numbered = false
+  local layout = nil
   for i = 1, #raw, 2 do
     local k, v = raw[i], raw[i + 1]
-    if k == 'plan' or k == 'sp' then
-      acct[k] = v
-    else
+    local prefix = string.sub(k, 1, 2)
+    if prefix == 'h:' then
+      OPEN_RAW[string.sub(k, 3)] = v
+      OPEN_COUNT = OPEN_COUNT + 1
+    elseif prefix == 'x:' then
+      EXPIRED_RAW[string.sub(k, 3)] = v
+    elseif k == 'v' then
+      layout = v
+    elseif NUMERIC[k] then
       acct[k] = tonumber(v)
-      if acct[k] == nil then
-        error('ledger invariant broken: account field ' .. k .. ' reads `' .. v .. '`')
-      end
+      if acct[k] == nil then broken('account field ' .. k .. ' reads `' .. v .. '`') end
+    else
+      acct[k] = v
     end
-    if k == 'cn' then numbered = true end
   end
-  UNNUMBERED = #raw > 0 and not numbered
+  -- The first version stored accounts in another layout (holds in hashes of their own, no
+  -- counters of credits): such an account is refused rather than misread.
+  if #raw > 0 and layout ~= '2' then
+    error('account ' .. ACCOUNT_ID .. ' is not in this version\'s layout (v=' .. tostring(layout) .. ')')
+  end
 end
 
--- events::keyed_event_id: `<account>/<key>@<created_ms>:<what>`. The creation time keeps ids
--- unique for all time, also when an idempotency key is reused after it was forgotten.
-local function keyed_id(key, created, what)
-  return ACCOUNT_ID .. '/' .. key .. '@' .. n2s(created) .. ':' .. what
-end
-
--- Outbox: every change appends its event to the shard stream in the same script, so a change
--- and its event are one atomic step. `fields` are the type's own fields (name, value, ...);
--- the sequence is per account and strictly increasing.
-local function emit(event_type, id, fields)
-  acct.seq = acct.seq + 1
-  acct_dirty = true
-  local args = { 'id', id, 'type', event_type, 'account', ACCOUNT_ID, 'time', n2s(NOW), 'seq', n2s(acct.seq) }
-  for i = 1, #fields do args[#args + 1] = fields[i] end
-  write('XADD', K_EVENTS, '*', unpack(args))
-end
-
--- A corrupt account is refused before anything is computed from it.
 local function check_allowance()
   if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 then
-    error('ledger invariant broken: allowance used ' .. n2s(acct.used) .. ' + held ' ..
-      n2s(acct.held) .. ' against total ' .. n2s(acct.tot))
+    broken('allowance used ' .. n2s(acct.used) .. ' + held ' .. n2s(acct.held) ..
+      ' against total ' .. n2s(acct.tot))
   end
 end
+-- A corrupt account is refused before anything is computed from it.
 check_allowance()
 
 local function allowance_available()
   if acct.ce == 0 then return 0 end
   return acct.tot - acct.used - acct.held
+end
+
+-- events::keyed_event_id: `<account>/<key>@<created_ms>:<what>`.
+local function keyed_id(key, created, what)
+  return ACCOUNT_ID .. '/' .. key .. '@' .. n2s(created) .. ':' .. what
+end
+
+-- Outbox: one stream entry per event, its fields as one JSON object (only the fields the type
+-- has), appended in the same script as the change. The sequence is per account.
+local function emit(event_type, id, fields)
+  acct.seq = acct.seq + 1
+  acct_dirty = true
+  local e = { id = id, type = event_type, account = ACCOUNT_ID, time = n2s(NOW), seq = n2s(acct.seq) }
+  for i = 1, #fields, 2 do
+    local v = fields[i + 1]
+    if v ~= '' and v ~= '0' and v ~= '{}' then e[fields[i]] = v end
+  end
+  write('XADD', K_EVENTS, '*', 'e', cjson.encode(e))
 end
 
 -- ledger::cycle::cycle_containing, on the window the service computed for NOW.
@@ -173,9 +219,7 @@ local function cycle_containing_now()
   return cycle_start_in(1), this_month
 end
 
--- Lazy rollover: the first touch after a cycle ends starts the cycle containing NOW (however
--- many were missed), applies a scheduled plan and resets the allowance. Holds keep their old
--- cycle: what they held belongs to a closed cycle.
+-- Account::rollover
 local function rollover()
   if acct.ce == 0 or NOW < acct.ce then return end
   local previous, ended = acct.plan, acct.ce
@@ -183,11 +227,11 @@ local function rollover()
     acct.plan = acct.sp
     acct.sp = ''
   end
-  acct.cn = acct.cn + 1
   if acct.plan ~= previous then
     emit('plan.changed', ACCOUNT_ID .. ':' .. n2s(ended) .. ':plan_changed',
       { 'plan', acct.plan, 'prev', previous, 'cycle', n2s(ended) })
   end
+  acct.cn = acct.cn + 1
   if acct.plan == 'none' then
     acct.cs, acct.ce, acct.tot = 0, 0, 0
   else
@@ -201,54 +245,39 @@ local function rollover()
 end
 
 ---------------------------------------------------------------------------------------------
--- Grants: hash field grant id -> "source|granted|remaining|held|expires|created|revoked".
+-- Grants: hash field grant id -> "L|source|granted|remaining|held|expires|created|revoked" for
+-- a live grant, "T|source|granted|expires|created|forget_ms" for a dropped one (its terms are
+-- remembered for the retention period, so GrantCredits stays idempotent).
 
-local grants = nil
+local grants = nil      -- live grants by id, once loaded
+local tombs = nil       -- dropped grants by id: { terms, forget }
 local grants_dirty = {}
-
-local function tombstone_key(grant_id)
-  return PREFIX .. 't:' .. ACCOUNT_ID .. '/' .. grant_id
-end
-
--- Retention: records kept for replays (finished holds, tombstones, plan requests) carry the
--- moment they are forgotten, by the callers' clock; PEXPIRE only frees the memory later. Redis
--- expires keys by its own clock, and the memory store and the tests follow the injected one.
-local function forgotten(key, forget_ms)
-  if forget_ms and tonumber(forget_ms) <= NOW then
-    write('DEL', key)
-    return true
-  end
-  return false
-end
-
--- Tombstones written by this call, by key (their terms), so reads see the queued writes.
-local TOMBS = {}
-
--- A grant's tombstone: its terms ("source|granted|expires|created"), or nil once forgotten.
-local function load_tombstone(key)
-  if TOMBS[key] then return TOMBS[key] end
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
-  local terms, forget_ms = string.match(raw, '^(.*)|(%d+)$')
-  if forgotten(key, forget_ms) then return nil end
-  return terms
-end
 
 local function load_grants()
   if grants then return grants end
-  grants = {}
+  grants, tombs = {}, {}
   local raw = redis.call('HGETALL', K_GRANTS)
   for i = 1, #raw, 2 do
-    local src, granted, rem, held, exp, created, revoked =
-      string.match(raw[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d)$')
-    grants[raw[i]] = {
-      id = raw[i], src = src, granted = tonumber(granted), rem = tonumber(rem),
-      held = tonumber(held), exp = tonumber(exp), created = tonumber(created),
-      revoked = revoked == '1',
-    }
-    local g = grants[raw[i]]
-    if not g.rem or not g.held or g.rem + g.held > g.granted then
-      error('ledger invariant broken: grant ' .. raw[i] .. ' reads `' .. raw[i + 1] .. '`')
+    local id, v = raw[i], raw[i + 1]
+    if string.sub(v, 1, 2) == 'T|' then
+      local terms, forget = string.match(v, '^T|(.*)|(%d+)$')
+      if not forget then broken('grant ' .. id .. ' reads `' .. v .. '`') end
+      if tonumber(forget) <= NOW then
+        write('HDEL', K_GRANTS, id)
+      else
+        tombs[id] = { terms = terms, forget = tonumber(forget) }
+      end
+    else
+      local src, granted, rem, held, exp, created, revoked =
+        string.match(v, '^L|(%a+)|(%d+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d)$')
+      if not src then broken('grant ' .. id .. ' reads `' .. v .. '`') end
+      local g = {
+        id = id, src = src, granted = tonumber(granted), rem = tonumber(rem),
+        held = tonumber(held), exp = tonumber(exp), created = tonumber(created),
+        revoked = revoked == '1',
+      }
+      if g.rem + g.held > g.granted then broken('grant ' .. id .. ' reads `' .. v .. '`') end
+      grants[id] = g
     end
   end
   return grants
@@ -283,104 +312,137 @@ local function grants_in_burn_order()
   return list
 end
 
--- An expired grant's remainder is gone (credits.expired, in grant id order); a grant with
--- nothing left and nothing held is dropped (a tombstone keeps its terms for the retention
--- period, so GrantCredits stays idempotent).
+-- Account::sweep_grants, on the loaded grants: an expired grant's remainder is gone
+-- (credits.expired, in grant id order); a grant with nothing left and nothing held is dropped.
+-- Grants are loaded whenever a call changes one, or one is due to expire (gx), so the grants
+-- that are not loaded have nothing to sweep.
 local function sweep_grants()
+  if not grants then
+    if acct.gx == 0 or acct.gx > NOW then return end
+    load_grants()
+  end
   local expired = {}
-  for id, g in pairs(load_grants()) do
+  for _, g in pairs(grants) do
     if grant_expired(g) and g.rem > 0 then expired[#expired + 1] = g end
   end
   table.sort(expired, function(a, b) return bytes_less(a.id, b.id) end)
+  if #expired > 0 then acct_dirty = true end
   for _, g in ipairs(expired) do
     emit('credits.expired', keyed_id(g.id, g.created, 'expired'), {
       'grant', g.id, 'units', n2s(g.rem), 'source', g.src, 'expires', n2s(g.exp),
     })
+    acct.cr = acct.cr - g.rem
     g.rem = 0
     grants_dirty[g.id] = true
   end
   for id, g in pairs(grants) do
     if g.held == 0 and g.rem == 0 then
-      local key = tombstone_key(id)
-      TOMBS[key] = grant_terms(g)
-      write('SET', key, grant_terms(g) .. '|' .. n2s(NOW + RETENTION_MS), 'PX', RETENTION_MS)
+      tombs[id] = { terms = grant_terms(g), forget = NOW + RETENTION_MS }
       grants[id] = nil
       grants_dirty[id] = true
+      acct.ng = acct.ng - 1
+      acct_dirty = true
     end
   end
 end
 
 ---------------------------------------------------------------------------------------------
--- Holds: one hash per hold; open ones are also in the account's zset and the shard's index.
+-- Holds. Open: account field `h:<gen>` =
+--   "exp|kind|model|qty|unit|fa|draws|created|cycle_start|cn|labels_json".
+-- Finished: "state|kind|model|qty|unit|fa|draws|exp|created|charged|cycle_start|cn|forget_ms",
+-- in `f:<account>/<gen>` when settled or released (the call's own key), in the account field
+-- `x:<gen>` when expired (reclaiming may expire holds of any generation, whose keys the call
+-- cannot declare).
 
-local function hold_key(gen)
-  return PREFIX .. 'h:' .. ACCOUNT_ID .. '/' .. gen
-end
+local HOLDS = {}   -- parsed holds by generation id (open or finished), with their changes
 
--- Holds loaded (or created) by this call, by key: later reads see the changes queued for them.
-local HOLDS = {}
-
-local function load_hold(key)
-  if HOLDS[key] ~= nil then return HOLDS[key] or nil end
-  local raw = redis.call('HGETALL', key)
-  if #raw == 0 then
-    HOLDS[key] = false
-    return nil
-  end
-  local h = { key = key }
-  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
-  if forgotten(key, h.forget) then
-    HOLDS[key] = false
-    return nil
-  end
-  for _, f in ipairs({ 'qty', 'unit', 'cost', 'fa', 'fc', 'exp', 'created', 'charged', 'returned', 'cycle', 'cn' }) do
-    h[f] = tonumber(h[f])
-  end
-  -- Open holds of accounts stored before cycles were numbered get their number when the
-  -- account is first touched (see `number_old_holds`); a finished one needs none.
-  if h.cn == nil then h.cn = -1 end
-  HOLDS[key] = h
-  h.draws = {}
-  for gid, units in string.gmatch(h.draw, '([^=,]+)=(%d+)') do
-    h.draws[#h.draws + 1] = { id = gid, units = tonumber(units) }
-  end
+local function open_hold(gen)
+  if HOLDS[gen] then return HOLDS[gen] end
+  local v = OPEN_RAW[gen]
+  if not v then return nil end
+  local exp, kind, model, qty, unit, fa, draws, created, cycle, cn, labels = string.match(v,
+    '^(%d+)|([%w_]+)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%d+)|(%d+)|(%-?%d+)|(.*)$')
+  if not exp then broken('open hold ' .. gen .. ' reads `' .. v .. '`') end
+  local h = {
+    gen = gen, state = 'held', kind = kind, model = model, qty = tonumber(qty),
+    unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws), exp = tonumber(exp),
+    created = tonumber(created), cycle = tonumber(cycle), cn = tonumber(cn), labels = labels,
+    charged = 0,
+  }
+  h.cost = h.unit * h.qty
+  h.fc = h.cost - h.fa
+  HOLDS[gen] = h
   return h
 end
 
--- Ends a held hold: charges `charge` (allowance first, then draws in burn order) and returns
--- the rest, credits first. Allowance goes back only to the cycle the hold was made in; credits
--- only to grants that can still be spent. ledger::allocation::split_charge is the twin.
-local function draws_text(list)
-  local out = {}
-  for _, d in ipairs(list) do out[#out + 1] = d.id .. '=' .. n2s(d.units) end
-  return table.concat(out, ',')
+local function pack_open(h)
+  return n2s(h.exp) .. '|' .. h.kind .. '|' .. h.model .. '|' .. n2s(h.qty) .. '|' .. n2s(h.unit) ..
+    '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. n2s(h.created) .. '|' ..
+    n2s(h.cycle) .. '|' .. n2s(h.cn) .. '|' .. h.labels
 end
 
-local function hold_event(h, event_type, qty, units, fa, fc, draws, reason, lost)
+local STATE_CODE = { settled = 's', released = 'r', expired = 'x' }
+local CODE_STATE = { s = 'settled', r = 'released', x = 'expired' }
+
+local function pack_finished(h)
+  return STATE_CODE[h.state] .. '|' .. h.kind .. '|' .. h.model .. '|' .. n2s(h.qty) .. '|' ..
+    n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. n2s(h.exp) .. '|' ..
+    n2s(h.created) .. '|' .. n2s(h.charged) .. '|' .. n2s(h.cycle) .. '|' .. n2s(h.cn) .. '|' ..
+    n2s(h.forget)
+end
+
+local function parse_finished(gen, v)
+  local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, forget =
+    string.match(v, '^(%a)|([%w_]+)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)|(%-?%d+)|(%d+)$')
+  if not state then broken('finished hold ' .. gen .. ' reads `' .. v .. '`') end
+  local h = {
+    gen = gen, state = CODE_STATE[state], kind = kind, model = model, qty = tonumber(qty),
+    unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws), exp = tonumber(exp),
+    created = tonumber(created), charged = tonumber(charged), cycle = tonumber(cycle),
+    cn = tonumber(cn), forget = tonumber(forget), labels = '{}',
+  }
+  h.cost = h.unit * h.qty
+  h.fc = h.cost - h.fa
+  return h
+end
+
+-- The hold of `gen`, open or finished, or nil (never reserved, or forgotten). `own_key`: the
+-- call's own key, where a settled or released hold of `gen` is kept.
+local function find_hold(gen, own_key)
+  local h = open_hold(gen)
+  if h then return h end
+  local v = EXPIRED_RAW[gen]
+  if v then
+    h = parse_finished(gen, v)
+    if h.forget > NOW then
+      HOLDS[gen] = h
+      return h
+    end
+  end
+  v = redis.call('GET', own_key)
+  if not v then return nil end
+  h = parse_finished(gen, v)
+  if h.forget <= NOW then return nil end
+  HOLDS[gen] = h
+  return h
+end
+
+local function hold_event(h, event_type, qty, units, fa, draws, reason, lost)
+  local fc = 0
+  for _, d in ipairs(draws) do fc = fc + d.units end
   emit(event_type, keyed_id(h.gen, h.created, string.sub(event_type, 6)), {
     'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(qty), 'units', n2s(units),
-    'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws, 'reason', reason or '',
-    'cycle', n2s(h.cycle), 'labels', h.labels or '{}', 'lost', n2s(lost or 0),
+    'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws_text(draws), 'reason', reason or '',
+    'cycle', n2s(h.cycle), 'labels', h.labels, 'lost', n2s(lost or 0),
   })
 end
 
--- Open holds of the account: ZCARD once, then kept current by the queued ZADD/ZREM.
-local OPEN = nil
-local function open_holds()
-  if OPEN == nil then OPEN = redis.call('ZCARD', K_OPEN) end
-  return OPEN
-end
-local function open_changed(delta)
-  OPEN = open_holds() + delta
-end
-
--- Ends a held hold, charging `charge` (allowance first, then its draws in burn order) and
--- giving the rest back: allowance only to the hold's own cycle (by number), credits only to
--- grants that can still be spent; what cannot go back is lost and the event says how much.
--- The twin of `Account::finalize`. `fields`: more hold fields to write with the new state, in
--- the same HSET (every redis.call has a fixed cost of a few µs inside Redis).
-local function finalize(h, state, charge, reason, fields)
-  if charge > h.cost then error('ledger invariant broken: charge above the hold') end
+-- Account::finalize: ends a held hold, charging `charge` (allowance first, then its draws in
+-- burn order) and giving the rest back: allowance only to the hold's own cycle (by number),
+-- credits only to grants that can still be spent; what cannot go back is lost, and the event
+-- says how much. `own_key`: where a settled or released hold is kept.
+local function finalize(h, state, charge, reason, own_key)
+  if charge > h.cost then broken('charge ' .. n2s(charge) .. ' above hold ' .. n2s(h.cost)) end
   local fa_charged = math.min(charge, h.fa)
   local rest = charge - fa_charged
   local charged_draws, back, lost = {}, {}, 0
@@ -389,13 +451,13 @@ local function finalize(h, state, charge, reason, fields)
     acct.held = acct.held - h.fa
     acct.used = acct.used + fa_charged
     allowance_back = h.fa - fa_charged
-    acct_dirty = true
   end
-  load_grants()
+  if #h.draws > 0 then load_grants() end
   for _, d in ipairs(h.draws) do
     local take = math.min(rest, d.units)
     rest = rest - take
     if take > 0 then charged_draws[#charged_draws + 1] = { id = d.id, units = take } end
+    acct.ch = acct.ch - d.units
     local g = grants[d.id]
     if g then
       g.held = g.held - d.units
@@ -405,136 +467,164 @@ local function finalize(h, state, charge, reason, fields)
     if left > 0 then
       if g and grant_spendable(g) then
         g.rem = g.rem + left
+        acct.cr = acct.cr + left
         back[#back + 1] = { id = d.id, units = left }
       else
         lost = lost + left
       end
     end
   end
-  h.state, h.charged = state, charge
-  if charge > 0 then
-    acct.ca = acct.ca + fa_charged
-    acct.cc = acct.cc + (charge - fa_charged)
-    acct_dirty = true
-  end
+  h.state, h.charged, h.forget = state, charge, NOW + RETENTION_MS
+  acct.ca = acct.ca + fa_charged
+  acct.cc = acct.cc + (charge - fa_charged)
+  acct_dirty = true
   if state == 'settled' then
-    hold_event(h, 'hold.settled', exact_div(charge, h.unit), charge, fa_charged,
-      charge - fa_charged, draws_text(charged_draws), '', lost)
+    hold_event(h, 'hold.settled', exact_div(charge, h.unit), charge, fa_charged, charged_draws,
+      '', lost)
   else
-    local credits_back = 0
-    for _, d in ipairs(back) do credits_back = credits_back + d.units end
-    hold_event(h, 'hold.' .. state, h.qty, h.cost, allowance_back, credits_back, draws_text(back),
-      reason, lost)
+    hold_event(h, 'hold.' .. state, h.qty, h.cost, allowance_back, back, reason, lost)
   end
-  local changes = { 'state', state, 'charged', n2s(charge), 'forget', n2s(NOW + RETENTION_MS) }
-  for _, v in ipairs(fields or {}) do changes[#changes + 1] = v end
-  write('HSET', h.key, unpack(changes))
-  write('PEXPIRE', h.key, RETENTION_MS)
-  write('ZREM', K_OPEN, h.gen)
+  OPEN_RAW[h.gen] = nil
+  OPEN_COUNT = OPEN_COUNT - 1
+  write('HDEL', K_ACCOUNT, 'h:' .. h.gen)
+  if state == 'expired' then
+    EXPIRED_RAW[h.gen] = pack_finished(h)
+    write('HSET', K_ACCOUNT, 'x:' .. h.gen, EXPIRED_RAW[h.gen])
+  else
+    write('SET', own_key, pack_finished(h), 'PX', RETENTION_MS)
+  end
   write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
-  open_changed(-1)
 end
 
--- Lazy reclaim: holds past their expiry are released before anything else looks at funds.
+-- Reclaims open holds past their expiry, earliest first (ties by generation id), and forgets
+-- expired holds past retention.
 local RECLAIMED = 0
 local function reclaim_expired()
-  local gens = redis.call('ZRANGEBYSCORE', K_OPEN, '-inf', NOW)
-  for _, gen in ipairs(gens) do
-    local h = load_hold(hold_key(gen))
-    if h and h.state == 'held' then
-      finalize(h, 'expired', 0, '')
-      RECLAIMED = RECLAIMED + 1
-    else
-      write('ZREM', K_OPEN, gen)
-      open_changed(-1)
+  local due = {}
+  for gen, v in pairs(OPEN_RAW) do
+    local exp = tonumber(string.match(v, '^(%d+)|'))
+    if exp <= NOW then due[#due + 1] = { exp = exp, gen = gen } end
+  end
+  table.sort(due, function(a, b)
+    if a.exp ~= b.exp then return a.exp < b.exp end
+    return bytes_less(a.gen, b.gen)
+  end)
+  for _, d in ipairs(due) do
+    finalize(open_hold(d.gen), 'expired', 0, '', nil)
+    RECLAIMED = RECLAIMED + 1
+  end
+  for gen, v in pairs(EXPIRED_RAW) do
+    local forget = tonumber(string.match(v, '|(%d+)$'))
+    if forget <= NOW then
+      EXPIRED_RAW[gen] = nil
+      write('HDEL', K_ACCOUNT, 'x:' .. gen)
     end
   end
 end
 
 ---------------------------------------------------------------------------------------------
--- Replies (parsed by src/store/redis.rs). No nils inside tables: Redis cuts an array there.
+-- Replies (parsed by src/store/redis.rs with serde): JSON objects, numbers as strings.
 
 local function hold_reply(h)
   return {
-    h.gen, h.kind, h.model, h.qty, h.cost, h.fa, h.fc, draws_text(h.draws), h.state,
-    h.exp, h.created, h.charged,
+    gen = h.gen, kind = h.kind, model = h.model, qty = n2s(h.qty), cost = n2s(h.cost),
+    fa = n2s(h.fa), fc = n2s(h.fc), draws = draws_text(h.draws), state = h.state,
+    exp = n2s(h.exp), created = n2s(h.created), charged = n2s(h.charged),
   }
 end
 
 local function grant_reply(g)
-  return { g.id, g.src, g.granted, g.rem, g.held, g.exp and n2s(g.exp) or '', g.created }
+  return {
+    id = g.id, source = g.src, granted = n2s(g.granted), remaining = n2s(g.rem),
+    held = n2s(g.held), expires = g.exp and n2s(g.exp) or '', created = n2s(g.created),
+  }
 end
 
 local function balance_reply()
-  local credits_available, credits_held = 0, 0
-  for _, g in pairs(load_grants()) do
-    credits_available = credits_available + g.rem
-    credits_held = credits_held + g.held
-  end
   local has_cycle = acct.ce ~= 0
   return {
-    acct.plan, acct.sp, has_cycle and n2s(acct.cs) or '', has_cycle and n2s(acct.ce) or '',
-    acct.tot, acct.used, acct.held, allowance_available(), credits_available, credits_held,
-    open_holds(),
+    plan = acct.plan, scheduled = acct.sp, cycle_start = has_cycle and n2s(acct.cs) or '',
+    cycle_end = has_cycle and n2s(acct.ce) or '', total = n2s(acct.tot), used = n2s(acct.used),
+    held = n2s(acct.held), available = n2s(allowance_available()), credits = n2s(acct.cr),
+    credits_held = n2s(acct.ch), open = n2s(OPEN_COUNT),
   }
+end
+
+-- A reply of `status` with more fields.
+local function reply(status, fields)
+  local r = fields or {}
+  r.status = status
+  return r
 end
 
 -- Replies that change something; every other reply is a refusal and writes nothing.
 local SUCCESS = { ok = true, replayed = true }
 
--- Hands back `result` and, for a successful one, performs every queued write after checking the
--- invariants (an error raised here leaves Redis as it was). Grants are swept after every
--- operation, as the memory store does, so both drop a grant (and start its tombstone's
--- retention) at the same moment.
-local function finish(result)
-  if not SUCCESS[result[1]] then return result end
-  sweep_grants()
+-- Checks every invariant on what the call computed; raises on the first broken one.
+local function check_invariants()
   check_allowance()
-  for id in pairs(grants_dirty) do
-    local g = grants[id]
-    if g and (g.held < 0 or g.rem < 0 or g.rem + g.held > g.granted) then
-      error('ledger invariant broken: grant ' .. id .. ': remaining ' .. n2s(g.rem) ..
-        ' + held ' .. n2s(g.held) .. ' of ' .. n2s(g.granted))
+  local held_here, credits_held, open = 0, 0, 0
+  for gen in pairs(OPEN_RAW) do
+    local h = open_hold(gen)
+    open = open + 1
+    if acct.ce ~= 0 and h.cn == acct.cn then held_here = held_here + h.fa end
+    credits_held = credits_held + h.fc
+  end
+  if held_here ~= acct.held then
+    broken('allowance held ' .. n2s(acct.held) .. ' but open holds of the cycle hold ' .. n2s(held_here))
+  end
+  if credits_held ~= acct.ch or open ~= OPEN_COUNT then
+    broken('credits held ' .. n2s(acct.ch) .. ' but open holds drew ' .. n2s(credits_held))
+  end
+  if acct.cr < 0 then broken('credits available ' .. n2s(acct.cr)) end
+  if grants then
+    local rem, held, live, gx = 0, 0, 0, 0
+    for id, g in pairs(grants) do
+      if g.rem < 0 or g.held < 0 or g.rem + g.held > g.granted then
+        broken('grant ' .. id .. ': remaining ' .. n2s(g.rem) .. ' + held ' .. n2s(g.held) ..
+          ' of ' .. n2s(g.granted))
+      end
+      rem, held, live = rem + g.rem, held + g.held, live + 1
+      if g.rem > 0 and g.exp and (gx == 0 or g.exp < gx) then gx = g.exp end
     end
-  end
-  -- Every argument is built before the first write, so nothing can fail half way.
-  if acct_dirty then
-    write('HSET', K_ACCOUNT, 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
-      'at', n2s(acct.at), 'cs', n2s(acct.cs), 'ce', n2s(acct.ce), 'tot', n2s(acct.tot),
-      'used', n2s(acct.used), 'held', n2s(acct.held), 'seq', n2s(acct.seq),
-      'ca', n2s(acct.ca), 'cc', n2s(acct.cc), 'cn', n2s(acct.cn))
-  end
-  for id in pairs(grants_dirty) do
-    local g = grants[id]
-    if g then
-      write('HSET', K_GRANTS, id, g.src .. '|' .. n2s(g.granted) .. '|' .. n2s(g.rem) .. '|' ..
-        n2s(g.held) .. '|' .. (g.exp and n2s(g.exp) or '') .. '|' .. n2s(g.created) .. '|' ..
-        (g.revoked and '1' or '0'))
-    else
-      write('HDEL', K_GRANTS, id)
+    if rem ~= acct.cr or held ~= acct.ch or live ~= acct.ng then
+      broken('grants hold ' .. n2s(rem) .. ' + ' .. n2s(held) .. ' in ' .. n2s(live) ..
+        ' grants; the account counts ' .. n2s(acct.cr) .. ' + ' .. n2s(acct.ch) .. ' in ' .. n2s(acct.ng))
     end
+    acct.gx = gx
   end
-  for _, w in ipairs(WRITES) do redis.call(unpack(w)) end
-  return result
 end
 
--- An account stored before cycles were numbered: its open holds pinned their cycle by its
--- start. Before anything can roll the cycle over, each gets the current number when it was
--- made in the current cycle, and a number no cycle has otherwise; written with this call.
-local function number_old_holds()
-  if not UNNUMBERED then return end
-  for _, gen in ipairs(redis.call('ZRANGE', K_OPEN, 0, -1)) do
-    local h = load_hold(hold_key(gen))
-    if h and h.state == 'held' then
-      h.cn = (h.cycle == acct.cs and acct.ce ~= 0) and acct.cn or -1
-      write('HSET', h.key, 'cn', n2s(h.cn))
+-- Hands back `result` as JSON and, for a successful one, performs every queued write after
+-- checking the invariants (an error raised here leaves Redis as it was).
+local function finish(result)
+  if SUCCESS[result.status] then
+    sweep_grants()
+    check_invariants()
+    -- Every argument is built before the first write, so nothing can fail half way.
+    if acct_dirty then
+      write('HSET', K_ACCOUNT, 'v', '2', 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
+        'at', n2s(acct.at), 'cs', n2s(acct.cs), 'ce', n2s(acct.ce), 'cn', n2s(acct.cn),
+        'tot', n2s(acct.tot), 'used', n2s(acct.used), 'held', n2s(acct.held),
+        'seq', n2s(acct.seq), 'ca', n2s(acct.ca), 'cc', n2s(acct.cc), 'cr', n2s(acct.cr),
+        'ch', n2s(acct.ch), 'gx', n2s(acct.gx), 'ng', n2s(acct.ng), unpack(ACCT_FIELDS))
     end
+    for id in pairs(grants_dirty) do
+      local g = grants[id]
+      if g then
+        write('HSET', K_GRANTS, id, 'L|' .. g.src .. '|' .. n2s(g.granted) .. '|' .. n2s(g.rem) ..
+          '|' .. n2s(g.held) .. '|' .. (g.exp and n2s(g.exp) or '') .. '|' .. n2s(g.created) ..
+          '|' .. (g.revoked and '1' or '0'))
+      elseif tombs[id] then
+        write('HSET', K_GRANTS, id, 'T|' .. tombs[id].terms .. '|' .. n2s(tombs[id].forget))
+      end
+    end
+    for _, w in ipairs(WRITES) do redis.call(unpack(w)) end
   end
-  acct_dirty = true
+  return cjson.encode(result)
 end
 
 -- Every operation starts here: roll the cycle over, reclaim expired holds, expire grants.
-number_old_holds()
 rollover()
 reclaim_expired()
 sweep_grants()

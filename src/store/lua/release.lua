@@ -1,19 +1,18 @@
--- Release: KEYS[5] hold key. ARGV[10] generation id, [11] reason.
--- Replies: {'ok'|'replayed', hold, returned, balance} | {'not_found'} | {'state', state}
+-- Release (Account::release). KEYS[5] the generation's finished-hold key. ARGV[9] generation
+-- id, [10] reason. Replies: ok|replayed {hold, returned, balance} | not_found | state {state}
 -- Releasing an expired hold succeeds with nothing returned: expiry already returned it.
 local function run()
-  local h = load_hold(KEYS[5])
-  if not h then return { 'not_found' } end
-  if h.state == 'settled' then return { 'state', h.state } end
-  sweep_grants()
+  local h = find_hold(ARGV[9], K_OWN)
+  if not h then return reply('not_found') end
+  if h.state == 'settled' then return reply('state', { state = h.state }) end
   if h.state == 'released' then
-    return { 'replayed', hold_reply(h), h.returned, balance_reply() }
+    return reply('replayed', { hold = hold_reply(h), returned = n2s(h.cost), balance = balance_reply() })
   end
   if h.state == 'expired' then
-    return { 'ok', hold_reply(h), 0, balance_reply() }
+    return reply('ok', { hold = hold_reply(h), returned = '0', balance = balance_reply() })
   end
-  finalize(h, 'released', 0, ARGV[11], { 'returned', n2s(h.cost), 'reason', ARGV[11] })
+  finalize(h, 'released', 0, ARGV[10], K_OWN)
   sweep_grants()
-  return { 'ok', hold_reply(h), h.cost, balance_reply() }
+  return reply('ok', { hold = hold_reply(h), returned = n2s(h.cost), balance = balance_reply() })
 end
 return finish(run())

@@ -1,16 +1,21 @@
--- SetPlan: KEYS[5] request record. ARGV[10] request id, [11] plan, [12] requested anchor_ms
--- ('' = now), [13] anchor day, [14] anchor time of day ms (of the requested anchor, or of NOW).
--- Replies: {'ok'|'replayed', change, effective_at, allowance_added, charge_cents, balance}
---        | {'conflict'}
+-- SetPlan (Account::set_plan). KEYS[5] the request's record. ARGV[9] request id, [10] plan,
+-- [11] requested anchor_ms ('' = now), [12] anchor day, [13] anchor time of day ms (of the
+-- requested anchor, or of NOW).
+-- Replies: ok|replayed {change, effective, added, charge, balance} | conflict
+-- The record: "plan|requested_anchor|change|effective|added|charge|forget_ms".
 local function run()
-  local target, requested_anchor = ARGV[11], ARGV[12]
-  sweep_grants()
-  local record = redis.call('HGETALL', KEYS[5])
-  local r = {}
-  for i = 1, #record, 2 do r[record[i]] = record[i + 1] end
-  if #record > 0 and not forgotten(KEYS[5], r.forget) then
-    if r.plan ~= target or r.anchor ~= requested_anchor then return { 'conflict' } end
-    return { 'replayed', r.change, tonumber(r.eff), tonumber(r.added), tonumber(r.charge), balance_reply() }
+  local target, requested_anchor = ARGV[10], ARGV[11]
+  local record = redis.call('GET', K_OWN)
+  if record then
+    local plan, anchor, change, eff, added, charge, forget =
+      string.match(record, '^([^|]*)|([^|]*)|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)$')
+    if not forget then broken('plan request reads `' .. record .. '`') end
+    if tonumber(forget) > NOW then
+      if plan ~= target or anchor ~= requested_anchor then return reply('conflict') end
+      return reply('replayed', {
+        change = change, effective = eff, added = added, charge = charge, balance = balance_reply(),
+      })
+    end
   end
 
   local new, cur, previous = find_plan(target), plan_of(acct.plan), acct.plan
@@ -20,7 +25,7 @@ local function run()
       -- none -> plan: a cycle anchored on the requested moment, with the full allowance.
       change, added = 'started', new.allowance
       acct.plan, acct.sp = target, ''
-      acct.ad, acct.at = tonumber(ARGV[13]), tonumber(ARGV[14])
+      acct.ad, acct.at = tonumber(ARGV[12]), tonumber(ARGV[13])
       acct.cs, acct.ce = cycle_containing_now()
       acct.cn = acct.cn + 1
       acct.tot, acct.used, acct.held = new.allowance, 0, 0
@@ -49,15 +54,16 @@ local function run()
     downgrade_scheduled = 'plan.downgrade_scheduled', scheduled_change_cancelled = 'plan.changed',
   }
   if event_types[change] then
-    emit(event_types[change], keyed_id(ARGV[10], NOW, change), {
+    emit(event_types[change], keyed_id(ARGV[9], NOW, change), {
       'plan', target, 'prev', previous, 'cycle', n2s(acct.cs), 'added', n2s(added),
       'charge', n2s(charge), 'effective', n2s(eff),
     })
   end
-  write('HSET', KEYS[5], 'plan', target, 'anchor', requested_anchor, 'change', change,
-    'eff', n2s(eff), 'added', n2s(added), 'charge', n2s(charge),
-    'forget', n2s(NOW + RETENTION_MS))
-  write('PEXPIRE', KEYS[5], RETENTION_MS)
-  return { 'ok', change, eff, added, charge, balance_reply() }
+  write('SET', K_OWN, target .. '|' .. requested_anchor .. '|' .. change .. '|' .. n2s(eff) ..
+    '|' .. n2s(added) .. '|' .. n2s(charge) .. '|' .. n2s(NOW + RETENTION_MS), 'PX', RETENTION_MS)
+  return reply('ok', {
+    change = change, effective = n2s(eff), added = n2s(added), charge = n2s(charge),
+    balance = balance_reply(),
+  })
 end
 return finish(run())

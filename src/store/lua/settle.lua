@@ -1,20 +1,26 @@
--- Settle: KEYS[5] hold key. ARGV[10] generation id, [11] actual quantity ('' = as reserved).
--- Replies: {'ok'|'replayed', hold, charged, returned, balance} | {'not_found'}
---        | {'state', state} | {'above', reserved_quantity}
+-- Settle (Account::settle). KEYS[5] the generation's finished-hold key. ARGV[9] generation id,
+-- [10] actual quantity ('' = as reserved).
+-- Replies: ok|replayed {hold, charged, returned, balance} | not_found | state {state}
+--        | above {reserved}
 local function run()
-  local h = load_hold(KEYS[5])
-  if not h then return { 'not_found' } end
+  local h = find_hold(ARGV[9], K_OWN)
+  if not h then return reply('not_found') end
   if h.state == 'settled' then
-    sweep_grants()
-    return { 'replayed', hold_reply(h), h.charged, h.cost - h.charged, balance_reply() }
+    return reply('replayed', {
+      hold = hold_reply(h), charged = n2s(h.charged), returned = n2s(h.cost - h.charged),
+      balance = balance_reply(),
+    })
   end
-  if h.state ~= 'held' then return { 'state', h.state } end
+  if h.state ~= 'held' then return reply('state', { state = h.state }) end
   local actual = h.qty
-  if ARGV[11] ~= '' then actual = tonumber(ARGV[11]) end
-  if actual > h.qty then return { 'above', h.qty } end
+  if ARGV[10] ~= '' then actual = tonumber(ARGV[10]) end
+  if actual > h.qty then return reply('above', { reserved = n2s(h.qty) }) end
   local charge = h.unit * actual
-  finalize(h, 'settled', charge, '', { 'returned', n2s(h.cost - charge) })
+  finalize(h, 'settled', charge, '', K_OWN)
   sweep_grants()
-  return { 'ok', hold_reply(h), charge, h.cost - charge, balance_reply() }
+  return reply('ok', {
+    hold = hold_reply(h), charged = n2s(charge), returned = n2s(h.cost - charge),
+    balance = balance_reply(),
+  })
 end
 return finish(run())
