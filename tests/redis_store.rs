@@ -331,3 +331,133 @@ async fn the_sweeper_skips_a_broken_account() {
         Err(StoreError::Internal(_))
     ));
 }
+
+/// Commands each script runs inside Redis (`INFO commandstats` counts them), per operation:
+/// `CONFIG RESETSTAT`, one call, then everything but the `EVALSHA` itself.
+async fn commands_inside(
+    server: &harness::RedisServer,
+    op: impl std::future::Future<Output = ()>,
+) -> BTreeMap<String, u64> {
+    assert_eq!(server.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    op.await;
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let mut counts = BTreeMap::new();
+    for line in stats.lines() {
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let (name, fields) = rest.split_once(':').unwrap();
+        let calls: u64 = fields
+            .split(',')
+            .find_map(|f| f.strip_prefix("calls="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if !matches!(name, "evalsha" | "eval" | "config|resetstat" | "info") {
+            counts.insert(name.to_string(), calls);
+        }
+    }
+    counts
+}
+
+/// The targets for the common case (allowance pays, nothing due, no rollover): Reserve,
+/// Settle and Release run at most 6 commands inside their script, GetBalance at most 2; still
+/// one `EVALSHA` per call (see `every_operation_is_one_evalsha`).
+#[tokio::test]
+async fn commands_inside_scripts_meet_the_targets() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let a = "lean-1";
+    let plan = SetPlanCmd {
+        request_id: "start".into(),
+        account_id: a.into(),
+        plan: "hollywood".into(),
+        cycle_anchor_ms: None,
+    };
+    s.set_plan(&plan, NOW_MS).await.unwrap();
+    let grant = GrantCmd {
+        account_id: a.into(),
+        grant_id: "pack".into(),
+        units: 1000,
+        source: CreditSource::Purchased,
+        expires_at_ms: None,
+    };
+    s.grant_credits(&grant, NOW_MS).await.unwrap();
+    let total = |c: &BTreeMap<String, u64>| c.values().sum::<u64>();
+    let mut report = Vec::new();
+    let mut check = |what: &str, counts: BTreeMap<String, u64>, most: u64| {
+        report.push(format!("{what}: {} {counts:?}", total(&counts)));
+        assert!(total(&counts) <= most, "{what}: {counts:?}");
+    };
+    let at = NOW_MS + 1_000;
+    check(
+        "reserve",
+        commands_inside(&server, async {
+            s.reserve(&image(a, "g1"), at).await.unwrap();
+        })
+        .await,
+        6,
+    );
+    check(
+        "settle",
+        commands_inside(&server, async {
+            s.settle(a, "g1", None, at).await.unwrap();
+        })
+        .await,
+        6,
+    );
+    s.reserve(&image(a, "g2"), at).await.unwrap();
+    check(
+        "release",
+        commands_inside(&server, async {
+            s.release(a, "g2", ReleaseReason::Failed, at).await.unwrap();
+        })
+        .await,
+        6,
+    );
+    check(
+        "balance",
+        commands_inside(&server, async {
+            s.balance(a, at).await.unwrap();
+        })
+        .await,
+        2,
+    );
+    check(
+        "settle replay",
+        commands_inside(&server, async {
+            s.settle(a, "g1", None, at).await.unwrap();
+        })
+        .await,
+        2,
+    );
+    // Beyond the targets, for the record: the credit path reads and writes the grants too.
+    let mut costly = reserve_cmd(a, "v1", Kind::Video, "cinema", 20);
+    costly.ttl_seconds = 60;
+    for i in 0..6 {
+        let g = format!("burn-{i}");
+        s.reserve(&reserve_cmd(a, &g, Kind::Video, "cinema", 20), at)
+            .await
+            .unwrap();
+        s.settle(a, &g, None, at).await.unwrap();
+    }
+    let credit_reserve = commands_inside(&server, async {
+        s.reserve(&costly, at).await.unwrap();
+    })
+    .await;
+    report.push(format!(
+        "reserve drawing credits: {} {credit_reserve:?}",
+        total(&credit_reserve)
+    ));
+    let credit_settle = commands_inside(&server, async {
+        s.settle(a, "v1", None, at).await.unwrap();
+    })
+    .await;
+    report.push(format!(
+        "settle of a credit hold: {} {credit_settle:?}",
+        total(&credit_settle)
+    ));
+    for line in report {
+        println!("{line}");
+    }
+}
