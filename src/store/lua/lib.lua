@@ -144,9 +144,9 @@ local function set_account_field(k, v)
   ACCT_FIELDS[#ACCT_FIELDS + 1] = v
   acct_dirty = true
 end
--- Open holds (`h:` fields) and expired ones kept for replays (`x:` fields): generation id ->
--- packed text; parsed on demand.
-local OPEN_RAW, EXPIRED_RAW = {}, {}
+-- Open holds (`h:` fields, their labels in `l:` fields when they have any) and expired ones
+-- kept for replays (`x:` fields): generation id -> packed text; parsed on demand.
+local OPEN_RAW, EXPIRED_RAW, LABELS_RAW = {}, {}, {}
 local OPEN_COUNT = 0
 do
   local raw = redis.call('HGETALL', K_ACCOUNT)
@@ -159,6 +159,8 @@ do
       OPEN_COUNT = OPEN_COUNT + 1
     elseif prefix == 'x:' then
       EXPIRED_RAW[string.sub(k, 3)] = v
+    elseif prefix == 'l:' then
+      LABELS_RAW[string.sub(k, 3)] = v
     elseif k == 'v' then
       layout = v
     elseif NUMERIC[k] then
@@ -348,26 +350,47 @@ end
 
 ---------------------------------------------------------------------------------------------
 -- Holds. Open: account field `h:<gen>` =
---   "exp|kind|model|qty|unit|fa|draws|created|cycle_start|cn|labels_json".
--- Finished: "state|kind|model|qty|unit|fa|draws|exp|created|charged|cycle_start|cn|forget_ms",
+--   "exp|kind|model|qty|unit|fa|draws|created|cycle_start|cn" (times in base 36, the kind as
+--   one letter), its labels (JSON) in `l:<gen>` when there are any.
+-- Finished: "state|kind|model|qty|unit|fa|draws|exp|created|charged|cycle_start|cn|forget",
 -- in `f:<account>/<gen>` when settled or released (the call's own key), in the account field
 -- `x:<gen>` when expired (reclaiming may expire holds of any generation, whose keys the call
 -- cannot declare).
 
 local HOLDS = {}   -- parsed holds by generation id (open or finished), with their changes
 
+-- Times in base 36 and kinds as one letter keep a hold's text short: an open hold under 64
+-- bytes stays in the account hash's compact encoding (Redis turns a hash into a table, about
+-- four times larger, for good once one value is longer: `hash-max-listpack-value`).
+local DIGITS = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function b36(n)
+  if n == 0 then return '0' end
+  local out = {}
+  while n > 0 do
+    local d = n % 36
+    out[#out + 1] = string.sub(DIGITS, d + 1, d + 1)
+    n = (n - d) / 36
+  end
+  return string.reverse(table.concat(out))
+end
+local function from36(text)
+  return tonumber(text, 36)
+end
+local KIND_CODE = { character_image = 'c', location_image = 'l', first_frame = 'f', video = 'v' }
+local CODE_KIND = { c = 'character_image', l = 'location_image', f = 'first_frame', v = 'video' }
+
 local function open_hold(gen)
   if HOLDS[gen] then return HOLDS[gen] end
   local v = OPEN_RAW[gen]
   if not v then return nil end
-  local exp, kind, model, qty, unit, fa, draws, created, cycle, cn, labels = string.match(v,
-    '^(%d+)|([%w_]+)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%d+)|(%d+)|(%-?%d+)|(.*)$')
-  if not exp then broken('open hold ' .. gen .. ' reads `' .. v .. '`') end
+  local exp, kind, model, qty, unit, fa, draws, created, cycle, cn = string.match(v,
+    '^(%w+)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)$')
+  if not exp or not CODE_KIND[kind] then broken('open hold ' .. gen .. ' reads `' .. v .. '`') end
   local h = {
-    gen = gen, state = 'held', kind = kind, model = model, qty = tonumber(qty),
-    unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws), exp = tonumber(exp),
-    created = tonumber(created), cycle = tonumber(cycle), cn = tonumber(cn), labels = labels,
-    charged = 0,
+    gen = gen, state = 'held', kind = CODE_KIND[kind], model = model, qty = tonumber(qty),
+    unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws), exp = from36(exp),
+    created = from36(created), cycle = from36(cycle), cn = tonumber(cn),
+    labels = LABELS_RAW[gen] or '{}', charged = 0,
   }
   h.cost = h.unit * h.qty
   h.fc = h.cost - h.fa
@@ -376,30 +399,32 @@ local function open_hold(gen)
 end
 
 local function pack_open(h)
-  return n2s(h.exp) .. '|' .. h.kind .. '|' .. h.model .. '|' .. n2s(h.qty) .. '|' .. n2s(h.unit) ..
-    '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. n2s(h.created) .. '|' ..
-    n2s(h.cycle) .. '|' .. n2s(h.cn) .. '|' .. h.labels
+  return b36(h.exp) .. '|' .. KIND_CODE[h.kind] .. '|' .. h.model .. '|' .. n2s(h.qty) .. '|' ..
+    n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. b36(h.created) ..
+    '|' .. b36(h.cycle) .. '|' .. n2s(h.cn)
 end
 
 local STATE_CODE = { settled = 's', released = 'r', expired = 'x' }
 local CODE_STATE = { s = 'settled', r = 'released', x = 'expired' }
 
 local function pack_finished(h)
-  return STATE_CODE[h.state] .. '|' .. h.kind .. '|' .. h.model .. '|' .. n2s(h.qty) .. '|' ..
-    n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. n2s(h.exp) .. '|' ..
-    n2s(h.created) .. '|' .. n2s(h.charged) .. '|' .. n2s(h.cycle) .. '|' .. n2s(h.cn) .. '|' ..
-    n2s(h.forget)
+  return STATE_CODE[h.state] .. '|' .. KIND_CODE[h.kind] .. '|' .. h.model .. '|' .. n2s(h.qty) ..
+    '|' .. n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. b36(h.exp) ..
+    '|' .. b36(h.created) .. '|' .. n2s(h.charged) .. '|' .. b36(h.cycle) .. '|' .. n2s(h.cn) ..
+    '|' .. b36(h.forget)
 end
 
 local function parse_finished(gen, v)
   local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, forget =
-    string.match(v, '^(%a)|([%w_]+)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)|(%-?%d+)|(%d+)$')
-  if not state then broken('finished hold ' .. gen .. ' reads `' .. v .. '`') end
+    string.match(v, '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%w+)$')
+  if not state or not CODE_KIND[kind] or not CODE_STATE[state] then
+    broken('finished hold ' .. gen .. ' reads `' .. v .. '`')
+  end
   local h = {
-    gen = gen, state = CODE_STATE[state], kind = kind, model = model, qty = tonumber(qty),
-    unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws), exp = tonumber(exp),
-    created = tonumber(created), charged = tonumber(charged), cycle = tonumber(cycle),
-    cn = tonumber(cn), forget = tonumber(forget), labels = '{}',
+    gen = gen, state = CODE_STATE[state], kind = CODE_KIND[kind], model = model,
+    qty = tonumber(qty), unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws),
+    exp = from36(exp), created = from36(created), charged = tonumber(charged),
+    cycle = from36(cycle), cn = tonumber(cn), forget = from36(forget), labels = '{}',
   }
   h.cost = h.unit * h.qty
   h.fc = h.cost - h.fa
@@ -486,7 +511,12 @@ local function finalize(h, state, charge, reason, own_key)
   end
   OPEN_RAW[h.gen] = nil
   OPEN_COUNT = OPEN_COUNT - 1
-  write('HDEL', K_ACCOUNT, 'h:' .. h.gen)
+  if LABELS_RAW[h.gen] then
+    LABELS_RAW[h.gen] = nil
+    write('HDEL', K_ACCOUNT, 'h:' .. h.gen, 'l:' .. h.gen)
+  else
+    write('HDEL', K_ACCOUNT, 'h:' .. h.gen)
+  end
   if state == 'expired' then
     EXPIRED_RAW[h.gen] = pack_finished(h)
     write('HSET', K_ACCOUNT, 'x:' .. h.gen, EXPIRED_RAW[h.gen])
@@ -502,7 +532,7 @@ local RECLAIMED = 0
 local function reclaim_expired()
   local due = {}
   for gen, v in pairs(OPEN_RAW) do
-    local exp = tonumber(string.match(v, '^(%d+)|'))
+    local exp = from36(string.match(v, '^(%w+)|'))
     if exp <= NOW then due[#due + 1] = { exp = exp, gen = gen } end
   end
   table.sort(due, function(a, b)
@@ -514,7 +544,7 @@ local function reclaim_expired()
     RECLAIMED = RECLAIMED + 1
   end
   for gen, v in pairs(EXPIRED_RAW) do
-    local forget = tonumber(string.match(v, '|(%d+)$'))
+    local forget = from36(string.match(v, '|(%w+)$'))
     if forget <= NOW then
       EXPIRED_RAW[gen] = nil
       write('HDEL', K_ACCOUNT, 'x:' .. gen)

@@ -57,6 +57,10 @@ local function run()
   OPEN_RAW[gen] = pack_open(h)
   OPEN_COUNT = OPEN_COUNT + 1
   set_account_field('h:' .. gen, OPEN_RAW[gen])
+  if h.labels ~= '{}' then
+    LABELS_RAW[gen] = h.labels
+    set_account_field('l:' .. gen, h.labels)
+  end
   hold_event(h, 'hold.reserved', qty, cost, h.fa, draws, '', 0)
   write('ZADD', K_EXPIRY, n2s(h.exp), ACCOUNT_ID .. '/' .. gen)
   return reply('ok', { hold = hold_reply(h), balance = balance_reply() })
