@@ -5,6 +5,7 @@ pub mod pb {
 
 pub mod api;
 pub mod billing;
+pub mod catalog_reload;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -46,7 +46,7 @@ use crate::events::pending_gauge::{run_pending_gauge, PENDING_SAMPLE_INTERVAL};
 use crate::events::trimmer::run_trimmer;
 use crate::events::{EventLog, Retention};
 use crate::ledger::catalog::CatalogError;
-use crate::ledger::Catalog;
+use crate::ledger::{Catalog, SharedCatalog};
 use crate::pb;
 use crate::store::instrumented::InstrumentedStore;
 use crate::store::memory::MemoryStore;
@@ -104,6 +104,9 @@ pub enum ServerError {
     /// The compiled-in descriptors could not be served by reflection; a build bug.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The SIGHUP handler (catalog reload) could not be installed.
+    #[error("cannot handle SIGHUP (catalog reload): {0}")]
+    Signal(std::io::Error),
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -119,7 +122,8 @@ pub struct ServerParts {
     /// The store's event log; both stores are one object serving both traits.
     pub events: Arc<dyn EventLog>,
     pub clock: Arc<dyn Clock>,
-    pub catalog: Arc<Catalog>,
+    /// The catalog in force; a reload replaces it for the services and the store alike.
+    pub catalog: SharedCatalog,
 }
 
 /// Timings and limits of the background tasks and the event streams.
@@ -522,7 +526,7 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, ServerError> {
 /// Opens the store named by `--store`: the ledger and its event log, one object.
 pub async fn open_store(
     config: &Config,
-    catalog: Arc<Catalog>,
+    catalog: SharedCatalog,
 ) -> Result<(Arc<dyn Store>, Arc<dyn EventLog>), ServerError> {
     match config.store_spec().map_err(ServerError::Store)? {
         StoreSpec::Memory => {
@@ -575,7 +579,19 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 /// listeners (the admin one only with a token), opens the store and serves. Every problem
 /// that can be found before serving is returned before anything listens for long.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let catalog = Arc::new(load_catalog(&config)?);
+    let catalog = SharedCatalog::new(load_catalog(&config)?);
+    tracing::info!(
+        catalog = %config
+            .catalog
+            .as_ref()
+            .map_or("built-in".to_string(), |p| p.display().to_string()),
+        version = catalog.current().version(),
+        "catalog loaded"
+    );
+    // Before anything listens: a SIGHUP sent once the listeners are up must reload, not end
+    // the process (the default disposition of SIGHUP).
+    let reloader = crate::catalog_reload::spawn_reloader(config.catalog.clone(), catalog.clone())
+        .map_err(ServerError::Signal)?;
     // Checked before binding so that a bad flag fails fast.
     config.store_spec().map_err(ServerError::Store)?;
     if let Some(path) = &config.redis_ca {
@@ -670,6 +686,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = tokio::spawn(serve_metrics(metrics, metrics_handle));
     let result = server.serve(shutdown).await;
     metrics.abort();
+    reloader.abort();
     if let Some(sync) = clock_sync {
         sync.abort();
     }

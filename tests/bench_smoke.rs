@@ -1,5 +1,6 @@
 //! `quota-bench` against the real sidecar on the memory store: it sets its accounts up, drives
-//! load, and reports a clean run as JSON on its last stdout line.
+//! load, and reports a clean run as JSON on its last stdout line. Targets work with and
+//! without a scheme, as in grpcurl.
 
 mod harness;
 
@@ -15,8 +16,9 @@ async fn bench_runs_clean_against_the_memory_store() {
     wait_serving(sidecar.worker).await;
     let output = Command::new(env!("CARGO_BIN_EXE_quota-bench"))
         .args([
+            // `host:port`, no scheme.
             "--target",
-            &format!("http://{}", sidecar.worker),
+            &sidecar.worker.to_string(),
             "--admin-target",
             &format!("http://{}", sidecar.admin()),
             "--duration",

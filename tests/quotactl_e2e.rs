@@ -16,6 +16,7 @@ use tonic::{Code, Request, Status};
 
 use harness::sidecar::{channel, wait_serving, Sidecar};
 use harness::RedisServer;
+use quota_sidecar::ledger::Catalog;
 use quota_sidecar::pb::{
     self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
@@ -519,6 +520,106 @@ async fn admin_calls(ch: Channel, token: Option<&str>) -> Vec<(&'static str, Cod
             ),
         ),
     ]
+}
+
+#[tokio::test]
+async fn catalog_as_a_table_and_json_from_targets_without_a_scheme() {
+    let ctl = Ctl::start("memory").await;
+    // `host:port` as grpcurl takes it, given as flags over the environment's URLs.
+    let worker = ctl.sidecar.worker.to_string();
+    let admin = ctl.sidecar.admin().to_string();
+    assert!(!worker.contains("://"));
+
+    let table = ctl.run(&["--target", &worker, "catalog"]).ok();
+    let version = Catalog::builtin().version().to_string();
+    assert!(
+        table.starts_with(&format!("catalog version {version}\n")),
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "none"),
+        ["none", "$0.00", "0", "standard", "1", "5"],
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "independent"),
+        ["independent", "$25.00", "2500", "standard,pro", "4", "10"],
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "hollywood"),
+        [
+            "hollywood",
+            "$50.00",
+            "5000",
+            "standard,pro,cinema",
+            "8",
+            "20"
+        ],
+        "{table}"
+    );
+    let prices: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 4 && (cells[3] == "image" || cells[3] == "second"))
+        .collect();
+    assert_eq!(prices.len(), 12, "{table}");
+    assert!(
+        prices.contains(&vec!["video", "cinema", "40", "second"]),
+        "{table}"
+    );
+    assert!(
+        prices.contains(&vec!["first_frame", "pro", "4", "image"]),
+        "{table}"
+    );
+    assert!(
+        table.ends_with("\nusage alerts at 80%, 100% of a cycle's allowance\n"),
+        "{table}"
+    );
+
+    let json = ctl.run(&["--target", &worker, "catalog", "--json"]).json();
+    assert_eq!(json["version"], version.as_str());
+    assert_eq!(
+        json["alert_thresholds_percent"],
+        serde_json::json!([80, 100])
+    );
+    let plans = json["plans"].as_array().unwrap();
+    let ids: Vec<&str> = plans.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["none", "microbudget", "independent", "hollywood"]);
+    assert_eq!(
+        plans[1],
+        serde_json::json!({
+            "id": "microbudget",
+            "price_cents": 1000,
+            "allowance_units": 1000,
+            "models": ["standard"],
+            "max_open_holds": 2,
+            "max_video_seconds": 5,
+        })
+    );
+    let prices = json["prices"].as_array().unwrap();
+    assert_eq!(prices.len(), 12, "{json}");
+    assert!(
+        prices
+            .contains(&serde_json::json!({"kind": "video", "model": "pro", "units_per_item": 20})),
+        "{json}"
+    );
+
+    // The admin listener by `host:port` too.
+    let set = ctl
+        .run(&[
+            "--admin-target",
+            &admin,
+            "set-plan",
+            "acct-noscheme",
+            "microbudget",
+            "--json",
+        ])
+        .json();
+    assert_eq!(set["change"], "started", "{set}");
+    // A target that is neither is still one line.
+    let bad = ctl.run(&["--target", "not a target", "catalog"]).failure();
+    assert!(bad.contains("not a target"), "{bad}");
 }
 
 #[tokio::test]

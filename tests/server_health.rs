@@ -140,7 +140,7 @@ async fn health_turns_not_serving_while_the_store_is_down_and_recovers() {
         // Events are not under test here.
         events: Arc::new(MemoryStore::new(catalog.clone())),
         clock: Arc::new(SystemClock),
-        catalog,
+        catalog: catalog.into(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::new(parts, listener);

@@ -3,7 +3,7 @@
 use prost_types::Timestamp;
 
 use crate::events::UsageEvent;
-use crate::ledger::{CreditSource, Kind};
+use crate::ledger::{Catalog, CreditSource, Kind};
 use crate::pb;
 use crate::store::{self, HoldState, PlanChange, ReleaseReason};
 
@@ -192,6 +192,36 @@ pub fn usage_event(e: UsageEvent) -> pb::UsageEvent {
     }
 }
 
+/// The catalog on the wire: every plan (`none` included, cheapest first), one price per kind
+/// and model, the usage thresholds and the content version.
+pub fn catalog(c: &Catalog) -> pb::Catalog {
+    pb::Catalog {
+        version: c.version().to_string(),
+        plans: c
+            .plans()
+            .iter()
+            .map(|p| pb::Plan {
+                id: p.id.clone(),
+                price_cents: p.price_cents,
+                allowance_units: p.allowance_units,
+                models: p.models.clone(),
+                max_open_holds: p.max_concurrent_holds,
+                max_video_seconds: p.max_video_seconds,
+            })
+            .collect(),
+        prices: c
+            .prices()
+            .into_iter()
+            .map(|p| pb::Price {
+                kind: kind_to_pb(p.kind) as i32,
+                model: p.model,
+                units_per_item: p.units_per_item,
+            })
+            .collect(),
+        alert_thresholds_percent: c.alert_thresholds_percent().to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +319,48 @@ mod tests {
             labels: [("job".to_string(), "j1".to_string())].into(),
             ..UsageEvent::default()
         }
+    }
+
+    #[test]
+    fn catalog_lists_every_plan_price_and_threshold() {
+        let c = catalog(&Catalog::builtin());
+        assert_eq!(c.version, Catalog::builtin().version());
+        let plans: Vec<(&str, u64, u64, usize, u32, u32)> = c
+            .plans
+            .iter()
+            .map(|p| {
+                (
+                    p.id.as_str(),
+                    p.price_cents,
+                    p.allowance_units,
+                    p.models.len(),
+                    p.max_open_holds,
+                    p.max_video_seconds,
+                )
+            })
+            .collect();
+        assert_eq!(
+            plans,
+            vec![
+                ("none", 0, 0, 1, 1, 5),
+                ("microbudget", 1000, 1000, 1, 2, 5),
+                ("independent", 2500, 2500, 2, 4, 10),
+                ("hollywood", 5000, 5000, 3, 8, 20),
+            ]
+        );
+        assert_eq!(c.prices.len(), 4 * 3);
+        let video_pro = c
+            .prices
+            .iter()
+            .find(|p| p.kind == pb::GenerationKind::Video as i32 && p.model == "pro")
+            .expect("a video price on pro");
+        assert_eq!(video_pro.units_per_item, 20);
+        let first_frame_cinema = c
+            .prices
+            .iter()
+            .find(|p| p.kind == pb::GenerationKind::FirstFrame as i32 && p.model == "cinema")
+            .expect("a first-frame price on cinema");
+        assert_eq!(first_frame_cinema.units_per_item, 8);
+        assert_eq!(c.alert_thresholds_percent, vec![80, 100]);
     }
 }

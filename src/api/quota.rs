@@ -8,7 +8,7 @@ use tracing::Span;
 
 use super::{convert, status, validate};
 use crate::clock::Clock;
-use crate::ledger::Catalog;
+use crate::ledger::SharedCatalog;
 use crate::pb;
 use crate::store::Store;
 
@@ -17,12 +17,13 @@ use crate::store::Store;
 pub struct QuotaService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    catalog: Arc<Catalog>,
+    catalog: SharedCatalog,
 }
 
 impl QuotaService {
-    /// A service over `store`, reading time from `clock` and costs from `catalog`.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, catalog: Arc<Catalog>) -> Self {
+    /// A service over `store`, reading time from `clock` and costs from the catalog in force
+    /// at each call.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, catalog: SharedCatalog) -> Self {
         QuotaService {
             store,
             clock,
@@ -48,7 +49,7 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let cmd = validate::reserve_cmd(&self.catalog, request.into_inner())?;
+        let cmd = validate::reserve_cmd(&self.catalog.current(), request.into_inner())?;
         record_ids(&cmd.account_id, Some(&cmd.generation_id));
         let reserved = self
             .store
@@ -169,10 +170,11 @@ impl pb::quota_server::Quota for QuotaService {
         Err(Status::unimplemented("ReserveBatch is not served yet"))
     }
 
+    #[tracing::instrument(name = "GetCatalog", skip_all)]
     async fn get_catalog(
         &self,
         _request: Request<pb::GetCatalogRequest>,
     ) -> Result<Response<pb::Catalog>, Status> {
-        Err(Status::unimplemented("GetCatalog is not served yet"))
+        Ok(Response::new(convert::catalog(&self.catalog.current())))
     }
 }

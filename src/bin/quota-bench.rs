@@ -16,6 +16,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
+use quota_sidecar::client;
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind, MAX_GRANT_UNITS};
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
 use quota_sidecar::store::redis::RedisStore;
@@ -37,10 +38,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
     about = "Load a running quota-sidecar with Reserve→Settle/Release cycles"
 )]
 struct Cli {
-    /// Worker listener of the sidecar.
+    /// Worker listener of the sidecar: `host:port` or `http://host:port`.
     #[arg(long, env = "QUOTA_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
-    /// Admin listener of the sidecar (accounts are set up through it).
+    /// Admin listener of the sidecar (accounts are set up through it): `host:port` or
+    /// `http://host:port`.
     #[arg(
         long,
         env = "QUOTA_ADMIN_TARGET",
@@ -225,8 +227,10 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// A channel to `target`; `host:port` without a scheme means `http://host:port`.
 async fn connect(target: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(target.to_string())
+    let target = client::with_scheme(target);
+    Endpoint::from_shared(target.clone())
         .map_err(|e| format!("bad address `{target}`: {e}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(CALL_TIMEOUT)

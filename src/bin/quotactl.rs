@@ -31,7 +31,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
     about = "Operate a quota-sidecar: plans, credits, balances"
 )]
 struct Cli {
-    /// Worker listener of the sidecar.
+    /// Worker listener of the sidecar: `host:port` (plaintext) or a URL (`https://` for TLS).
     #[arg(
         long,
         env = "QUOTA_TARGET",
@@ -39,7 +39,7 @@ struct Cli {
         global = true
     )]
     target: String,
-    /// Admin listener of the sidecar.
+    /// Admin listener of the sidecar: `host:port` (plaintext) or a URL (`https://` for TLS).
     #[arg(
         long,
         env = "QUOTA_ADMIN_TARGET",
@@ -133,6 +133,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "cancelled")]
         reason: ReasonArg,
     },
+    /// Plans, prices, usage thresholds and version of the catalog in force.
+    Catalog,
     /// Usage events (admin).
     Events {
         #[command(subcommand)]
@@ -399,6 +401,15 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                 .into_inner();
             Output::Released(response)
         }
+        Command::Catalog => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let catalog = client
+                .get_catalog(pb::GetCatalogRequest {})
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::Catalog(catalog)
+        }
         Command::Events {
             command:
                 EventsCommand::Tail {
@@ -503,6 +514,7 @@ enum Output {
     Reserved(pb::ReserveResponse),
     Settled(pb::SettleResponse),
     Released(pb::ReleaseResponse),
+    Catalog(pb::Catalog),
     /// Already printed while running (`events tail`).
     Nothing,
 }
@@ -551,6 +563,7 @@ impl Output {
                 "replayed": r.replayed,
                 "balance": r.balance.as_ref().map(balance_json),
             }),
+            Output::Catalog(c) => catalog_json(c),
             Output::Nothing => Value::Null,
         }
     }
@@ -677,6 +690,7 @@ impl Output {
                 out += &hold_text(r.hold.as_ref(), "");
                 out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
             }
+            Output::Catalog(c) => out += &catalog_text(c),
             Output::Nothing => {}
         }
         out
@@ -749,6 +763,93 @@ fn hold_json(h: &pb::Hold) -> Value {
         "created_at": time_json(h.created_at.as_ref()),
         "charged_units": h.charged_units,
     })
+}
+
+fn catalog_json(c: &pb::Catalog) -> Value {
+    json!({
+        "version": c.version,
+        "plans": c.plans.iter().map(|p| json!({
+            "id": p.id,
+            "price_cents": p.price_cents,
+            "allowance_units": p.allowance_units,
+            "models": p.models,
+            "max_open_holds": p.max_open_holds,
+            "max_video_seconds": p.max_video_seconds,
+        })).collect::<Vec<_>>(),
+        "prices": c.prices.iter().map(|p| json!({
+            "kind": price_kind(p),
+            "model": p.model,
+            "units_per_item": p.units_per_item,
+        })).collect::<Vec<_>>(),
+        "alert_thresholds_percent": c.alert_thresholds_percent,
+    })
+}
+
+fn price_kind(p: &pb::Price) -> String {
+    enum_text(
+        pb::GenerationKind::try_from(p.kind).map(|k| k.as_str_name()),
+        "GENERATION_KIND_",
+    )
+}
+
+/// Cents as dollars: the catalog's prices are US cents.
+fn dollars(cents: u64) -> String {
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+fn catalog_text(c: &pb::Catalog) -> String {
+    let mut out = format!("catalog version {}\n\nPlans (cheapest first)\n", c.version);
+    out += &table(
+        &[
+            "PLAN",
+            "PRICE/MONTH",
+            "ALLOWANCE",
+            "MODELS",
+            "OPEN HOLDS",
+            "VIDEO SECONDS",
+        ],
+        c.plans.iter().map(|p| {
+            vec![
+                p.id.clone(),
+                dollars(p.price_cents),
+                p.allowance_units.to_string(),
+                p.models.join(","),
+                p.max_open_holds.to_string(),
+                p.max_video_seconds.to_string(),
+            ]
+        }),
+    );
+    out += "\nPrices (units)\n";
+    out += &table(
+        &["KIND", "MODEL", "UNITS", "PER"],
+        c.prices.iter().map(|p| {
+            let per = if p.kind == pb::GenerationKind::Video as i32 {
+                "second"
+            } else {
+                "image"
+            };
+            vec![
+                price_kind(p),
+                p.model.clone(),
+                p.units_per_item.to_string(),
+                per.to_string(),
+            ]
+        }),
+    );
+    let thresholds: Vec<String> = c
+        .alert_thresholds_percent
+        .iter()
+        .map(|p| format!("{p}%"))
+        .collect();
+    if thresholds.is_empty() {
+        out += "\nusage alerts: none\n";
+    } else {
+        out += &format!(
+            "\nusage alerts at {} of a cycle's allowance\n",
+            thresholds.join(", ")
+        );
+    }
+    out
 }
 
 fn balance_text(b: &pb::Balance) -> String {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::features::{Denial, DenialReason};
 use super::kind::Kind;
+pub use super::shared_catalog::SharedCatalog;
 
 /// Plan id of an account without a subscription.
 pub const NO_PLAN: &str = "none";
@@ -29,6 +30,11 @@ pub const MAX_CONCURRENT_HOLDS: u32 = 1_000;
 pub const MAX_VIDEO_SECONDS: u32 = 3_600;
 /// Most images one generation may ask for (DESIGN.md §3).
 pub const MAX_IMAGES_PER_GENERATION: u32 = 16;
+/// Percents of a cycle's allowance at which `usage.threshold` is emitted when the catalog
+/// names none (DESIGN.md §8).
+pub const DEFAULT_ALERT_THRESHOLDS_PERCENT: [u32; 2] = [80, 100];
+/// Hex digits of the content version: 48 bits of SHA-256, plenty to tell catalogs apart.
+const VERSION_HEX_DIGITS: usize = 12;
 
 const BUILTIN_TOML: &str = include_str!("../../deploy/catalog.toml");
 
@@ -90,6 +96,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> CatalogError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
+    alert_thresholds_percent: Option<Vec<u32>>,
     image_costs: ImageCostsFile,
     models: BTreeMap<String, ModelSpec>,
     plans: BTreeMap<String, PlanFile>,
@@ -113,13 +120,27 @@ struct PlanFile {
     max_video_seconds: u32,
 }
 
-/// Plans, models and costs. Immutable once loaded.
+/// The cost of one item (an image, or a video second) of one kind on one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub kind: Kind,
+    pub model: String,
+    /// Units per image, or per video second.
+    pub units_per_item: u64,
+}
+
+/// Plans, models, costs and usage thresholds. Immutable once loaded; a reload builds a new one
+/// (see [`SharedCatalog`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
     image_costs: BTreeMap<Kind, u64>,
     models: BTreeMap<String, ModelSpec>,
     /// Every plan including `none`, cheapest first.
     plans: Vec<PlanSpec>,
+    /// Strictly increasing, each 1..=100.
+    alert_thresholds_percent: Vec<u32>,
+    /// Hash of the content as served (see [`Catalog::version`]).
+    version: String,
 }
 
 impl Catalog {
@@ -258,11 +279,83 @@ impl Catalog {
                 ));
             }
         }
-        Ok(Catalog {
+        let alert_thresholds_percent = match file.alert_thresholds_percent {
+            None => DEFAULT_ALERT_THRESHOLDS_PERCENT.to_vec(),
+            Some(percents) => {
+                check_thresholds(&percents)?;
+                percents
+            }
+        };
+        let mut catalog = Catalog {
             image_costs,
             models: file.models,
             plans,
-        })
+            alert_thresholds_percent,
+            version: String::new(),
+        };
+        catalog.version = catalog.content_hash();
+        Ok(catalog)
+    }
+
+    /// A short hex hash of what [`Catalog::prices`], [`Catalog::plans`] and
+    /// [`Catalog::alert_thresholds_percent`] return, in a fixed text form: comments, key order
+    /// and how the file spells costs (image cost × multiplier) do not change it.
+    fn content_hash(&self) -> String {
+        let mut text = String::new();
+        for p in &self.plans {
+            text += &format!(
+                "plan {} {} {} {} {} {}\n",
+                p.id,
+                p.price_cents,
+                p.allowance_units,
+                p.max_concurrent_holds,
+                p.max_video_seconds,
+                p.models.join(",")
+            );
+        }
+        for price in self.prices() {
+            text += &format!(
+                "price {} {} {}\n",
+                price.kind, price.model, price.units_per_item
+            );
+        }
+        let thresholds: Vec<String> = self
+            .alert_thresholds_percent
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        text += &format!("thresholds {}\n", thresholds.join(","));
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let mut hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        hex.truncate(VERSION_HEX_DIGITS);
+        hex
+    }
+
+    /// The content version: equal for catalogs that serve the same plans, prices and
+    /// thresholds, different otherwise (a hash, so clients compare it, never order it).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Percents of a cycle's allowance at which `usage.threshold` is emitted, ascending.
+    pub fn alert_thresholds_percent(&self) -> &[u32] {
+        &self.alert_thresholds_percent
+    }
+
+    /// The cost of one item of every kind on every model: kinds in wire order, models sorted.
+    pub fn prices(&self) -> Vec<Price> {
+        Kind::ALL
+            .into_iter()
+            .flat_map(|kind| {
+                self.models.keys().map(move |model| Price {
+                    kind,
+                    model: model.clone(),
+                    units_per_item: self
+                        .unit_cost(kind, model)
+                        .expect("the model is in the catalog"),
+                })
+            })
+            .collect()
     }
 
     /// Every plan including `none`, cheapest first.
@@ -356,6 +449,28 @@ impl Catalog {
             reason,
         })
     }
+}
+
+/// Each percent in 1..=100, strictly increasing (so each threshold fires once, in order).
+fn check_thresholds(percents: &[u32]) -> Result<(), CatalogError> {
+    let mut previous = 0;
+    for (i, &percent) in percents.iter().enumerate() {
+        let key = format!("alert_thresholds_percent[{i}]");
+        if !(1..=100).contains(&percent) {
+            return Err(invalid(
+                key,
+                format!("{percent} is not a percent in 1..=100"),
+            ));
+        }
+        if percent <= previous {
+            return Err(invalid(
+                key,
+                format!("{percent} must be greater than the percent before it ({previous})"),
+            ));
+        }
+        previous = percent;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -464,10 +579,159 @@ mod tests {
                 good.replace("max_concurrent_holds = 8", "max_holds = 8"),
                 "max_holds",
             ),
+            (
+                good.replace(
+                    "alert_thresholds_percent = [80, 100]",
+                    "alert_thresholds_percent = [80, 101]",
+                ),
+                "alert_thresholds_percent[1]",
+            ),
+            (
+                good.replace(
+                    "alert_thresholds_percent = [80, 100]",
+                    "alert_thresholds_percent = [0, 100]",
+                ),
+                "alert_thresholds_percent[0]",
+            ),
+            (
+                good.replace(
+                    "alert_thresholds_percent = [80, 100]",
+                    "alert_thresholds_percent = [90, 50, 100]",
+                ),
+                "alert_thresholds_percent[1]",
+            ),
+            (
+                good.replace(
+                    "alert_thresholds_percent = [80, 100]",
+                    "alert_thresholds_percent = [80, 80]",
+                ),
+                "alert_thresholds_percent[1]",
+            ),
+            (
+                good.replace(
+                    "alert_thresholds_percent = [80, 100]",
+                    "alert_thresholds_percent = [-5]",
+                ),
+                "alert_thresholds_percent",
+            ),
         ];
         for (text, key) in cases {
+            assert_ne!(text, good, "the case must change the catalog ({key})");
             let err = Catalog::from_toml_str(&text).unwrap_err().to_string();
             assert!(err.contains(key), "{err:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn thresholds_default_to_80_and_100() {
+        assert_eq!(Catalog::builtin().alert_thresholds_percent(), &[80, 100]);
+        let without = BUILTIN_TOML.replace("alert_thresholds_percent = [80, 100]", "");
+        assert_ne!(without, BUILTIN_TOML);
+        let c = Catalog::from_toml_str(&without).unwrap();
+        assert_eq!(c.alert_thresholds_percent(), &[80, 100]);
+        // Same content as the built-in one, so the same version.
+        assert_eq!(c.version(), Catalog::builtin().version());
+        let custom = BUILTIN_TOML.replace(
+            "alert_thresholds_percent = [80, 100]",
+            "alert_thresholds_percent = [50, 75, 90, 100]",
+        );
+        let c = Catalog::from_toml_str(&custom).unwrap();
+        assert_eq!(c.alert_thresholds_percent(), &[50, 75, 90, 100]);
+        let none = BUILTIN_TOML.replace(
+            "alert_thresholds_percent = [80, 100]",
+            "alert_thresholds_percent = []",
+        );
+        let c = Catalog::from_toml_str(&none).unwrap();
+        assert!(c.alert_thresholds_percent().is_empty());
+    }
+
+    #[test]
+    fn prices_are_one_row_per_kind_and_model() {
+        let rows: Vec<(Kind, String, u64)> = Catalog::builtin()
+            .prices()
+            .into_iter()
+            .map(|p| (p.kind, p.model, p.units_per_item))
+            .collect();
+        let expected: Vec<(Kind, String, u64)> = [
+            (Kind::CharacterImage, [16, 4, 8]),
+            (Kind::LocationImage, [16, 4, 8]),
+            (Kind::FirstFrame, [8, 2, 4]),
+            (Kind::Video, [40, 10, 20]),
+        ]
+        .into_iter()
+        .flat_map(|(kind, costs)| {
+            ["cinema", "standard", "pro"]
+                .into_iter()
+                .zip(costs)
+                .map(move |(model, cost)| (kind, model.to_string(), cost))
+        })
+        .collect();
+        let mut expected = expected;
+        expected.sort();
+        let mut rows = rows;
+        rows.sort();
+        assert_eq!(rows, expected);
+    }
+
+    #[test]
+    fn version_follows_the_content_not_the_text() {
+        let base = Catalog::builtin();
+        assert_eq!(base.version().len(), VERSION_HEX_DIGITS);
+        assert!(base.version().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(base.version(), Catalog::builtin().version());
+        // Comments, blank lines and the order of tables do not change the content.
+        let mut reordered = String::from("# an operator's note\n\n");
+        let (head, plans) = BUILTIN_TOML.split_once("[plans.none]").unwrap();
+        reordered += head;
+        let mut tables: Vec<String> = format!("[plans.none]{plans}")
+            .split("\n[")
+            .map(|t| t.trim_start_matches('[').to_string())
+            .collect();
+        tables.reverse();
+        for table in tables {
+            reordered += &format!("\n[{}\n", table.trim_end());
+        }
+        let same = Catalog::from_toml_str(&reordered).unwrap();
+        assert_eq!(same, base);
+        assert_eq!(same.version(), base.version());
+        // Image cost × multiplier spelled differently serves the same prices.
+        let respelled = BUILTIN_TOML
+            .replace("character_image = 4", "character_image = 2")
+            .replace("location_image = 4", "location_image = 2")
+            .replace("first_frame = 2", "first_frame = 1")
+            .replace("image_multiplier = 1", "image_multiplier = 2")
+            .replace(
+                "image_multiplier = 2\nvideo_units_per_second = 20",
+                "image_multiplier = 4\nvideo_units_per_second = 20",
+            )
+            .replace(
+                "image_multiplier = 4\nvideo_units_per_second = 40",
+                "image_multiplier = 8\nvideo_units_per_second = 40",
+            );
+        let respelled = Catalog::from_toml_str(&respelled).unwrap();
+        assert_eq!(respelled.prices(), base.prices());
+        assert_eq!(respelled.version(), base.version());
+        // Any served change changes the version.
+        let changes = [
+            ("video_units_per_second = 40", "video_units_per_second = 41"),
+            ("allowance_units = 2500", "allowance_units = 2600"),
+            ("price_cents = 5000", "price_cents = 5100"),
+            ("max_concurrent_holds = 4", "max_concurrent_holds = 5"),
+            ("max_video_seconds = 10", "max_video_seconds = 11"),
+            (
+                "models = [\"standard\", \"pro\"]",
+                "models = [\"standard\", \"cinema\"]",
+            ),
+            (
+                "alert_thresholds_percent = [80, 100]",
+                "alert_thresholds_percent = [90, 100]",
+            ),
+        ];
+        for (from, to) in changes {
+            let text = BUILTIN_TOML.replacen(from, to, 1);
+            assert_ne!(text, BUILTIN_TOML, "{from}");
+            let changed = Catalog::from_toml_str(&text).unwrap();
+            assert_ne!(changed.version(), base.version(), "{from} -> {to}");
         }
     }
 }

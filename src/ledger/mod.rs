@@ -12,11 +12,13 @@ pub mod features;
 pub mod kind;
 pub mod model;
 pub mod proration;
+pub mod shared_catalog;
 
 pub use allocation::{CreditSource, GrantDraw};
-pub use catalog::{Catalog, PlanSpec};
+pub use catalog::{Catalog, PlanSpec, Price};
 pub use features::{Denial, DenialReason};
 pub use kind::Kind;
+pub use shared_catalog::SharedCatalog;
 
 /// Longest id (account, generation, grant, request) accepted.
 pub const MAX_ID_LEN: usize = 128;

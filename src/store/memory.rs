@@ -5,7 +5,7 @@
 //! together, or not at all.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 
@@ -14,7 +14,7 @@ use super::*;
 use crate::events::memory_log::MemoryLog;
 use crate::events::{self, UsageEvent};
 use crate::ledger::account::{Account, LedgerResult};
-use crate::ledger::Catalog;
+use crate::ledger::{Catalog, SharedCatalog};
 
 /// Entries of the expiry index one sweep reads per wanted account, as `RedisStore::expire_due`
 /// does: several due holds may share an account.
@@ -22,7 +22,7 @@ const SWEEP_ENTRIES_PER_ACCOUNT: usize = 4;
 
 /// Single-instance store; everything is lost when the process exits.
 pub struct MemoryStore {
-    catalog: Arc<Catalog>,
+    catalog: SharedCatalog,
     state: Mutex<State>,
 }
 
@@ -33,10 +33,11 @@ struct State {
 }
 
 impl MemoryStore {
-    /// An empty store.
-    pub fn new(catalog: Arc<Catalog>) -> MemoryStore {
+    /// An empty store on `catalog` (a [`SharedCatalog`], or an `Arc<Catalog>` that never
+    /// changes).
+    pub fn new(catalog: impl Into<SharedCatalog>) -> MemoryStore {
         MemoryStore {
-            catalog,
+            catalog: catalog.into(),
             state: Mutex::new(State {
                 accounts: HashMap::new(),
                 log: MemoryLog::new(),
@@ -61,11 +62,23 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `op` on the account through the ledger's state machine and stores the new state
-    /// and its events together; an error stores nothing. An account with nothing worth
-    /// keeping is not stored.
+    /// [`MemoryStore::with_account_on`] the catalog in force now.
     fn with_account<T>(
         &self,
+        account_id: &str,
+        now_ms: i64,
+        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+    ) -> StoreResult<T> {
+        self.with_account_on(&self.catalog.current(), account_id, now_ms, op)
+    }
+
+    /// Runs `op` on the account through the ledger's state machine on `catalog` (the snapshot
+    /// `op` itself uses, so one call never mixes two catalogs) and stores the new state and
+    /// its events together; an error stores nothing. An account with nothing worth keeping is
+    /// not stored.
+    fn with_account_on<T>(
+        &self,
+        catalog: &Catalog,
         account_id: &str,
         now_ms: i64,
         op: impl FnOnce(&mut Account) -> LedgerResult<T>,
@@ -73,8 +86,8 @@ impl MemoryStore {
         let mut state = self.lock();
         let State { accounts, log } = &mut *state;
         let transition = match accounts.get(account_id) {
-            Some(a) => a.execute(&self.catalog, now_ms, op)?,
-            None => Account::new(account_id).execute(&self.catalog, now_ms, op)?,
+            Some(a) => a.execute(catalog, now_ms, op)?,
+            None => Account::new(account_id).execute(catalog, now_ms, op)?,
         };
         let shard = shard_of(account_id);
         for event in transition.events {
@@ -92,8 +105,10 @@ impl MemoryStore {
 #[async_trait]
 impl Store for MemoryStore {
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved> {
-        let catalog = &self.catalog;
-        self.with_account(&cmd.account_id, now_ms, |a| a.reserve(catalog, cmd, now_ms))
+        let catalog = self.catalog.current();
+        self.with_account_on(&catalog, &cmd.account_id, now_ms, |a| {
+            a.reserve(&catalog, cmd, now_ms)
+        })
     }
 
     async fn settle(
@@ -141,9 +156,9 @@ impl Store for MemoryStore {
     }
 
     async fn set_plan(&self, cmd: &SetPlanCmd, now_ms: i64) -> StoreResult<PlanSet> {
-        let catalog = &self.catalog;
-        self.with_account(&cmd.account_id, now_ms, |a| {
-            a.set_plan(catalog, cmd, now_ms)
+        let catalog = self.catalog.current();
+        self.with_account_on(&catalog, &cmd.account_id, now_ms, |a| {
+            a.set_plan(&catalog, cmd, now_ms)
         })
     }
 

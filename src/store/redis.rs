@@ -7,7 +7,6 @@
 //! background, so the store recovers by itself. On a Redis Cluster each call is for one slot
 //! (see `redis_conn.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::{Script, ScriptInvocation};
@@ -19,7 +18,9 @@ use super::redis_reply::{anomaly, parse_state, ScriptReply};
 use super::*;
 use crate::ledger::account::{conflict, wrong_state};
 use crate::ledger::cycle::{month_window, Anchor};
-use crate::ledger::{Catalog, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS};
+use crate::ledger::{
+    Catalog, Kind, SharedCatalog, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS,
+};
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 
@@ -82,9 +83,8 @@ impl Scripts {
 pub struct RedisStore {
     conn: RedisConn,
     scripts: Scripts,
-    catalog: Arc<Catalog>,
-    /// The catalog's plans as the scripts read them (see `lua/lib.lua`), built once.
-    plan_table: String,
+    /// The catalog in force; each call reads it once (see [`RedisStore::run_on`]).
+    catalog: SharedCatalog,
     timeout: Duration,
     /// Consumer groups this process has created on every shard's stream.
     pub(crate) known_groups: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -101,7 +101,7 @@ impl RedisStore {
     /// `timeout`.
     pub async fn connect(
         url: &str,
-        catalog: Arc<Catalog>,
+        catalog: impl Into<SharedCatalog>,
         timeout: Duration,
     ) -> StoreResult<RedisStore> {
         RedisStore::connect_with_ca(url, catalog, timeout, None).await
@@ -111,7 +111,7 @@ impl RedisStore {
     /// in `root_ca_pem` (PEM) instead of the system's trust store, when given.
     pub async fn connect_with_ca(
         url: &str,
-        catalog: Arc<Catalog>,
+        catalog: impl Into<SharedCatalog>,
         timeout: Duration,
         root_ca_pem: Option<&[u8]>,
     ) -> StoreResult<RedisStore> {
@@ -119,8 +119,7 @@ impl RedisStore {
         let store = RedisStore {
             conn,
             scripts: Scripts::new(),
-            plan_table: plan_table(&catalog),
-            catalog,
+            catalog: catalog.into(),
             timeout,
             known_groups: Default::default(),
         };
@@ -162,11 +161,30 @@ impl RedisStore {
         }
     }
 
-    /// Runs `script` for `account_id` with every key a call on the account may touch (see
-    /// `lua/lib.lua`): `own_key` is the operation's own one (a finished hold or a plan
-    /// request). The common arguments come first, then what `args` adds.
+    /// [`RedisStore::run_on`] the catalog in force now.
     async fn run(
         &self,
+        script: &Script,
+        keys: &AccountKeys,
+        account_id: &str,
+        own_key: &str,
+        now_ms: i64,
+        args: impl FnOnce(&mut ScriptInvocation<'_>),
+    ) -> StoreResult<ScriptReply> {
+        let catalog = self.catalog.current();
+        self.run_on(&catalog, script, keys, account_id, own_key, now_ms, args)
+            .await
+    }
+
+    /// Runs `script` for `account_id` with every key a call on the account may touch (see
+    /// `lua/lib.lua`): `own_key` is the operation's own one (a finished hold or a plan
+    /// request). The common arguments come first, then what `args` adds. The scripts read
+    /// plans from `catalog`: the snapshot the caller computed costs with, so a call never
+    /// mixes two.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_on(
+        &self,
+        catalog: &Catalog,
         script: &Script,
         keys: &AccountKeys,
         account_id: &str,
@@ -184,7 +202,8 @@ impl RedisStore {
             .key(own_key)
             .arg(now_ms)
             .arg(account_id)
-            .arg(&self.plan_table)
+            // Built per call (a few plans, far below a round trip) so a reload applies at once.
+            .arg(plan_table(catalog))
             .arg(window[0])
             .arg(window[1])
             .arg(window[2])
@@ -248,18 +267,20 @@ fn plan_table(catalog: &Catalog) -> String {
 #[async_trait]
 impl Store for RedisStore {
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved> {
-        let unit_cost = self
-            .catalog
-            .unit_cost(cmd.kind, &cmd.model)
-            .ok_or_else(|| StoreError::InvalidArgument {
-                field: "model",
-                message: format!("unknown model `{}`", cmd.model),
-            })?;
+        let catalog = self.catalog.current();
+        let unit_cost =
+            catalog
+                .unit_cost(cmd.kind, &cmd.model)
+                .ok_or_else(|| StoreError::InvalidArgument {
+                    field: "model",
+                    message: format!("unknown model `{}`", cmd.model),
+                })?;
         let labels = serde_json::to_string(&cmd.labels).map_err(anomaly)?;
         let keys = AccountKeys::new(&cmd.account_id);
         let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
         let mut r = self
-            .run(
+            .run_on(
+                &catalog,
                 &self.scripts.reserve,
                 &keys,
                 &cmd.account_id,
@@ -293,13 +314,8 @@ impl Store for RedisStore {
                 let plan = ScriptReply::need(r.plan, "plan")?;
                 let open_holds = ScriptReply::need(r.open, "open")?;
                 // The script decided; the catalog rebuilds the same denial with its message.
-                match self.catalog.check_features(
-                    &plan,
-                    cmd.kind,
-                    &cmd.model,
-                    cmd.quantity,
-                    open_holds,
-                ) {
+                match catalog.check_features(&plan, cmd.kind, &cmd.model, cmd.quantity, open_holds)
+                {
                     Err(denial) => Err(StoreError::Denied(denial)),
                     Ok(()) => Err(anomaly("script denied what the catalog allows")),
                 }
@@ -481,7 +497,8 @@ impl Store for RedisStore {
     }
 
     async fn set_plan(&self, cmd: &SetPlanCmd, now_ms: i64) -> StoreResult<PlanSet> {
-        if self.catalog.plan(&cmd.plan).is_none() {
+        let catalog = self.catalog.current();
+        if catalog.plan(&cmd.plan).is_none() {
             return Err(StoreError::InvalidArgument {
                 field: "plan",
                 message: format!("unknown plan `{}`", cmd.plan),
@@ -495,7 +512,8 @@ impl Store for RedisStore {
             .unwrap_or_default();
         let anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
         let mut r = self
-            .run(
+            .run_on(
+                &catalog,
                 &self.scripts.set_plan,
                 &keys,
                 &cmd.account_id,

@@ -37,6 +37,9 @@ pub const EVENTS_PENDING: &str = "quota_events_pending";
 /// Counter: holds the expiry sweeper of this process expired.
 pub const SWEEPER_EXPIRED: &str = "quota_sweeper_expired_total";
 pub const SWEEPER_SKIPPED: &str = "quota_sweeper_skipped_accounts_total";
+/// Counter `{result}`: catalog reloads on SIGHUP: `ok`, `invalid` (the catalog in force
+/// stays), `unreadable` (the file could not be read; the catalog in force stays).
+pub const CATALOG_RELOADS: &str = "quota_catalog_reloads_total";
 
 /// Bucket bounds of the RPC latency histogram, in seconds: sub-millisecond answers from a local
 /// Redis up to the longest sane call deadline.
@@ -103,5 +106,9 @@ fn describe() {
     metrics::describe_counter!(
         SWEEPER_SKIPPED,
         "Accounts the sweeper could not change (a broken invariant), skipped"
+    );
+    metrics::describe_counter!(
+        CATALOG_RELOADS,
+        "Catalog reloads on SIGHUP by result (ok, invalid, unreadable)"
     );
 }

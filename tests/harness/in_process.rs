@@ -63,7 +63,7 @@ impl InProcess {
             store,
             events,
             clock,
-            catalog: Arc::new(Catalog::builtin()),
+            catalog: Catalog::builtin().into(),
         };
         let worker = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
@@ -25,6 +25,8 @@ pub struct Sidecar {
     pub health: Option<SocketAddr>,
     /// The Prometheus endpoint; always started, on a free port.
     pub metrics: Option<SocketAddr>,
+    /// Every log line so far (JSON).
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sidecar {
@@ -81,11 +83,14 @@ impl Sidecar {
         let mut child = command.spawn().expect("start the sidecar binary");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         // Keeps draining the log so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("sidecar: {line}");
+                kept.lock().unwrap().push(line.clone());
                 let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
@@ -103,6 +108,7 @@ impl Sidecar {
             admin: None,
             health: None,
             metrics: None,
+            logs,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut worker = None;
@@ -137,6 +143,25 @@ impl Sidecar {
     /// The admin listener's address; panics when it was started without a token.
     pub fn admin(&self) -> SocketAddr {
         self.admin.expect("started with an admin token")
+    }
+
+    /// The log lines written so far, parsed (the binary logs JSON here).
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Whether the process is still running.
