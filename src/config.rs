@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::events::Retention;
 use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
+use crate::store::sentinel_conn::{SentinelTarget, SENTINEL_SCHEME};
 
 /// Environment variable holding the admin listener's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "QUOTA_ADMIN_TOKEN";
@@ -63,7 +64,8 @@ pub struct Config {
 
     /// Where the ledger lives: `memory` (single instance, forgotten on restart) or
     /// `redis://HOST:PORT[/DB]`, `rediss://HOST:PORT[/DB]` (TLS) or a Redis Cluster
-    /// `redis+cluster://HOST:PORT,HOST:PORT,...`.
+    /// `redis+cluster://HOST:PORT,HOST:PORT,...`, or the primary that Sentinel names,
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`.
     #[arg(long, env = "QUOTA_STORE", default_value = "memory")]
     pub store: String,
 
@@ -250,7 +252,7 @@ pub enum LogFormat {
 pub enum StoreSpec {
     /// In-process store: one instance, nothing survives a restart.
     Memory,
-    /// A single Redis server or a Redis Cluster, by URL.
+    /// A single Redis server, a Redis Cluster, or a primary found through Sentinel, by URL.
     Redis(String),
 }
 
@@ -263,6 +265,11 @@ impl StoreSpec {
         let shown = redacted_url(text);
         if text.starts_with(CLUSTER_SCHEME) {
             return cluster_nodes(text)
+                .map(|_| StoreSpec::Redis(text.to_string()))
+                .map_err(|e| format!("--store {shown}: {e}"));
+        }
+        if text.starts_with(SENTINEL_SCHEME) {
+            return SentinelTarget::parse(text)
                 .map(|_| StoreSpec::Redis(text.to_string()))
                 .map_err(|e| format!("--store {shown}: {e}"));
         }
@@ -284,7 +291,8 @@ impl StoreSpec {
             )),
             None => Err(format!(
                 "--store {shown}: expected `memory`, redis://HOST:PORT[/DB], \
-                 rediss://HOST:PORT[/DB] (TLS) or redis+cluster://HOST:PORT,HOST:PORT"
+                 rediss://HOST:PORT[/DB] (TLS), redis+cluster://HOST:PORT,HOST:PORT or \
+                 redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME"
             )),
         }
     }
@@ -419,7 +427,15 @@ mod tests {
             StoreSpec::parse("redis+cluster://a:1,b:2"),
             Ok(StoreSpec::Redis("redis+cluster://a:1,b:2".into()))
         );
+        assert_eq!(
+            StoreSpec::parse("redis+sentinel://s1:26379,s2:26379/quota"),
+            Ok(StoreSpec::Redis(
+                "redis+sentinel://s1:26379,s2:26379/quota".into()
+            ))
+        );
         for bad in [
+            "redis+sentinel://s1:26379",
+            "redis+sentinel://s1/quota",
             "redis://",
             "redis:///0",
             "redis+cluster://",

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
+pub mod sentinel_conn;
 pub mod sweeper;
 pub mod unavailable;
 

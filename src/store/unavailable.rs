@@ -131,6 +131,9 @@ fn is_unavailable(e: &::redis::RedisError) -> bool {
         ErrorKind::Io
             | ErrorKind::ClusterConnectionNotFound
             | ErrorKind::AuthenticationFailed
+            // No primary Sentinel can vouch for: mid-failover, or a wrong primary name.
+            | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::NoValidReplicasFoundBySentinel
             | ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown)
     )
 }
