@@ -31,6 +31,11 @@ pub const DEFAULT_EVENTS_KEEP_SECONDS: u64 = 7 * 86_400;
 /// Default of `--events-keep-max-per-shard`: 16 shards × 250,000 events of ~250 B bound acked
 /// history near 1 GB of Redis memory, whatever the traffic.
 pub const DEFAULT_EVENTS_KEEP_MAX_PER_SHARD: u64 = 250_000;
+/// Default hard cap of events per shard stream, acked or not. One event takes about 220 bytes
+/// of Redis memory (`MEMORY USAGE` of the streams after 4,000 reserve and settle events with
+/// a label, `tests/event_log.rs`): 16 shards × 100,000 × 220 B ≈ 350 MB, about a third of a
+/// 1 GB Redis, leaving the rest to accounts, holds (kept 7 days) and headroom.
+pub const DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD: u64 = 100_000;
 
 /// Whose clock the ledger runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,6 +145,17 @@ pub struct Config {
     )]
     pub events_keep_max_per_shard: u64,
 
+    /// Hard cap of events per shard stream, acked or not: past it the oldest are dropped even
+    /// if a group has not acked them (counted, logged, and the group's next Subscribe answers
+    /// DATA_LOSS), so that a consumer that stops reading cannot fill Redis.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_MAX_RETAINED_PER_SHARD",
+        default_value_t = DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub events_max_retained_per_shard: u64,
+
     /// Log format.
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -229,6 +245,7 @@ impl Config {
         Retention {
             keep_ms: self.events_keep_seconds as i64 * 1000,
             max_events_per_shard: self.events_keep_max_per_shard,
+            max_retained_per_shard: self.events_max_retained_per_shard,
         }
     }
 
@@ -362,6 +379,7 @@ mod tests {
             Retention {
                 keep_ms: 604_800_000,
                 max_events_per_shard: 250_000,
+                max_retained_per_shard: 100_000,
             }
         );
     }

@@ -40,7 +40,8 @@ use crate::api::quota::QuotaService;
 use crate::clock::{Clock, SkewedClock, StoreClock, SystemClock};
 use crate::config::{
     redacted_url, AdminToken, ClockSource, Config, StoreSpec, ADMIN_TOKEN_ENV,
-    DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, DEFAULT_EVENTS_KEEP_SECONDS, DEFAULT_SWEEP_INTERVAL_MS,
+    DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, DEFAULT_EVENTS_KEEP_SECONDS,
+    DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD, DEFAULT_SWEEP_INTERVAL_MS,
 };
 use crate::events::instrumented::InstrumentedEventLog;
 use crate::events::pending_gauge::{run_pending_gauge, PENDING_SAMPLE_INTERVAL};
@@ -146,6 +147,7 @@ impl Default for ServerSettings {
             events_retention: Retention {
                 keep_ms: DEFAULT_EVENTS_KEEP_SECONDS as i64 * 1000,
                 max_events_per_shard: DEFAULT_EVENTS_KEEP_MAX_PER_SHARD,
+                max_retained_per_shard: DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD,
             },
             events: EventStreamSettings::default(),
         }

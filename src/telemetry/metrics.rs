@@ -26,6 +26,8 @@ pub const STORE_DURATION: &str = "quota_store_duration_seconds";
 /// (see [`crate::store::unavailable`]). Refusals such as
 /// insufficient funds are answers, not failures; they show in the RPC codes.
 pub const STORE_ERRORS: &str = "quota_store_errors_total";
+/// Counter: events the hard retention cap dropped before some durable consumer group acked them.
+pub const EVENTS_DROPPED_UNACKED: &str = "quota_events_dropped_unacked_total";
 /// Counter `{reason}`: reserves refused by the plan (`model`, `video_seconds`,
 /// `concurrent_holds`) or for lack of funds (`insufficient_funds`).
 pub const RESERVE_DENIALS: &str = "quota_reserve_denials_total";
@@ -91,6 +93,10 @@ fn describe() {
     );
     metrics::describe_histogram!(STORE_DURATION, "Time of one store call, in seconds");
     metrics::describe_counter!(STORE_ERRORS, "Store calls that failed");
+    metrics::describe_counter!(
+        EVENTS_DROPPED_UNACKED,
+        "Events dropped past the retention cap before a consumer group acked them"
+    );
     metrics::describe_counter!(
         RESERVE_DENIALS,
         "Reserves refused by the plan or for lack of funds"
