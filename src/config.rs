@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::events::Retention;
 use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
+use crate::store::sentinel_conn::{SentinelTarget, SENTINEL_SCHEME};
 
 /// Environment variable holding the admin listener's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "QUOTA_ADMIN_TOKEN";
@@ -30,6 +31,11 @@ pub const DEFAULT_EVENTS_KEEP_SECONDS: u64 = 7 * 86_400;
 /// Default of `--events-keep-max-per-shard`: 16 shards × 250,000 events of ~250 B bound acked
 /// history near 1 GB of Redis memory, whatever the traffic.
 pub const DEFAULT_EVENTS_KEEP_MAX_PER_SHARD: u64 = 250_000;
+/// Default hard cap of events per shard stream, acked or not. One event takes about 220 bytes
+/// of Redis memory (`MEMORY USAGE` of the streams after 4,000 reserve and settle events with
+/// a label, `tests/event_log.rs`): 16 shards × 100,000 × 220 B ≈ 350 MB, about a third of a
+/// 1 GB Redis, leaving the rest to accounts, holds (kept 7 days) and headroom.
+pub const DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD: u64 = 100_000;
 
 /// Whose clock the ledger runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,7 +69,8 @@ pub struct Config {
 
     /// Where the ledger lives: `memory` (single instance, forgotten on restart) or
     /// `redis://HOST:PORT[/DB]`, `rediss://HOST:PORT[/DB]` (TLS) or a Redis Cluster
-    /// `redis+cluster://HOST:PORT,HOST:PORT,...`.
+    /// `redis+cluster://HOST:PORT,HOST:PORT,...`, or the primary that Sentinel names,
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`.
     #[arg(long, env = "QUOTA_STORE", default_value = "memory")]
     pub store: String,
 
@@ -137,6 +144,17 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(0..)
     )]
     pub events_keep_max_per_shard: u64,
+
+    /// Hard cap of events per shard stream, acked or not: past it the oldest are dropped even
+    /// if a group has not acked them (counted, logged, and the group's next Subscribe answers
+    /// DATA_LOSS), so that a consumer that stops reading cannot fill Redis.
+    #[arg(
+        long,
+        env = "QUOTA_EVENTS_MAX_RETAINED_PER_SHARD",
+        default_value_t = DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub events_max_retained_per_shard: u64,
 
     /// Log format.
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -227,6 +245,7 @@ impl Config {
         Retention {
             keep_ms: self.events_keep_seconds as i64 * 1000,
             max_events_per_shard: self.events_keep_max_per_shard,
+            max_retained_per_shard: self.events_max_retained_per_shard,
         }
     }
 
@@ -250,7 +269,7 @@ pub enum LogFormat {
 pub enum StoreSpec {
     /// In-process store: one instance, nothing survives a restart.
     Memory,
-    /// A single Redis server or a Redis Cluster, by URL.
+    /// A single Redis server, a Redis Cluster, or a primary found through Sentinel, by URL.
     Redis(String),
 }
 
@@ -263,6 +282,11 @@ impl StoreSpec {
         let shown = redacted_url(text);
         if text.starts_with(CLUSTER_SCHEME) {
             return cluster_nodes(text)
+                .map(|_| StoreSpec::Redis(text.to_string()))
+                .map_err(|e| format!("--store {shown}: {e}"));
+        }
+        if text.starts_with(SENTINEL_SCHEME) {
+            return SentinelTarget::parse(text)
                 .map(|_| StoreSpec::Redis(text.to_string()))
                 .map_err(|e| format!("--store {shown}: {e}"));
         }
@@ -284,7 +308,8 @@ impl StoreSpec {
             )),
             None => Err(format!(
                 "--store {shown}: expected `memory`, redis://HOST:PORT[/DB], \
-                 rediss://HOST:PORT[/DB] (TLS) or redis+cluster://HOST:PORT,HOST:PORT"
+                 rediss://HOST:PORT[/DB] (TLS), redis+cluster://HOST:PORT,HOST:PORT or \
+                 redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME"
             )),
         }
     }
@@ -354,6 +379,7 @@ mod tests {
             Retention {
                 keep_ms: 604_800_000,
                 max_events_per_shard: 250_000,
+                max_retained_per_shard: 100_000,
             }
         );
     }
@@ -419,7 +445,15 @@ mod tests {
             StoreSpec::parse("redis+cluster://a:1,b:2"),
             Ok(StoreSpec::Redis("redis+cluster://a:1,b:2".into()))
         );
+        assert_eq!(
+            StoreSpec::parse("redis+sentinel://s1:26379,s2:26379/quota"),
+            Ok(StoreSpec::Redis(
+                "redis+sentinel://s1:26379,s2:26379/quota".into()
+            ))
+        );
         for bad in [
+            "redis+sentinel://s1:26379",
+            "redis+sentinel://s1/quota",
             "redis://",
             "redis:///0",
             "redis+cluster://",

@@ -11,8 +11,9 @@
 //! With TLS configured ([`ListenerTls`]), the worker and admin listeners serve TLS, and the
 //! admin listener may also require client certificates.
 //!
-//! Health follows the store: a background probe pings it and turns `""` and `quota.v1.Quota`
-//! NOT_SERVING while it does not answer, SERVING again when it does. `liveness` stays SERVING
+//! Health follows the store: a background probe checks it (on Redis with a small write, see
+//! [`crate::store::health_probe`]) and turns `""` and `quota.v1.Quota` NOT_SERVING while it
+//! does not answer or refuses writes, SERVING again when it takes them. `liveness` stays SERVING
 //! until shutdown, for liveness probes.
 //!
 //! Also in the background while serving: the expiry sweeper (so `hold.expired` is emitted for
@@ -39,7 +40,8 @@ use crate::api::quota::QuotaService;
 use crate::clock::{Clock, SkewedClock, StoreClock, SystemClock};
 use crate::config::{
     redacted_url, AdminToken, ClockSource, Config, StoreSpec, ADMIN_TOKEN_ENV,
-    DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, DEFAULT_EVENTS_KEEP_SECONDS, DEFAULT_SWEEP_INTERVAL_MS,
+    DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, DEFAULT_EVENTS_KEEP_SECONDS,
+    DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD, DEFAULT_SWEEP_INTERVAL_MS,
 };
 use crate::events::instrumented::InstrumentedEventLog;
 use crate::events::pending_gauge::{run_pending_gauge, PENDING_SAMPLE_INTERVAL};
@@ -48,7 +50,8 @@ use crate::events::{EventLog, Retention};
 use crate::ledger::catalog::CatalogError;
 use crate::ledger::{Catalog, SharedCatalog};
 use crate::pb;
-use crate::store::instrumented::InstrumentedStore;
+use crate::store::health_probe::{HealthProbe, PingProbe, RedisWriteProbe};
+use crate::store::instrumented::{observe, store_span, InstrumentedStore};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::redis_conn::TLS_SCHEME;
@@ -58,9 +61,9 @@ use crate::telemetry::metrics_endpoint::serve_metrics;
 use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
 use crate::tls::{read_redis_ca, ListenerTls, TlsError, REDIS_CA_FLAG};
 
-/// How often the health probe pings the store.
+/// How often the health probe checks the store.
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest one health ping may take before the store counts as down. Stores bound their own
+/// Longest one health check may take before the store counts as down. Stores bound their own
 /// calls; this only guards against one that does not.
 pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the trimmer drops fully acked history: retention is counted in days, so a
@@ -126,6 +129,9 @@ pub struct ServerParts {
     pub catalog: SharedCatalog,
 }
 
+/// How health checks the store: [`Store::ping`] unless a probe is given.
+type Probe = Option<Arc<dyn HealthProbe>>;
+
 /// Timings and limits of the background tasks and the event streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSettings {
@@ -145,6 +151,7 @@ impl Default for ServerSettings {
             events_retention: Retention {
                 keep_ms: DEFAULT_EVENTS_KEEP_SECONDS as i64 * 1000,
                 max_events_per_shard: DEFAULT_EVENTS_KEEP_MAX_PER_SHARD,
+                max_retained_per_shard: DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD,
             },
             events: EventStreamSettings::default(),
         }
@@ -174,6 +181,7 @@ pub struct Server {
     admin: Option<(TcpListener, AdminToken)>,
     health: Option<TcpListener>,
     tls: ListenerTls,
+    probe: Probe,
 }
 
 impl Server {
@@ -186,6 +194,7 @@ impl Server {
             admin: None,
             health: None,
             tls: ListenerTls::plaintext(),
+            probe: None,
         }
     }
 
@@ -204,6 +213,12 @@ impl Server {
     /// Adds the plaintext health-only listener.
     pub fn with_health_listener(mut self, listener: TcpListener) -> Server {
         self.health = Some(listener);
+        self
+    }
+
+    /// Checks the store's health with `probe` instead of pinging it.
+    pub fn with_health_probe(mut self, probe: Arc<dyn HealthProbe>) -> Server {
+        self.probe = Some(probe);
         self
     }
 
@@ -238,6 +253,7 @@ impl Server {
             admin,
             health,
             tls,
+            probe,
         } = self;
         // Every store and event-log call from here on is timed and traced.
         let (events, groups) = InstrumentedEventLog::wrap(parts.events);
@@ -246,15 +262,16 @@ impl Server {
             events,
             ..parts
         };
+        let probe = probe.unwrap_or_else(|| Arc::new(PingProbe(parts.store.clone())));
         let mut reporter = HealthReporter::new();
-        let store_ok = ping(parts.store.as_ref()).await;
+        let store_ok = check(probe.as_ref()).await;
         set_health(&reporter, store_ok).await;
         reporter
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut probe = tokio::spawn(probe_store(
-            parts.store.clone(),
+            probe,
             reporter.clone(),
             store_ok,
             stop_rx.clone(),
@@ -367,12 +384,13 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Whether the store answers in time.
-async fn ping(store: &dyn Store) -> bool {
-    match tokio::time::timeout(HEALTH_PROBE_TIMEOUT, store.ping()).await {
+/// Whether the store can serve calls now; counted as store operation `health_probe`.
+async fn check(probe: &dyn HealthProbe) -> bool {
+    let call = observe("health_probe", store_span!("health_probe"), probe.check());
+    match tokio::time::timeout(HEALTH_PROBE_TIMEOUT, call).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "store ping failed");
+            tracing::debug!(error = %e, "store health check failed");
             false
         }
         Err(_) => false,
@@ -390,9 +408,9 @@ async fn set_health(reporter: &HealthReporter, serving: bool) {
     }
 }
 
-/// Pings the store every [`HEALTH_PROBE_INTERVAL`] and reports changes until shutdown.
+/// Checks the store every [`HEALTH_PROBE_INTERVAL`] and reports changes until shutdown.
 async fn probe_store(
-    store: Arc<dyn Store>,
+    probe: Arc<dyn HealthProbe>,
     reporter: HealthReporter,
     mut serving: bool,
     mut stop: watch::Receiver<bool>,
@@ -405,7 +423,7 @@ async fn probe_store(
             _ = tick.tick() => {}
             _ = stop.wait_for(|stopping| *stopping) => return,
         }
-        let ok = ping(store.as_ref()).await;
+        let ok = check(probe.as_ref()).await;
         // Shutdown may have set NOT_SERVING while the ping ran; leave it.
         if ok == serving || *stop.borrow() {
             continue;
@@ -414,7 +432,7 @@ async fn probe_store(
         if ok {
             tracing::info!("store answers again; health SERVING");
         } else {
-            tracing::warn!("store does not answer; health NOT_SERVING");
+            tracing::warn!("store does not answer or refuses writes; health NOT_SERVING");
         }
         set_health(&reporter, ok).await;
     }
@@ -523,11 +541,19 @@ pub fn load_catalog(config: &Config) -> Result<Catalog, ServerError> {
     }
 }
 
-/// Opens the store named by `--store`: the ledger and its event log, one object.
+/// The store named by `--store`: the ledger, its event log (one object) and, for Redis, the
+/// write probe health checks it with.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub events: Arc<dyn EventLog>,
+    pub probe: Probe,
+}
+
+/// Opens the store named by `--store`.
 pub async fn open_store(
     config: &Config,
     catalog: SharedCatalog,
-) -> Result<(Arc<dyn Store>, Arc<dyn EventLog>), ServerError> {
+) -> Result<OpenedStore, ServerError> {
     match config.store_spec().map_err(ServerError::Store)? {
         StoreSpec::Memory => {
             tracing::warn!(
@@ -535,7 +561,11 @@ pub async fn open_store(
                  forgotten on restart; use --store redis://HOST:PORT in production"
             );
             let store = Arc::new(MemoryStore::new(catalog));
-            Ok((store.clone(), store))
+            Ok(OpenedStore {
+                store: store.clone(),
+                events: store,
+                probe: None,
+            })
         }
         StoreSpec::Redis(url) => {
             let root_ca = match &config.redis_ca {
@@ -559,8 +589,13 @@ pub async fn open_store(
                 timeout_ms = config.redis_timeout_ms,
                 "store is Redis"
             );
+            let probe = RedisWriteProbe::new(store.connection(), config.redis_timeout());
             let store = Arc::new(store);
-            Ok((store.clone(), store))
+            Ok(OpenedStore {
+                store: store.clone(),
+                events: store,
+                probe: Some(Arc::new(probe)),
+            })
         }
     }
 }
@@ -633,7 +668,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let metrics = bind("metrics", config.metrics_listen).await?;
     let metrics_handle = crate::telemetry::metrics::install().map_err(ServerError::Metrics)?;
-    let (store, events) = open_store(&config, catalog.clone()).await?;
+    let OpenedStore {
+        store,
+        events,
+        probe,
+    } = open_store(&config, catalog.clone()).await?;
     let local: Arc<dyn Clock> = match config.clock_skew_ms {
         0 => Arc::new(SystemClock),
         skew_ms => Arc::new(SkewedClock { skew_ms }),
@@ -662,6 +701,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     if let Some(listener) = health {
         server = server.with_health_listener(listener);
+    }
+    if let Some(probe) = probe {
+        server = server.with_health_probe(probe);
     }
     // Logged as fields so that tooling can read the bound ports when listening on port 0.
     if let Ok(addr) = server.worker_addr() {

@@ -365,6 +365,7 @@ mod cases {
         let at_most_five = Retention {
             keep_ms: 365 * 86_400_000,
             max_events_per_shard: 5,
+            max_retained_per_shard: u64::MAX,
         };
         let billing = s
             .log
@@ -402,6 +403,101 @@ mod cases {
             .unwrap();
         assert_eq!(ids(&late), ids(&billing[7..]));
     }
+
+    /// Twelve events on one account, so in one shard's log.
+    async fn twelve_events(s: &Subject, account: &str) {
+        for i in 0..12 {
+            s.store
+                .grant_credits(
+                    &GrantCmd {
+                        account_id: account.into(),
+                        grant_id: format!("pack-{i}"),
+                        units: 1,
+                        source: CreditSource::Purchased,
+                        expires_at_ms: None,
+                    },
+                    NOW_MS,
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    pub async fn the_hard_cap_drops_unacked_events_and_tells_each_group_once(s: Subject) {
+        let a = "flood";
+        twelve_events(&s, a).await;
+        // "stuck" read three and acked none; "reader" acked all; an ephemeral group lags too.
+        let stuck = s
+            .log
+            .read("stuck", "c", 3, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        let all = s
+            .log
+            .read("reader", "c", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 12);
+        let acks: Vec<String> = all.iter().map(|e| e.ack_id.clone()).collect();
+        s.log.ack("reader", &acks).await.unwrap();
+        s.log
+            .read("ephemeral:t1", "c", 1, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        let cap = s.log.enforce_cap(4).await.unwrap();
+        assert_eq!((cap.dropped, cap.dropped_unacked), (8, 8), "{cap:?}");
+        let stuck_loss = cap.losses.iter().find(|l| l.group == "stuck").unwrap();
+        assert_eq!(stuck_loss.count, 8);
+        assert_eq!(stuck_loss.first_ack_id, stuck[0].ack_id);
+        assert_eq!(stuck_loss.last_ack_id, all[7].ack_id);
+        assert!(cap.losses.iter().all(|l| l.group != "reader"));
+        assert!(cap
+            .losses
+            .iter()
+            .all(|l| !l.group.starts_with("ephemeral:")));
+        // Within the cap now.
+        assert_eq!(s.log.enforce_cap(4).await.unwrap().dropped, 0);
+
+        let told = s.log.take_losses("stuck").await.unwrap();
+        assert_eq!(told.len(), 1);
+        assert_eq!(
+            (
+                told[0].first_ack_id.as_str(),
+                told[0].last_ack_id.as_str(),
+                told[0].count
+            ),
+            (all[0].ack_id.as_str(), all[7].ack_id.as_str(), 8)
+        );
+        assert!(s.log.take_losses("stuck").await.unwrap().is_empty(), "once");
+        // It reads on from what is kept.
+        let rest = s
+            .log
+            .read("stuck", "c", 100, true, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(ids(&rest), ids(&all[8..]));
+    }
+
+    pub async fn ephemeral_groups_never_hold_back_trimming_and_are_deleted(s: Subject) {
+        let a = "tail";
+        twelve_events(&s, a).await;
+        let group = "ephemeral:abc";
+        let seen = s
+            .log
+            .read(group, "c", 2, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 2);
+        // Nothing acked by anyone, but the only group is ephemeral: everything old goes.
+        let far_future = NOW_MS + 365 * 86_400_000 * 10;
+        assert_eq!(
+            s.log.trim(Retention::by_age(0), far_future).await.unwrap(),
+            12
+        );
+        assert!(s.log.delete_group(group).await.unwrap());
+        assert!(!s.log.delete_group(group).await.unwrap());
+        assert_eq!(s.log.pending(group).await.unwrap(), 0);
+    }
 }
 
 macro_rules! both {
@@ -423,4 +519,73 @@ both!(
     a_late_group_sees_everything,
     trimming_keeps_what_a_group_needs,
     trimming_by_size_keeps_the_newest_acked,
+    the_hard_cap_drops_unacked_events_and_tells_each_group_once,
+    ephemeral_groups_never_hold_back_trimming_and_are_deleted,
 );
+
+/// The hard cap's default is sized from what an event costs Redis: `used_memory` before and
+/// after 2,000 reserves and 2,000 settles (4,000 stream entries with labels) on one Redis.
+/// Sixteen shards at the default cap must fit in half of a 1 GB Redis.
+#[tokio::test]
+async fn an_event_s_memory_fits_the_default_cap() {
+    use quota_sidecar::config::DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD;
+    let s = redis().await;
+    let server = s._redis.as_ref().unwrap();
+    let used = || -> u64 {
+        let info = server.cli(&["INFO", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory")
+    };
+    let accounts: Vec<String> = (0..64).map(|i| format!("acct-{i}")).collect();
+    for a in &accounts {
+        fund(&s, a).await;
+    }
+    let before = used();
+    let mut events = 0u64;
+    for i in 0..2_000 {
+        let a = &accounts[i % accounts.len()];
+        let generation = format!("gen-{i:06}");
+        let cmd = ReserveCmd {
+            account_id: a.clone(),
+            generation_id: generation.clone(),
+            kind: Kind::FirstFrame,
+            model: "standard".into(),
+            quantity: 1,
+            ttl_seconds: 300,
+            labels: BTreeMap::from([("job".to_string(), format!("job-{i:06}"))]),
+        };
+        s.store.reserve(&cmd, NOW_MS).await.unwrap();
+        s.store.settle(a, &generation, None, NOW_MS).await.unwrap();
+        events += 2;
+    }
+    // Holds are kept too (7 days); count only the streams.
+    let streams: u64 = (0..SHARD_COUNT)
+        .map(|shard| {
+            server
+                .cli(&[
+                    "MEMORY",
+                    "USAGE",
+                    &format!("q:{{s{shard}}}:events"),
+                    "SAMPLES",
+                    "0",
+                ])
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .sum();
+    let per_event = streams / events;
+    let total_delta = used() - before;
+    let budget = 16 * DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD * per_event;
+    println!(
+        "{events} events: streams {streams} B ({per_event} B/event); used_memory +{total_delta} B \
+         with holds; default cap {DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD}/shard x 16 = {} MB",
+        budget / 1_000_000
+    );
+    assert!(per_event > 50, "{per_event} B/event is implausibly small");
+    assert!(
+        budget <= 512 * 1024 * 1024,
+        "the default cap needs {budget} B for events alone"
+    );
+}

@@ -780,6 +780,85 @@ mod cases {
         assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
         drop(backing);
     }
+
+    /// Past the hard cap the oldest events go even unacked: the lagging group's next
+    /// Subscribe answers DATA_LOSS naming what it missed, once. An ephemeral subscription reads
+    /// without holding anything back, and its group is gone when the stream ends.
+    pub async fn lost_events_are_data_loss_once_and_ephemeral_groups_vanish(backend: Backend) {
+        let backing = Backing::new(backend).await;
+        let clock = ManualClock::new(T0);
+        let server = backing.serve(&clock, 1_000).await;
+        let mut admin = server.admin();
+        let a = "flooded";
+        for i in 0..12 {
+            admin
+                .grant_credits(authed(grant(a, &format!("pack-{i}"), 1, None)))
+                .await
+                .unwrap();
+        }
+        let mut sub = server.subscribe("billing", "c1").await;
+        let first = sub.take(3).await;
+        drop(sub);
+        let cap = backing.events.enforce_cap(4).await.unwrap();
+        assert_eq!((cap.dropped, cap.dropped_unacked), (8, 8), "{cap:?}");
+
+        let mut client = server.events();
+        let request = |group: &str, ephemeral: bool| {
+            authed(pb::SubscribeRequest {
+                group: group.into(),
+                consumer: "c1".into(),
+                ephemeral,
+            })
+        };
+        let status = client
+            .subscribe(request("billing", false))
+            .await
+            .expect_err("DATA_LOSS");
+        assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+        assert!(
+            status.message().contains("missed 8 events")
+                && status.message().contains(&first[0].ack_id),
+            "{}",
+            status.message()
+        );
+        // Told once: it reads on from what is kept.
+        let mut sub = server.subscribe("billing", "c1").await;
+        let kept = sub.take(4).await;
+        assert_eq!(sub.ack(&kept).await, 4);
+
+        let status = client
+            .subscribe(request("billing", true))
+            .await
+            .expect_err("a named ephemeral group");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let mut tail = client
+            .subscribe(request("", true))
+            .await
+            .expect("ephemeral subscribe")
+            .into_inner();
+        for _ in 0..4 {
+            tokio::time::timeout(EVENT_TIMEOUT, tail.message())
+                .await
+                .expect("an event in time")
+                .unwrap()
+                .unwrap();
+        }
+        drop(tail);
+        if let Some(redis) = &backing.redis {
+            let shard = quota_sidecar::store::keys::shard_of(a);
+            let key = format!("{}events", quota_sidecar::store::keys::shard_prefix(shard));
+            let deadline = Instant::now() + EVENT_TIMEOUT;
+            loop {
+                let groups = redis.cli(&["XINFO", "GROUPS", &key]);
+                if !groups.contains("ephemeral:") {
+                    assert!(groups.contains("billing"), "{groups}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "ephemeral group left: {groups}");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
 }
 
 macro_rules! on_both_stores {
@@ -811,6 +890,7 @@ on_both_stores!(
     sweeper_expires_untouched_holds,
     edge_checks_token_and_input,
     shutdown_ends_open_streams,
+    lost_events_are_data_loss_once_and_ephemeral_groups_vanish,
 );
 
 /// Two sidecars sweeping one Redis: every hold expires once.

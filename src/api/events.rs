@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::{
     DEFAULT_EVENTS_CLAIM_IDLE_MS, DEFAULT_EVENTS_MAX_IN_FLIGHT, DEFAULT_EVENTS_POLL_MS,
 };
-use crate::events::{AckId, EventLog, UsageEvent};
+use crate::events::{AckId, EventLog, Loss, UsageEvent, EPHEMERAL_PREFIX};
 use crate::pb;
 
 /// Most ack ids one `Ack` may carry: one call stays a few small store commands, and a consumer
@@ -96,9 +96,27 @@ impl pb::usage_events_server::UsageEvents for EventsService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        if req.ephemeral {
+            if !req.group.is_empty() {
+                return Err(validate::invalid(
+                    "group",
+                    "must be empty for an ephemeral subscription, which gets a group of its own",
+                ));
+            }
+            req.group = ephemeral_group_name()?;
+            if req.consumer.is_empty() {
+                req.consumer = "ephemeral".into();
+            }
+        }
         validate::id("group", &req.group)?;
         validate::id("consumer", &req.consumer)?;
+        if !req.ephemeral {
+            let losses = self.log.take_losses(&req.group).await?;
+            if !losses.is_empty() {
+                return Err(Status::data_loss(loss_message(&req.group, &losses)));
+            }
+        }
         let span = tracing::Span::current();
         span.record("group", req.group.as_str());
         span.record("consumer", req.consumer.as_str());
@@ -109,6 +127,7 @@ impl pb::usage_events_server::UsageEvents for EventsService {
             settings: self.settings,
             group: req.group,
             consumer: req.consumer,
+            ephemeral: req.ephemeral,
         };
         // The consumer's own unacked events first, in case it is reconnecting after a crash
         // (any beyond one batch come back once idle). Read before answering, so that a store
@@ -142,6 +161,32 @@ impl pb::usage_events_server::UsageEvents for EventsService {
         tracing::debug!(acked, "acked");
         Ok(Response::new(pb::AckResponse { acked }))
     }
+}
+
+/// A fresh ephemeral group name: [`EPHEMERAL_PREFIX`] and 64 random bits.
+fn ephemeral_group_name() -> Result<String, Status> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Status::internal("no randomness for an ephemeral group name"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{EPHEMERAL_PREFIX}{hex}"))
+}
+
+/// The DATA_LOSS message: how many events the group missed and, per shard, the ack ids of the
+/// first and last.
+fn loss_message(group: &str, losses: &[Loss]) -> String {
+    let total: u64 = losses.iter().map(|l| l.count).sum();
+    let ranges: Vec<String> = losses
+        .iter()
+        .map(|l| format!("{} to {}", l.first_ack_id, l.last_ack_id))
+        .collect();
+    format!(
+        "group `{group}` missed {total} events the retention cap dropped before it acked them \
+         (--events-max-retained-per-shard): {}; subscribe again to read on from the oldest kept",
+        ranges.join(", ")
+    )
 }
 
 /// Ack ids: at least one, at most [`MAX_ACK_IDS`], each as Subscribe gave it. The message
@@ -183,6 +228,9 @@ struct Subscription {
     settings: EventStreamSettings,
     group: String,
     consumer: String,
+    /// The group is this stream's own: events are acked as they are read (the client does
+    /// not know the group's name) and the group is removed when the stream ends.
+    ephemeral: bool,
 }
 
 impl Subscription {
@@ -198,6 +246,10 @@ impl Subscription {
                 self.clock.now_ms(),
             )
             .await?;
+        if self.ephemeral && !events.is_empty() {
+            let ids: Vec<String> = events.iter().map(|e| e.ack_id.clone()).collect();
+            self.log.ack(&self.group, &ids).await?;
+        }
         Ok(events)
     }
 
@@ -211,7 +263,16 @@ impl Subscription {
         mut stop: watch::Receiver<bool>,
     ) {
         let end = self.pump(first, first_max, &tx, &mut stop).await;
-        if let Err(e) = self.log.abandon(&self.group, &self.consumer).await {
+        if self.ephemeral {
+            match self.log.delete_group(&self.group).await {
+                Ok(_) => tracing::debug!("ephemeral group removed"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not remove the ephemeral group; it never holds back trimming, and \
+                     `quotactl events groups delete` removes it"
+                ),
+            }
+        } else if let Err(e) = self.log.abandon(&self.group, &self.consumer).await {
             tracing::warn!(
                 error = %e,
                 "could not hand unacked events over; other consumers get them after the claim idle time"
@@ -246,8 +307,10 @@ impl Subscription {
             // A full batch means there may be more: read again without waiting.
             let more_waiting = !batch.is_empty() && batch.len() >= requested;
             for event in batch.drain(..) {
-                self.registration
-                    .delivered(&event.ack_id, self.clock.now_ms());
+                if !self.ephemeral {
+                    self.registration
+                        .delivered(&event.ack_id, self.clock.now_ms());
+                }
                 tokio::select! {
                     sent = tx.send(Ok(convert::usage_event(event))) => {
                         if sent.is_err() {

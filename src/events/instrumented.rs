@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tracing::field::Empty;
 
-use super::{EventLog, Retention, UsageEvent};
+use super::{CapTrim, EventLog, Loss, Retention, UsageEvent};
 use crate::store::instrumented::{observe, store_span};
 use crate::store::StoreResult;
 
@@ -104,6 +104,26 @@ impl EventLog for InstrumentedEventLog {
     async fn pending(&self, group: &str) -> StoreResult<u64> {
         let call = self.inner.pending(group);
         observe("events_pending", store_span!("events_pending"), call).await
+    }
+
+    async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
+        let call = self.inner.enforce_cap(max_retained_per_shard);
+        observe("events_cap", store_span!("events_cap"), call).await
+    }
+
+    async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
+        let call = self.inner.take_losses(group);
+        observe("events_losses", store_span!("events_losses"), call).await
+    }
+
+    async fn delete_group(&self, group: &str) -> StoreResult<bool> {
+        let call = self.inner.delete_group(group);
+        observe(
+            "events_delete_group",
+            store_span!("events_delete_group"),
+            call,
+        )
+        .await
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use async_trait::async_trait;
 
-use super::{AckId, EventLog, Retention, UsageEvent};
+use super::{is_ephemeral, AckId, CapTrim, EventLog, Loss, Retention, UsageEvent};
 use crate::store::keys::SHARD_COUNT;
 use crate::store::memory::MemoryStore;
 use crate::store::StoreResult;
@@ -15,6 +15,8 @@ use crate::store::StoreResult;
 pub(crate) struct MemoryLog {
     shards: Vec<ShardLog>,
     groups: HashMap<String, Group>,
+    /// Per group: what the retention cap dropped before it read it, until it is told.
+    losses: HashMap<String, Vec<Loss>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -48,6 +50,7 @@ impl MemoryLog {
         MemoryLog {
             shards: vec![ShardLog::default(); SHARD_COUNT as usize],
             groups: HashMap::new(),
+            losses: HashMap::new(),
         }
     }
 
@@ -157,13 +160,66 @@ impl MemoryLog {
         }
     }
 
+    fn enforce_cap(&mut self, max_retained: u64) -> CapTrim {
+        let mut out = CapTrim::default();
+        for (shard, log) in self.shards.iter_mut().enumerate() {
+            let shard_u32 = shard as u32;
+            while log.entries.len() as u64 > max_retained {
+                log.entries.pop_front();
+                log.trimmed += 1;
+                let n = log.trimmed;
+                let ack_id = AckId::format(shard_u32, &format!("{n}-0"));
+                out.dropped += 1;
+                let mut needed = false;
+                for (name, g) in self.groups.iter_mut() {
+                    let was_pending = g.pending.remove(&(shard_u32, n)).is_some();
+                    let undelivered = g.next[shard] <= n;
+                    if undelivered {
+                        g.next[shard] = n + 1;
+                    }
+                    if (was_pending || undelivered) && !is_ephemeral(name) {
+                        needed = true;
+                        let loss = Loss {
+                            group: name.clone(),
+                            shard: shard_u32,
+                            first_ack_id: ack_id.clone(),
+                            last_ack_id: ack_id.clone(),
+                            count: 1,
+                        };
+                        match out
+                            .losses
+                            .iter_mut()
+                            .find(|l| &l.group == name && l.shard == shard_u32)
+                        {
+                            Some(l) => *l = l.clone().merge(loss),
+                            None => out.losses.push(loss),
+                        }
+                    }
+                }
+                if needed {
+                    out.dropped_unacked += 1;
+                }
+            }
+        }
+        for loss in &out.losses {
+            record_loss(
+                self.losses.entry(loss.group.clone()).or_default(),
+                loss.clone(),
+            );
+        }
+        out
+    }
+
     fn trim(&mut self, retention: Retention, now_ms: i64) -> u64 {
         let mut dropped = 0;
         for (shard, log) in self.shards.iter_mut().enumerate() {
-            // Nothing a group still needs: below every group's next entry and oldest pending.
+            // Nothing a durable group still needs: below every such group's next entry and
+            // oldest pending.
             let safe = self
                 .groups
-                .values()
+                .iter()
+                .filter(|(name, _)| !is_ephemeral(name))
+                .map(|(_, g)| g)
                 .map(|g| {
                     let oldest_pending = g
                         .pending
@@ -186,6 +242,14 @@ impl MemoryLog {
             }
         }
         dropped
+    }
+}
+
+/// Adds `loss` to a group's record, one range per shard.
+fn record_loss(record: &mut Vec<Loss>, loss: Loss) {
+    match record.iter_mut().find(|l| l.shard == loss.shard) {
+        Some(l) => *l = l.clone().merge(loss),
+        None => record.push(loss),
     }
 }
 
@@ -222,5 +286,22 @@ impl EventLog for MemoryStore {
 
     async fn pending(&self, group: &str) -> StoreResult<u64> {
         Ok(self.with_log(|log| log.groups.get(group).map_or(0, |g| g.pending.len() as u64)))
+    }
+
+    async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
+        Ok(self.with_log(|log| log.enforce_cap(max_retained_per_shard)))
+    }
+
+    async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
+        let mut losses = self.with_log(|log| log.losses.remove(group).unwrap_or_default());
+        losses.sort_by_key(|l| l.shard);
+        Ok(losses)
+    }
+
+    async fn delete_group(&self, group: &str) -> StoreResult<bool> {
+        Ok(self.with_log(|log| {
+            log.losses.remove(group);
+            log.groups.remove(group).is_some()
+        }))
     }
 }

@@ -44,6 +44,57 @@ pub trait EventLog: Send + Sync + 'static {
     async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64>;
     /// Events delivered to `group` and not acked yet.
     async fn pending(&self, group: &str) -> StoreResult<u64>;
+    /// Drops the oldest events of every shard log beyond `max_retained_per_shard`, acked or
+    /// not, so that a consumer that stops reading cannot fill the store. What a durable group
+    /// had not acked is recorded as its [`Loss`], for [`EventLog::take_losses`].
+    async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim>;
+    /// What the cap dropped before `group` read it, per shard, once: the record is cleared.
+    async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>>;
+    /// Removes `group` from every shard (its position, its pending events, its losses);
+    /// whether it existed.
+    async fn delete_group(&self, group: &str) -> StoreResult<bool>;
+}
+
+/// Names of ephemeral groups (`SubscribeRequest.ephemeral`) start with this: such a group
+/// never holds back trimming, is never told of losses and is removed when its stream ends.
+pub const EPHEMERAL_PREFIX: &str = "ephemeral:";
+
+/// Whether `group` is ephemeral (see [`EPHEMERAL_PREFIX`]).
+pub fn is_ephemeral(group: &str) -> bool {
+    group.starts_with(EPHEMERAL_PREFIX)
+}
+
+/// Events of one shard that the retention cap dropped before a group acked them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    pub group: String,
+    pub shard: u32,
+    /// Ack ids of the first and last event missed.
+    pub first_ack_id: String,
+    pub last_ack_id: String,
+    pub count: u64,
+}
+
+impl Loss {
+    /// `loss` and a later loss of the same group and shard as one range.
+    pub fn merge(self, later: Loss) -> Loss {
+        Loss {
+            last_ack_id: later.last_ack_id,
+            count: self.count + later.count,
+            ..self
+        }
+    }
+}
+
+/// What one [`EventLog::enforce_cap`] pass dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapTrim {
+    /// Every event dropped.
+    pub dropped: u64,
+    /// Events dropped that some durable group had not acked.
+    pub dropped_unacked: u64,
+    /// Per group and shard, what it lost in this pass.
+    pub losses: Vec<Loss>,
 }
 
 /// How much fully acked history the trimmer keeps. Unacked events are always kept.
@@ -53,6 +104,8 @@ pub struct Retention {
     pub keep_ms: i64,
     /// At most this many acked events are kept per shard log (the oldest go first).
     pub max_events_per_shard: u64,
+    /// Hard cap: at most this many events, acked or not, per shard log.
+    pub max_retained_per_shard: u64,
 }
 
 impl Retention {
@@ -61,6 +114,7 @@ impl Retention {
         Retention {
             keep_ms,
             max_events_per_shard: u64::MAX,
+            max_retained_per_shard: u64::MAX,
         }
     }
 }

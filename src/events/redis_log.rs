@@ -8,7 +8,7 @@ use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, St
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::{AckId, EventLog, Retention, UsageEvent};
+use super::{is_ephemeral, AckId, CapTrim, EventLog, Loss, Retention, UsageEvent};
 use crate::store::keys::{shard_prefix, SHARD_COUNT};
 use crate::store::redis::RedisStore;
 use crate::store::{StoreError, StoreResult};
@@ -21,6 +21,12 @@ const ABANDON_BATCH: usize = 10_000;
 
 fn stream_key(shard: u32) -> String {
     crate::store::keys::shard_events(&shard_prefix(shard))
+}
+
+/// Per shard, a hash: group → what the retention cap dropped before it read it
+/// (`<first id> <last id> <count>`), until the group is told.
+fn losses_key(shard: u32) -> String {
+    format!("{}events:losses", shard_prefix(shard))
 }
 
 fn is_nogroup(e: &StoreError) -> bool {
@@ -50,11 +56,131 @@ fn to_event(shard: u32, entry: &StreamId) -> StoreResult<UsageEvent> {
     .map_err(StoreError::Internal)
 }
 
+/// A recorded loss: `<first ack id> <last ack id> <count>`.
+fn parse_loss(group: &str, shard: u32, text: &str) -> Option<Loss> {
+    let mut parts = text.split(' ');
+    let (first, last, count) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Loss {
+        group: group.to_string(),
+        shard,
+        first_ack_id: first.to_string(),
+        last_ack_id: last.to_string(),
+        count: count.parse().ok()?,
+    })
+}
+
 /// Most entries one trim pass drops from a shard for the size bound: finding the cut means
 /// reading the entries to drop, so a large backlog goes in bounded steps, a pass a minute.
 const SIZE_TRIM_BATCH: u64 = 10_000;
 
 impl RedisStore {
+    /// The first entry `group` still needs on stream `key`: its oldest unacked one, or the one
+    /// after what it was last given.
+    async fn group_needs(
+        &self,
+        key: &str,
+        group: &::redis::streams::StreamInfoGroup,
+    ) -> StoreResult<(u64, u64)> {
+        let needed = if group.pending > 0 {
+            let mut cmd = ::redis::cmd("XPENDING");
+            cmd.arg(key).arg(&group.name).arg("-").arg("+").arg(1);
+            let rows: Value = self.query(&cmd).await?;
+            let first = match rows {
+                Value::Array(mut rows) if !rows.is_empty() => match rows.swap_remove(0) {
+                    Value::Array(mut cols) if !cols.is_empty() => {
+                        ::redis::from_redis_value::<String>(cols.swap_remove(0)).ok()
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            first.as_deref().and_then(parse_id)
+        } else {
+            parse_id(&group.last_delivered_id).map(|(ms, seq)| (ms, seq + 1))
+        };
+        needed.ok_or_else(|| {
+            StoreError::Internal(format!("group `{}`: unreadable position", group.name))
+        })
+    }
+
+    /// Drops entries of `shard` beyond `max` in bounded batches; see [`EventLog::enforce_cap`].
+    async fn cap_shard(&self, shard: u32, max: u64, out: &mut CapTrim) -> StoreResult<()> {
+        let key = stream_key(shard);
+        loop {
+            let len: u64 = self.query(::redis::cmd("XLEN").arg(&key)).await?;
+            if len <= max {
+                return Ok(());
+            }
+            let mut range = ::redis::cmd("XRANGE");
+            range
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg((len - max).min(SIZE_TRIM_BATCH));
+            let ids: Vec<(u64, u64)> = self
+                .query::<::redis::streams::StreamRangeReply>(&range)
+                .await?
+                .ids
+                .iter()
+                .filter_map(|e| parse_id(&e.id))
+                .collect();
+            let Some(&(last_ms, last_seq)) = ids.last() else {
+                return Ok(());
+            };
+            let mut info = ::redis::cmd("XINFO");
+            info.arg("GROUPS").arg(&key);
+            let groups: StreamInfoGroupsReply = self.query(&info).await?;
+            let mut oldest_needed: Option<(u64, u64)> = None;
+            for g in groups.groups.iter().filter(|g| !is_ephemeral(&g.name)) {
+                let needed = self.group_needs(&key, g).await?;
+                oldest_needed = Some(oldest_needed.map_or(needed, |o| o.min(needed)));
+                let lost: Vec<&(u64, u64)> = ids.iter().filter(|id| **id >= needed).collect();
+                if let (Some(first), Some(last)) = (lost.first(), lost.last()) {
+                    let loss = Loss {
+                        group: g.name.clone(),
+                        shard,
+                        first_ack_id: AckId::format(shard, &format!("{}-{}", first.0, first.1)),
+                        last_ack_id: AckId::format(shard, &format!("{}-{}", last.0, last.1)),
+                        count: lost.len() as u64,
+                    };
+                    self.record_loss(&loss).await?;
+                    out.losses.push(loss);
+                }
+            }
+            if let Some(oldest) = oldest_needed {
+                out.dropped_unacked += ids.iter().filter(|id| **id >= oldest).count() as u64;
+            }
+            let mut trim = ::redis::cmd("XTRIM");
+            trim.arg(&key)
+                .arg("MINID")
+                .arg(format!("{last_ms}-{}", last_seq + 1));
+            out.dropped += self.query::<u64>(&trim).await?;
+        }
+    }
+
+    /// Adds `loss` to its group's record on its shard, one range per shard.
+    async fn record_loss(&self, loss: &Loss) -> StoreResult<()> {
+        let key = losses_key(loss.shard);
+        let mut get = ::redis::cmd("HGET");
+        get.arg(&key).arg(&loss.group);
+        let before: Option<String> = self.query(&get).await?;
+        let merged = match before
+            .as_deref()
+            .and_then(|b| parse_loss(&loss.group, loss.shard, b))
+        {
+            Some(before) => before.merge(loss.clone()),
+            None => loss.clone(),
+        };
+        let value = format!(
+            "{} {} {}",
+            merged.first_ack_id, merged.last_ack_id, merged.count
+        );
+        let mut set = ::redis::cmd("HSET");
+        set.arg(&key).arg(&loss.group).arg(value);
+        self.query::<Value>(&set).await.map(drop)
+    }
+
     /// The first id to keep for the size bound (`max` entries per shard), or `None` when the
     /// stream is within it.
     async fn size_cut(&self, key: &str, max: u64) -> StoreResult<Option<(u64, u64)>> {
@@ -281,27 +407,8 @@ impl EventLog for RedisStore {
             // The first entry some group still needs: its oldest unacked one, or the one after
             // what it was last given.
             let mut keep_from: Option<(u64, u64)> = None;
-            for g in &groups.groups {
-                let needed = if g.pending > 0 {
-                    let mut cmd = ::redis::cmd("XPENDING");
-                    cmd.arg(&key).arg(&g.name).arg("-").arg("+").arg(1);
-                    let rows: Value = self.query(&cmd).await?;
-                    let first = match rows {
-                        Value::Array(mut rows) if !rows.is_empty() => match rows.swap_remove(0) {
-                            Value::Array(mut cols) if !cols.is_empty() => {
-                                ::redis::from_redis_value::<String>(cols.swap_remove(0)).ok()
-                            }
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    first.as_deref().and_then(parse_id)
-                } else {
-                    parse_id(&g.last_delivered_id).map(|(ms, seq)| (ms, seq + 1))
-                };
-                let needed = needed.ok_or_else(|| {
-                    StoreError::Internal(format!("group `{}`: unreadable position", g.name))
-                })?;
+            for g in groups.groups.iter().filter(|g| !is_ephemeral(&g.name)) {
+                let needed = self.group_needs(&key, g).await?;
                 keep_from = Some(keep_from.map_or(needed, |k| k.min(needed)));
             }
             // Age is measured with the server's clock, which stamped the ids.
@@ -322,6 +429,51 @@ impl EventLog for RedisStore {
             dropped += self.query::<u64>(&cmd).await?;
         }
         Ok(dropped)
+    }
+
+    async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
+        let mut out = CapTrim::default();
+        for shard in 0..SHARD_COUNT {
+            self.cap_shard(shard, max_retained_per_shard, &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
+        let mut losses = Vec::new();
+        for shard in 0..SHARD_COUNT {
+            let key = losses_key(shard);
+            let mut get = ::redis::cmd("HGET");
+            get.arg(&key).arg(group);
+            let Some(text) = self.query::<Option<String>>(&get).await? else {
+                continue;
+            };
+            let mut del = ::redis::cmd("HDEL");
+            del.arg(&key).arg(group);
+            self.query::<u64>(&del).await?;
+            losses.extend(parse_loss(group, shard, &text));
+        }
+        Ok(losses)
+    }
+
+    async fn delete_group(&self, group: &str) -> StoreResult<bool> {
+        let mut existed = false;
+        for shard in 0..SHARD_COUNT {
+            let mut destroy = ::redis::cmd("XGROUP");
+            destroy.arg("DESTROY").arg(stream_key(shard)).arg(group);
+            match self.query::<u64>(&destroy).await {
+                Ok(n) => existed |= n > 0,
+                // No stream on this shard yet: no group either.
+                Err(StoreError::Internal(m)) if m.contains("no such key") => {}
+                Err(e) => return Err(e),
+            }
+            let mut del = ::redis::cmd("HDEL");
+            del.arg(losses_key(shard)).arg(group);
+            self.query::<u64>(&del).await?;
+        }
+        self.known_groups.lock().expect("lock").remove(group);
+        Ok(existed)
     }
 
     async fn pending(&self, group: &str) -> StoreResult<u64> {

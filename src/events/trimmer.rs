@@ -1,5 +1,5 @@
 //! The event-log trimmer: drops history every consumer group has acked once it is past the
-//! retention.
+//! retention, and, past the hard cap, the oldest events whether acked or not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::{EventLog, Retention};
 use crate::clock::Clock;
+use crate::telemetry::metrics::EVENTS_DROPPED_UNACKED;
 
 /// Trims fully acked history beyond `retention` every `interval` until `stop` turns true.
 pub async fn run_trimmer(
@@ -22,6 +23,23 @@ pub async fn run_trimmer(
             tokio::time::sleep(interval).await;
             continue;
         };
+        match log.enforce_cap(retention.max_retained_per_shard).await {
+            Ok(cap) if cap.dropped_unacked > 0 => {
+                metrics::counter!(EVENTS_DROPPED_UNACKED).increment(cap.dropped_unacked);
+                let mut groups: Vec<&str> = cap.losses.iter().map(|l| l.group.as_str()).collect();
+                groups.dedup();
+                tracing::error!(
+                    dropped_unacked = cap.dropped_unacked,
+                    groups = groups.join(","),
+                    max_retained_per_shard = retention.max_retained_per_shard,
+                    "event log over its hard cap: dropped events consumer groups had not acked; \
+                     their next Subscribe answers DATA_LOSS"
+                );
+            }
+            Ok(cap) if cap.dropped > 0 => tracing::debug!(dropped = cap.dropped, "capped events"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "event cap failed; retrying next pass"),
+        }
         match log.trim(retention, now_ms).await {
             Ok(0) => {}
             Ok(dropped) => tracing::debug!(dropped, "trimmed acked events"),

@@ -13,6 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tracing::{Instrument, Span};
 
+use super::unavailable::UnavailableKind;
 use super::*;
 use crate::telemetry::metrics::{
     HOLDS_CLOSED, HOLDS_OPENED, RESERVE_DENIALS, STORE_DURATION, STORE_ERRORS,
@@ -61,7 +62,7 @@ pub async fn observe<T>(
 /// The error label of a failed store call; `None` for refusals, which are answers.
 fn failure_kind(err: &StoreError) -> Option<&'static str> {
     match err {
-        StoreError::Unavailable(_) => Some("unavailable"),
+        StoreError::Unavailable(message) => Some(UnavailableKind::of_message(message).label()),
         StoreError::Internal(_) => Some("internal"),
         _ => None,
     }
@@ -222,6 +223,10 @@ mod tests {
         assert_eq!(
             failure_kind(&StoreError::Unavailable("down".into())),
             Some("unavailable")
+        );
+        assert_eq!(
+            failure_kind(&UnavailableKind::OutOfMemory.error("OOM command not allowed")),
+            Some("oom")
         );
         assert_eq!(
             failure_kind(&StoreError::Internal("bug".into())),

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use super::keys::AccountKeys;
 use super::redis_conn::RedisConn;
 use super::redis_reply::{anomaly, parse_state, ScriptReply};
+use super::unavailable::store_error;
 use super::*;
 use crate::ledger::account::{conflict, wrong_state};
 use crate::ledger::cycle::{month_window, Anchor};
@@ -154,9 +155,7 @@ impl RedisStore {
                 "Redis did not answer within {} ms",
                 self.timeout.as_millis()
             ))),
-            Ok(Err(e)) if is_unavailable(&e) => Err(StoreError::Unavailable(e.to_string())),
-            // A script raised an error (a broken invariant), a bug, or a reply we cannot read.
-            Ok(Err(e)) => Err(StoreError::Internal(e.to_string())),
+            Ok(Err(e)) => Err(store_error(&e)),
             Ok(Ok(v)) => Ok(v),
         }
     }
@@ -221,28 +220,6 @@ impl RedisStore {
             generation_id: generation_id.to_string(),
         }
     }
-}
-
-/// Whether an error means "Redis cannot serve now" (so: fail closed, retry later) rather than
-/// a problem with the request or the data.
-fn is_unavailable(e: &::redis::RedisError) -> bool {
-    use ::redis::{ErrorKind, ServerErrorKind};
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-        return true;
-    }
-    matches!(
-        e.kind(),
-        ErrorKind::Io
-            | ErrorKind::ClusterConnectionNotFound
-            | ErrorKind::AuthenticationFailed
-            | ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ReadOnly
-            )
-    ) || e.to_string().starts_with("BUSY")
 }
 
 /// The catalog's plans for the scripts: `id,price,allowance,max_holds,max_seconds,models;`.

@@ -5,7 +5,11 @@
 //!
 //! Every script touches the keys of one `{s<shard>}` hash tag, so every call is for one slot
 //! and no command ever needs keys of two nodes.
+//!
+//! Or a primary found through Redis Sentinel (`redis+sentinel://host:port,…/name`), followed
+//! across failovers (see `sentinel_conn.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -13,6 +17,7 @@ use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
+use super::sentinel_conn::{SentinelConn, SentinelTarget, SENTINEL_SCHEME};
 use super::{StoreError, StoreResult};
 
 /// URL scheme of a Redis Cluster: the seed nodes, comma-separated.
@@ -31,6 +36,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
 pub enum RedisConn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
 }
 
 impl RedisConn {
@@ -68,6 +74,24 @@ impl RedisConn {
                 client.get_pending_async_connection_with_config(config),
             ));
         }
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(RETRIES as usize)
+            .set_max_delay(MAX_RETRY_DELAY);
+        if url.starts_with(SENTINEL_SCHEME) {
+            let target =
+                SentinelTarget::parse(url).map_err(|message| StoreError::InvalidArgument {
+                    field: "store",
+                    message,
+                })?;
+            // A failed call already means "ask Sentinel again"; retrying the old primary
+            // would only spend the call's deadline on it.
+            let config = manager_config.set_number_of_retries(0);
+            return SentinelConn::new(&target, config)
+                .map(|c| RedisConn::Sentinel(Arc::new(c)))
+                .map_err(bad_url);
+        }
         if url.starts_with(TLS_SCHEME) {
             crate::tls::install_crypto_provider();
         }
@@ -82,12 +106,7 @@ impl RedisConn {
             None => ::redis::Client::open(url),
         }
         .map_err(bad_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(RETRIES as usize)
-            .set_max_delay(MAX_RETRY_DELAY);
-        ConnectionManager::new_lazy_with_config(client, config)
+        ConnectionManager::new_lazy_with_config(client, manager_config)
             .map(RedisConn::Single)
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
@@ -131,6 +150,7 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Sentinel(c) => Box::pin(c.clone().command(cmd)),
         }
     }
 
@@ -143,6 +163,7 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Sentinel(c) => Box::pin(c.clone().commands(pipeline, offset, count)),
         }
     }
 
@@ -150,6 +171,8 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(c) => c.get_db(),
             RedisConn::Cluster(c) => c.get_db(),
+            // A Sentinel URL names no database: always 0.
+            RedisConn::Sentinel(_) => 0,
         }
     }
 }

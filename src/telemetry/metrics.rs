@@ -21,9 +21,13 @@ pub const RPC_REQUESTS: &str = "quota_rpc_requests_total";
 pub const RPC_DURATION: &str = "quota_rpc_duration_seconds";
 /// Histogram `{op}`: time of one store or event-log call, failed ones included.
 pub const STORE_DURATION: &str = "quota_store_duration_seconds";
-/// Counter `{op, kind}`: store calls that failed (`unavailable`, `internal`). Refusals such as
+/// Counter `{op, kind}`: store calls that failed: `internal`, `unavailable` (unreachable or too
+/// slow), or Redis refusing: `oom`, `readonly`, `masterdown`, `loading`, `busy`, `noreplicas`
+/// (see [`crate::store::unavailable`]). Refusals such as
 /// insufficient funds are answers, not failures; they show in the RPC codes.
 pub const STORE_ERRORS: &str = "quota_store_errors_total";
+/// Counter: events the hard retention cap dropped before some durable consumer group acked them.
+pub const EVENTS_DROPPED_UNACKED: &str = "quota_events_dropped_unacked_total";
 /// Counter `{reason}`: reserves refused by the plan (`model`, `video_seconds`,
 /// `concurrent_holds`) or for lack of funds (`insufficient_funds`).
 pub const RESERVE_DENIALS: &str = "quota_reserve_denials_total";
@@ -92,6 +96,10 @@ fn describe() {
     );
     metrics::describe_histogram!(STORE_DURATION, "Time of one store call, in seconds");
     metrics::describe_counter!(STORE_ERRORS, "Store calls that failed");
+    metrics::describe_counter!(
+        EVENTS_DROPPED_UNACKED,
+        "Events dropped past the retention cap before a consumer group acked them"
+    );
     metrics::describe_counter!(
         RESERVE_DENIALS,
         "Reserves refused by the plan or for lack of funds"

@@ -13,6 +13,7 @@ pub mod in_process;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod sentinel;
 pub mod sidecar;
 
 use std::net::TcpListener;
