@@ -152,25 +152,7 @@ impl AckId {
 }
 
 impl UsageEvent {
-    /// Builds an event from a stream entry: one field `e` holding the event as a JSON object of
-    /// strings (as the scripts write it), or, for entries of the first version, one stream
-    /// field per event field.
-    pub fn from_stream_entry<'a>(
-        ack_id: String,
-        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<UsageEvent, String> {
-        let fields: Vec<(&str, &str)> = fields.into_iter().collect();
-        match fields.as_slice() {
-            [("e", json)] => {
-                let map: BTreeMap<String, String> = serde_json::from_str(json)
-                    .map_err(|e| format!("event entry is not a JSON object of strings: {e}"))?;
-                UsageEvent::from_fields(ack_id, map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            }
-            _ => UsageEvent::from_fields(ack_id, fields),
-        }
-    }
-
-    /// Builds an event from its fields, by the names the scripts use.
+    /// Builds an event from a stream entry's fields (as the scripts write them).
     pub fn from_fields<'a>(
         ack_id: String,
         fields: impl IntoIterator<Item = (&'a str, &'a str)>,

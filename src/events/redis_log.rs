@@ -49,7 +49,7 @@ fn to_event(shard: u32, entry: &StreamId) -> StoreResult<UsageEvent> {
             Ok((k.clone(), v))
         })
         .collect::<StoreResult<_>>()?;
-    UsageEvent::from_stream_entry(
+    UsageEvent::from_fields(
         AckId::format(shard, &entry.id),
         fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )

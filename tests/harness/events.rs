@@ -41,7 +41,7 @@ pub async fn shard_events(
                     )
                 })
                 .collect();
-            UsageEvent::from_stream_entry(
+            UsageEvent::from_fields(
                 format!("{shard}/{}", entry.id),
                 fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )

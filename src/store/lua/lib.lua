@@ -22,8 +22,8 @@
 -- successful reply: a refused call, or one that raises an error, writes nothing at all.
 --
 -- Numbers: Lua numbers are doubles; the Rust side bounds every amount so sums stay below 2^53,
--- and numbers are written with '%d' (tostring would switch to exponent notation). Replies and
--- events are JSON objects whose numbers are strings, so no precision is lost on the way.
+-- and numbers are written with '%d' (tostring would switch to exponent notation). Replies are
+-- JSON objects whose numbers are strings, so no precision is lost on the way.
 
 local NOW = tonumber(ARGV[1])
 local ACCOUNT_ID = ARGV[2]
@@ -196,17 +196,24 @@ local function keyed_id(key, created, what)
   return ACCOUNT_ID .. '/' .. key .. '@' .. n2s(created) .. ':' .. what
 end
 
--- Outbox: one stream entry per event, its fields as one JSON object (only the fields the type
--- has), appended in the same script as the change. The sequence is per account.
+-- Outbox: one stream entry per event, appended in the same script as the change, with only the
+-- fields the event has (empty and zero ones are left out: readers default them). Plain stream
+-- fields rather than one packed value: Redis shares field names between entries of a stream
+-- node, which makes an event about a third smaller than the same event as JSON. The sequence
+-- is per account.
 local function emit(event_type, id, fields)
   acct.seq = acct.seq + 1
   acct_dirty = true
-  local e = { id = id, type = event_type, account = ACCOUNT_ID, time = n2s(NOW), seq = n2s(acct.seq) }
+  local args = { 'XADD', K_EVENTS, '*', 'id', id, 'type', event_type, 'account', ACCOUNT_ID,
+    'time', n2s(NOW), 'seq', n2s(acct.seq) }
   for i = 1, #fields, 2 do
     local v = fields[i + 1]
-    if v ~= '' and v ~= '0' and v ~= '{}' then e[fields[i]] = v end
+    if v ~= '' and v ~= '0' and v ~= '{}' then
+      args[#args + 1] = fields[i]
+      args[#args + 1] = v
+    end
   end
-  write('XADD', K_EVENTS, '*', 'e', cjson.encode(e))
+  WRITES[#WRITES + 1] = args
 end
 
 -- ledger::cycle::cycle_containing, on the window the service computed for NOW.
