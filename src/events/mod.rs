@@ -15,7 +15,6 @@ pub use crate::ledger::event::*;
 use crate::ledger::{GrantDraw, Kind};
 use crate::store::keys::SHARD_COUNT;
 use crate::store::{StoreError, StoreResult};
-use std::collections::BTreeMap;
 
 /// The event log read through consumer groups. Every shard has its own log; a group reads all
 /// of them. Delivery is at-least-once: an event stays pending for its group until acked.
