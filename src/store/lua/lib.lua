@@ -137,6 +137,8 @@ local acct = {
   seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0,
 }
 local acct_dirty = false
+-- The counters as stored, so `finish()` writes only those that changed.
+local LOADED, LOADED_EXISTS = {}, false
 -- More account fields for the one HSET of `finish()` (an open hold's field).
 local ACCT_FIELDS = {}
 local function set_account_field(k, v)
@@ -170,6 +172,8 @@ do
       acct[k] = v
     end
   end
+  for k, v in pairs(acct) do LOADED[k] = v end
+  LOADED_EXISTS = #raw > 0
   -- The first version stored accounts in another layout (holds in hashes of their own, no
   -- counters of credits): such an account is refused rather than misread.
   if #raw > 0 and layout ~= '2' then
@@ -640,11 +644,19 @@ local function finish(result)
     check_invariants()
     -- Every argument is built before the first write, so nothing can fail half way.
     if acct_dirty then
-      write('HSET', K_ACCOUNT, 'v', '2', 'plan', acct.plan, 'sp', acct.sp, 'ad', n2s(acct.ad),
-        'at', n2s(acct.at), 'cs', n2s(acct.cs), 'ce', n2s(acct.ce), 'cn', n2s(acct.cn),
-        'tot', n2s(acct.tot), 'used', n2s(acct.used), 'held', n2s(acct.held),
-        'seq', n2s(acct.seq), 'ca', n2s(acct.ca), 'cc', n2s(acct.cc), 'cr', n2s(acct.cr),
-        'ch', n2s(acct.ch), 'gx', n2s(acct.gx), 'ng', n2s(acct.ng), unpack(ACCT_FIELDS))
+      -- Only what changed (each argument costs inside Redis), everything for a new account.
+      local args = { 'HSET', K_ACCOUNT }
+      if not LOADED_EXISTS then
+        args[3], args[4] = 'v', '2'
+      end
+      for k, v in pairs(acct) do
+        if not LOADED_EXISTS or v ~= LOADED[k] then
+          args[#args + 1] = k
+          args[#args + 1] = NUMERIC[k] and n2s(v) or v
+        end
+      end
+      for _, v in ipairs(ACCT_FIELDS) do args[#args + 1] = v end
+      if #args > 2 then WRITES[#WRITES + 1] = args end
     end
     for id in pairs(grants_dirty) do
       local g = grants[id]
