@@ -1069,6 +1069,383 @@ mod cases {
         );
     }
 
+    fn quote_cmd(account: &str, kind: Kind, model: &str, quantity: u32) -> QuoteCmd {
+        QuoteCmd {
+            account_id: account.into(),
+            kind,
+            model: model.into(),
+            quantity,
+        }
+    }
+
+    /// Quote answers what Reserve would, changes nothing, and Reserve then agrees.
+    pub async fn quote_answers_what_reserve_would(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        hollywood_with_200_left(&s, a, now).await;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        let before_events = s.events().await;
+        let before = s.balance(a, now).await.unwrap();
+        // Allowed: 200 from the allowance, 600 from credits.
+        let q = s
+            .quote(&quote_cmd(a, Kind::Video, "cinema", 20), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            (q.cost_units, q.from_allowance, q.from_credits),
+            (800, 200, 600)
+        );
+        assert!(q.denial.is_none(), "{q:?}");
+        assert_eq!(q.balance, before);
+        // Short of funds: the same refusal Reserve gives.
+        let short = s
+            .quote(&quote_cmd(a, Kind::Video, "cinema", 20 * 2), now)
+            .await;
+        // 40 s is longer than Hollywood allows: a plan denial comes first.
+        let denied = short.unwrap().denial.unwrap();
+        assert!(matches!(denied, StoreError::Denied(_)), "{denied:?}");
+        let reserve_err = s
+            .reserve(&video(a, "too-long", "cinema", 40), now)
+            .await
+            .unwrap_err();
+        assert_eq!(denied, reserve_err);
+        assert_eq!(s.events().await, before_events, "Quote wrote an event");
+        let r = s.reserve(&video(a, "g1", "cinema", 20), now).await.unwrap();
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 600));
+        let q = s
+            .quote(&quote_cmd(a, Kind::Video, "cinema", 20), now)
+            .await
+            .unwrap();
+        let expected = StoreError::InsufficientFunds {
+            needed: 800,
+            available: 400,
+        };
+        assert_eq!(q.denial, Some(expected.clone()));
+        assert_eq!((q.from_allowance, q.from_credits), (0, 400));
+        let err = s
+            .reserve(&video(a, "g2", "cinema", 20), now)
+            .await
+            .unwrap_err();
+        assert_eq!(err, expected);
+        // Lazy work Quote sees is not written: a quote after the cycle ended writes nothing.
+        let later = now + 40 * DAY;
+        let events = s.events().await;
+        let q = s
+            .quote(&quote_cmd(a, Kind::CharacterImage, "standard", 1), later)
+            .await
+            .unwrap();
+        assert_eq!(q.balance.allowance_used, 0, "the quote sees the new cycle");
+        assert_eq!(s.events().await, events, "Quote wrote the rollover");
+    }
+
+    fn batch(account: &str, items: &[(&str, Kind, &str, u32)]) -> ReserveBatchCmd {
+        ReserveBatchCmd {
+            account_id: account.into(),
+            items: items
+                .iter()
+                .map(|(generation, kind, model, quantity)| BatchItem {
+                    generation_id: (*generation).into(),
+                    kind: *kind,
+                    model: (*model).into(),
+                    quantity: *quantity,
+                    labels: BTreeMap::new(),
+                })
+                .collect(),
+            ttl_seconds: 300,
+        }
+    }
+
+    /// ReserveBatch holds all or none: a batch that fits exactly, one unit short, over the
+    /// plan's cap, a replay, a partial overlap and a conflict.
+    pub async fn reserve_batch_is_all_or_none(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        hollywood_with_200_left(&s, a, now).await;
+        // 200 units exactly: two 5 s pro videos (100 each).
+        let fits = batch(
+            a,
+            &[("b1", Kind::Video, "pro", 5), ("b2", Kind::Video, "pro", 5)],
+        );
+        let one_short = batch(
+            a,
+            &[
+                ("c1", Kind::Video, "pro", 5),
+                ("c2", Kind::Video, "pro", 5),
+                ("c3", Kind::CharacterImage, "standard", 1),
+            ],
+        );
+        let events = s.events().await;
+        let err = s.reserve_batch(&one_short, now).await.unwrap_err();
+        match &err {
+            StoreError::BatchItem {
+                index,
+                generation_id,
+                source,
+            } => {
+                assert_eq!((*index, generation_id.as_str()), (2, "c3"));
+                assert_eq!(
+                    **source,
+                    StoreError::InsufficientFunds {
+                        needed: 4,
+                        available: 0
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.events().await, events, "a refused batch wrote events");
+        assert_eq!(s.balance(a, now).await.unwrap().open_holds, 0);
+        let held = s.reserve_batch(&fits, now).await.unwrap();
+        assert!(!held.replayed);
+        assert_eq!(held.holds.len(), 2);
+        assert_eq!(
+            held.holds
+                .iter()
+                .map(|h| h.generation_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b1", "b2"]
+        );
+        let b = held.balance;
+        assert_eq!(
+            (b.allowance_available, b.allowance_held, b.open_holds),
+            (0, 200, 2)
+        );
+        let reserved: Vec<UsageEvent> = s
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| {
+                e.event_type == events::HOLD_RESERVED
+                    && ["b1", "b2"].contains(&e.generation_id.as_str())
+            })
+            .collect();
+        assert_eq!(reserved.len(), 2, "one hold.reserved per item");
+        // The same batch again: the same holds.
+        let again = s.reserve_batch(&fits, now).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.holds, held.holds);
+        // Overlapping another batch: a conflict naming the known id.
+        let overlap = batch(
+            a,
+            &[
+                ("b2", Kind::Video, "pro", 5),
+                ("new", Kind::CharacterImage, "standard", 1),
+            ],
+        );
+        match s.reserve_batch(&overlap, now).await.unwrap_err() {
+            StoreError::GenerationConflict { generation_id, .. } => assert_eq!(generation_id, "b2"),
+            other => panic!("{other:?}"),
+        }
+        let other_terms = batch(
+            a,
+            &[("b1", Kind::Video, "pro", 5), ("b2", Kind::Video, "pro", 6)],
+        );
+        match s.reserve_batch(&other_terms, now).await.unwrap_err() {
+            StoreError::GenerationConflict { generation_id, .. } => assert_eq!(generation_id, "b2"),
+            other => panic!("{other:?}"),
+        }
+        // Over the plan's cap (Hollywood: 8 open holds, 2 open already): the 7th item fails.
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        let many: Vec<String> = (0..7).map(|i| format!("m{i}")).collect();
+        let items: Vec<(&str, Kind, &str, u32)> = many
+            .iter()
+            .map(|g| (g.as_str(), Kind::CharacterImage, "standard", 1))
+            .collect();
+        match s.reserve_batch(&batch(a, &items), now).await.unwrap_err() {
+            StoreError::BatchItem { index, source, .. } => {
+                assert_eq!(index, 6);
+                assert!(matches!(*source, StoreError::Denied(_)), "{source:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.balance(a, now).await.unwrap().open_holds, 2);
+    }
+
+    fn refund_cmd(account: &str, generation: &str, refund: &str, units: u64) -> RefundCmd {
+        RefundCmd {
+            account_id: account.into(),
+            generation_id: generation.into(),
+            refund_id: refund.into(),
+            units,
+            reason: "defective render".into(),
+        }
+    }
+
+    /// Refund: partial then whole, idempotent, never more than charged, only settled holds;
+    /// the allowance part back to the allowance while the cycle is current, the rest (and
+    /// everything of an older cycle) as promotional credits.
+    pub async fn refunds_give_back_a_charge(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        hollywood_with_200_left(&s, a, now).await;
+        // Late in the cycle (it ends 31 days in), so the next one starts within retention.
+        let now = now + 30 * DAY;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        s.reserve(&video(a, "g1", "cinema", 20), now).await.unwrap(); // 200 + 600
+        s.settle(a, "g1", None, now).await.unwrap();
+        let before = s.account(a, now).await.unwrap();
+        assert_eq!(before.lifetime_charged.allowance_units, 5000);
+        // Not settled: refused, naming the state.
+        s.reserve(&image(a, "open"), now).await.unwrap();
+        match s
+            .refund(&refund_cmd(a, "open", "r0", 0), now)
+            .await
+            .unwrap_err()
+        {
+            StoreError::HoldState { state, .. } => assert_eq!(state, HoldState::Held),
+            other => panic!("{other:?}"),
+        }
+        s.release(a, "open", ReleaseReason::Failed, now)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.refund(&refund_cmd(a, "nope", "r0", 0), now).await,
+            Err(StoreError::HoldNotFound { .. })
+        ));
+        // 300 of 800: the 200 charged from the allowance go back to it, 100 as credits.
+        let r = s
+            .refund(&refund_cmd(a, "g1", "r1", 300), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.refunded_units, r.to_allowance, r.to_credits),
+            (300, 200, 100)
+        );
+        assert_eq!(r.grant_id.as_deref(), Some("refund:g1:r1"));
+        assert_eq!(r.balance.allowance_used, 4800);
+        assert_eq!(r.balance.credits_available, 400 + 100);
+        let replay = s
+            .refund(&refund_cmd(a, "g1", "r1", 300), now)
+            .await
+            .unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.refunded_units, 300);
+        assert!(matches!(
+            s.refund(&refund_cmd(a, "g1", "r1", 301), now).await,
+            Err(StoreError::RefundConflict { .. })
+        ));
+        match s
+            .refund(&refund_cmd(a, "g1", "r2", 600), now)
+            .await
+            .unwrap_err()
+        {
+            StoreError::RefundAboveCharge { refundable, .. } => assert_eq!(refundable, 500),
+            other => panic!("{other:?}"),
+        }
+        // The rest (units 0 = all that is left), in the next cycle: all as credits.
+        let later = now + 2 * DAY;
+        let r = s
+            .refund(&refund_cmd(a, "g1", "r2", 0), later)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.refunded_units, r.to_allowance, r.to_credits),
+            (500, 0, 500)
+        );
+        assert!(matches!(
+            s.refund(&refund_cmd(a, "g1", "r3", 0), later).await,
+            Err(StoreError::RefundAboveCharge { refundable: 0, .. })
+        ));
+        let view = s.account(a, later).await.unwrap();
+        let c = view.lifetime_charged;
+        assert_eq!((c.allowance_units, c.credit_units), (4800, 0));
+        let refund_grant = view
+            .grants
+            .iter()
+            .find(|g| g.grant_id == "refund:g1:r2")
+            .unwrap();
+        assert_eq!(
+            (
+                refund_grant.source,
+                refund_grant.units_remaining,
+                refund_grant.expires_at_ms
+            ),
+            (CreditSource::Promotional, 500, None)
+        );
+        let refunded: Vec<UsageEvent> = s
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == events::HOLD_REFUNDED)
+            .collect();
+        assert_eq!(refunded.len(), 2);
+        let e = &refunded[0];
+        assert_eq!(
+            (e.units, e.from_allowance, e.from_credits, e.allowance_added),
+            (300, 200, 100, 200)
+        );
+        assert_eq!(
+            (e.refund_id.as_str(), e.grant_id.as_str()),
+            ("r1", "refund:g1:r1")
+        );
+        assert_eq!(e.grants, draws(&[("refund:g1:r1", 100)]));
+        let e = &refunded[1];
+        assert_eq!(
+            (e.units, e.from_allowance, e.from_credits, e.allowance_added),
+            (500, 0, 500, 0)
+        );
+    }
+
+    /// `usage.threshold` at 80 % and 100 % of the cycle's allowance, once per cycle each:
+    /// a refund below and a settle across again does not announce twice.
+    pub async fn usage_thresholds_once_per_cycle(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "start", "microbudget", now).await; // 1,000 units
+        let settle = |g: &'static str, seconds: u32| {
+            let s = &s;
+            async move {
+                s.reserve(&video(a, g, "standard", seconds), now)
+                    .await
+                    .unwrap();
+                s.settle(a, g, None, now).await.unwrap();
+            }
+        };
+        for i in 0..15 {
+            let g: &'static str = Box::leak(format!("g{i}").into_boxed_str());
+            settle(g, 5).await; // 50 each: 750
+        }
+        let thresholds = |events: Vec<UsageEvent>| -> Vec<u32> {
+            events
+                .iter()
+                .filter(|e| e.event_type == events::USAGE_THRESHOLD)
+                .map(|e| e.threshold_percent)
+                .collect()
+        };
+        assert!(thresholds(s.events().await).is_empty());
+        settle("g80", 5).await; // 800: 80 %
+        assert_eq!(thresholds(s.events().await), [80]);
+        s.refund(&refund_cmd(a, "g80", "back", 0), now)
+            .await
+            .unwrap(); // 750
+        settle("again", 5).await; // 800 again: no second announcement
+        assert_eq!(thresholds(s.events().await), [80]);
+        settle("g85", 5).await;
+        settle("g90", 5).await; // 850, 900
+        let e = s.events().await;
+        let t = e
+            .iter()
+            .find(|e| e.event_type == events::USAGE_THRESHOLD)
+            .unwrap();
+        assert_eq!((t.units, t.plan.as_str()), (800, "microbudget"));
+        settle("g950", 5).await;
+        s.reserve(&video(a, "last", "standard", 5), now)
+            .await
+            .unwrap();
+        s.settle(a, "last", None, now).await.unwrap(); // 1,000
+        assert_eq!(thresholds(s.events().await), [80, 100]);
+        // The next cycle announces again.
+        let later = now + 40 * DAY;
+        for i in 0..16 {
+            let g = format!("n{i}");
+            s.reserve(&video(a, &g, "standard", 5), later)
+                .await
+                .unwrap();
+            s.settle(a, &g, None, later).await.unwrap();
+        }
+        assert_eq!(thresholds(s.events().await), [80, 100, 80]);
+    }
+
     pub async fn grant_expiring_mid_hold(s: Subject) {
         let now = t0();
         let a = "acct";
@@ -1525,4 +1902,8 @@ conformance!(
     clamped_anchor_cycle_cannot_overspend,
     expired_grants_are_events,
     refused_calls_write_nothing,
+    quote_answers_what_reserve_would,
+    reserve_batch_is_all_or_none,
+    refunds_give_back_a_charge,
+    usage_thresholds_once_per_cycle,
 );

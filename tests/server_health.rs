@@ -91,6 +91,19 @@ impl Store for SwitchableStore {
     async fn time_ms(&self) -> StoreResult<i64> {
         self.inner.time_ms().await
     }
+    async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
+        self.inner.quote(cmd, now_ms).await
+    }
+    async fn reserve_batch(
+        &self,
+        cmd: &ReserveBatchCmd,
+        now_ms: i64,
+    ) -> StoreResult<ReservedBatch> {
+        self.inner.reserve_batch(cmd, now_ms).await
+    }
+    async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
+        self.inner.refund(cmd, now_ms).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         if self.up.load(Ordering::SeqCst) {
             Ok(())

@@ -129,10 +129,30 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
         Ok(Response::new(convert::account(account)))
     }
 
+    #[tracing::instrument(name = "Refund", skip_all, fields(account_id = Empty, generation_id = Empty))]
     async fn refund(
         &self,
-        _request: Request<pb::RefundRequest>,
+        request: Request<pb::RefundRequest>,
     ) -> Result<Response<pb::RefundResponse>, Status> {
-        Err(Status::unimplemented("Refund is not served yet"))
+        let cmd = validate::refund_cmd(request.into_inner())?;
+        record_account(&cmd.account_id);
+        Span::current().record("generation_id", cmd.generation_id.as_str());
+        let refunded = self
+            .store
+            .refund(&cmd, status::ledger_now(&*self.clock)?)
+            .await?;
+        tracing::info!(
+            units = refunded.refunded_units,
+            replayed = refunded.replayed,
+            "refunded"
+        );
+        Ok(Response::new(pb::RefundResponse {
+            refunded_units: refunded.refunded_units,
+            to_allowance: refunded.to_allowance,
+            to_credits: refunded.to_credits,
+            grant_id: refunded.grant_id.unwrap_or_default(),
+            replayed: refunded.replayed,
+            balance: Some(convert::balance(refunded.balance)),
+        }))
     }
 }

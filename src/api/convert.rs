@@ -155,6 +155,30 @@ pub fn account(a: store::AccountView) -> pb::Account {
     }
 }
 
+/// A Quote's answer on the wire: the denial as its reason and the message Reserve would give.
+pub fn quote(q: crate::store::Quoted) -> pb::QuoteResponse {
+    use crate::ledger::DenialReason as Reason;
+    use crate::store::StoreError;
+    let denial = match &q.denial {
+        None => pb::DenialReason::Unspecified,
+        Some(StoreError::Denied(d)) => match d.reason {
+            Reason::Model { .. } => pb::DenialReason::ModelNotInPlan,
+            Reason::VideoSeconds { .. } => pb::DenialReason::VideoTooLong,
+            Reason::ConcurrentHolds { .. } => pb::DenialReason::TooManyHolds,
+        },
+        Some(_) => pb::DenialReason::InsufficientFunds,
+    };
+    pb::QuoteResponse {
+        cost_units: q.cost_units,
+        from_allowance: q.from_allowance,
+        from_credits: q.from_credits,
+        allowed: q.denial.is_none(),
+        denial: denial as i32,
+        denial_message: q.denial.map(|e| e.to_string()).unwrap_or_default(),
+        balance: Some(balance(q.balance)),
+    }
+}
+
 /// A usage event on the wire; fields that do not apply to its type stay empty or unset.
 pub fn usage_event(e: UsageEvent) -> pb::UsageEvent {
     pb::UsageEvent {

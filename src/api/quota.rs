@@ -156,18 +156,36 @@ impl pb::quota_server::Quota for QuotaService {
         Ok(Response::new(convert::balance(balance)))
     }
 
+    #[tracing::instrument(name = "Quote", skip_all, fields(account_id = Empty))]
     async fn quote(
         &self,
-        _request: Request<pb::QuoteRequest>,
+        request: Request<pb::QuoteRequest>,
     ) -> Result<Response<pb::QuoteResponse>, Status> {
-        Err(Status::unimplemented("Quote is not served yet"))
+        let cmd = validate::quote_cmd(&self.catalog.current(), request.into_inner())?;
+        record_ids(&cmd.account_id, None);
+        let quoted = self
+            .store
+            .quote(&cmd, status::ledger_now(&*self.clock)?)
+            .await?;
+        Ok(Response::new(convert::quote(quoted)))
     }
 
+    #[tracing::instrument(name = "ReserveBatch", skip_all, fields(account_id = Empty))]
     async fn reserve_batch(
         &self,
-        _request: Request<pb::ReserveBatchRequest>,
+        request: Request<pb::ReserveBatchRequest>,
     ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
-        Err(Status::unimplemented("ReserveBatch is not served yet"))
+        let cmd = validate::reserve_batch_cmd(&self.catalog.current(), request.into_inner())?;
+        record_ids(&cmd.account_id, None);
+        let reserved = self
+            .store
+            .reserve_batch(&cmd, status::ledger_now(&*self.clock)?)
+            .await?;
+        Ok(Response::new(pb::ReserveBatchResponse {
+            holds: reserved.holds.into_iter().map(convert::hold).collect(),
+            replayed: reserved.replayed,
+            balance: Some(convert::balance(reserved.balance)),
+        }))
     }
 
     #[tracing::instrument(name = "GetCatalog", skip_all)]

@@ -20,6 +20,9 @@ pub fn code(err: &StoreError) -> Code {
         StoreError::HoldState { .. } | StoreError::SettleAboveHold { .. } => {
             Code::FailedPrecondition
         }
+        StoreError::RefundAboveCharge { .. } => Code::FailedPrecondition,
+        StoreError::RefundConflict { .. } => Code::AlreadyExists,
+        StoreError::BatchItem { source, .. } => code(source),
         StoreError::Unavailable(_) => Code::Unavailable,
         StoreError::Internal(_) => Code::Internal,
     }

@@ -17,10 +17,18 @@ use crate::ledger::{
     MAX_HOLD_TTL_SECONDS, MAX_ID_LEN,
 };
 use crate::pb;
-use crate::store::{GrantCmd, ReleaseReason, ReserveCmd, SetPlanCmd};
+use crate::store::{
+    BatchItem, GrantCmd, QuoteCmd, RefundCmd, ReleaseReason, ReserveBatchCmd, ReserveCmd,
+    SetPlanCmd,
+};
 
 /// Most labels one Reserve may carry; they are copied into every event of the hold.
 pub const MAX_LABELS: usize = 32;
+/// Most generations one ReserveBatch holds: a storyboard's shots, within what one script call
+/// should do while it has Redis to itself.
+pub const MAX_BATCH_ITEMS: usize = 64;
+/// Longest refund reason (free text for support and billing).
+pub const MAX_REFUND_REASON_CHARS: usize = 256;
 /// Longest label key, in characters.
 pub const MAX_LABEL_KEY_CHARS: usize = 64;
 /// Longest label value, in characters.
@@ -248,6 +256,89 @@ pub fn reserve_cmd(catalog: &Catalog, req: pb::ReserveRequest) -> Result<Reserve
         quantity,
         ttl_seconds,
         labels,
+    })
+}
+
+/// A Quote request as a store command.
+pub fn quote_cmd(catalog: &Catalog, req: pb::QuoteRequest) -> Result<QuoteCmd, Status> {
+    id("account_id", &req.account_id)?;
+    let kind = kind(req.kind)?;
+    let model = model(catalog, &req.model)?;
+    let quantity = quantity(kind, req.quantity)?;
+    Ok(QuoteCmd {
+        account_id: req.account_id,
+        kind,
+        model,
+        quantity,
+    })
+}
+
+/// A ReserveBatch request as a store command: 1–64 items with distinct generation ids, each
+/// checked as a Reserve is; a bad field is named with its item (`items[3].quantity`).
+pub fn reserve_batch_cmd(
+    catalog: &Catalog,
+    req: pb::ReserveBatchRequest,
+) -> Result<ReserveBatchCmd, Status> {
+    id("account_id", &req.account_id)?;
+    if req.items.is_empty() || req.items.len() > MAX_BATCH_ITEMS {
+        return Err(invalid(
+            "items",
+            format!(
+                "a batch has 1 to {MAX_BATCH_ITEMS} items, not {}",
+                req.items.len()
+            ),
+        ));
+    }
+    let ttl_seconds = ttl_seconds(req.ttl_seconds)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut items = Vec::with_capacity(req.items.len());
+    for (i, item) in req.items.into_iter().enumerate() {
+        let named = |s: Status| Status::invalid_argument(format!("items[{i}].{}", s.message()));
+        id("generation_id", &item.generation_id).map_err(named)?;
+        if !seen.insert(item.generation_id.clone()) {
+            return Err(invalid(
+                &format!("items[{i}].generation_id"),
+                format!("`{}` appears twice in the batch", item.generation_id),
+            ));
+        }
+        let kind = kind(item.kind).map_err(named)?;
+        let model = model(catalog, &item.model).map_err(named)?;
+        let quantity = quantity(kind, item.quantity).map_err(named)?;
+        let labels = labels(item.labels).map_err(named)?;
+        items.push(BatchItem {
+            generation_id: item.generation_id,
+            kind,
+            model,
+            quantity,
+            labels,
+        });
+    }
+    Ok(ReserveBatchCmd {
+        account_id: req.account_id,
+        items,
+        ttl_seconds,
+    })
+}
+
+/// A Refund request as a store command.
+pub fn refund_cmd(req: pb::RefundRequest) -> Result<RefundCmd, Status> {
+    id("account_id", &req.account_id)?;
+    id("generation_id", &req.generation_id)?;
+    id("refund_id", &req.refund_id)?;
+    if req.reason.chars().count() > MAX_REFUND_REASON_CHARS
+        || req.reason.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "reason",
+            format!("at most {MAX_REFUND_REASON_CHARS} characters, no control characters"),
+        ));
+    }
+    Ok(RefundCmd {
+        account_id: req.account_id,
+        generation_id: req.generation_id,
+        refund_id: req.refund_id,
+        units: req.units,
+        reason: req.reason,
     })
 }
 

@@ -66,9 +66,24 @@ pub struct HoldRecord {
     /// Start of that cycle, for events (`None`: no plan).
     pub cycle_start_ms: Option<i64>,
     pub returned_units: u64,
+    /// Units of the charge given back by refunds so far.
+    pub refunded_units: u64,
     pub labels: BTreeMap<String, String>,
     /// When a finished hold is forgotten.
     pub forget_at_ms: Option<i64>,
+}
+
+/// A refund remembered for replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRecord {
+    pub generation_id: String,
+    /// What was asked (0: all that was left).
+    pub units_requested: u64,
+    pub refunded_units: u64,
+    pub to_allowance: u64,
+    pub to_credits: u64,
+    pub grant_id: Option<String>,
+    pub forget_at_ms: i64,
 }
 
 /// A SetPlan request remembered for replays.
@@ -111,6 +126,9 @@ pub struct Account {
     tombstones: HashMap<String, Tombstone>,
     holds: HashMap<String, HoldRecord>,
     plan_requests: HashMap<String, PlanRecord>,
+    refunds: HashMap<String, RefundRecord>,
+    /// The highest usage alert threshold (percent) already announced in this cycle.
+    threshold_reached: u32,
     /// Events of the running operation.
     outbox: Vec<UsageEvent>,
 }
@@ -161,6 +179,8 @@ impl Account {
             tombstones: HashMap::new(),
             holds: HashMap::new(),
             plan_requests: HashMap::new(),
+            refunds: HashMap::new(),
+            threshold_reached: 0,
             outbox: Vec::new(),
         }
     }
@@ -174,6 +194,7 @@ impl Account {
             && self.tombstones.is_empty()
             && self.holds.is_empty()
             && self.plan_requests.is_empty()
+            && self.refunds.is_empty()
     }
 
     /// Runs `op` at `now_ms` on a copy of this account, between the lazy work every operation
@@ -239,6 +260,7 @@ impl Account {
             .retain(|_, r| r.forget_at_ms.is_none_or(|at| at > now_ms));
         self.tombstones.retain(|_, t| t.forget_at_ms > now_ms);
         self.plan_requests.retain(|_, r| r.forget_at_ms > now_ms);
+        self.refunds.retain(|_, r| r.forget_at_ms > now_ms);
         self.rollover(catalog, now_ms);
         for (_, generation_id) in self.due_holds(now_ms) {
             self.finalize(&generation_id, HoldState::Expired, 0, "", now_ms)?;
@@ -269,6 +291,7 @@ impl Account {
             self.emit(events::PLAN_CHANGED, id, now_ms, event);
         }
         self.cycle_number += 1;
+        self.threshold_reached = 0;
         if self.plan == NO_PLAN {
             self.cycle = None;
             self.allowance_total = 0;
@@ -672,6 +695,7 @@ impl Account {
             cycle_number: self.cycle_number,
             cycle_start_ms: self.cycle.map(|c| c.start_ms),
             returned_units: 0,
+            refunded_units: 0,
             labels: cmd.labels.clone(),
             forget_at_ms: None,
         };
@@ -696,6 +720,7 @@ impl Account {
     /// rest goes back, credits first. A second Settle replays the first.
     pub fn settle(
         &mut self,
+        catalog: &Catalog,
         generation_id: &str,
         actual_quantity: Option<u32>,
         now_ms: i64,
@@ -726,6 +751,7 @@ impl Account {
         }
         let charge_units = record.unit_cost * u64::from(actual);
         self.finalize(generation_id, HoldState::Settled, charge_units, "", now_ms)?;
+        self.announce_thresholds(catalog.alert_thresholds_percent(), now_ms);
         self.sweep_grants(now_ms);
         let hold = self.holds[generation_id].hold.clone();
         Ok(Settled {
@@ -855,6 +881,7 @@ impl Account {
                     self.anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
                     self.cycle = Some(cycle_at(self.anchor, now_ms));
                     self.cycle_number += 1;
+                    self.threshold_reached = 0;
                     self.allowance_total = new.allowance_units;
                     self.allowance_used = 0;
                     self.allowance_held = 0;
@@ -1037,6 +1064,300 @@ impl Account {
             balance: self.balance(),
         })
     }
+
+    /// `usage.threshold` for every alert threshold (percent of the cycle's allowance, in
+    /// increasing order) that settled use has reached and that this cycle has not announced.
+    fn announce_thresholds(&mut self, thresholds_percent: &[u32], now_ms: i64) {
+        let Some(cycle) = self.cycle else { return };
+        if self.allowance_total == 0 {
+            return;
+        }
+        for &percent in thresholds_percent {
+            let reached = u128::from(self.allowance_used) * 100
+                >= u128::from(percent) * u128::from(self.allowance_total);
+            if percent <= self.threshold_reached || !reached {
+                continue;
+            }
+            self.threshold_reached = percent;
+            let event = UsageEvent {
+                plan: self.plan.clone(),
+                cycle_start_ms: Some(cycle.start_ms),
+                units: self.allowance_used,
+                threshold_percent: percent,
+                ..UsageEvent::default()
+            };
+            let id =
+                threshold_event_id(&self.account_id, self.cycle_number, cycle.start_ms, percent);
+            self.emit(events::USAGE_THRESHOLD, id, now_ms, event);
+        }
+    }
+
+    /// What Reserve would answer now: the cost, its split, and the refusal if any. Changes
+    /// nothing (a store discards the transition).
+    pub fn quote(&self, catalog: &Catalog, cmd: &QuoteCmd, now_ms: i64) -> LedgerResult<Quoted> {
+        let unit_cost = catalog.unit_cost(cmd.kind, &cmd.model).ok_or_else(|| {
+            LedgerError::InvalidArgument {
+                field: "model",
+                message: format!("unknown model `{}`", cmd.model),
+            }
+        })?;
+        let cost_units = unit_cost * u64::from(cmd.quantity);
+        let allowance = self.allowance_available();
+        let credits: u64 = self
+            .grants
+            .values()
+            .filter(|g| g.spendable(now_ms))
+            .map(|g| g.grant.units_remaining)
+            .sum();
+        let from_allowance = cost_units.min(allowance);
+        let from_credits = (cost_units - from_allowance).min(credits);
+        let denial = match catalog.check_features(
+            &self.plan,
+            cmd.kind,
+            &cmd.model,
+            cmd.quantity,
+            self.open_holds(),
+        ) {
+            Err(denial) => Some(LedgerError::Denied(denial)),
+            Ok(()) if from_allowance + from_credits < cost_units => {
+                Some(LedgerError::InsufficientFunds {
+                    needed: cost_units,
+                    available: allowance + credits,
+                })
+            }
+            Ok(()) => None,
+        };
+        Ok(Quoted {
+            cost_units,
+            from_allowance,
+            from_credits,
+            denial,
+            balance: self.balance(),
+        })
+    }
+
+    /// Holds every item of the batch, in order, or none: the first item that fails fails the
+    /// batch, named. The same batch again replays its holds; a batch with some ids already
+    /// used otherwise is a conflict naming one.
+    pub fn reserve_batch(
+        &mut self,
+        catalog: &Catalog,
+        cmd: &ReserveBatchCmd,
+        now_ms: i64,
+    ) -> LedgerResult<ReservedBatch> {
+        let known: Vec<Option<&HoldRecord>> = cmd
+            .items
+            .iter()
+            .map(|item| self.holds.get(&item.generation_id))
+            .collect();
+        if known.iter().any(Option::is_some) {
+            let same = |item: &BatchItem, r: &HoldRecord| {
+                r.hold.kind == item.kind
+                    && r.hold.model == item.model
+                    && r.hold.quantity == item.quantity
+            };
+            if let Some(i) =
+                (0..cmd.items.len()).find(|&i| !known[i].is_some_and(|r| same(&cmd.items[i], r)))
+            {
+                // Some ids are new or were used for other generations: not this batch again.
+                let existing = (0..cmd.items.len())
+                    .find(|&j| known[j].is_some_and(|r| !same(&cmd.items[j], r)))
+                    .or_else(|| (0..cmd.items.len()).find(|&j| known[j].is_some()))
+                    .unwrap_or(i);
+                let item = &cmd.items[existing];
+                let r = known[existing].expect("found above");
+                return Err(conflict(
+                    &item.generation_id,
+                    r.hold.kind,
+                    &r.hold.model,
+                    r.hold.quantity,
+                    &cmd.reserve_cmd(existing),
+                ));
+            }
+            return Ok(ReservedBatch {
+                holds: known
+                    .into_iter()
+                    .map(|r| r.expect("all known").hold.clone())
+                    .collect(),
+                replayed: true,
+                balance: self.balance(),
+            });
+        }
+        let mut holds = Vec::with_capacity(cmd.items.len());
+        for i in 0..cmd.items.len() {
+            let reserved = self
+                .reserve(catalog, &cmd.reserve_cmd(i), now_ms)
+                .map_err(|e| LedgerError::BatchItem {
+                    index: i,
+                    generation_id: cmd.items[i].generation_id.clone(),
+                    source: Box::new(e),
+                })?;
+            holds.push(reserved.hold);
+        }
+        Ok(ReservedBatch {
+            holds,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+
+    /// Gives back a settled generation's charge, whole (`units` 0) or in part: the part that
+    /// was charged from the allowance first, back to the allowance while the hold's cycle is
+    /// the current one; everything else as credits to a new promotional grant
+    /// `refund:<generation_id>:<refund_id>` without expiry. Idempotent on the refund id; never
+    /// more than is left of the charge.
+    pub fn refund(&mut self, cmd: &RefundCmd, now_ms: i64) -> LedgerResult<Refunded> {
+        if let Some(r) = self.refunds.get(&cmd.refund_id) {
+            if r.generation_id != cmd.generation_id || r.units_requested != cmd.units {
+                return Err(LedgerError::RefundConflict {
+                    refund_id: cmd.refund_id.clone(),
+                });
+            }
+            return Ok(Refunded {
+                refunded_units: r.refunded_units,
+                to_allowance: r.to_allowance,
+                to_credits: r.to_credits,
+                grant_id: r.grant_id.clone(),
+                replayed: true,
+                balance: self.balance(),
+            });
+        }
+        let record = self.hold_record(&cmd.generation_id)?.clone();
+        if record.hold.state != HoldState::Settled {
+            return Err(wrong_state(&cmd.generation_id, record.hold.state, "refund"));
+        }
+        let charged = record.hold.charged_units;
+        let refundable = charged - record.refunded_units;
+        let units = if cmd.units == 0 {
+            refundable
+        } else {
+            cmd.units
+        };
+        if units == 0 || units > refundable {
+            return Err(LedgerError::RefundAboveCharge {
+                generation_id: cmd.generation_id.clone(),
+                requested: units,
+                refundable,
+            });
+        }
+        // Refunds give back the allowance part of the charge first.
+        let allowance_charged = charged.min(record.hold.from_allowance);
+        let allowance_left = allowance_charged.saturating_sub(record.refunded_units);
+        let of_allowance = units.min(allowance_left);
+        let of_credits = units - of_allowance;
+        let same_cycle = self.cycle.is_some() && record.cycle_number == self.cycle_number;
+        let to_allowance = if same_cycle { of_allowance } else { 0 };
+        let to_credits = units - to_allowance;
+        let grant_id =
+            (to_credits > 0).then(|| refund_grant_id(&cmd.generation_id, &cmd.refund_id));
+        if let Some(id) = &grant_id {
+            if self.grants.contains_key(id) || self.tombstones.contains_key(id) {
+                return Err(broken(format!("refund grant `{id}` exists already")));
+            }
+            if self.grants.len() >= MAX_LIVE_GRANTS {
+                return Err(LedgerError::TooManyGrants {
+                    account_id: self.account_id.clone(),
+                    limit: MAX_LIVE_GRANTS,
+                });
+            }
+        }
+        self.allowance_used = minus(self.allowance_used, to_allowance, "allowance used")?;
+        self.lifetime_charged.allowance_units = minus(
+            self.lifetime_charged.allowance_units,
+            of_allowance,
+            "lifetime allowance charged",
+        )?;
+        self.lifetime_charged.credit_units = minus(
+            self.lifetime_charged.credit_units,
+            of_credits,
+            "lifetime credits charged",
+        )?;
+        if let Some(id) = &grant_id {
+            self.grants.insert(
+                id.clone(),
+                GrantState {
+                    grant: Grant {
+                        grant_id: id.clone(),
+                        source: super::CreditSource::Promotional,
+                        units_granted: to_credits,
+                        units_remaining: to_credits,
+                        units_held: 0,
+                        expires_at_ms: None,
+                        created_at_ms: now_ms,
+                    },
+                    revoked: false,
+                },
+            );
+        }
+        let r = self.holds.get_mut(&cmd.generation_id).expect("read above");
+        r.refunded_units += units;
+        let r = r.clone();
+        let h = &r.hold;
+        let event = UsageEvent {
+            generation_id: h.generation_id.clone(),
+            kind: Some(h.kind),
+            model: h.model.clone(),
+            units,
+            from_allowance: of_allowance,
+            from_credits: of_credits,
+            allowance_added: to_allowance,
+            grants: grant_id
+                .iter()
+                .map(|id| GrantDraw {
+                    grant_id: id.clone(),
+                    units: to_credits,
+                })
+                .collect(),
+            grant_id: grant_id.clone().unwrap_or_default(),
+            reason: cmd.reason.clone(),
+            refund_id: cmd.refund_id.clone(),
+            cycle_start_ms: r.cycle_start_ms,
+            labels: r.labels.clone(),
+            ..UsageEvent::default()
+        };
+        let id = events::keyed_event_id(
+            &self.account_id,
+            &h.generation_id,
+            h.created_at_ms,
+            &format!("refunded:{}", cmd.refund_id),
+        );
+        self.emit(events::HOLD_REFUNDED, id, now_ms, event);
+        self.refunds.insert(
+            cmd.refund_id.clone(),
+            RefundRecord {
+                generation_id: cmd.generation_id.clone(),
+                units_requested: cmd.units,
+                refunded_units: units,
+                to_allowance,
+                to_credits,
+                grant_id: grant_id.clone(),
+                forget_at_ms: now_ms + RETENTION_MS,
+            },
+        );
+        Ok(Refunded {
+            refunded_units: units,
+            to_allowance,
+            to_credits,
+            grant_id,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+}
+
+/// The promotional grant a refund's credits go to.
+pub fn refund_grant_id(generation_id: &str, refund_id: &str) -> String {
+    format!("refund:{generation_id}:{refund_id}")
+}
+
+/// Id of a `usage.threshold` event: unique per account, cycle (by number) and threshold.
+pub fn threshold_event_id(
+    account_id: &str,
+    cycle_number: u64,
+    cycle_start_ms: i64,
+    percent: u32,
+) -> String {
+    format!("{account_id}/cycle-{cycle_number}@{cycle_start_ms}:threshold:{percent}")
 }
 
 /// A dropped grant as GrantCredits replays it: nothing left, nothing held.
@@ -1215,7 +1536,7 @@ mod tests {
         run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
         a.allowance_held = 0; // corrupt
         let before = a.clone();
-        let err = run(&mut a, T0, |x| x.settle("g", None, T0)).unwrap_err();
+        let err = run(&mut a, T0, |x| x.settle(&Catalog::builtin(), "g", None, T0)).unwrap_err();
         assert!(
             matches!(&err, LedgerError::Internal(m) if m.contains("invariant")),
             "{err:?}"

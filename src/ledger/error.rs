@@ -63,6 +63,23 @@ pub enum LedgerError {
     /// The account has as many live grants as it may.
     #[error("account `{account_id}` already has {limit} live grants")]
     TooManyGrants { account_id: String, limit: usize },
+    /// One item of a ReserveBatch failed; the batch held nothing. Maps like the item's error.
+    #[error("item {index} (generation `{generation_id}`): {source}")]
+    BatchItem {
+        index: usize,
+        generation_id: String,
+        source: Box<LedgerError>,
+    },
+    /// A refund asks for more than is left of the charge.
+    #[error("cannot refund {requested} units of generation `{generation_id}`: {refundable} of its charge are left to refund")]
+    RefundAboveCharge {
+        generation_id: String,
+        requested: u64,
+        refundable: u64,
+    },
+    /// The refund id was already used for another refund.
+    #[error("refund `{refund_id}` was already used for a different refund")]
+    RefundConflict { refund_id: String },
     /// The store cannot be reached in time; nothing is known to have changed.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -247,6 +247,99 @@ pub struct Granted {
     pub balance: Balance,
 }
 
+/// Ask what Reserve would answer now, without holding anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteCmd {
+    pub account_id: String,
+    pub kind: Kind,
+    /// A catalog model id (the API turns "" into `standard`).
+    pub model: String,
+    pub quantity: u32,
+}
+
+/// Result of Quote: what Reserve would answer at that instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    pub cost_units: u64,
+    /// How Reserve would split the cost; when funds fall short, as far as they go.
+    pub from_allowance: u64,
+    pub from_credits: u64,
+    /// The refusal Reserve would give (a plan denial or insufficient funds); `None`: allowed.
+    pub denial: Option<crate::ledger::error::LedgerError>,
+    pub balance: Balance,
+}
+
+/// One generation of a ReserveBatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    pub generation_id: String,
+    pub kind: Kind,
+    pub model: String,
+    pub quantity: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Ask to hold several generations of one account, all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveBatchCmd {
+    pub account_id: String,
+    /// 1–64 items with distinct generation ids.
+    pub items: Vec<BatchItem>,
+    /// Time to live of every hold of the batch.
+    pub ttl_seconds: u32,
+}
+
+impl ReserveBatchCmd {
+    /// The Reserve of item `i`.
+    pub fn reserve_cmd(&self, i: usize) -> ReserveCmd {
+        let item = &self.items[i];
+        ReserveCmd {
+            account_id: self.account_id.clone(),
+            generation_id: item.generation_id.clone(),
+            kind: item.kind,
+            model: item.model.clone(),
+            quantity: item.quantity,
+            ttl_seconds: self.ttl_seconds,
+            labels: item.labels.clone(),
+        }
+    }
+}
+
+/// Result of ReserveBatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedBatch {
+    /// In the order of the items.
+    pub holds: Vec<Hold>,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
+/// Ask to give back a settled generation's charge, whole or in part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundCmd {
+    pub account_id: String,
+    pub generation_id: String,
+    /// Idempotency key.
+    pub refund_id: String,
+    /// Units to give back; 0: all that is still refundable.
+    pub units: u64,
+    pub reason: String,
+}
+
+/// Result of Refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refunded {
+    pub refunded_units: u64,
+    /// Back to the allowance of the hold's cycle, while it is the current one.
+    pub to_allowance: u64,
+    /// As credits, to the promotional grant `grant_id`.
+    pub to_credits: u64,
+    /// `refund:<generation_id>:<refund_id>`, when anything went to credits.
+    pub grant_id: Option<String>,
+    pub replayed: bool,
+    pub balance: Balance,
+}
+
 /// Result of RevokeCredits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revoked {

@@ -200,6 +200,38 @@ impl Store for InstrumentedStore {
     async fn time_ms(&self) -> StoreResult<i64> {
         observe("time", store_span!("time"), self.inner.time_ms()).await
     }
+
+    async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
+        observe("quote", store_span!("quote"), self.inner.quote(cmd, now_ms)).await
+    }
+
+    async fn reserve_batch(
+        &self,
+        cmd: &ReserveBatchCmd,
+        now_ms: i64,
+    ) -> StoreResult<ReservedBatch> {
+        let result = observe(
+            "reserve_batch",
+            store_span!("reserve_batch"),
+            self.inner.reserve_batch(cmd, now_ms),
+        )
+        .await;
+        if let Ok(batch) = &result {
+            if !batch.replayed {
+                metrics::counter!(HOLDS_OPENED).increment(batch.holds.len() as u64);
+            }
+        }
+        result
+    }
+
+    async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
+        observe(
+            "refund",
+            store_span!("refund"),
+            self.inner.refund(cmd, now_ms),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

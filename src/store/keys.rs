@@ -59,6 +59,11 @@ impl AccountKeys {
         format!("{}f:{account_id}/{generation_id}", self.prefix)
     }
 
+    /// String key of a refund's record: `q:{s7}:u:<account>/<refund>`.
+    pub fn refund(&self, account_id: &str, refund_id: &str) -> String {
+        format!("{}u:{account_id}/{refund_id}", self.prefix)
+    }
+
     /// String key of a SetPlan request: `q:{s7}:r:<account>/<request>`.
     pub fn plan_request(&self, account_id: &str, request_id: &str) -> String {
         format!("{}r:{account_id}/{request_id}", self.prefix)

@@ -100,6 +100,23 @@ impl MemoryStore {
         }
         Ok(transition.reply)
     }
+
+    /// Runs `op` like [`MemoryStore::with_account_on`] and keeps nothing: for reads that must
+    /// not even store the lazy work (Quote).
+    fn peek_account<T>(
+        &self,
+        catalog: &Catalog,
+        account_id: &str,
+        now_ms: i64,
+        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+    ) -> StoreResult<T> {
+        let state = self.lock();
+        let transition = match state.accounts.get(account_id) {
+            Some(a) => a.execute(catalog, now_ms, op)?,
+            None => Account::new(account_id).execute(catalog, now_ms, op)?,
+        };
+        Ok(transition.reply)
+    }
 }
 
 #[async_trait]
@@ -118,8 +135,9 @@ impl Store for MemoryStore {
         actual_quantity: Option<u32>,
         now_ms: i64,
     ) -> StoreResult<Settled> {
-        self.with_account(account_id, now_ms, |a| {
-            a.settle(generation_id, actual_quantity, now_ms)
+        let catalog = self.catalog.current();
+        self.with_account_on(&catalog, account_id, now_ms, |a| {
+            a.settle(&catalog, generation_id, actual_quantity, now_ms)
         })
     }
 
@@ -222,6 +240,28 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
+        let catalog = self.catalog.current();
+        self.peek_account(&catalog, &cmd.account_id, now_ms, |a| {
+            a.quote(&catalog, cmd, now_ms)
+        })
+    }
+
+    async fn reserve_batch(
+        &self,
+        cmd: &ReserveBatchCmd,
+        now_ms: i64,
+    ) -> StoreResult<ReservedBatch> {
+        let catalog = self.catalog.current();
+        self.with_account_on(&catalog, &cmd.account_id, now_ms, |a| {
+            a.reserve_batch(&catalog, cmd, now_ms)
+        })
+    }
+
+    async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
+        self.with_account(&cmd.account_id, now_ms, |a| a.refund(cmd, now_ms))
     }
 
     async fn time_ms(&self) -> StoreResult<i64> {

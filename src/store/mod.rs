@@ -78,4 +78,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.
     async fn time_ms(&self) -> StoreResult<i64>;
+    /// What Reserve would answer now; changes nothing at all (not even lazy work).
+    async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted>;
+    /// Holds every item or none, in one atomic step; replays return the first holds.
+    async fn reserve_batch(&self, cmd: &ReserveBatchCmd, now_ms: i64)
+        -> StoreResult<ReservedBatch>;
+    /// Gives back a settled generation's charge, whole or in part; idempotent on the refund id.
+    async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded>;
 }

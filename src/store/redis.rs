@@ -46,6 +46,9 @@ struct Scripts {
     grant: Script,
     revoke: Script,
     sweep: Script,
+    quote: Script,
+    reserve_batch: Script,
+    refund: Script,
 }
 
 impl Scripts {
@@ -61,6 +64,9 @@ impl Scripts {
             grant: script!("grant.lua"),
             revoke: script!("revoke.lua"),
             sweep: script!("sweep.lua"),
+            quote: script!("quote.lua"),
+            reserve_batch: script!("reserve_batch.lua"),
+            refund: script!("refund.lua"),
         }
     }
 
@@ -76,6 +82,9 @@ impl Scripts {
             &self.grant,
             &self.revoke,
             &self.sweep,
+            &self.quote,
+            &self.reserve_batch,
+            &self.refund,
         ]
     }
 }
@@ -93,7 +102,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// How many scripts the store loads into Redis (one per operation).
-    pub const SCRIPT_COUNT: usize = 10;
+    pub const SCRIPT_COUNT: usize = 13;
 
     /// Store on `url` (`redis://host:port[/db]`, `rediss://host:port[/db]` for TLS checked
     /// against the system's trust store, or `redis+cluster://host:port,host:port,…` for a
@@ -222,6 +231,65 @@ impl RedisStore {
     }
 }
 
+/// The conflict a script reported for `generation_id`, which `requested` asked for again.
+fn conflict_of(
+    r: ScriptReply,
+    generation_id: &str,
+    requested: &ReserveCmd,
+) -> StoreResult<StoreError> {
+    let kind = ScriptReply::need(r.kind, "kind")?;
+    let kind = Kind::parse(&kind).ok_or_else(|| anomaly(kind))?;
+    let model = ScriptReply::need(r.model, "model")?;
+    let qty = ScriptReply::need(r.qty, "qty")?;
+    Ok(conflict(generation_id, kind, &model, qty, requested))
+}
+
+/// The refusal a script gave a generation (`denied` or `insufficient`). A denial is decided by
+/// the script; the catalog rebuilds the same denial with its message.
+fn refusal(
+    catalog: &Catalog,
+    r: ScriptReply,
+    kind: Kind,
+    model: &str,
+    quantity: u32,
+) -> StoreResult<StoreError> {
+    match r.status.as_str() {
+        "denied" => {
+            let plan = ScriptReply::need(r.plan, "plan")?;
+            let open_holds = ScriptReply::need(r.open, "open")?;
+            match catalog.check_features(&plan, kind, model, quantity, open_holds) {
+                Err(denial) => Ok(StoreError::Denied(denial)),
+                Ok(()) => Err(anomaly("script denied what the catalog allows")),
+            }
+        }
+        "insufficient" => Ok(StoreError::InsufficientFunds {
+            needed: ScriptReply::need(r.needed, "needed")?,
+            available: ScriptReply::need(r.available, "available")?,
+        }),
+        other => Err(anomaly(other)),
+    }
+}
+
+/// The catalog's usage alert thresholds for the scripts: `80,100`.
+fn thresholds_arg(catalog: &Catalog) -> String {
+    catalog
+        .alert_thresholds_percent()
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The unit cost of `kind` on `model`, or the error naming the model.
+fn unit_cost(catalog: &Catalog, kind: Kind, model: &str) -> StoreResult<u64> {
+    catalog
+        .unit_cost(kind, model)
+        .ok_or_else(|| StoreError::InvalidArgument {
+            field: "model",
+            message: format!("unknown model `{model}`"),
+        })
+}
+
 /// The catalog's plans for the scripts: `id,price,allowance,max_holds,max_seconds,models;`.
 fn plan_table(catalog: &Catalog) -> String {
     catalog
@@ -280,28 +348,8 @@ impl Store for RedisStore {
                 replayed: r.status == "replayed",
                 balance: r.balance(&cmd.account_id)?,
             }),
-            "conflict" => {
-                let kind = ScriptReply::need(r.kind, "kind")?;
-                let kind = Kind::parse(&kind).ok_or_else(|| anomaly(kind))?;
-                let model = ScriptReply::need(r.model, "model")?;
-                let qty = ScriptReply::need(r.qty, "qty")?;
-                Err(conflict(&cmd.generation_id, kind, &model, qty, cmd))
-            }
-            "denied" => {
-                let plan = ScriptReply::need(r.plan, "plan")?;
-                let open_holds = ScriptReply::need(r.open, "open")?;
-                // The script decided; the catalog rebuilds the same denial with its message.
-                match catalog.check_features(&plan, cmd.kind, &cmd.model, cmd.quantity, open_holds)
-                {
-                    Err(denial) => Err(StoreError::Denied(denial)),
-                    Ok(()) => Err(anomaly("script denied what the catalog allows")),
-                }
-            }
-            "insufficient" => Err(StoreError::InsufficientFunds {
-                needed: ScriptReply::need(r.needed, "needed")?,
-                available: ScriptReply::need(r.available, "available")?,
-            }),
-            other => Err(anomaly(other)),
+            "conflict" => Err(conflict_of(r, &cmd.generation_id, cmd)?),
+            _ => Err(refusal(&catalog, r, cmd.kind, &cmd.model, cmd.quantity)?),
         }
     }
 
@@ -315,15 +363,18 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(account_id);
         let own = keys.finished_hold(account_id, generation_id);
         let actual = actual_quantity.map(|q| q.to_string()).unwrap_or_default();
+        let catalog = self.catalog.current();
+        let thresholds = thresholds_arg(&catalog);
         let mut r = self
-            .run(
+            .run_on(
+                &catalog,
                 &self.scripts.settle,
                 &keys,
                 account_id,
                 &own,
                 now_ms,
                 |inv| {
-                    inv.arg(generation_id).arg(&actual);
+                    inv.arg(generation_id).arg(&actual).arg(&thresholds);
                 },
             )
             .await?;
@@ -594,6 +645,185 @@ impl Store for RedisStore {
             "not_found" => Err(StoreError::GrantNotFound {
                 account_id: account_id.to_string(),
                 grant_id: grant_id.to_string(),
+            }),
+            other => Err(anomaly(other)),
+        }
+    }
+
+    async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
+        let catalog = self.catalog.current();
+        let unit = unit_cost(&catalog, cmd.kind, &cmd.model)?;
+        let keys = AccountKeys::new(&cmd.account_id);
+        let mut r = self
+            .run_on(
+                &catalog,
+                &self.scripts.quote,
+                &keys,
+                &cmd.account_id,
+                &keys.account,
+                now_ms,
+                |inv| {
+                    inv.arg(cmd.kind.as_str())
+                        .arg(&cmd.model)
+                        .arg(cmd.quantity)
+                        .arg(unit);
+                },
+            )
+            .await?;
+        if r.status != "quote" {
+            return Err(anomaly(&r.status));
+        }
+        let denial = match r.refusal.take() {
+            Some(refused) => Some(refusal(
+                &catalog,
+                *refused,
+                cmd.kind,
+                &cmd.model,
+                cmd.quantity,
+            )?),
+            None => None,
+        };
+        Ok(Quoted {
+            cost_units: ScriptReply::need(r.cost, "cost")?,
+            from_allowance: ScriptReply::need(r.fa, "fa")?,
+            from_credits: ScriptReply::need(r.fc, "fc")?,
+            denial,
+            balance: r.balance(&cmd.account_id)?,
+        })
+    }
+
+    async fn reserve_batch(
+        &self,
+        cmd: &ReserveBatchCmd,
+        now_ms: i64,
+    ) -> StoreResult<ReservedBatch> {
+        let catalog = self.catalog.current();
+        let keys = AccountKeys::new(&cmd.account_id);
+        let mut item_args = Vec::with_capacity(cmd.items.len());
+        for item in &cmd.items {
+            let unit = unit_cost(&catalog, item.kind, &item.model)?;
+            let labels = serde_json::to_string(&item.labels).map_err(anomaly)?;
+            item_args.push((unit, labels));
+        }
+        let own_keys: Vec<String> = cmd
+            .items
+            .iter()
+            .map(|item| keys.finished_hold(&cmd.account_id, &item.generation_id))
+            .collect();
+        let first = own_keys
+            .first()
+            .ok_or_else(|| anomaly("a batch without items"))?;
+        let mut r = self
+            .run_on(
+                &catalog,
+                &self.scripts.reserve_batch,
+                &keys,
+                &cmd.account_id,
+                first,
+                now_ms,
+                |inv| {
+                    for key in &own_keys[1..] {
+                        inv.key(key);
+                    }
+                    inv.arg(i64::from(cmd.ttl_seconds) * 1000)
+                        .arg(cmd.items.len());
+                    for (item, (unit, labels)) in cmd.items.iter().zip(&item_args) {
+                        inv.arg(&item.generation_id)
+                            .arg(item.kind.as_str())
+                            .arg(&item.model)
+                            .arg(item.quantity)
+                            .arg(*unit)
+                            .arg(labels);
+                    }
+                },
+            )
+            .await?;
+        match r.status.as_str() {
+            "ok" | "replayed" => Ok(ReservedBatch {
+                holds: std::mem::take(&mut r.holds)
+                    .into_iter()
+                    .map(|h| h.into_hold(&cmd.account_id))
+                    .collect::<StoreResult<_>>()?,
+                replayed: r.status == "replayed",
+                balance: r.balance(&cmd.account_id)?,
+            }),
+            "conflict" => {
+                let gen = ScriptReply::need(r.gen.take(), "gen")?;
+                let i = cmd
+                    .items
+                    .iter()
+                    .position(|item| item.generation_id == gen)
+                    .ok_or_else(|| anomaly(format!("conflict on unknown `{gen}`")))?;
+                Err(conflict_of(r, &gen, &cmd.reserve_cmd(i))?)
+            }
+            "item" => {
+                let index = ScriptReply::need(r.index, "index")?;
+                let item = cmd
+                    .items
+                    .get(index)
+                    .ok_or_else(|| anomaly(format!("item {index}")))?;
+                let refused = ScriptReply::need(r.refusal.take(), "refusal")?;
+                let source = refusal(&catalog, *refused, item.kind, &item.model, item.quantity)?;
+                Err(StoreError::BatchItem {
+                    index,
+                    generation_id: item.generation_id.clone(),
+                    source: Box::new(source),
+                })
+            }
+            other => Err(anomaly(other)),
+        }
+    }
+
+    async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
+        let keys = AccountKeys::new(&cmd.account_id);
+        let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
+        let record = keys.refund(&cmd.account_id, &cmd.refund_id);
+        let mut r = self
+            .run(
+                &self.scripts.refund,
+                &keys,
+                &cmd.account_id,
+                &own,
+                now_ms,
+                |inv| {
+                    inv.key(&record)
+                        .arg(&cmd.generation_id)
+                        .arg(&cmd.refund_id)
+                        .arg(cmd.units)
+                        .arg(&cmd.reason)
+                        .arg(MAX_LIVE_GRANTS);
+                },
+            )
+            .await?;
+        match r.status.as_str() {
+            "ok" | "replayed" => {
+                let grant_id = ScriptReply::need(r.refund_grant.take(), "refund_grant")?;
+                Ok(Refunded {
+                    refunded_units: ScriptReply::need(r.refunded, "refunded")?,
+                    to_allowance: ScriptReply::need(r.to_allowance, "to_allowance")?,
+                    to_credits: ScriptReply::need(r.to_credits, "to_credits")?,
+                    grant_id: (!grant_id.is_empty()).then_some(grant_id),
+                    replayed: r.status == "replayed",
+                    balance: r.balance(&cmd.account_id)?,
+                })
+            }
+            "not_found" => Err(Self::not_found(&cmd.account_id, &cmd.generation_id)),
+            "state" => Err(wrong_state(
+                &cmd.generation_id,
+                parse_state(&ScriptReply::need(r.state, "state")?)?,
+                "refund",
+            )),
+            "above" => Err(StoreError::RefundAboveCharge {
+                generation_id: cmd.generation_id.clone(),
+                requested: ScriptReply::need(r.requested, "requested")?,
+                refundable: ScriptReply::need(r.refundable, "refundable")?,
+            }),
+            "conflict" => Err(StoreError::RefundConflict {
+                refund_id: cmd.refund_id.clone(),
+            }),
+            "too_many" => Err(StoreError::TooManyGrants {
+                account_id: cmd.account_id.clone(),
+                limit: MAX_LIVE_GRANTS,
             }),
             other => Err(anomaly(other)),
         }

@@ -55,6 +55,31 @@ pub struct ScriptReply {
     pub charged_allowance: Option<u64>,
     #[serde(default, deserialize_with = "opt_num")]
     pub charged_credits: Option<u64>,
+    /// Quote: the cost and its split.
+    #[serde(default, deserialize_with = "opt_num")]
+    pub cost: Option<u64>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub fa: Option<u64>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub fc: Option<u64>,
+    /// Quote: what Reserve would refuse with; ReserveBatch: why an item failed.
+    pub refusal: Option<Box<ScriptReply>>,
+    /// ReserveBatch: the failing item, or the generation a conflict names.
+    #[serde(default, deserialize_with = "opt_num")]
+    pub index: Option<usize>,
+    pub gen: Option<String>,
+    /// Refund.
+    #[serde(default, deserialize_with = "opt_num")]
+    pub refunded: Option<u64>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub to_allowance: Option<u64>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub to_credits: Option<u64>,
+    pub refund_grant: Option<String>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub requested: Option<u64>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub refundable: Option<u64>,
 }
 
 /// A hold as the scripts describe it.

@@ -126,15 +126,16 @@ end
 -- cs/ce (cycle start/end; ce == 0: no cycle), cn (cycle number: every rollover and plan start
 -- increments it; holds pin their cycle by it), tot/used/held (allowance), seq (last event),
 -- ca/cc (lifetime charged from allowance/credits), cr/ch (credits spendable/held, over all
--- grants), gx (earliest expiry of a grant with units left, 0: none), ng (live grants).
+-- grants), gx (earliest expiry of a grant with units left, 0: none), ng (live grants), tp (the
+-- highest usage alert threshold, in percent, announced in this cycle).
 
 local NUMERIC = {
   ad = true, at = true, cs = true, ce = true, cn = true, tot = true, used = true, held = true,
-  seq = true, ca = true, cc = true, cr = true, ch = true, gx = true, ng = true,
+  seq = true, ca = true, cc = true, cr = true, ch = true, gx = true, ng = true, tp = true,
 }
 local acct = {
   plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0, used = 0, held = 0,
-  seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0,
+  seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
 }
 local acct_dirty = false
 -- The counters as stored, so `finish()` writes only those that changed.
@@ -182,7 +183,8 @@ do
 end
 
 local function check_allowance()
-  if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 then
+  if acct.used + acct.held > acct.tot or acct.used < 0 or acct.held < 0 or acct.ca < 0
+    or acct.cc < 0 then
     broken('allowance used ' .. n2s(acct.used) .. ' + held ' .. n2s(acct.held) ..
       ' against total ' .. n2s(acct.tot))
   end
@@ -245,6 +247,7 @@ local function rollover()
       { 'plan', acct.plan, 'prev', previous, 'cycle', n2s(ended) })
   end
   acct.cn = acct.cn + 1
+  acct.tp = 0
   if acct.plan == 'none' then
     acct.cs, acct.ce, acct.tot = 0, 0, 0
   else
@@ -422,12 +425,12 @@ local function pack_finished(h)
   return STATE_CODE[h.state] .. '|' .. KIND_CODE[h.kind] .. '|' .. h.model .. '|' .. n2s(h.qty) ..
     '|' .. n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. b36(h.exp) ..
     '|' .. b36(h.created) .. '|' .. n2s(h.charged) .. '|' .. b36(h.cycle) .. '|' .. n2s(h.cn) ..
-    '|' .. b36(h.forget)
+    '|' .. n2s(h.refunded or 0) .. '|' .. b36(h.forget)
 end
 
 local function parse_finished(gen, v)
-  local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, forget =
-    string.match(v, '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%w+)$')
+  local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, forget =
+    string.match(v, '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%d+)|(%w+)$')
   if not state or not CODE_KIND[kind] or not CODE_STATE[state] then
     broken('finished hold ' .. gen .. ' reads `' .. v .. '`')
   end
@@ -435,7 +438,8 @@ local function parse_finished(gen, v)
     gen = gen, state = CODE_STATE[state], kind = CODE_KIND[kind], model = model,
     qty = tonumber(qty), unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws),
     exp = from36(exp), created = from36(created), charged = tonumber(charged),
-    cycle = from36(cycle), cn = tonumber(cn), forget = from36(forget), labels = '{}',
+    cycle = from36(cycle), cn = tonumber(cn), refunded = tonumber(refunded),
+    forget = from36(forget), labels = '{}',
   }
   h.cost = h.unit * h.qty
   h.fc = h.cost - h.fa
@@ -563,6 +567,24 @@ local function reclaim_expired()
   end
 end
 
+-- Account::announce_thresholds: `usage.threshold` for every alert threshold (percent of the
+-- cycle's allowance; `list` is "80,100", increasing) that settled use has reached and this
+-- cycle has not announced.
+local function announce_thresholds(list)
+  if acct.ce == 0 or acct.tot == 0 then return end
+  for text in string.gmatch(list, '%d+') do
+    local percent = tonumber(text)
+    if percent > acct.tp and acct.used * 100 >= percent * acct.tot then
+      acct.tp = percent
+      acct_dirty = true
+      emit('usage.threshold', ACCOUNT_ID .. '/cycle-' .. n2s(acct.cn) .. '@' .. n2s(acct.cs) ..
+        ':threshold:' .. n2s(percent), {
+        'plan', acct.plan, 'cycle', n2s(acct.cs), 'units', n2s(acct.used), 'pct', n2s(percent),
+      })
+    end
+  end
+end
+
 ---------------------------------------------------------------------------------------------
 -- Replies (parsed by src/store/redis.rs with serde): JSON objects, numbers as strings.
 
@@ -600,6 +622,67 @@ end
 
 -- Replies that change something; every other reply is a refusal and writes nothing.
 local SUCCESS = { ok = true, replayed = true }
+
+-- The plan's refusal of a generation, or nil (features come from the plan alone; the Rust
+-- side rebuilds the exact denial from the plan and the open holds).
+local function features_refusal(kind, model, qty)
+  local plan = plan_of(acct.plan)
+  if not plan_allows_model(plan, model) or (kind == 'video' and qty > plan.max_seconds)
+    or OPEN_COUNT >= plan.max_holds then
+    return reply('denied', { plan = acct.plan, open = n2s(OPEN_COUNT) })
+  end
+  return nil
+end
+
+-- Account::reserve for a generation that is not known yet: checks features and funds and holds
+-- the cost. Returns the new hold, or nil and the refusal.
+local function reserve_new(gen, kind, model, qty, unit, ttl_ms, labels)
+  local cost = unit * qty
+  local refusal = features_refusal(kind, model, qty)
+  if refusal then return nil, refusal end
+  -- ledger::allocation::allocate: allowance first, then spendable grants in burn order. The
+  -- account counts its spendable credits, so grants are read only when they are drawn from.
+  local available = allowance_available()
+  local from_allowance = math.min(cost, available)
+  local rest = cost - from_allowance
+  if rest > acct.cr then
+    return nil, reply('insufficient', { needed = n2s(cost), available = n2s(available + acct.cr) })
+  end
+  local draws = {}
+  if rest > 0 then
+    for _, g in ipairs(grants_in_burn_order()) do
+      if rest == 0 then break end
+      if grant_spendable(g) and g.rem > 0 then
+        local take = math.min(rest, g.rem)
+        g.rem, g.held = g.rem - take, g.held + take
+        grants_dirty[g.id] = true
+        rest = rest - take
+        draws[#draws + 1] = { id = g.id, units = take }
+      end
+    end
+    if rest > 0 then broken('credits counted ' .. n2s(acct.cr) .. ' are not in the grants') end
+  end
+  acct.held = acct.held + from_allowance
+  acct.cr = acct.cr - (cost - from_allowance)
+  acct.ch = acct.ch + (cost - from_allowance)
+
+  local h = {
+    gen = gen, state = 'held', kind = kind, model = model, qty = qty, unit = unit, cost = cost,
+    fa = from_allowance, fc = cost - from_allowance, draws = draws, exp = NOW + ttl_ms,
+    created = NOW, charged = 0, cycle = acct.cs, cn = acct.cn, labels = labels,
+  }
+  HOLDS[gen] = h
+  OPEN_RAW[gen] = pack_open(h)
+  OPEN_COUNT = OPEN_COUNT + 1
+  set_account_field('h:' .. gen, OPEN_RAW[gen])
+  if h.labels ~= '{}' then
+    LABELS_RAW[gen] = h.labels
+    set_account_field('l:' .. gen, h.labels)
+  end
+  hold_event(h, 'hold.reserved', qty, cost, h.fa, draws, '', 0)
+  write('ZADD', K_EXPIRY, n2s(h.exp), ACCOUNT_ID .. '/' .. gen)
+  return h, nil
+end
 
 -- Checks every invariant on what the call computed; raises on the first broken one.
 local function check_invariants()

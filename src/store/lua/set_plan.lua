@@ -28,6 +28,7 @@ local function run()
       acct.ad, acct.at = tonumber(ARGV[12]), tonumber(ARGV[13])
       acct.cs, acct.ce = cycle_containing_now()
       acct.cn = acct.cn + 1
+      acct.tp = 0
       acct.tot, acct.used, acct.held = new.allowance, 0, 0
       acct_dirty = true
     end

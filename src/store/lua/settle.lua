@@ -1,5 +1,5 @@
 -- Settle (Account::settle). KEYS[5] the generation's finished-hold key. ARGV[9] generation id,
--- [10] actual quantity ('' = as reserved).
+-- [10] actual quantity ('' = as reserved), [11] usage alert thresholds ("80,100").
 -- Replies: ok|replayed {hold, charged, returned, balance} | not_found | state {state}
 --        | above {reserved}
 local function run()
@@ -17,6 +17,7 @@ local function run()
   if actual > h.qty then return reply('above', { reserved = n2s(h.qty) }) end
   local charge = h.unit * actual
   finalize(h, 'settled', charge, '', K_OWN)
+  announce_thresholds(ARGV[11])
   sweep_grants()
   return reply('ok', {
     hold = hold_reply(h), charged = n2s(charge), returned = n2s(h.cost - charge),
