@@ -108,6 +108,27 @@ enum Action {
     Balance {
         account: usize,
     },
+    Quote {
+        account: usize,
+        kind: Kind,
+        model: usize,
+        quantity: u32,
+    },
+    /// A batch of new generations (sizes 1-4), or an earlier batch again.
+    ReserveBatch {
+        account: usize,
+        again: Option<Again>,
+        sizes: Vec<u32>,
+        ttl_seconds: u32,
+    },
+    /// Part (or all, `units` 0) of a settled generation's charge back; or an earlier refund
+    /// again.
+    Refund {
+        account: usize,
+        pick: Pick,
+        again: Option<Again>,
+        units: u64,
+    },
 }
 
 /// One operation, after the clock moved `advance_ms` forward. The clock moves as part of the
@@ -224,7 +245,48 @@ fn action() -> impl Strategy<Value = Action> {
             plan,
             anchor_back_ms,
         });
+    let quote = (
+        account.clone(),
+        0..Kind::ALL.len(),
+        0..MODELS.len(),
+        prop_oneof![3 => 1..=4u32, 1 => 1..=25u32],
+    )
+        .prop_map(|(account, kind, model, quantity)| Action::Quote {
+            account,
+            kind: Kind::ALL[kind],
+            model,
+            quantity,
+        });
+    let batch = (
+        account.clone(),
+        again(5),
+        prop::collection::vec(1..=4u32, 1..=4),
+        ttl_seconds(),
+    )
+        .prop_map(
+            |(account, again, sizes, ttl_seconds)| Action::ReserveBatch {
+                account,
+                again,
+                sizes,
+                ttl_seconds,
+            },
+        );
+    let refund = (
+        account.clone(),
+        pick(),
+        again(5),
+        prop_oneof![2 => Just(0u64), 3 => 1..=60u64],
+    )
+        .prop_map(|(account, pick, again, units)| Action::Refund {
+            account,
+            pick,
+            again,
+            units,
+        });
     prop_oneof![
+        4 => quote,
+        4 => batch,
+        4 => refund,
         25 => reserve,
         18 => settle,
         8 => release,
@@ -308,8 +370,14 @@ struct Known {
     newest_hold_step: Option<usize>,
     grants: Vec<GrantCmd>,
     plans: Vec<SetPlanCmd>,
+    batches: Vec<ReserveBatchCmd>,
+    refunds: Vec<RefundCmd>,
+    /// Generations whose Settle charged something.
+    settled: Vec<String>,
     /// Σ `charged_units` of first (not replayed) Settle answers.
     charged_by_settle: u64,
+    /// Σ `refunded_units` of first (not replayed) Refund answers.
+    refunded: u64,
 }
 
 fn picked<T>(items: &[T], pick: Pick) -> Option<&T> {
@@ -328,6 +396,9 @@ enum Op {
     SetPlan(SetPlanCmd),
     Sweep(usize),
     Balance(String),
+    Quote(QuoteCmd),
+    ReserveBatch(ReserveBatchCmd),
+    Refund(RefundCmd),
 }
 
 fn resolve(action: &Action, known: &[Known], step: usize, now_ms: i64) -> Op {
@@ -456,15 +527,96 @@ fn resolve(action: &Action, known: &[Known], step: usize, now_ms: i64) -> Op {
         }
         Action::Sweep { max_accounts } => Op::Sweep(max_accounts),
         Action::Balance { account } => Op::Balance(ACCOUNTS[account].into()),
+        Action::Quote {
+            account,
+            kind,
+            model,
+            quantity,
+        } => Op::Quote(QuoteCmd {
+            account_id: ACCOUNTS[account].into(),
+            kind,
+            model: MODELS[model].into(),
+            quantity,
+        }),
+        Action::ReserveBatch {
+            account,
+            again,
+            ref sizes,
+            ttl_seconds,
+        } => {
+            let earlier = again.and_then(|a| Some((picked(&known[account].batches, a.pick)?, a)));
+            Op::ReserveBatch(match earlier {
+                Some((cmd, again)) => {
+                    let mut cmd = cmd.clone();
+                    if !again.same {
+                        // Overlap: the first id again, with a new one after it.
+                        cmd.items.truncate(1);
+                        cmd.items.push(BatchItem {
+                            generation_id: format!("batch-{step}-new"),
+                            ..cmd.items[0].clone()
+                        });
+                    }
+                    cmd
+                }
+                None => ReserveBatchCmd {
+                    account_id: ACCOUNTS[account].into(),
+                    items: sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &quantity)| BatchItem {
+                            generation_id: format!("batch-{step}-{i}"),
+                            kind: if i % 2 == 0 {
+                                Kind::CharacterImage
+                            } else {
+                                Kind::Video
+                            },
+                            model: "standard".into(),
+                            quantity,
+                            labels: BTreeMap::new(),
+                        })
+                        .collect(),
+                    ttl_seconds,
+                },
+            })
+        }
+        Action::Refund {
+            account,
+            pick,
+            again,
+            units,
+        } => {
+            let earlier = again.and_then(|a| Some((picked(&known[account].refunds, a.pick)?, a)));
+            Op::Refund(match earlier {
+                Some((cmd, again)) => {
+                    let mut cmd = cmd.clone();
+                    if !again.same {
+                        cmd.units += 1;
+                    }
+                    cmd
+                }
+                None => RefundCmd {
+                    account_id: ACCOUNTS[account].into(),
+                    generation_id: picked(&known[account].settled, pick)
+                        .cloned()
+                        .unwrap_or_else(|| "gen-unknown".into()),
+                    refund_id: format!("refund-{step}"),
+                    units,
+                    reason: "test".into(),
+                },
+            })
+        }
     }
 }
 
 /// What one operation answered, as text (both stores' answers must be identical), whether a
-/// Reserve made a new hold, and the units a first (not replayed) Settle charged.
+/// Reserve made a new hold, the units a first (not replayed) Settle charged and a first Refund
+/// gave back.
 struct Outcome {
     answer: String,
     new_hold: bool,
     settled: Option<u64>,
+    refunded: Option<u64>,
+    batch_holds: Vec<String>,
 }
 
 async fn apply(store: &dyn Store, op: &Op, now_ms: i64) -> Outcome {
@@ -472,6 +624,8 @@ async fn apply(store: &dyn Store, op: &Op, now_ms: i64) -> Outcome {
         answer,
         new_hold: false,
         settled: None,
+        refunded: None,
+        batch_holds: Vec::new(),
     };
     match op {
         Op::Reserve(cmd) => {
@@ -480,6 +634,8 @@ async fn apply(store: &dyn Store, op: &Op, now_ms: i64) -> Outcome {
                 new_hold: matches!(&r, Ok(reserved) if !reserved.replayed),
                 answer: format!("{r:?}"),
                 settled: None,
+                refunded: None,
+                batch_holds: Vec::new(),
             }
         }
         Op::Settle(a, g, actual) => {
@@ -491,6 +647,8 @@ async fn apply(store: &dyn Store, op: &Op, now_ms: i64) -> Outcome {
                 },
                 answer: format!("{r:?}"),
                 new_hold: false,
+                refunded: None,
+                batch_holds: Vec::new(),
             }
         }
         Op::Release(a, g, reason) => {
@@ -511,6 +669,30 @@ async fn apply(store: &dyn Store, op: &Op, now_ms: i64) -> Outcome {
             plain(format!("{expired:?}"))
         }
         Op::Balance(a) => plain(format!("{:?}", store.balance(a, now_ms).await)),
+        Op::Quote(cmd) => plain(format!("{:?}", store.quote(cmd, now_ms).await)),
+        Op::ReserveBatch(cmd) => {
+            let r = store.reserve_batch(cmd, now_ms).await;
+            let mut outcome = plain(format!("{r:?}"));
+            if let Ok(batch) = &r {
+                if !batch.replayed {
+                    outcome.batch_holds = batch
+                        .holds
+                        .iter()
+                        .map(|h| h.generation_id.clone())
+                        .collect();
+                }
+            }
+            outcome
+        }
+        Op::Refund(cmd) => {
+            let r = store.refund(cmd, now_ms).await;
+            let mut outcome = plain(format!("{r:?}"));
+            outcome.refunded = match &r {
+                Ok(refund) if !refund.replayed => Some(refund.refunded_units),
+                _ => None,
+            };
+            outcome
+        }
     }
 }
 
@@ -530,7 +712,23 @@ fn learn(known: &mut [Known], step: usize, op: &Op, outcome: &Outcome) {
         }
         Op::Grant(cmd) => k.grants.push(cmd.clone()),
         Op::SetPlan(cmd) => k.plans.push(cmd.clone()),
-        Op::Settle(..) => k.charged_by_settle += outcome.settled.unwrap_or(0),
+        Op::Settle(_, g, _) => {
+            k.charged_by_settle += outcome.settled.unwrap_or(0);
+            if outcome.settled.is_some_and(|units| units > 0) {
+                k.settled.push(g.clone());
+            }
+        }
+        Op::ReserveBatch(cmd) => {
+            k.batches.push(cmd.clone());
+            if !outcome.batch_holds.is_empty() {
+                k.holds.extend(outcome.batch_holds.iter().cloned());
+                k.newest_hold_step = Some(step);
+            }
+        }
+        Op::Refund(cmd) => {
+            k.refunds.push(cmd.clone());
+            k.refunded += outcome.refunded.unwrap_or(0);
+        }
         _ => {}
     }
 }
@@ -541,6 +739,9 @@ fn touched(op: &Op) -> Vec<usize> {
         Op::Reserve(cmd) => &cmd.account_id,
         Op::Grant(cmd) => &cmd.account_id,
         Op::SetPlan(cmd) => &cmd.account_id,
+        Op::Quote(cmd) => &cmd.account_id,
+        Op::ReserveBatch(cmd) => &cmd.account_id,
+        Op::Refund(cmd) => &cmd.account_id,
         Op::Settle(a, ..)
         | Op::Release(a, ..)
         | Op::Extend(a, ..)
@@ -651,6 +852,7 @@ fn check_events(
     view: &AccountView,
     events: &[UsageEvent],
     charged_by_settle: u64,
+    refunded_by_refund: u64,
 ) -> Result<(), TestCaseError> {
     let a = &view.balance.account_id;
     let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
@@ -669,6 +871,23 @@ fn check_events(
         from_allowance += e.from_allowance;
         from_credits += e.from_credits;
     }
+    // Refunds take back part of a charge: Σ settled − Σ refunded = lifetime charged.
+    let mut refunded = 0;
+    for e in events
+        .iter()
+        .filter(|e| e.event_type == events::HOLD_REFUNDED)
+    {
+        refunded += e.units;
+        from_allowance -= e.from_allowance;
+        from_credits -= e.from_credits;
+        prop_assert_eq!(
+            e.units,
+            e.from_allowance + e.from_credits,
+            "{} {}",
+            store,
+            e.id
+        );
+    }
     let charged = view.lifetime_charged;
     prop_assert_eq!(
         (from_allowance, from_credits),
@@ -678,6 +897,13 @@ fn check_events(
         a
     );
     prop_assert_eq!(units, charged_by_settle, "{} {}: Settle answers", store, a);
+    prop_assert_eq!(
+        refunded,
+        refunded_by_refund,
+        "{} {}: Refund answers",
+        store,
+        a
+    );
     Ok(())
 }
 
@@ -688,6 +914,7 @@ async fn check_account(
     conn: &mut MultiplexedConnection,
     account: usize,
     charged_by_settle: u64,
+    refunded_by_refund: u64,
     now_ms: i64,
 ) -> Result<AccountView, TestCaseError> {
     let account_id = ACCOUNTS[account];
@@ -708,7 +935,13 @@ async fn check_account(
         "events of {}: memory (left), Redis (right)",
         account_id
     );
-    check_events("memory/redis", &view, &memory_events, charged_by_settle)?;
+    check_events(
+        "memory/redis",
+        &view,
+        &memory_events,
+        charged_by_settle,
+        refunded_by_refund,
+    )?;
     Ok(view)
 }
 
@@ -766,6 +999,7 @@ async fn run_case(
                 conn,
                 account,
                 known[account].charged_by_settle,
+                known[account].refunded,
                 now_ms,
             )
             .await
@@ -790,6 +1024,7 @@ async fn run_case(
             conn,
             account,
             known[account].charged_by_settle,
+            known[account].refunded,
             now_ms,
         )
         .await

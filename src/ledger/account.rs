@@ -1312,7 +1312,8 @@ impl Account {
             reason: cmd.reason.clone(),
             refund_id: cmd.refund_id.clone(),
             cycle_start_ms: r.cycle_start_ms,
-            labels: r.labels.clone(),
+            // A finished hold keeps no labels (the Redis record is kept short), so refunds,
+            // which come after, carry none.
             ..UsageEvent::default()
         };
         let id = events::keyed_event_id(
