@@ -53,8 +53,12 @@ struct Known {
     /// Per account: generation ids whose Reserve succeeded, oldest first.
     holds: Vec<Vec<String>>,
     grants: Vec<Vec<String>>,
-    /// Σ `charged_units` of first (non-replayed) Settle answers, per account.
+    /// Σ `charged_units` of first (not replayed) Settle answers, per account.
     charged_by_settle: Vec<u64>,
+    /// Per account: generations whose Settle charged something.
+    settled: Vec<Vec<String>>,
+    /// Σ `refunded_units` of first (not replayed) Refund answers, per account.
+    refunded: Vec<u64>,
 }
 
 /// Mostly the newest item (workers settle what they just reserved), sometimes any.
@@ -64,6 +68,17 @@ fn recent<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> Option<&'a T> {
     } else {
         rng.choice(items)
     }
+}
+
+/// The default catalog with usage alerts low enough that the random mix crosses them.
+fn catalog() -> Catalog {
+    let text = include_str!("../deploy/catalog.toml").replace(
+        "alert_thresholds_percent = [80, 100]",
+        "alert_thresholds_percent = [2, 10, 50]",
+    );
+    let catalog = Catalog::from_toml_str(&text).expect("the default catalog parses");
+    assert_eq!(catalog.alert_thresholds_percent(), [2, 10, 50]);
+    catalog
 }
 
 /// Runs `ops` random operations on `store` and returns one line per operation describing its
@@ -76,6 +91,8 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<St
         holds: vec![Vec::new(); ACCOUNTS],
         grants: vec![Vec::new(); ACCOUNTS],
         charged_by_settle: vec![0; ACCOUNTS],
+        settled: vec![Vec::new(); ACCOUNTS],
+        refunded: vec![0; ACCOUNTS],
     };
     let mut trace = Vec::with_capacity(ops);
     let account_id = |i: usize| format!("acct-{i}");
@@ -138,6 +155,9 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<St
                     if let Ok(settled) = &r {
                         if !settled.replayed {
                             known.charged_by_settle[i] += settled.charged_units;
+                            if settled.charged_units > 0 {
+                                known.settled[i].push(generation.clone());
+                            }
                         }
                     }
                     format!("settle {r:?}")
@@ -196,6 +216,84 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<St
                     cycle_anchor_ms: rng.bool().then(|| now_ms - rng.i64(0..60) * DAY_MS),
                 };
                 format!("set_plan {:?}", store.set_plan(&cmd, now_ms).await)
+            }
+            // Support refunds part (or all) of something settled; sometimes the same again.
+            97 => match recent(&mut rng, &known.settled[i]) {
+                Some(generation) => {
+                    let cmd = RefundCmd {
+                        account_id: a.clone(),
+                        generation_id: generation.clone(),
+                        refund_id: format!("refund-{}", step - usize::from(rng.u32(0..6) == 0)),
+                        units: if rng.bool() { 0 } else { rng.u64(1..=40) },
+                        reason: "defective".into(),
+                    };
+                    let r = store.refund(&cmd, now_ms).await;
+                    if let Ok(refund) = &r {
+                        if !refund.replayed {
+                            known.refunded[i] += refund.refunded_units;
+                        }
+                    }
+                    format!("refund {r:?}")
+                }
+                None => "skip".into(),
+            },
+            // The app asks before it starts.
+            98 => {
+                let cmd = QuoteCmd {
+                    account_id: a.clone(),
+                    kind: Kind::ALL[rng.usize(0..4)],
+                    model: MODELS[rng.usize(0..6).saturating_sub(3)].to_string(),
+                    quantity: rng.u32(1..=4),
+                };
+                let quoted = store.quote(&cmd, now_ms).await.expect("quote");
+                if rng.bool() {
+                    // What Quote said is what Reserve does at the same instant.
+                    let reserve = ReserveCmd {
+                        account_id: a.clone(),
+                        generation_id: format!("gen-{step}"),
+                        kind: cmd.kind,
+                        model: cmd.model.clone(),
+                        quantity: cmd.quantity,
+                        ttl_seconds: 300,
+                        labels: BTreeMap::new(),
+                    };
+                    let r = store.reserve(&reserve, now_ms).await;
+                    match (&quoted.denial, &r) {
+                        (None, Ok(held)) => {
+                            let split = (held.hold.from_allowance, held.hold.from_credits);
+                            assert_eq!(split, (quoted.from_allowance, quoted.from_credits));
+                            known.holds[i].push(reserve.generation_id.clone());
+                        }
+                        (Some(denial), Err(refused)) => assert_eq!(denial, refused),
+                        other => panic!("step {step}: Quote and Reserve disagree: {other:?}"),
+                    }
+                    known.reserves[i].push(reserve);
+                }
+                format!("quote {quoted:?}")
+            }
+            // A storyboard starts several shots at once.
+            99 if rng.bool() => {
+                let items: Vec<BatchItem> = (0..rng.usize(1..=4))
+                    .map(|n| BatchItem {
+                        generation_id: format!("gen-{step}-{n}"),
+                        kind: Kind::CharacterImage,
+                        model: "standard".into(),
+                        quantity: rng.u32(1..=3),
+                        labels: BTreeMap::new(),
+                    })
+                    .collect();
+                let cmd = ReserveBatchCmd {
+                    account_id: a.clone(),
+                    items,
+                    ttl_seconds: rng.u32(60..=900),
+                };
+                let r = store.reserve_batch(&cmd, now_ms).await;
+                if let Ok(batch) = &r {
+                    if !batch.replayed {
+                        known.holds[i].extend(batch.holds.iter().map(|h| h.generation_id.clone()));
+                    }
+                }
+                format!("reserve_batch {r:?}")
             }
             94..=96 => {
                 let mut expired = 0;
@@ -268,15 +366,32 @@ async fn reconcile(store: &dyn Store, all: &[UsageEvent], known: &Known, now_ms:
         let units: u64 = settled.iter().map(|e| e.units).sum();
         let from_allowance: u64 = settled.iter().map(|e| e.from_allowance).sum();
         let from_credits: u64 = settled.iter().map(|e| e.from_credits).sum();
+        // Σ settled − Σ refunded = lifetime charged, per source.
+        let refunds: Vec<&&UsageEvent> = events
+            .iter()
+            .filter(|e| e.event_type == events::HOLD_REFUNDED)
+            .collect();
+        let refunded: u64 = refunds.iter().map(|e| e.units).sum();
+        let refunded_allowance: u64 = refunds.iter().map(|e| e.from_allowance).sum();
+        let refunded_credits: u64 = refunds.iter().map(|e| e.from_credits).sum();
         let charged = view.lifetime_charged;
         assert_eq!(
-            units,
+            units - refunded,
             charged.allowance_units + charged.credit_units,
-            "{a}: Σ hold.settled units against the ledger"
+            "{a}: Σ hold.settled − Σ hold.refunded against the ledger"
         );
-        assert_eq!(from_allowance, charged.allowance_units, "{a}: allowance");
-        assert_eq!(from_credits, charged.credit_units, "{a}: credits");
+        assert_eq!(
+            from_allowance - refunded_allowance,
+            charged.allowance_units,
+            "{a}: allowance"
+        );
+        assert_eq!(
+            from_credits - refunded_credits,
+            charged.credit_units,
+            "{a}: credits"
+        );
         assert_eq!(units, known.charged_by_settle[i], "{a}: Settle answers");
+        assert_eq!(refunded, known.refunded[i], "{a}: Refund answers");
         for e in &settled {
             let drawn: u64 = e.grants.iter().map(|d| d.units).sum();
             assert_eq!(drawn, e.from_credits, "{}: grant draws add up", e.id);
@@ -332,7 +447,7 @@ async fn random_operations_reconcile_on_both_stores() {
     let seed = env_number("RECONCILE_SEED", 0x5eed_2026);
     let ops = env_number("RECONCILE_OPS", DEFAULT_OPS as u64) as usize;
     println!("seed {seed}, {ops} operations");
-    let catalog = Arc::new(Catalog::builtin());
+    let catalog = Arc::new(catalog());
 
     let memory = MemoryStore::new(catalog.clone());
     let (memory_trace, known, end_ms) = drive(&memory, seed, ops, true).await;
@@ -389,6 +504,8 @@ async fn random_operations_reconcile_on_both_stores() {
         events::PLAN_CHANGED,
         events::CYCLE_RENEWED,
         events::CREDITS_EXPIRED,
+        events::HOLD_REFUNDED,
+        events::USAGE_THRESHOLD,
     ] {
         assert!(types.contains(t), "no {t} event in the mix");
     }
@@ -442,6 +559,20 @@ impl Rebuilt {
                 ) = (0, 0, 0);
             }
             events::PLAN_UPGRADED => self.allowance_total += e.allowance_added,
+            // Back to the cycle's allowance, and the rest as a new promotional grant.
+            events::HOLD_REFUNDED => {
+                self.allowance_used -= e.allowance_added;
+                for d in &e.grants {
+                    let fresh = (d.units, 0, false, None);
+                    assert!(self.grants.insert(d.grant_id.clone(), fresh).is_none());
+                }
+                assert_eq!(
+                    e.allowance_added + e.grants.iter().map(|d| d.units).sum::<u64>(),
+                    e.units,
+                    "{}: a refund goes somewhere",
+                    e.id
+                );
+            }
             events::CREDITS_GRANTED => {
                 self.grants
                     .insert(e.grant_id.clone(), (e.units, 0, false, e.expires_at_ms));
@@ -578,7 +709,7 @@ async fn views(store: &dyn Store, now_ms: i64) -> Vec<AccountView> {
 async fn balances_rebuild_from_the_events_alone() {
     let seed = env_number("RECONCILE_SEED", 0x5eed_2026) ^ 0xb111;
     let ops = env_number("RECONCILE_OPS", DEFAULT_OPS as u64) as usize / 4;
-    let catalog = Arc::new(Catalog::builtin());
+    let catalog = Arc::new(catalog());
 
     let memory = MemoryStore::new(catalog.clone());
     let (_, _, end_ms) = drive(&memory, seed, ops, false).await;

@@ -253,6 +253,85 @@ async fn racing_reserves_never_overspend() {
     );
 }
 
+/// 50 ReserveBatch calls race 50 single Reserves on one account whose money runs out long
+/// before: nothing is overspent, every batch is held whole or not at all, and what is held is
+/// exactly what the successes cost.
+#[tokio::test]
+async fn racing_batches_and_reserves_never_overspend() {
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let a = "batch-racer";
+    let plan = SetPlanCmd {
+        request_id: "r1".into(),
+        account_id: a.into(),
+        plan: "hollywood".into(),
+        cycle_anchor_ms: None,
+    };
+    s.set_plan(&plan, NOW_MS).await.unwrap();
+    // A 5,000-unit allowance; a batch is two 20 s cinema videos (1,600 units), a single one
+    // 800: money for six holds, below the plan's cap of 8.
+    let batches = (0..50).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let item = |n: u32| BatchItem {
+                generation_id: format!("b{i}-{n}"),
+                kind: Kind::Video,
+                model: "cinema".into(),
+                quantity: 20,
+                labels: BTreeMap::new(),
+            };
+            let cmd = ReserveBatchCmd {
+                account_id: a.into(),
+                items: vec![item(0), item(1)],
+                ttl_seconds: 300,
+            };
+            s.reserve_batch(&cmd, NOW_MS).await.map(|b| b.holds.len())
+        })
+    });
+    let singles = (0..50).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let cmd = reserve_cmd(a, &format!("s{i}"), Kind::Video, "cinema", 20);
+            s.reserve(&cmd, NOW_MS).await.map(|_| 1)
+        })
+    });
+    let tasks: Vec<_> = batches.chain(singles).collect();
+    let mut holds = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(n) => holds += n,
+            Err(StoreError::InsufficientFunds { .. } | StoreError::Denied(_)) => {}
+            Err(StoreError::BatchItem { source, .. })
+                if matches!(
+                    *source,
+                    StoreError::InsufficientFunds { .. } | StoreError::Denied(_)
+                ) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    let view = s.account(a, NOW_MS).await.unwrap();
+    let b = &view.balance;
+    assert_eq!(b.open_holds as usize, holds);
+    assert_eq!(view.holds.len(), holds);
+    assert_eq!(
+        b.allowance_held,
+        200 * holds as u64,
+        "held = what the successes cost"
+    );
+    assert!(b.allowance_held <= b.allowance_total, "{b:?}");
+    assert!(holds <= 8, "the plan's cap counts each hold: {holds}");
+    // Batches are whole: both items of a batch or neither.
+    for i in 0..50 {
+        let have = |n: u32| {
+            view.holds
+                .iter()
+                .any(|h| h.generation_id == format!("b{i}-{n}"))
+        };
+        assert_eq!(have(0), have(1), "batch {i} half held");
+    }
+    println!("{holds} holds of 100 calls");
+}
+
 #[tokio::test]
 async fn a_broken_invariant_leaves_every_key_as_it_was() {
     let server = harness::RedisServer::start();
