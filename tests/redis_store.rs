@@ -315,9 +315,10 @@ async fn racing_batches_and_reserves_never_overspend() {
     assert_eq!(view.holds.len(), holds);
     assert_eq!(
         b.allowance_held,
-        200 * holds as u64,
+        800 * holds as u64,
         "held = what the successes cost"
     );
+    assert_eq!(holds, 6, "money for six 800-unit holds, and they all went");
     assert!(b.allowance_held <= b.allowance_total, "{b:?}");
     assert!(holds <= 8, "the plan's cap counts each hold: {holds}");
     // Batches are whole: both items of a batch or neither.
