@@ -69,11 +69,15 @@ def test_reserve_batch_is_all_or_none(client, account):
         generation = new_id("gen")
         client.reserve(account, generation, "video", 5)
         client.settle(account, generation)
-    # 4 + 50 units against 50 left: the image alone would fit, the batch does not.
+    # 4 + 50 units against 50 left: the image alone would fit, the batch does not. The
+    # refusal is the first failing item's (the video needs 50, 46 are left after the image)
+    # and names it; nothing is held.
+    video = new_id("shot")
     with pytest.raises(InsufficientFunds) as e:
         client.reserve_batch(account, [BatchItem(new_id("shot"), "character_image", 1),
-                                       BatchItem(new_id("shot"), "video", 5)])
-    assert (e.value.needed, e.value.available) == (54, 50)
+                                       BatchItem(video, "video", 5)])
+    assert (e.value.needed, e.value.available) == (50, 46)
+    assert "item 1" in str(e.value) and video in str(e.value)
     b = client.balance(account)
     assert (b.allowance_held, b.open_holds, b.allowance_available) == (0, 0, 50)
 
