@@ -113,7 +113,7 @@ async fn wait_for_reloads(metrics: SocketAddr, result: &str, count: f64) {
 }
 
 /// The `message` and `error` fields of the warnings logged so far about a reload.
-fn reload_warnings(sidecar: &Sidecar) -> Vec<String> {
+fn reload_warnings_now(sidecar: &Sidecar) -> Vec<String> {
     sidecar
         .logs()
         .into_iter()
@@ -130,6 +130,19 @@ fn reload_warnings(sidecar: &Sidecar) -> Vec<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// The reload warnings once there are `count` of them: the log is read by another thread, so
+/// a line may arrive a moment after the metric that counted its reload.
+async fn reload_warnings(sidecar: &Sidecar, count: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let warnings = reload_warnings_now(sidecar);
+        if warnings.len() >= count {
+            return warnings;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    reload_warnings_now(sidecar)
 }
 
 fn reserve_video(account: &str, generation: &str, seconds: u32) -> pb::ReserveRequest {
@@ -216,7 +229,7 @@ async fn reload_keeps_reserved_costs_and_refuses_bad_files(store: &str) {
     sidecar.signal("HUP");
     wait_for_reloads(sidecar.metrics(), "invalid", 1.0).await;
     assert_eq!(catalog(sidecar.worker).await, second);
-    let warnings = reload_warnings(&sidecar);
+    let warnings = reload_warnings(&sidecar, 1).await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("alert_thresholds_percent[1]"),
@@ -234,7 +247,7 @@ async fn reload_keeps_reserved_costs_and_refuses_bad_files(store: &str) {
     sidecar.signal("HUP");
     wait_for_reloads(sidecar.metrics(), "unreadable", 1.0).await;
     assert_eq!(catalog(sidecar.worker).await, second);
-    assert_eq!(reload_warnings(&sidecar).len(), 2);
+    assert_eq!(reload_warnings(&sidecar, 2).await.len(), 2);
     assert_eq!(reloads(sidecar.metrics(), "ok").await, 1.0);
     assert_eq!(reloads(sidecar.metrics(), "invalid").await, 1.0);
 }
