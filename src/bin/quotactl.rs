@@ -118,8 +118,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         ttl_seconds: u32,
     },
-    /// What a Reserve would answer now: cost, split, allowed or why not. Changes nothing;
-    /// a denial is an answer (exit status 0), not a failure.
+    /// What a Reserve would answer now: cost, split, allowed or why not (changes nothing).
+    ///
+    /// A denial is an answer (exit status 0), not a failure.
     Quote {
         account: String,
         #[arg(value_enum)]
