@@ -4,8 +4,10 @@
 //!   every answer is OK or a proper refusal, never INTERNAL, UNKNOWN or a dead server, and a
 //!   request with a bad id is INVALID_ARGUMENT naming that field;
 //! - targeted cases (ids with `{`, `}`, newlines, spaces, 10 kB strings, out-of-range numbers,
-//!   unknown enum values, oversized labels): INVALID_ARGUMENT naming the field, and neither
-//!   the account nor any Redis key changes;
+//!   unknown enum values, oversized labels; batches empty, too large, with a generation id
+//!   twice or a bad field in one item, named `items[<i>].<field>`): INVALID_ARGUMENT naming
+//!   the field, and neither the account nor any Redis key changes; Quote and GetCatalog,
+//!   denials included, answer OK and write nothing;
 //! - afterwards every Redis key is `q:{s<shard>}:…` with the shard of the account it names:
 //!   no input can put a key outside its account's hash tag.
 //!
@@ -26,8 +28,9 @@ use tonic::{Code, Status};
 
 use harness::in_process::{authed, InProcess};
 use harness::RedisServer;
+use quota_sidecar::api::validate::MAX_BATCH_ITEMS;
 use quota_sidecar::clock::ManualClock;
-use quota_sidecar::ledger::{is_valid_id, Catalog, MAX_GRANT_UNITS};
+use quota_sidecar::ledger::{is_valid_id, Catalog, MAX_GRANT_UNITS, MAX_HOLD_TTL_SECONDS};
 use quota_sidecar::pb::{
     self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
@@ -111,10 +114,14 @@ impl Running {
             Req::Release(m) => self.quota.release(m).await.map(drop),
             Req::Extend(m) => self.quota.extend(m).await.map(drop),
             Req::GetBalance(m) => self.quota.get_balance(m).await.map(drop),
+            Req::Quote(m) => self.quota.quote(m).await.map(drop),
+            Req::ReserveBatch(m) => self.quota.reserve_batch(m).await.map(drop),
+            Req::GetCatalog(m) => self.quota.get_catalog(m).await.map(drop),
             Req::SetPlan(m) => self.admin.set_plan(authed(m)).await.map(drop),
             Req::GrantCredits(m) => self.admin.grant_credits(authed(m)).await.map(drop),
             Req::RevokeCredits(m) => self.admin.revoke_credits(authed(m)).await.map(drop),
             Req::GetAccount(m) => self.admin.get_account(authed(m)).await.map(drop),
+            Req::Refund(m) => self.admin.refund(authed(m)).await.map(drop),
             Req::Subscribe(m) => self.events.subscribe(authed(m)).await.map(drop),
             Req::Ack(m) => self.events.ack(authed(m)).await.map(drop),
         }
@@ -133,6 +140,43 @@ fn reserve(generation_id: &str) -> pb::ReserveRequest {
     }
 }
 
+fn item(generation_id: &str) -> pb::ReserveItem {
+    pb::ReserveItem {
+        generation_id: generation_id.into(),
+        kind: pb::GenerationKind::CharacterImage as i32,
+        model: String::new(),
+        quantity: 1,
+        labels: Default::default(),
+    }
+}
+
+fn batch(items: Vec<pb::ReserveItem>) -> Req {
+    Req::ReserveBatch(pb::ReserveBatchRequest {
+        account_id: ACCOUNT.into(),
+        items,
+        ttl_seconds: 0,
+    })
+}
+
+fn quote() -> pb::QuoteRequest {
+    pb::QuoteRequest {
+        account_id: ACCOUNT.into(),
+        kind: pb::GenerationKind::CharacterImage as i32,
+        model: String::new(),
+        quantity: 1,
+    }
+}
+
+fn refund() -> pb::RefundRequest {
+    pb::RefundRequest {
+        account_id: ACCOUNT.into(),
+        generation_id: "gen-open".into(),
+        refund_id: "refund-1".into(),
+        units: 0,
+        reason: String::new(),
+    }
+}
+
 /// One request of any RPC.
 #[derive(Debug, Clone)]
 enum Req {
@@ -147,9 +191,13 @@ enum Req {
     GetAccount(pb::GetAccountRequest),
     Subscribe(pb::SubscribeRequest),
     Ack(pb::AckRequest),
+    Quote(pb::QuoteRequest),
+    ReserveBatch(pb::ReserveBatchRequest),
+    GetCatalog(pb::GetCatalogRequest),
+    Refund(pb::RefundRequest),
 }
 
-const RPCS: usize = 11;
+const RPCS: usize = 15;
 
 impl Req {
     /// `bytes` decoded as the request of RPC number `rpc`; `None` when they do not decode.
@@ -165,7 +213,11 @@ impl Req {
             7 => Req::RevokeCredits(Message::decode(bytes).ok()?),
             8 => Req::GetAccount(Message::decode(bytes).ok()?),
             9 => Req::Subscribe(Message::decode(bytes).ok()?),
-            _ => Req::Ack(Message::decode(bytes).ok()?),
+            10 => Req::Ack(Message::decode(bytes).ok()?),
+            11 => Req::Quote(Message::decode(bytes).ok()?),
+            12 => Req::ReserveBatch(Message::decode(bytes).ok()?),
+            13 => Req::GetCatalog(Message::decode(bytes).ok()?),
+            _ => Req::Refund(Message::decode(bytes).ok()?),
         })
     }
 
@@ -183,6 +235,10 @@ impl Req {
             Req::GetAccount(_) => 8,
             Req::Subscribe(_) => 9,
             Req::Ack(_) => 10,
+            Req::Quote(_) => 11,
+            Req::ReserveBatch(_) => 12,
+            Req::GetCatalog(_) => 13,
+            Req::Refund(_) => 14,
         }
     }
 
@@ -199,6 +255,10 @@ impl Req {
             Req::GetAccount(m) => m.encode_to_vec(),
             Req::Subscribe(m) => m.encode_to_vec(),
             Req::Ack(m) => m.encode_to_vec(),
+            Req::Quote(m) => m.encode_to_vec(),
+            Req::ReserveBatch(m) => m.encode_to_vec(),
+            Req::GetCatalog(m) => m.encode_to_vec(),
+            Req::Refund(m) => m.encode_to_vec(),
         }
     }
 
@@ -228,8 +288,22 @@ impl Req {
                 vec![("account_id", &m.account_id), ("grant_id", &m.grant_id)]
             }
             Req::GetAccount(m) => vec![("account_id", &m.account_id)],
+            // An ephemeral subscription names its own group: any group is refused (see
+            // `check_answer`), and an empty consumer is its default.
+            Req::Subscribe(m) if m.ephemeral && !m.group.is_empty() => vec![],
+            Req::Subscribe(m) if m.ephemeral && m.consumer.is_empty() => vec![],
+            Req::Subscribe(m) if m.ephemeral => vec![("consumer", &m.consumer)],
             Req::Subscribe(m) => vec![("group", &m.group), ("consumer", &m.consumer)],
             Req::Ack(m) => vec![("group", &m.group)],
+            Req::Quote(m) => vec![("account_id", &m.account_id)],
+            // Item ids are checked after the batch's size and ttl: see `check_batch_items`.
+            Req::ReserveBatch(m) => vec![("account_id", &m.account_id)],
+            Req::GetCatalog(_) => vec![],
+            Req::Refund(m) => vec![
+                ("account_id", &m.account_id),
+                ("generation_id", &m.generation_id),
+                ("refund_id", &m.refund_id),
+            ],
         }
     }
 }
@@ -398,6 +472,33 @@ fn hostile_request() -> impl Strategy<Value = Req> {
             hostile_string(),
         )
     };
+    let item = || {
+        (
+            id(),
+            mostly(1..=4i32, hostile_enum()),
+            model(),
+            quantity(),
+            labels(),
+        )
+            .prop_map(
+                |(generation_id, kind, model, quantity, labels)| pb::ReserveItem {
+                    generation_id,
+                    kind,
+                    model,
+                    quantity,
+                    labels,
+                },
+            )
+    };
+    // 1-5 items mostly (ids from a small pool, so duplicates happen); now and then none, or
+    // more than a batch may hold.
+    let items = mostly(
+        prop::collection::vec(item(), 1..6),
+        prop_oneof![
+            Just(vec![]),
+            prop::collection::vec(item(), MAX_BATCH_ITEMS + 1..MAX_BATCH_ITEMS + 4)
+        ],
+    );
     let ack_id = mostly(
         (0..16u32, 0..u64::MAX, 0..4u64).prop_map(|(s, ms, seq)| format!("{s}/{ms}-{seq}")),
         hostile_string(),
@@ -485,6 +586,38 @@ fn hostile_request() -> impl Strategy<Value = Req> {
         })),
         (id(), prop::collection::vec(ack_id, 0..4))
             .prop_map(|(group, ack_ids)| Req::Ack(pb::AckRequest { group, ack_ids })),
+        (id(), mostly(1..=4i32, hostile_enum()), model(), quantity()).prop_map(
+            |(account_id, kind, model, quantity)| Req::Quote(pb::QuoteRequest {
+                account_id,
+                kind,
+                model,
+                quantity,
+            })
+        ),
+        (id(), items, ttl()).prop_map(|(account_id, items, ttl_seconds)| {
+            Req::ReserveBatch(pb::ReserveBatchRequest {
+                account_id,
+                items,
+                ttl_seconds,
+            })
+        }),
+        Just(Req::GetCatalog(pb::GetCatalogRequest {})),
+        (
+            id(),
+            id(),
+            id(),
+            mostly(0..=100u64, hostile_u64()),
+            mostly("[ -~]{0,32}", hostile_string()),
+        )
+            .prop_map(|(account_id, generation_id, refund_id, units, reason)| {
+                Req::Refund(pb::RefundRequest {
+                    account_id,
+                    generation_id,
+                    refund_id,
+                    units,
+                    reason,
+                })
+            }),
     ]
 }
 
@@ -558,6 +691,56 @@ fn check_answer(req: &Req, answer: &Result<(), Status>) -> Result<(), TestCaseEr
             message.starts_with(&format!("{field}: ")),
             "{message:?} should name {field}"
         );
+    } else if let Req::ReserveBatch(batch) = req {
+        check_batch_items(batch, answer)?;
+    } else if let Req::Subscribe(m) = req {
+        if m.ephemeral && !m.group.is_empty() {
+            let message = answer.as_ref().err().map(|s| (s.code(), s.message()));
+            prop_assert!(
+                matches!(message, Some((Code::InvalidArgument, m)) if m.starts_with("group: ")),
+                "an ephemeral subscription with a group: {answer:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A batch (with a valid account) some item of which has a bad generation id is refused:
+/// when the batch's size and ttl are in range, naming that item's id or a bad field of an
+/// earlier item, `items[<i>].<field>: `.
+fn check_batch_items(
+    batch: &pb::ReserveBatchRequest,
+    answer: &Result<(), Status>,
+) -> Result<(), TestCaseError> {
+    let Some(bad) = batch
+        .items
+        .iter()
+        .position(|item| !is_valid_id(&item.generation_id))
+    else {
+        return Ok(());
+    };
+    let status = answer.as_ref().err();
+    prop_assert_eq!(status.map(|s| s.code()), Some(Code::InvalidArgument));
+    let message = status.unwrap().message();
+    let in_range =
+        batch.items.len() <= MAX_BATCH_ITEMS && batch.ttl_seconds <= MAX_HOLD_TTL_SECONDS;
+    if !in_range {
+        prop_assert!(
+            message.starts_with("items: ") || message.starts_with("ttl_seconds: "),
+            "{message:?}"
+        );
+        return Ok(());
+    }
+    let named = message
+        .strip_prefix("items[")
+        .and_then(|rest| rest.split_once("]."))
+        .and_then(|(index, field)| Some((index.parse::<usize>().ok()?, field)));
+    let Some((index, field)) = named else {
+        return Err(TestCaseError::fail(format!("{message:?} names no item")));
+    };
+    prop_assert!(index <= bad, "{message:?}: item {bad} is the first bad id");
+    if index == bad {
+        prop_assert!(field.starts_with("generation_id: "), "{message:?}");
     }
     Ok(())
 }
@@ -582,8 +765,9 @@ fn check_keys(keys: &BTreeSet<String>) {
             .split_once(':')
             .unwrap_or_else(|| panic!("{key:?}: kind"));
         let account = match kind {
-            "a" | "g" | "o" => body,
-            "h" | "t" | "r" => {
+            "a" | "g" => body,
+            // A finished hold, a refund's record, a SetPlan request.
+            "f" | "u" | "r" => {
                 let (account, id) = body
                     .split_once('/')
                     .unwrap_or_else(|| panic!("{key:?}: no id"));
@@ -661,6 +845,28 @@ fn protobuf_bytes_get_clean_answers_and_keys_stay_in_their_tag() {
 /// A request for a failure message: 10 kB fields cut short.
 fn short(req: &Req) -> String {
     format!("{req:?}").chars().take(300).collect()
+}
+
+/// Questions with valid fields: answered OK, a denial included, on an account or not.
+fn answered() -> Vec<Req> {
+    let quote_of = |account: &str, kind: pb::GenerationKind, model: &str, quantity: u32| {
+        Req::Quote(pb::QuoteRequest {
+            account_id: account.into(),
+            kind: kind as i32,
+            model: model.into(),
+            quantity,
+        })
+    };
+    vec![
+        Req::GetCatalog(pb::GetCatalogRequest {}),
+        quote_of(ACCOUNT, pb::GenerationKind::Video, "standard", 5),
+        // Not in Microbudget; longer than it allows; more than its funds.
+        quote_of(ACCOUNT, pb::GenerationKind::Video, "cinema", 5),
+        quote_of(ACCOUNT, pb::GenerationKind::Video, "", 6),
+        quote_of(ACCOUNT, pb::GenerationKind::Video, "", 3_600),
+        // An account nobody created: a quote must not create it.
+        quote_of("acct-nobody", pb::GenerationKind::FirstFrame, "pro", 16),
+    ]
 }
 
 /// Targeted hostile requests, each with the field it must be refused for.
@@ -782,10 +988,39 @@ fn targeted() -> Vec<(Req, &'static str)> {
             }),
             "ack_ids",
         ));
+        let mut q = quote();
+        q.account_id = bad.clone();
+        cases.push((Req::Quote(q), "account_id"));
+        let mut b = pb::ReserveBatchRequest {
+            account_id: bad.clone(),
+            items: vec![item("gen-b1")],
+            ttl_seconds: 0,
+        };
+        cases.push((Req::ReserveBatch(b.clone()), "account_id"));
+        b.account_id = ACCOUNT.into();
+        b.items = vec![item(&bad)];
+        cases.push((Req::ReserveBatch(b.clone()), "items[0].generation_id"));
+        b.items = vec![item("gen-b1"), item(&bad), item("gen-b3")];
+        cases.push((Req::ReserveBatch(b), "items[1].generation_id"));
+        for field in ["account_id", "generation_id", "refund_id"] {
+            let mut r = refund();
+            match field {
+                "account_id" => r.account_id = bad.clone(),
+                "generation_id" => r.generation_id = bad.clone(),
+                _ => r.refund_id = bad.clone(),
+            }
+            cases.push((Req::Refund(r), field));
+        }
         if !bad.is_empty() {
             let mut r = reserve("gen-bad");
-            r.model = bad;
+            r.model = bad.clone();
             cases.push((Req::Reserve(r), "model"));
+            let mut q = quote();
+            q.model = bad.clone();
+            cases.push((Req::Quote(q), "model"));
+            let mut i = item("gen-b2");
+            i.model = bad;
+            cases.push((batch(vec![item("gen-b1"), i]), "items[1].model"));
         }
     }
     let reserve_with = |f: &dyn Fn(&mut pb::ReserveRequest)| {
@@ -820,8 +1055,81 @@ fn targeted() -> Vec<(Req, &'static str)> {
         HashMap::from([("k\u{7f}".into(), "v".into())]),
         HashMap::from([("k".into(), long.clone())]),
     ];
-    for labels in label_sets {
+    for labels in &label_sets {
         cases.push((reserve_with(&|r| r.labels = labels.clone()), "labels"));
+    }
+    for labels in &label_sets {
+        let mut i = item("gen-b2");
+        i.labels = labels.clone();
+        cases.push((batch(vec![item("gen-b1"), i]), "items[1].labels"));
+    }
+    let quote_with = |f: &dyn Fn(&mut pb::QuoteRequest)| {
+        let mut q = quote();
+        f(&mut q);
+        Req::Quote(q)
+    };
+    let batch_item_with = |f: &dyn Fn(&mut pb::ReserveItem)| {
+        let mut i = item("gen-b3");
+        f(&mut i);
+        batch(vec![item("gen-b1"), item("gen-b2"), i])
+    };
+    for kind in [99, -1, i32::MAX, i32::MIN, 0] {
+        cases.push((quote_with(&|q| q.kind = kind), "kind"));
+        cases.push((batch_item_with(&|i| i.kind = kind), "items[2].kind"));
+    }
+    for quantity in [0, 17, u32::MAX] {
+        cases.push((quote_with(&|q| q.quantity = quantity), "quantity"));
+        cases.push((
+            batch_item_with(&|i| i.quantity = quantity),
+            "items[2].quantity",
+        ));
+    }
+    for quantity in [0, 3_601] {
+        let video = |q: u32| {
+            move |i: &mut pb::ReserveItem| {
+                i.kind = pb::GenerationKind::Video as i32;
+                i.quantity = q
+            }
+        };
+        cases.push((batch_item_with(&video(quantity)), "items[2].quantity"));
+    }
+    cases.push((quote_with(&|q| q.model = "ultra".into()), "model"));
+    cases.push((
+        batch_item_with(&|i| i.model = "ultra".into()),
+        "items[2].model",
+    ));
+    // Batches: none, one past the limit, far past it, a generation id twice, a bad ttl (the
+    // batch's, checked before its items).
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| item(&format!("gen-m{i}")))
+            .collect::<Vec<_>>()
+    };
+    cases.push((batch(vec![]), "items"));
+    cases.push((batch(many(MAX_BATCH_ITEMS + 1)), "items"));
+    cases.push((batch(many(1_000)), "items"));
+    cases.push((
+        batch(vec![item("gen-b1"), item("gen-b2"), item("gen-b1")]),
+        "items[2].generation_id",
+    ));
+    cases.push((
+        batch(vec![item("gen-open"), item("gen-open")]),
+        "items[1].generation_id",
+    ));
+    for ttl_seconds in [3_601, u32::MAX] {
+        cases.push((
+            Req::ReserveBatch(pb::ReserveBatchRequest {
+                account_id: ACCOUNT.into(),
+                items: vec![item("gen-b1"), item("x{1}")],
+                ttl_seconds,
+            }),
+            "ttl_seconds",
+        ));
+    }
+    for reason in ["a\nb", "\0", "tab\there", &"r".repeat(257), &long] {
+        let mut r = refund();
+        r.reason = reason.to_string();
+        cases.push((Req::Refund(r), "reason"));
     }
     for reason in [0, 5, 99, -1] {
         cases.push((
@@ -959,6 +1267,12 @@ async fn hostile_requests_are_invalid_argument_naming_the_field_and_change_nothi
         );
     }
 
+    let questions = answered();
+    for req in questions.clone() {
+        let answer = s.send(req.clone()).await;
+        assert!(answer.is_ok(), "{}: {answer:?}", short(&req));
+    }
+
     assert_eq!(s.account().await, account_before, "the account changed");
     assert_eq!(s.keys(), keys_before, "Redis keys changed");
     let stream_after = s
@@ -967,7 +1281,8 @@ async fn hostile_requests_are_invalid_argument_naming_the_field_and_change_nothi
     assert_eq!(stream_after, stream_before, "events were written");
     check_keys(&s.keys());
     println!(
-        "{count} hostile requests refused; {} keys untouched",
+        "{count} hostile requests refused, {} questions answered; {} keys untouched",
+        questions.len(),
         keys_before.len()
     );
     s.stop().await;

@@ -353,6 +353,288 @@ async fn every_command_in_tables_and_json() {
 }
 
 #[tokio::test]
+async fn quote_answers_and_denials_exit_0_and_change_nothing() {
+    let ctl = Ctl::start("memory").await;
+    let a = "acct-quote";
+    ctl.run(&["set-plan", a, "microbudget"]).ok();
+    ctl.run(&["grant", a, "pack-1", "500"]).ok();
+
+    // Allowed: a 5 s video costs 50 units, all from the allowance.
+    let q = ctl.run(&["quote", a, "video", "5", "--json"]).json();
+    assert_eq!(
+        (
+            &q["cost_units"],
+            &q["from_allowance"],
+            &q["from_credits"],
+            &q["allowed"],
+            &q["denial"],
+            &q["denial_message"]
+        ),
+        (
+            &Value::from(50),
+            &Value::from(50),
+            &Value::from(0),
+            &Value::from(true),
+            &Value::Null,
+            &Value::from("")
+        ),
+        "{q}"
+    );
+    assert_eq!(q["balance"]["allowance_available"], 1_000);
+    let table = ctl.run(&["quote", a, "character-image", "2"]).ok();
+    assert!(
+        table.starts_with("allowed: 8 units = 8 allowance + 0 credits\n\naccount    acct-quote\n"),
+        "{table}"
+    );
+
+    // Denied by the plan: an answer, not a failure, with the message Reserve would give.
+    let denied = ctl
+        .run(&["quote", a, "video", "5", "--model", "pro", "--json"])
+        .json();
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert_eq!(denied["denial"], "model_not_in_plan", "{denied}");
+    assert_eq!(denied["cost_units"], 100, "{denied}");
+    let reserve = ctl
+        .run(&["reserve", a, "gen-pro", "video", "5", "--model", "pro"])
+        .failure();
+    assert_eq!(
+        reserve,
+        format!(
+            "quotactl: not allowed by the plan: {}",
+            denied["denial_message"].as_str().unwrap()
+        )
+    );
+    let table = ctl.run(&["quote", a, "video", "6"]).ok();
+    assert!(table.starts_with("denied (video_too_long): "), "{table}");
+
+    // Short of funds: the split says how far the funds go.
+    let table = ctl
+        .run(&["quote", "acct-quote-empty", "character-image", "1"])
+        .ok();
+    assert!(
+        table.starts_with(
+            "denied (insufficient_funds): not enough funds: generation costs 4 units, account \
+             has 0 available\ncost 4 units; the account covers 0 from the allowance + 0 from \
+             credits\n"
+        ),
+        "{table}"
+    );
+
+    // No quote held or charged anything.
+    let b = ctl.run(&["balance", a, "--json"]).json();
+    assert_eq!(
+        (
+            &b["allowance_available"],
+            &b["credits_available"],
+            &b["open_holds"]
+        ),
+        (&Value::from(1_000), &Value::from(500), &Value::from(0))
+    );
+
+    // A call that fails is still a failure.
+    let line = ctl.run(&["quote", "acct{1}", "video", "5"]).failure();
+    assert!(
+        line.starts_with("quotactl: invalid request: account_id: "),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn reserve_batch_holds_all_or_none() {
+    let ctl = Ctl::start("memory").await;
+    let a = "acct-batch";
+    ctl.run(&["set-plan", a, "microbudget"]).ok();
+
+    // Two items, one with a `:` in its generation id and an explicit model.
+    let held = ctl
+        .run(&[
+            "reserve-batch",
+            a,
+            "--item",
+            "shot-1:video:5",
+            "--item",
+            "scene:2:character-image:2:standard",
+            "--ttl-seconds",
+            "600",
+            "--json",
+        ])
+        .json();
+    assert_eq!(held["replayed"], false, "{held}");
+    let holds = held["holds"].as_array().unwrap();
+    let summary: Vec<(&str, &str, u64, &str)> = holds
+        .iter()
+        .map(|h| {
+            (
+                h["generation_id"].as_str().unwrap(),
+                h["kind"].as_str().unwrap(),
+                h["cost_units"].as_u64().unwrap(),
+                h["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("shot-1", "video", 50, "held"),
+            ("scene:2", "character_image", 8, "held")
+        ]
+    );
+    assert_eq!(held["balance"]["allowance_held"], 58);
+    assert_eq!(held["balance"]["open_holds"], 2);
+
+    // The same batch again replays it.
+    let table = ctl
+        .run(&[
+            "reserve-batch",
+            a,
+            "--item",
+            "shot-1:video:5",
+            "--item",
+            "scene:2:character-image:2:standard",
+        ])
+        .ok();
+    assert!(
+        table.starts_with(
+            "held 2 generations: 58 units = 58 allowance + 0 credits (replayed: nothing changed)\n"
+        ),
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "scene:2")[..7],
+        ["scene:2", "character_image", "standard", "2", "8", "8", "0"],
+        "{table}"
+    );
+
+    // One item the plan does not allow: the batch fails naming it, and holds nothing.
+    ctl.run(&["settle", a, "shot-1"]).ok();
+    ctl.run(&["release", a, "scene:2"]).ok();
+    let line = ctl
+        .run(&[
+            "reserve-batch",
+            a,
+            "--item",
+            "x1:first-frame:1",
+            "--item",
+            "x2:video:5:pro",
+        ])
+        .failure();
+    assert!(
+        line.starts_with("quotactl: not allowed by the plan: item 1 (generation `x2`): "),
+        "{line}"
+    );
+    let b = ctl.run(&["balance", a, "--json"]).json();
+    assert_eq!(
+        (&b["open_holds"], &b["allowance_held"]),
+        (&Value::from(0), &Value::from(0))
+    );
+    let line = ctl.run(&["settle", a, "x1"]).failure();
+    assert!(line.starts_with("quotactl: not found: "), "{line}");
+
+    // An item that is not GEN:KIND:QUANTITY[:MODEL] never reaches the sidecar.
+    let run = ctl.run(&["reserve-batch", a, "--item", "x3:sound:1"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("`sound` is not a kind"), "{run:?}");
+}
+
+#[tokio::test]
+async fn refunds_go_back_to_the_allowance_and_as_credits() {
+    let ctl = Ctl::start("memory").await;
+
+    // Charged from the allowance in the current cycle: it goes back to the allowance.
+    let a = "acct-refund";
+    ctl.run(&["set-plan", a, "microbudget"]).ok();
+    ctl.run(&["reserve", a, "gen-1", "video", "5"]).ok();
+    ctl.run(&["settle", a, "gen-1"]).ok();
+    let r = ctl
+        .run(&[
+            "refund",
+            a,
+            "gen-1",
+            "r1",
+            "--units",
+            "20",
+            "--reason",
+            "artifacts in frames 3-5",
+            "--json",
+        ])
+        .json();
+    assert_eq!(
+        (
+            &r["refunded_units"],
+            &r["to_allowance"],
+            &r["to_credits"],
+            &r["grant_id"],
+            &r["replayed"]
+        ),
+        (
+            &Value::from(20),
+            &Value::from(20),
+            &Value::from(0),
+            &Value::from(""),
+            &Value::from(false)
+        ),
+        "{r}"
+    );
+    assert_eq!(r["balance"]["allowance_used"], 30, "{r}");
+
+    // Charged from credits: it comes back as a promotional grant named after the refund.
+    let c = "acct-refund-credits";
+    ctl.run(&["grant", c, "pack-1", "100"]).ok();
+    ctl.run(&["reserve", c, "gen-1", "video", "5"]).ok();
+    ctl.run(&["settle", c, "gen-1"]).ok();
+    let table = ctl.run(&["refund", c, "gen-1", "r1", "--units", "20"]).ok();
+    assert!(
+        table.starts_with(
+            "refunded 20 units: 0 to the allowance, 20 as credits (grant refund:gen-1:r1)\n\n"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("credits    70 available, 0 held"), "{table}");
+    // Units 0: all that is left. A retry of a refund id replays it.
+    let table = ctl.run(&["refund", c, "gen-1", "r2"]).ok();
+    assert!(
+        table.starts_with(
+            "refunded 30 units: 0 to the allowance, 30 as credits (grant refund:gen-1:r2)\n"
+        ),
+        "{table}"
+    );
+    let table = ctl.run(&["refund", c, "gen-1", "r1", "--units", "20"]).ok();
+    assert!(
+        table.starts_with(
+            "refunded 20 units: 0 to the allowance, 20 as credits (grant refund:gen-1:r1) \
+             (replayed: nothing changed)\n"
+        ),
+        "{table}"
+    );
+    let account = ctl.run(&["account", c]).ok();
+    assert_eq!(
+        row(&account, "refund:gen-1:r2")[..5],
+        ["refund:gen-1:r2", "promotional", "30", "30", "0"],
+        "{account}"
+    );
+
+    // Refusals: more than is left (the message says how much is), and a hold not settled.
+    let line = ctl
+        .run(&["refund", a, "gen-1", "r2", "--units", "31"])
+        .failure();
+    assert_eq!(
+        line,
+        "quotactl: not possible now: cannot refund 31 units of generation `gen-1`: 30 of its \
+         charge are left to refund"
+    );
+    ctl.run(&["reserve", a, "gen-2", "first-frame", "1"]).ok();
+    let line = ctl.run(&["refund", a, "gen-2", "r3"]).failure();
+    assert!(
+        line.starts_with("quotactl: not possible now: cannot refund generation `gen-2`: "),
+        "{line}"
+    );
+    let line = ctl.run_with(None, &["refund", a, "gen-1", "r4"]).failure();
+    assert!(line.contains("QUOTA_ADMIN_TOKEN is not set"), "{line}");
+    let b = ctl.run(&["balance", a, "--json"]).json();
+    assert_eq!(b["allowance_used"], 30, "the refusals changed nothing: {b}");
+}
+
+#[tokio::test]
 async fn errors_are_one_line_and_exit_1() {
     let ctl = Ctl::start("memory").await;
     let a = "acct-ctl-errors";

@@ -118,6 +118,28 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         ttl_seconds: u32,
     },
+    /// What a Reserve would answer now: cost, split, allowed or why not (changes nothing).
+    ///
+    /// A denial is an answer (exit status 0), not a failure.
+    Quote {
+        account: String,
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// Images, or video seconds.
+        quantity: u32,
+        #[arg(long, default_value = "standard")]
+        model: String,
+    },
+    /// Hold several generations of one account, all or none (debugging).
+    ReserveBatch {
+        account: String,
+        /// One generation, `GEN:KIND:QUANTITY[:MODEL]` (e.g. `shot-1:video:5:pro`); repeat
+        /// for each, in order. The model defaults to `standard`.
+        #[arg(long = "item", value_name = "GEN:KIND:QUANTITY[:MODEL]", required = true, value_parser = parse_item)]
+        items: Vec<ItemArg>,
+        #[arg(long, default_value_t = 0)]
+        ttl_seconds: u32,
+    },
     /// Charge a hold (debugging).
     Settle {
         account: String,
@@ -132,6 +154,19 @@ enum Command {
         generation_id: String,
         #[arg(long, value_enum, default_value = "cancelled")]
         reason: ReasonArg,
+    },
+    /// Give back a settled generation's charge, whole or in part (admin). The refund id is the
+    /// idempotency key.
+    Refund {
+        account: String,
+        generation_id: String,
+        refund_id: String,
+        /// Units to give back (default: all that is still refundable).
+        #[arg(long, default_value_t = 0)]
+        units: u64,
+        /// Why, for support and billing (kept on the `hold.refunded` event).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Plans, prices, usage thresholds and version of the catalog in force.
     Catalog,
@@ -182,6 +217,52 @@ enum ReasonArg {
     ContentFiltered,
     SystemError,
     Cancelled,
+}
+
+impl KindArg {
+    fn to_pb(self) -> pb::GenerationKind {
+        match self {
+            KindArg::CharacterImage => pb::GenerationKind::CharacterImage,
+            KindArg::LocationImage => pb::GenerationKind::LocationImage,
+            KindArg::FirstFrame => pb::GenerationKind::FirstFrame,
+            KindArg::Video => pb::GenerationKind::Video,
+        }
+    }
+}
+
+/// One `--item` of `reserve-batch`.
+#[derive(Clone)]
+struct ItemArg {
+    generation_id: String,
+    kind: KindArg,
+    quantity: u32,
+    model: String,
+}
+
+/// `GEN:KIND:QUANTITY[:MODEL]`. Generation ids may contain `:`, so the fields are taken from
+/// the right: a model is present when the part third from the right is a kind.
+fn parse_item(text: &str) -> Result<ItemArg, String> {
+    let kind = |s: &str| KindArg::from_str(s, true).ok();
+    let parts: Vec<&str> = text.rsplitn(4, ':').collect();
+    let (generation, kind_text, quantity, model) = match parts[..] {
+        [model, quantity, k, generation] if kind(k).is_some() => (generation, k, quantity, model),
+        _ => match text.rsplitn(3, ':').collect::<Vec<_>>()[..] {
+            [quantity, k, generation] => (generation, k, quantity, "standard"),
+            _ => return Err(format!("`{text}` is not GEN:KIND:QUANTITY[:MODEL]")),
+        },
+    };
+    let kind = kind(kind_text).ok_or_else(|| {
+        format!("`{kind_text}` is not a kind (character-image, location-image, first-frame, video)")
+    })?;
+    let quantity = quantity
+        .parse()
+        .map_err(|_| format!("quantity `{quantity}` is not a whole number"))?;
+    Ok(ItemArg {
+        generation_id: generation.to_string(),
+        kind,
+        quantity,
+        model: model.to_string(),
+    })
 }
 
 /// What went wrong, said for an operator.
@@ -340,17 +421,11 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
             ttl_seconds,
         } => {
             let mut client = QuotaClient::new(channel(&cli.target).await?);
-            let kind = match kind {
-                KindArg::CharacterImage => pb::GenerationKind::CharacterImage,
-                KindArg::LocationImage => pb::GenerationKind::LocationImage,
-                KindArg::FirstFrame => pb::GenerationKind::FirstFrame,
-                KindArg::Video => pb::GenerationKind::Video,
-            };
             let response = client
                 .reserve(pb::ReserveRequest {
                     account_id: account,
                     generation_id,
-                    kind: kind as i32,
+                    kind: kind.to_pb() as i32,
                     model,
                     quantity,
                     ttl_seconds,
@@ -360,6 +435,52 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                 .map_err(worker)?
                 .into_inner();
             Output::Reserved(response)
+        }
+        Command::Quote {
+            account,
+            kind,
+            quantity,
+            model,
+        } => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let response = client
+                .quote(pb::QuoteRequest {
+                    account_id: account,
+                    kind: kind.to_pb() as i32,
+                    model,
+                    quantity,
+                })
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::Quoted(response)
+        }
+        Command::ReserveBatch {
+            account,
+            items,
+            ttl_seconds,
+        } => {
+            let mut client = QuotaClient::new(channel(&cli.target).await?);
+            let items = items
+                .into_iter()
+                .map(|i| pb::ReserveItem {
+                    generation_id: i.generation_id,
+                    kind: i.kind.to_pb() as i32,
+                    model: i.model,
+                    quantity: i.quantity,
+                    labels: Default::default(),
+                })
+                .collect();
+            let response = client
+                .reserve_batch(pb::ReserveBatchRequest {
+                    account_id: account,
+                    items,
+                    ttl_seconds,
+                })
+                .await
+                .map_err(worker)?
+                .into_inner();
+            Output::ReservedBatch(response)
         }
         Command::Settle {
             account,
@@ -400,6 +521,23 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                 .map_err(worker)?
                 .into_inner();
             Output::Released(response)
+        }
+        Command::Refund {
+            account,
+            generation_id,
+            refund_id,
+            units,
+            reason,
+        } => {
+            let mut client = QuotaAdminClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::RefundRequest {
+                account_id: account,
+                generation_id,
+                refund_id,
+                units,
+                reason,
+            })?;
+            Output::Refunded(client.refund(request).await.map_err(admin)?.into_inner())
         }
         Command::Catalog => {
             let mut client = QuotaClient::new(channel(&cli.target).await?);
@@ -512,6 +650,9 @@ enum Output {
     Granted(pb::GrantCreditsResponse),
     Revoked(pb::RevokeCreditsResponse),
     Reserved(pb::ReserveResponse),
+    Quoted(pb::QuoteResponse),
+    ReservedBatch(pb::ReserveBatchResponse),
+    Refunded(pb::RefundResponse),
     Settled(pb::SettleResponse),
     Released(pb::ReleaseResponse),
     Catalog(pb::Catalog),
@@ -547,6 +688,28 @@ impl Output {
             }),
             Output::Reserved(r) => json!({
                 "hold": r.hold.as_ref().map(hold_json),
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Quoted(r) => json!({
+                "cost_units": r.cost_units,
+                "from_allowance": r.from_allowance,
+                "from_credits": r.from_credits,
+                "allowed": r.allowed,
+                "denial": (!r.allowed).then(|| denial_text(r.denial)),
+                "denial_message": r.denial_message,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::ReservedBatch(r) => json!({
+                "holds": r.holds.iter().map(hold_json).collect::<Vec<_>>(),
+                "replayed": r.replayed,
+                "balance": r.balance.as_ref().map(balance_json),
+            }),
+            Output::Refunded(r) => json!({
+                "refunded_units": r.refunded_units,
+                "to_allowance": r.to_allowance,
+                "to_credits": r.to_credits,
+                "grant_id": r.grant_id,
                 "replayed": r.replayed,
                 "balance": r.balance.as_ref().map(balance_json),
             }),
@@ -610,33 +773,7 @@ impl Output {
                     }),
                 );
                 out += "\nOpen holds\n";
-                out += &table(
-                    &[
-                        "GENERATION",
-                        "KIND",
-                        "MODEL",
-                        "QTY",
-                        "COST",
-                        "ALLOWANCE",
-                        "CREDITS",
-                        "EXPIRES",
-                    ],
-                    a.holds.iter().map(|h| {
-                        vec![
-                            h.generation_id.clone(),
-                            enum_text(
-                                pb::GenerationKind::try_from(h.kind).map(|k| k.as_str_name()),
-                                "GENERATION_KIND_",
-                            ),
-                            h.model.clone(),
-                            h.quantity.to_string(),
-                            h.cost_units.to_string(),
-                            h.from_allowance.to_string(),
-                            h.from_credits.to_string(),
-                            time_text(h.expires_at.as_ref()).unwrap_or_default(),
-                        ]
-                    }),
-                );
+                out += &holds_table(&a.holds);
             }
             Output::PlanSet(r) => {
                 out += &format!(
@@ -669,6 +806,53 @@ impl Output {
             }
             Output::Reserved(r) => {
                 out += &hold_text(r.hold.as_ref(), replay(r.replayed));
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Quoted(r) => {
+                if r.allowed {
+                    out += &format!(
+                        "allowed: {} units = {} allowance + {} credits\n\n",
+                        r.cost_units, r.from_allowance, r.from_credits
+                    );
+                } else {
+                    out += &format!(
+                        "denied ({}): {}\ncost {} units; the account covers {} from the allowance + {} from credits\n\n",
+                        denial_text(r.denial),
+                        r.denial_message,
+                        r.cost_units,
+                        r.from_allowance,
+                        r.from_credits
+                    );
+                }
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::ReservedBatch(r) => {
+                let total = |f: fn(&pb::Hold) -> u64| r.holds.iter().map(f).sum::<u64>();
+                out += &format!(
+                    "held {} generations: {} units = {} allowance + {} credits{}\n",
+                    r.holds.len(),
+                    total(|h| h.cost_units),
+                    total(|h| h.from_allowance),
+                    total(|h| h.from_credits),
+                    replay(r.replayed)
+                );
+                out += &holds_table(&r.holds);
+                out += "\n";
+                out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
+            }
+            Output::Refunded(r) => {
+                let grant = if r.grant_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (grant {})", r.grant_id)
+                };
+                out += &format!(
+                    "refunded {} units: {} to the allowance, {} as credits{grant}{}\n\n",
+                    r.refunded_units,
+                    r.to_allowance,
+                    r.to_credits,
+                    replay(r.replayed)
+                );
                 out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
             }
             Output::Settled(r) => {
@@ -705,6 +889,45 @@ fn enum_name(name: Result<&str, prost::UnknownEnumValue>) -> String {
 fn enum_text(name: Result<&str, prost::UnknownEnumValue>, prefix: &str) -> String {
     let name = enum_name(name);
     name.strip_prefix(prefix).unwrap_or(&name).to_lowercase()
+}
+
+/// A Quote's denial reason as a word: `insufficient_funds`, `model_not_in_plan`, ...
+fn denial_text(reason: i32) -> String {
+    enum_text(
+        pb::DenialReason::try_from(reason).map(|d| d.as_str_name()),
+        "DENIAL_REASON_",
+    )
+}
+
+/// Holds as a table, one row each (`account`'s open holds, `reserve-batch`'s new ones).
+fn holds_table(holds: &[pb::Hold]) -> String {
+    table(
+        &[
+            "GENERATION",
+            "KIND",
+            "MODEL",
+            "QTY",
+            "COST",
+            "ALLOWANCE",
+            "CREDITS",
+            "EXPIRES",
+        ],
+        holds.iter().map(|h| {
+            vec![
+                h.generation_id.clone(),
+                enum_text(
+                    pb::GenerationKind::try_from(h.kind).map(|k| k.as_str_name()),
+                    "GENERATION_KIND_",
+                ),
+                h.model.clone(),
+                h.quantity.to_string(),
+                h.cost_units.to_string(),
+                h.from_allowance.to_string(),
+                h.from_credits.to_string(),
+                time_text(h.expires_at.as_ref()).unwrap_or_default(),
+            ]
+        }),
+    )
 }
 
 fn time_text(at: Option<&Timestamp>) -> Option<String> {
@@ -933,6 +1156,9 @@ fn event_text(e: &pb::UsageEvent) -> String {
     add("units", e.units.to_string());
     add("allowance", e.from_allowance.to_string());
     add("credits", e.from_credits.to_string());
+    add("lost", e.units_lost.to_string());
+    add("threshold", e.threshold_percent.to_string());
+    add("refund", e.refund_id.clone());
     let draws: Vec<String> = e
         .grants
         .iter()
