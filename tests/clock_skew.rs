@@ -19,10 +19,7 @@ const TOKEN: &str = "clock-skew-token";
 const SKEW_MS: i64 = 10 * 60 * 1000;
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 fn reserve(account: &str, generation: &str, ttl_seconds: u32) -> pb::ReserveRequest {

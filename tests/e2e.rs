@@ -7,7 +7,6 @@ mod harness;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -63,10 +62,7 @@ async fn list_services_v1alpha(ch: Channel) -> Vec<String> {
 }
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 fn assert_lists(listed: &[String], expected: &[&str], absent: &[&str]) {

@@ -34,10 +34,7 @@ const REDIS_DEADLINE: Duration = Duration::from_millis(250);
 const FAIL_FAST: Duration = Duration::from_secs(1);
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 async fn admin_client(sidecar: &Sidecar) -> QuotaAdminClient<Channel> {

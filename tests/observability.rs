@@ -36,10 +36,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 fn reserve(account: &str, generation: &str, model: &str) -> pb::ReserveRequest {

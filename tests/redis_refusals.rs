@@ -8,7 +8,6 @@ mod harness;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -21,10 +20,7 @@ use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client
 const TOKEN: &str = "redis-refusals-admin-token";
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 fn image(account: &str, generation: &str) -> pb::ReserveRequest {

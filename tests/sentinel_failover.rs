@@ -6,7 +6,6 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
 use harness::sentinel::SentinelSetup;
@@ -20,10 +19,7 @@ const TOKEN: &str = "sentinel-admin-token";
 const MAX_FAILOVER_WINDOW: Duration = Duration::from_secs(15);
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 fn image(account: &str, generation: &str) -> pb::ReserveRequest {

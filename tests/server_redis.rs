@@ -23,10 +23,7 @@ const TOKEN: &str = "server-redis-admin-token";
 const RACERS: usize = 200;
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 async fn set_plan(admin: SocketAddr, account: &str, plan: &str, request_id: &str) -> pb::Balance {

@@ -45,10 +45,7 @@ async fn tls_channel(
 }
 
 fn authed<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value: MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    harness::bearer(TOKEN, message)
 }
 
 fn balance_request() -> pb::GetBalanceRequest {

@@ -154,6 +154,14 @@ impl Drop for RedisServer {
     }
 }
 
+/// `message` with `authorization: Bearer <token>`, as the admin listener wants it.
+pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
