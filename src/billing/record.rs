@@ -8,12 +8,10 @@ use crate::api::event_json::{kind_name, timestamp_time, usage_event_json};
 use crate::events;
 use crate::pb;
 
-/// `hold.refunded`: a settled generation's charge given back (negative usage).
-pub const HOLD_REFUNDED: &str = "hold.refunded";
-/// `credits.expired`: units a grant lost unspent when it expired.
-pub const CREDITS_EXPIRED: &str = "credits.expired";
-/// `usage.threshold`: informational.
-pub const USAGE_THRESHOLD: &str = "usage.threshold";
+/// The second-version types, as the ledger names them: `hold.refunded` (a settled
+/// generation's charge given back, negative usage), `credits.expired` (units a grant lost unspent
+/// when it expired), `usage.threshold` (informational).
+pub use crate::events::{CREDITS_EXPIRED, HOLD_REFUNDED, USAGE_THRESHOLD};
 
 /// The cycle under which an account without a plan (no cycle) is kept.
 pub const NO_CYCLE: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
@@ -181,7 +179,9 @@ fn check(r: &EventRecord) -> Result<(), String> {
             // The rest went to one new grant, named in grant_id and as the one draw.
             let to_credits = r.refund_credit_units();
             if to_credits > 0 && r.grant_id.is_empty() {
-                return Err(format!("{t}: {to_credits} units as credits without a grant id"));
+                return Err(format!(
+                    "{t}: {to_credits} units as credits without a grant id"
+                ));
             }
             if drawn != to_credits || r.grants.iter().any(|g| g.grant_id != r.grant_id) {
                 return Err(format!(
@@ -337,7 +337,9 @@ mod tests {
 
         let mut e = refunded();
         e.grants[0].units = 10; // from_credits, not units - allowance_added
-        assert!(parse(&e).unwrap_err().contains("units - allowance_added = 50"));
+        assert!(parse(&e)
+            .unwrap_err()
+            .contains("units - allowance_added = 50"));
         let mut e = refunded();
         e.allowance_added = 41;
         assert!(parse(&e).unwrap_err().contains("above from_allowance"));
