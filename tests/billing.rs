@@ -512,7 +512,11 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
     // Real refunds through the sidecar land in the statement: v0 whole (50 units of
     // allowance, back to this cycle's allowance), 30 of v21 (charged from credits: a refund
     // grant), and v21's refund again with the same id (a replay, no second event).
-    for (g, refund_id, units) in [("v0", "r-v0", 0), ("v21", "r-v21", 30), ("v21", "r-v21", 30)] {
+    for (g, refund_id, units) in [
+        ("v0", "r-v0", 0),
+        ("v21", "r-v21", 30),
+        ("v21", "r-v21", 30),
+    ] {
         admin_client
             .refund(admin(pb::RefundRequest {
                 account_id: "studio".into(),
