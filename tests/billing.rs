@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use prost_types::Timestamp;
+use serde_json::json;
 use tonic::metadata::MetadataValue;
 use tonic::Request;
 
@@ -53,8 +54,10 @@ fn hold(what: &str, g: &str, seq: u64) -> pb::UsageEvent {
     }
 }
 
-/// A day of one account: plan, grants, holds settled, released and expired (one with units
-/// lost), a refund, an upgrade, a grant expiring, and one event that makes no sense.
+/// A day of one account, in the shapes the sidecar emits: plan, grants, holds settled,
+/// released (units lost to an expired grant) and expired, a refund that went back to the
+/// allowance, an upgrade, a renewal, a refund of the rest after it (a refund grant), a settle for
+/// less whose remainder on a revoked grant was lost, and one event that makes no sense.
 fn a_day() -> Vec<pb::UsageEvent> {
     let mut events = Vec::new();
     events.push(pb::UsageEvent {
@@ -77,45 +80,55 @@ fn a_day() -> Vec<pb::UsageEvent> {
             grant_id: grant.into(),
             units: 100,
             source: source.into(),
-            expires_at: (grant == "promo").then(|| at(86_400).unwrap()),
+            expires_at: (grant == "promo").then(|| at(7).unwrap()),
             ..Default::default()
         });
     }
-    events.push(hold("reserved", "g1", 4));
-    events.push(pb::UsageEvent {
-        units: 60,
-        from_allowance: 40,
-        from_credits: 20,
-        grants: vec![draw("promo", 15), draw("pack", 5)],
-        ..hold("settled", "g1", 5)
-    });
+    // g1: 60 units, 40 from the allowance, 20 from credits.
+    for (what, seq) in [("reserved", 4), ("settled", 5)] {
+        events.push(pb::UsageEvent {
+            units: 60,
+            from_allowance: 40,
+            from_credits: 20,
+            grants: vec![draw("promo", 15), draw("pack", 5)],
+            ..hold(what, "g1", seq)
+        });
+    }
     events.push(pb::UsageEvent {
         units: 30,
         from_credits: 30,
-        grants: vec![draw("promo", 30)],
+        grants: vec![draw("promo", 20), draw("pack", 10)],
         ..hold("reserved", "g2", 6)
     });
-    // The promo grant expired while g2 held 30 of it: 10 went back elsewhere, 20 are lost.
+    // The promo grant expires with 65 unspent while g2 holds 20 of it...
+    events.push(pb::UsageEvent {
+        id: "a/promo@1000:expired".into(),
+        r#type: "credits.expired".into(),
+        account_id: "a".into(),
+        time: at(7),
+        sequence: 7,
+        grant_id: "promo".into(),
+        units: 65,
+        source: "promotional".into(),
+        expires_at: at(7),
+        ..Default::default()
+    });
+    // ...so releasing g2 gives the 10 of pack back and loses those 20.
     events.push(pb::UsageEvent {
         units: 30,
         from_credits: 10,
         grants: vec![draw("pack", 10)],
         units_lost: 20,
         reason: "failed".into(),
-        ..hold("released", "g2", 7)
+        ..hold("released", "g2", 8)
     });
-    events.push(pb::UsageEvent {
-        units: 8,
-        from_allowance: 8,
-        ..hold("expired", "g3", 8)
-    });
+    // 25 of g1 refunded in its cycle: the allowance part first, back to the allowance.
     events.push(pb::UsageEvent {
         id: "a/g1@1000:refunded:rf1".into(),
         units: 25,
-        from_allowance: 10,
-        from_credits: 15,
+        from_allowance: 25,
+        allowance_added: 25,
         refund_id: "rf1".into(),
-        grant_id: "refund:g1:rf1".into(),
         reason: "bad output".into(),
         ..hold("refunded", "g1", 9)
     });
@@ -133,15 +146,9 @@ fn a_day() -> Vec<pb::UsageEvent> {
         ..Default::default()
     });
     events.push(pb::UsageEvent {
-        id: "a/promo@1000:expired".into(),
-        r#type: "credits.expired".into(),
-        account_id: "a".into(),
-        time: at(11),
-        sequence: 11,
-        grant_id: "promo".into(),
-        units: 55,
-        source: "promotional".into(),
-        ..Default::default()
+        units: 8,
+        from_allowance: 8,
+        ..hold("expired", "g3", 11)
     });
     // Settled without a kind: cannot be put under any usage line.
     events.push(pb::UsageEvent {
@@ -149,6 +156,68 @@ fn a_day() -> Vec<pb::UsageEvent> {
         units: 4,
         from_allowance: 4,
         ..hold("settled", "g9", 12)
+    });
+    events.push(pb::UsageEvent {
+        id: "a:13000:renewed".into(),
+        r#type: "cycle.renewed".into(),
+        account_id: "a".into(),
+        time: at(13),
+        sequence: 13,
+        plan: "hollywood".into(),
+        cycle_start: at(13),
+        allowance_added: 20_000,
+        ..Default::default()
+    });
+    // The rest of g1 (35: 15 allowance, 20 credits) refunded once its cycle is over: all of it
+    // as credits of a new grant, under g1's cycle.
+    events.push(pb::UsageEvent {
+        id: "a/g1@1000:refunded:rf2".into(),
+        units: 35,
+        from_allowance: 15,
+        from_credits: 20,
+        grant_id: "refund:g1:rf2".into(),
+        grants: vec![draw("refund:g1:rf2", 35)],
+        refund_id: "rf2".into(),
+        reason: "bad output".into(),
+        ..hold("refunded", "g1", 14)
+    });
+    events.push(pb::UsageEvent {
+        id: "a/gift@1000:granted".into(),
+        r#type: "credits.granted".into(),
+        account_id: "a".into(),
+        time: at(15),
+        sequence: 15,
+        grant_id: "gift".into(),
+        units: 50,
+        source: "promotional".into(),
+        ..Default::default()
+    });
+    events.push(pb::UsageEvent {
+        units: 30,
+        from_credits: 30,
+        grants: vec![draw("pack", 10), draw("gift", 20)],
+        cycle_start: at(13),
+        ..hold("reserved", "g5", 16)
+    });
+    events.push(pb::UsageEvent {
+        id: "a/gift@1000:revoked".into(),
+        r#type: "credits.revoked".into(),
+        account_id: "a".into(),
+        time: at(17),
+        sequence: 17,
+        grant_id: "gift".into(),
+        units: 30,
+        source: "promotional".into(),
+        ..Default::default()
+    });
+    // g5 settles for 5 (from pack): pack's other 5 go back, gift's 20 are lost (revoked).
+    events.push(pb::UsageEvent {
+        units: 5,
+        from_credits: 5,
+        grants: vec![draw("pack", 5)],
+        units_lost: 20,
+        cycle_start: at(13),
+        ..hold("settled", "g5", 18)
     });
     events
 }
@@ -158,12 +227,13 @@ async fn aggregates(client: &tokio_postgres::Client) -> Vec<String> {
     let mut out = Vec::new();
     for query in [
         "SELECT account_id, cycle_start::text, kind, model, allowance_units, credit_units, \
-         settled_count, refunded_allowance_units, refunded_credit_units, refund_count \
+         settled_count, refunded_allowance_units, refunded_credit_units, refund_count, \
+         refund_allowance_restored_units, refund_credit_grant_units \
          FROM cycle_usage ORDER BY 1, 2, 3, 4",
         "SELECT account_id, grant_id, source, granted_units, drawn_units, returned_units, \
          expired_units, revoked_units, lost_units FROM credit_grants ORDER BY 1, 2",
         "SELECT event_id, charge_cents FROM upgrade_charges ORDER BY 1",
-        "SELECT account_id, starting_plan, current_plan FROM account_cycles ORDER BY 1",
+        "SELECT account_id, starting_plan, current_plan FROM account_cycles ORDER BY 1, cycle_start",
         "SELECT dead_letter_key, reason FROM dead_letters ORDER BY 1",
         "SELECT count(*) FROM usage_events",
     ] {
@@ -191,7 +261,7 @@ async fn a_redelivered_batch_is_counted_once_and_a_broken_event_is_dead_lettered
     assert_eq!(
         first,
         BatchOutcome {
-            written: 11,
+            written: 17,
             duplicates: 0,
             dead_letters: 1,
             newest_event_at: first.newest_event_at,
@@ -205,7 +275,7 @@ async fn a_redelivered_batch_is_counted_once_and_a_broken_event_is_dead_lettered
     let again = writer.write_batch(&events).await.unwrap();
     assert_eq!(
         (again.written, again.duplicates, again.dead_letters),
-        (0, 12, 0)
+        (0, 18, 0)
     );
     let mut part: Vec<_> = events[3..9].to_vec();
     part.reverse();
@@ -225,17 +295,23 @@ async fn a_redelivered_batch_is_counted_once_and_a_broken_event_is_dead_lettered
     assert_eq!(aggregates(&client).await, after_first);
 
     let expected = [
-        // cycle_usage: settled 40 + 20, refund 10 + 15.
-        "a|2026-01-15 00:00:00+00|video|pro|40|20|1|10|15|1",
-        // credit_grants: pack drawn 5, returned 10; promo drawn 15, lost 20 (held 30 by g2,
-        // none returned to it), expired 55; the refund's new grant.
-        "a|pack|purchased|100|5|10|0|0|0",
-        "a|promo|promotional|100|15|0|55|0|20",
-        "a|refund:g1:rf1|promotional|15|0|0|0|0|0",
+        // cycle_usage: g1 settled 40 + 20, refunded 25 + 15 of the allowance part and 20 of
+        // the credits part; 25 went back to the allowance, 35 to a refund grant. g5 in the next
+        // cycle.
+        "a|2026-01-15 00:00:00+00|video|pro|40|20|1|40|20|2|25|35",
+        "a|2026-01-15 00:00:13+00|video|pro|0|5|1|0|0|0|0|0",
+        // credit_grants: gift revoked 30 with 20 held by g5, lost when g5 settled for less;
+        // pack drawn 5 + 5, returned 10 by g2; promo drawn 15, expired 65, lost the 20 g2
+        // held; the refund's new grant.
+        "a|gift|promotional|50|0|0|0|30|20",
+        "a|pack|purchased|100|10|10|0|0|0",
+        "a|promo|promotional|100|15|0|65|0|20",
+        "a|refund:g1:rf2|promotional|35|0|0|0|0|0",
         "a/r2@2000:upgraded|3871",
         "a|microbudget|hollywood",
+        "a|hollywood|hollywood",
         "a/g9@1000:settled|hold.settled without a known kind",
-        "11",
+        "17",
     ];
     assert_eq!(after_first, expected);
 }
@@ -332,9 +408,10 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
     let target = sidecar.admin().to_string();
     let mut billing = Billing::start(&target, &db.url(), TOKEN, &["--batch-max-events", "7"]);
     let client = loop_until_schema(&db).await;
-    // 1 plan + 1 grant + 23 reserved + 22 settled + 1 released.
+    // 1 plan + 1 grant + 23 reserved + 22 settled + 1 released + 2 usage.threshold (80 % and
+    // 100 % of the 1,000-unit allowance).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&client, "SELECT count(*) FROM usage_events").await < 48 {
+    while count(&client, "SELECT count(*) FROM usage_events").await < 50 {
         assert!(Instant::now() < deadline, "events not all written in time");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -363,6 +440,18 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
         )
     );
     assert_eq!((allowance, credits), (1_000, 100));
+    let thresholds: Vec<i32> = client
+        .query(
+            "SELECT threshold_percent FROM usage_events WHERE event_type = 'usage.threshold' \
+             ORDER BY threshold_percent",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(thresholds, [80, 100]);
 
     let (status, body) = http_get(billing.http, "/healthz").await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
@@ -370,7 +459,7 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(
         sample(&page, "quota_billing_events_written_total"),
-        48.0,
+        50.0,
         "{page}"
     );
     assert!(
@@ -403,7 +492,7 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
         .unwrap();
     let _billing = Billing::start(&target, &db.url(), TOKEN, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&client, "SELECT count(*) FROM usage_events").await < 50 {
+    while count(&client, "SELECT count(*) FROM usage_events").await < 52 {
         assert!(
             Instant::now() < deadline,
             "events after the restart not written"
@@ -419,6 +508,102 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
         .unwrap()
         .get(0);
     assert_eq!(credits, 120, "2 seconds of video charged from credits");
+
+    // Real refunds through the sidecar land in the statement: v0 whole (50 units of
+    // allowance, back to this cycle's allowance), 30 of v21 (charged from credits: a refund
+    // grant), and v21's refund again with the same id (a replay, no second event).
+    for (g, refund_id, units) in [
+        ("v0", "r-v0", 0),
+        ("v21", "r-v21", 30),
+        ("v21", "r-v21", 30),
+    ] {
+        admin_client
+            .refund(admin(pb::RefundRequest {
+                account_id: "studio".into(),
+                generation_id: g.into(),
+                refund_id: refund_id.into(),
+                units,
+                reason: "bad output".into(),
+            }))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&client, "SELECT count(*) FROM usage_events").await < 54 {
+        assert!(Instant::now() < deadline, "refunds not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s: serde_json::Value = serde_json::from_str(&billing_cli(&[
+        "statement",
+        "--postgres",
+        &db.url(),
+        "studio",
+        "--json",
+    ]))
+    .unwrap();
+    let line = &s["usage"][0];
+    assert_eq!(
+        (
+            &line["kind"],
+            &line["refund_count"],
+            &line["refunded_allowance_units"],
+            &line["refunded_credit_units"],
+            &line["refund_allowance_restored_units"],
+            &line["refund_credit_grant_units"],
+        ),
+        (
+            &json!("video"),
+            &json!(2),
+            &json!(50),
+            &json!(30),
+            &json!(50),
+            &json!(30)
+        ),
+        "{s}"
+    );
+    let refund_grant = s["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["grant_id"] == "refund:v21:r-v21")
+        .unwrap_or_else(|| panic!("no refund grant: {s}"));
+    assert_eq!(
+        (&refund_grant["source"], &refund_grant["remaining_units"]),
+        (&json!("promotional"), &json!(30))
+    );
+    // Net of refunds, as the ledger counts its lifetime charge.
+    let ledger = admin_client
+        .get_account(admin(pb::GetAccountRequest {
+            account_id: "studio".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            line["net_allowance_units"].as_u64(),
+            line["net_credit_units"].as_u64()
+        ),
+        (
+            Some(ledger.lifetime_charged_allowance_units),
+            Some(ledger.lifetime_charged_credit_units)
+        ),
+        "{s}"
+    );
+    let credits_granted: i64 = client
+        .query_one(
+            "SELECT granted_units FROM credit_grants WHERE grant_id = 'refund:v21:r-v21'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let ledger_grant = ledger
+        .grants
+        .iter()
+        .find(|g| g.grant_id == "refund:v21:r-v21")
+        .expect("the ledger has the refund grant");
+    assert_eq!(credits_granted as u64, ledger_grant.units_granted);
 }
 
 /// A client once the binary has migrated the schema.
@@ -518,9 +703,10 @@ async fn exports_carry_each_systems_required_fields() {
         .unwrap_or_else(|e| panic!("{v}: {e}"))
     };
 
-    // Billable only: settled g1, the refund, the upgrade, the long account's settle.
+    // Billable only: settled g1, refund rf1, the upgrade, refund rf2, settled g5, the long
+    // account's settle.
     let cloud = json_lines(&export("cloudevents", &[]));
-    assert_eq!(cloud.len(), 4, "{cloud:?}");
+    assert_eq!(cloud.len(), 6, "{cloud:?}");
     for e in &cloud {
         assert_eq!(e["specversion"], "1.0");
         for field in ["type", "id", "source", "subject", "time"] {
@@ -538,17 +724,34 @@ async fn exports_carry_each_systems_required_fields() {
     assert_eq!(cloud[0]["data"]["units"], 60);
     assert_eq!(cloud[1]["data"]["units"], -25, "a refund is negative usage");
     assert_eq!(cloud[1]["data"]["refund_id"], "rf1");
+    assert_eq!(cloud[1]["type"], "generation_units", "on the usage meter");
+    assert_eq!(cloud[1]["data"]["allowance_restored_units"], 25);
     assert_eq!(cloud[2]["type"], "plan_upgrade_cents");
     assert_eq!(cloud[2]["data"]["charge_cents"], 3871);
+    let rf2 = &cloud[3]["data"];
     assert_eq!(
-        cloud[3]["subject"],
+        (
+            &rf2["units"],
+            &rf2["from_allowance_units"],
+            &rf2["from_credits_units"]
+        ),
+        (&json!(-35), &json!(-15), &json!(-20)),
+        "the parts of the charge it corrects: {rf2}"
+    );
+    assert_eq!(rf2["corrects"], "a/g1@1000:settled");
+    assert_eq!(rf2["cycle_start"], "2026-01-15T00:00:00.000Z");
+    assert_eq!(rf2["refund_grant_id"], "refund:g1:rf2");
+    assert_eq!(rf2["refund_grant_units"], 35);
+    assert_eq!(rf2["allowance_restored_units"], 0);
+    assert_eq!(
+        cloud[5]["subject"],
         long.as_str(),
         "no mapping: the account id"
     );
 
     let stripe_text = export("stripe", &[]);
     let stripe = json_lines(&stripe_text);
-    assert_eq!(stripe.len(), 4);
+    assert_eq!(stripe.len(), 6);
     let mut identifiers = HashSet::new();
     for e in &stripe {
         assert!(e["event_name"].is_string(), "{e}");
@@ -565,7 +768,9 @@ async fn exports_carry_each_systems_required_fields() {
     assert_eq!(stripe[1]["payload"]["value"], "-25");
     assert_eq!(stripe[2]["event_name"], "plan_upgrade_cents");
     assert_eq!(stripe[2]["payload"]["value"], "3871");
-    assert!(stripe[3]["identifier"]
+    assert_eq!(stripe[3]["payload"]["value"], "-35");
+    assert_eq!(stripe[3]["identifier"], "a/g1@1000:refunded:rf2");
+    assert!(stripe[5]["identifier"]
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
@@ -576,7 +781,7 @@ async fn exports_carry_each_systems_required_fields() {
     );
 
     let lago = json_lines(&export("lago", &[]));
-    assert_eq!(lago.len(), 4);
+    assert_eq!(lago.len(), 6);
     let mut transactions = HashSet::new();
     for e in &lago {
         assert!(transactions.insert(e["transaction_id"].as_str().unwrap().to_string()));
@@ -588,17 +793,22 @@ async fn exports_carry_each_systems_required_fields() {
     assert_eq!(lago[0]["external_subscription_id"], "sub_A");
     assert_eq!(lago[1]["properties"]["value"], -25);
     assert_eq!(lago[1]["code"], "generation_units");
+    assert_eq!(lago[3]["properties"]["value"], -35);
+    assert_eq!(lago[3]["properties"]["corrects"], "a/g1@1000:settled");
 
     let csv = export("csv", &[]);
     let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 5, "{csv}");
+    assert_eq!(rows.len(), 7, "{csv}");
     let header = &rows[0];
     assert!(rows.iter().all(|r| r.len() == header.len()), "{csv}");
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     assert_eq!(rows[1][col("units")], "60");
     assert_eq!(rows[2][col("units")], "-25");
-    assert_eq!(rows[2][col("from_credits_units")], "-15");
+    assert_eq!(rows[2][col("from_allowance_units")], "-25");
     assert_eq!(rows[3][col("charge_cents")], "3871");
+    assert_eq!(rows[4][col("units")], "-35");
+    assert_eq!(rows[4][col("from_allowance_units")], "-15");
+    assert_eq!(rows[4][col("from_credits_units")], "-20");
 
     // A window: from the refund (t0 + 9 s) up to, not including, the upgrade (t0 + 10 s).
     let window = json_lines(&export("cloudevents", &["--from", &t(9), "--to", &t(10)]));
@@ -610,14 +820,18 @@ async fn exports_carry_each_systems_required_fields() {
 async fn a_statement_says_what_an_account_used_and_owes() {
     let (db, _) = billed_database().await;
     let url = db.url();
-    let s: serde_json::Value = serde_json::from_str(&billing_cli(&[
-        "statement",
-        "--postgres",
-        &url,
-        "a",
-        "--json",
-    ]))
-    .unwrap();
+    let statement = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["statement", "--postgres", &url, "a", "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&billing_cli(&args)).unwrap()
+    };
+    // Without --cycle: the latest, renewed on hollywood, with g5's 5 credits.
+    let latest = statement(&[]);
+    assert_eq!(latest["cycle_start"], "2026-01-15T00:00:13.000Z");
+    assert_eq!(latest["starting_plan"], "hollywood");
+    assert_eq!(latest["usage"][0]["credit_units"], 5);
+    // The refunds of g1 count under g1's cycle, even the one after the renewal.
+    let s = statement(&["--cycle", "2026-01-15T00:00:00Z"]);
     assert_eq!(s["cycle_start"], "2026-01-15T00:00:00.000Z");
     assert_eq!(s["starting_plan"], "microbudget");
     assert_eq!(s["current_plan"], "hollywood");
@@ -628,8 +842,9 @@ async fn a_statement_says_what_an_account_used_and_owes() {
         s["usage"],
         serde_json::json!([{
             "kind": "video", "model": "pro", "allowance_units": 40, "credit_units": 20,
-            "settled_count": 1, "refunded_allowance_units": 10, "refunded_credit_units": 15,
-            "refund_count": 1,
+            "settled_count": 1, "refunded_allowance_units": 40, "refunded_credit_units": 20,
+            "refund_count": 2, "refund_allowance_restored_units": 25,
+            "refund_credit_grant_units": 35, "net_allowance_units": 0, "net_credit_units": 0,
         }])
     );
     let remaining: Vec<(String, i64)> = s["credits"]
@@ -646,9 +861,10 @@ async fn a_statement_says_what_an_account_used_and_owes() {
     assert_eq!(
         remaining,
         [
-            ("pack".to_string(), 95),
-            ("promo".to_string(), 10),
-            ("refund:g1:rf1".to_string(), 15)
+            ("gift".to_string(), 0),
+            ("pack".to_string(), 90),
+            ("promo".to_string(), 0),
+            ("refund:g1:rf2".to_string(), 35)
         ]
     );
     // The same for an explicit cycle, as text.

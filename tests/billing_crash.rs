@@ -1,8 +1,10 @@
 //! quota-billing and the sidecar SIGKILLed at random points, and the database cut, under a
-//! load of reserves, settles, releases, expiries, refunds (when served) and plan upgrades on
-//! Redis. After restarts and once the stream is drained, per account: Σ usage in PostgreSQL
-//! equals the ledger's lifetime charge (allowance and credits separately), upgrade charges
-//! equal Σ `plan.upgraded` cents, and every event of the streams is in PostgreSQL exactly once.
+//! load of reserves, settles, releases, expiries, refunds (partial, whole, and replayed with the
+//! same refund id) and plan upgrades on Redis. After restarts and once the stream is drained,
+//! per account: Σ usage in PostgreSQL net of refunds equals the ledger's lifetime charge
+//! (allowance and credits separately), refunds equal Σ `hold.refunded`, refund grants hold what
+//! did not go back to the allowance, upgrade charges equal Σ `plan.upgraded` cents, and every
+//! event of the streams is in PostgreSQL exactly once.
 
 mod harness;
 
@@ -29,6 +31,10 @@ const LOAD: Duration = Duration::from_secs(7);
 /// How long a call is retried while the sidecar is down.
 const RETRY_FOR: Duration = Duration::from_secs(20);
 const PLANS: [&str; 3] = ["microbudget", "independent", "hollywood"];
+
+/// The last account never has a plan: it spends credits only, and its refunds (no cycle to
+/// give allowance back to) all become refund grants.
+const CREDITS_ONLY: usize = ACCOUNTS - 1;
 
 fn account(i: usize) -> String {
     format!("bc-{i}")
@@ -84,18 +90,20 @@ struct Counts {
     denied: AtomicU64,
     upgrades: AtomicU64,
     refunds: AtomicU64,
+    replays: AtomicU64,
 }
 
 struct Load {
     worker: Channel,
     admin: Channel,
     stop: AtomicBool,
-    refunds: bool,
     counts: Counts,
     /// Plan index per account.
     plans: Mutex<HashMap<String, usize>>,
-    /// Settled generations not refunded yet.
+    /// Settled generations with something left to refund.
     settled: Mutex<Vec<(String, String)>>,
+    /// Refunds done, to replay: the request and the units it refunded.
+    refunded: Mutex<Vec<(pb::RefundRequest, u64)>>,
 }
 
 async fn worker(load: Arc<Load>, id: usize) {
@@ -104,14 +112,15 @@ async fn worker(load: Arc<Load>, id: usize) {
     let mut n = 0usize;
     while !load.stop.load(Ordering::Relaxed) {
         n += 1;
-        let a = account((id + n) % ACCOUNTS);
+        let i = (id + n) % ACCOUNTS;
+        let a = account(i);
         let g = format!("w{id}-{n}");
         let op = fastrand::u32(0..20);
-        if op == 0 {
+        if op == 0 && i != CREDITS_ONLY {
             upgrade_or_downgrade(&load, &mut admin_client, &a, &g).await;
             continue;
         }
-        if op == 1 && load.refunds {
+        if op == 1 {
             refund(&load, &mut admin_client, &g).await;
             continue;
         }
@@ -210,16 +219,44 @@ async fn upgrade_or_downgrade(
     }
 }
 
-/// Refunds part of a settled generation.
+/// Refunds a settled generation: 1 or 2 units of it, or whatever is left of it; now and then
+/// replays an earlier refund with the same id instead, which must answer what it did the first
+/// time (and emit nothing: every event id is checked once below).
 async fn refund(load: &Load, client: &mut QuotaAdminClient<Channel>, refund_id: &str) {
-    let Some((a, g)) = load.settled.lock().unwrap().pop() else {
+    let earlier = {
+        let done = load.refunded.lock().unwrap();
+        (!done.is_empty() && fastrand::u32(0..4) == 0)
+            .then(|| done[fastrand::usize(0..done.len())].clone())
+    };
+    if let Some((request, units)) = earlier {
+        let answer = retry(|| {
+            let (mut c, r) = (client.clone(), request.clone());
+            async move { c.refund(admin(r)).await }
+        })
+        .await
+        .unwrap_or_else(|s| panic!("replaying refund {}: {s:?}", request.refund_id));
+        assert!(answer.replayed, "{}: a replay", request.refund_id);
+        assert_eq!(answer.refunded_units, units, "{}", request.refund_id);
+        load.counts.replays.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let picked = {
+        let mut settled = load.settled.lock().unwrap();
+        (!settled.is_empty()).then(|| {
+            let i = fastrand::usize(0..settled.len());
+            settled.swap_remove(i)
+        })
+    };
+    let Some((a, g)) = picked else {
         return;
     };
+    // 0: the whole rest of the charge.
+    let units = [0, 1, 2][fastrand::usize(0..3)];
     let request = pb::RefundRequest {
         account_id: a.clone(),
         generation_id: g.clone(),
         refund_id: refund_id.into(),
-        units: 1,
+        units,
         reason: "bad output".into(),
     };
     match retry(|| {
@@ -228,9 +265,19 @@ async fn refund(load: &Load, client: &mut QuotaAdminClient<Channel>, refund_id: 
     })
     .await
     {
-        Ok(_) => {
+        Ok(answer) => {
+            // A retry after the sidecar was killed may find the refund done: a replay then.
             load.counts.refunds.fetch_add(1, Ordering::Relaxed);
+            load.refunded
+                .lock()
+                .unwrap()
+                .push((request, answer.refunded_units));
+            if units != 0 {
+                // Some of it may be left to refund later.
+                load.settled.lock().unwrap().push((a, g));
+            }
         }
+        // Less left than asked (a 1-unit charge asked for 2, or all of it refunded already).
         Err(s) if s.code() == Code::FailedPrecondition => {}
         Err(s) => panic!("refund {a}/{g}: {s:?}"),
     }
@@ -281,15 +328,17 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
     let mut admin_client = QuotaAdminClient::new(admin_channel.clone());
     for i in 0..ACCOUNTS {
         let a = account(i);
-        admin_client
-            .set_plan(admin(pb::SetPlanRequest {
-                request_id: format!("start-{a}"),
-                account_id: a.clone(),
-                plan: PLANS[0].into(),
-                cycle_anchor: None,
-            }))
-            .await
-            .unwrap();
+        if i != CREDITS_ONLY {
+            admin_client
+                .set_plan(admin(pb::SetPlanRequest {
+                    request_id: format!("start-{a}"),
+                    account_id: a.clone(),
+                    plan: PLANS[0].into(),
+                    cycle_anchor: None,
+                }))
+                .await
+                .unwrap();
+        }
         for (grant, units, source) in [
             ("pack", 20_000, pb::CreditSource::Purchased),
             ("promo", 300, pb::CreditSource::Promotional),
@@ -306,33 +355,14 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
                 .unwrap();
         }
     }
-    // Refunds join the mix once the sidecar serves them.
-    let refunds = match admin_client
-        .refund(admin(pb::RefundRequest {
-            account_id: account(0),
-            generation_id: "probe".into(),
-            refund_id: "probe".into(),
-            units: 1,
-            reason: "probe".into(),
-        }))
-        .await
-    {
-        Err(s) if s.code() == Code::Unimplemented => {
-            println!(
-                "note: the sidecar answers Refund UNIMPLEMENTED; refunds left out of the load"
-            );
-            false
-        }
-        _ => true,
-    };
     let load = Arc::new(Load {
-        refunds,
         worker: worker_channel,
         admin: admin_channel,
         stop: AtomicBool::new(false),
         counts: Counts::default(),
         plans: Mutex::default(),
         settled: Mutex::default(),
+        refunded: Mutex::default(),
     });
 
     let admin_target = admin_addr.to_string();
@@ -435,14 +465,19 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
 
     let counts = &load.counts;
     println!(
-        "{} events; {} settles, {} releases, {} expiries, {} upgrades, {} refunds, {} denied; \
-         {chaos:?}; {:.1} s",
+        "{} events; {} settles, {} releases, {} expiries, {} upgrades, {} refunds ({} \
+         hold.refunded, {} replays), {} denied; {chaos:?}; {:.1} s",
         stream.len(),
         counts.settles.load(Ordering::Relaxed),
         counts.releases.load(Ordering::Relaxed),
         counts.abandoned.load(Ordering::Relaxed),
         counts.upgrades.load(Ordering::Relaxed),
         counts.refunds.load(Ordering::Relaxed),
+        stream
+            .iter()
+            .filter(|e| e.event_type == events::HOLD_REFUNDED)
+            .count(),
+        counts.replays.load(Ordering::Relaxed),
         counts.denied.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
@@ -451,6 +486,11 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
         "too little load"
     );
     assert!(counts.upgrades.load(Ordering::Relaxed) > 0, "no upgrade");
+    assert!(counts.refunds.load(Ordering::Relaxed) > 0, "no refund");
+    assert!(
+        counts.replays.load(Ordering::Relaxed) > 0,
+        "no refund replayed"
+    );
     let expired = stream
         .iter()
         .filter(|e| e.event_type == events::HOLD_EXPIRED)
@@ -490,20 +530,29 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
 
     // Per account: usage against the ledger, upgrade charges against the events.
     let mut upgrade_cents: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut refunded: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let mut refunded: BTreeMap<&str, Refunds> = BTreeMap::new();
     for e in &stream {
         match e.event_type.as_str() {
             events::PLAN_UPGRADED => {
                 *upgrade_cents.entry(&e.account_id).or_default() += e.prorated_charge_cents as i64
             }
-            "hold.refunded" => {
+            events::HOLD_REFUNDED => {
                 let r = refunded.entry(&e.account_id).or_default();
-                r.0 += e.from_allowance as i64;
-                r.1 += e.from_credits as i64;
+                r.allowance += e.from_allowance as i64;
+                r.credits += e.from_credits as i64;
+                r.count += 1;
+                r.restored += e.allowance_added as i64;
+                r.granted += (e.units - e.allowance_added) as i64;
             }
             _ => {}
         }
     }
+    // Both ways a refund goes: back to the allowance, and as a refund grant.
+    let all: Vec<&Refunds> = refunded.values().collect();
+    assert!(
+        all.iter().any(|r| r.restored > 0) && all.iter().any(|r| r.granted > 0),
+        "refunds went only one way: {all:?}"
+    );
     for i in 0..ACCOUNTS {
         let a = account(i);
         let ledger = admin_client
@@ -518,25 +567,38 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
                 "SELECT COALESCE(sum(allowance_units), 0)::bigint, \
                  COALESCE(sum(credit_units), 0)::bigint, \
                  COALESCE(sum(refunded_allowance_units), 0)::bigint, \
-                 COALESCE(sum(refunded_credit_units), 0)::bigint \
+                 COALESCE(sum(refunded_credit_units), 0)::bigint, \
+                 COALESCE(sum(refund_count), 0)::bigint, \
+                 COALESCE(sum(refund_allowance_restored_units), 0)::bigint, \
+                 COALESCE(sum(refund_credit_grant_units), 0)::bigint \
                  FROM cycle_usage WHERE account_id = $1",
                 &[&a],
             )
             .await
             .unwrap();
         let (allowance, credits): (i64, i64) = (row.get(0), row.get(1));
+        let pg_refunds = Refunds {
+            allowance: row.get(2),
+            credits: row.get(3),
+            count: row.get(4),
+            restored: row.get(5),
+            granted: row.get(6),
+        };
         assert_eq!(
-            (allowance as u64, credits as u64),
+            (
+                (allowance - pg_refunds.allowance) as u64,
+                (credits - pg_refunds.credits) as u64
+            ),
             (
                 ledger.lifetime_charged_allowance_units,
                 ledger.lifetime_charged_credit_units
             ),
-            "{a}: Σ usage in PostgreSQL against the ledger's lifetime charge"
+            "{a}: Σ usage net of refunds in PostgreSQL against the ledger's lifetime charge"
         );
         assert_eq!(
-            (row.get::<_, i64>(2), row.get::<_, i64>(3)),
+            pg_refunds,
             refunded.get(a.as_str()).copied().unwrap_or_default(),
-            "{a}: refunds"
+            "{a}: refunds against Σ hold.refunded"
         );
         let cents: i64 = client
             .query_one(
@@ -552,16 +614,62 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
             upgrade_cents.get(a.as_str()).copied().unwrap_or_default(),
             "{a}: upgrade charges"
         );
-        // Per-grant draws add up to the credits charged.
-        let drawn: i64 = client
+        // Per-grant draws add up to the credits charged; refund grants to what refunds did
+        // not give back to the allowance.
+        let grants = client
             .query_one(
-                "SELECT COALESCE(sum(drawn_units), 0)::bigint FROM credit_grants \
-                 WHERE account_id = $1",
+                "SELECT COALESCE(sum(drawn_units), 0)::bigint, \
+                 COALESCE(sum(granted_units) FILTER (WHERE grant_id LIKE 'refund:%'), 0)::bigint \
+                 FROM credit_grants WHERE account_id = $1",
+                &[&a],
+            )
+            .await
+            .unwrap();
+        assert_eq!(grants.get::<_, i64>(0), credits, "{a}: per-grant draws");
+        assert_eq!(
+            grants.get::<_, i64>(1),
+            pg_refunds.granted,
+            "{a}: refund grants"
+        );
+        // Nothing is held now: what PostgreSQL says is left of each grant is what the ledger
+        // has left (a grant the ledger dropped has nothing left).
+        let remaining: BTreeMap<String, i64> = client
+            .query(
+                "SELECT grant_id, granted_units - drawn_units - expired_units - revoked_units \
+                 - lost_units FROM credit_grants WHERE account_id = $1",
                 &[&a],
             )
             .await
             .unwrap()
-            .get(0);
-        assert_eq!(drawn, credits, "{a}: per-grant draws");
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let in_ledger: BTreeMap<String, i64> = ledger
+            .grants
+            .iter()
+            .map(|g| (g.grant_id.clone(), g.units_remaining as i64))
+            .collect();
+        for (grant, left) in &remaining {
+            assert_eq!(
+                *left,
+                in_ledger.get(grant).copied().unwrap_or(0),
+                "{a}: what is left of grant {grant}"
+            );
+        }
+        for grant in in_ledger.keys() {
+            assert!(remaining.contains_key(grant), "{a}: grant {grant} missing");
+        }
     }
+}
+
+/// What an account's refunds came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Refunds {
+    /// The parts of the original charges refunded.
+    allowance: i64,
+    credits: i64,
+    count: i64,
+    /// Back to the allowance, and as credits of refund grants.
+    restored: i64,
+    granted: i64,
 }

@@ -1,7 +1,7 @@
 //! What each event type adds to the aggregates. Called once per event, in the transaction that
 //! inserted it, and only when the insert took (a redelivered event never gets here).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Transaction;
 
@@ -20,12 +20,19 @@ const ADD_USAGE: &str = "INSERT INTO cycle_usage AS u (account_id, cycle_start, 
      credit_units = u.credit_units + EXCLUDED.credit_units, \
      settled_count = u.settled_count + 1";
 
+/// A refund under the refunded hold's cycle: the parts of the original charge it refunds
+/// (`$5`, `$6`), and where they went: back to the allowance (`$7`) or to the refund's grant
+/// (`$8`).
 const ADD_REFUND: &str = "INSERT INTO cycle_usage AS u (account_id, cycle_start, kind, model, \
-     refunded_allowance_units, refunded_credit_units, refund_count) \
-     VALUES ($1, $2, $3, $4, $5, $6, 1) \
+     refunded_allowance_units, refunded_credit_units, refund_allowance_restored_units, \
+     refund_credit_grant_units, refund_count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) \
      ON CONFLICT (account_id, cycle_start, kind, model) DO UPDATE SET \
      refunded_allowance_units = u.refunded_allowance_units + EXCLUDED.refunded_allowance_units, \
      refunded_credit_units = u.refunded_credit_units + EXCLUDED.refunded_credit_units, \
+     refund_allowance_restored_units = \
+     u.refund_allowance_restored_units + EXCLUDED.refund_allowance_restored_units, \
+     refund_credit_grant_units = u.refund_credit_grant_units + EXCLUDED.refund_credit_grant_units, \
      refund_count = u.refund_count + 1";
 
 /// One statement per grant column; `$3` is added to the column, `$4`/`$5` fill source and
@@ -56,6 +63,12 @@ const UPGRADE_CHARGE: &str = "INSERT INTO upgrade_charges \
 
 const RESERVED_DRAWS: &str = "SELECT event->'grants' FROM usage_events WHERE event_id = $1";
 
+/// Of the grants `$2`, those that could not take units back at `$3`: expired or revoked.
+const UNSPENDABLE_GRANTS: &str = "SELECT grant_id FROM credit_grants \
+     WHERE account_id = $1 AND grant_id = ANY($2) AND expires_at <= $3 \
+     UNION SELECT grant_id FROM usage_events WHERE account_id = $1 \
+     AND event_type = 'credits.revoked' AND grant_id = ANY($2) AND occurred_at <= $3";
+
 /// Applies `r` to the aggregates.
 pub async fn apply(
     tx: &Transaction<'_>,
@@ -79,6 +92,11 @@ pub async fn apply(
             )
             .await?;
             add_per_grant(tx, prepared, r, "drawn_units", &r.grants).await?;
+            // A settle for less whose remainder could not all go back.
+            if r.units_lost > 0 {
+                let lost = lost_per_grant(tx, prepared, r).await?;
+                add_per_grant(tx, prepared, r, "lost_units", &lost).await?;
+            }
         }
         HOLD_REFUNDED => {
             let s = prepared.get(tx, ADD_REFUND).await?;
@@ -91,25 +109,27 @@ pub async fn apply(
                     &r.model,
                     &r.from_allowance_units,
                     &r.from_credits_units,
+                    &r.allowance_added_units,
+                    &r.refund_credit_units(),
                 ],
             )
             .await?;
-            // The credits part becomes a new promotional grant (no credits.granted event).
-            if r.from_credits_units > 0 {
-                let refund_grant = [GrantUnits {
-                    grant_id: r.grant_id.clone(),
-                    units: r.from_credits_units,
-                }];
-                add_grant_column(
-                    tx,
-                    prepared,
-                    r,
-                    "granted_units",
-                    &refund_grant,
-                    "promotional",
-                )
-                .await?;
-            }
+            // What did not go back to the allowance is a new promotional grant without expiry
+            // (no credits.granted event for it).
+            let refund_grant = [GrantUnits {
+                grant_id: r.grant_id.clone(),
+                units: r.refund_credit_units(),
+            }];
+            add_grant_column(
+                tx,
+                prepared,
+                r,
+                "granted_units",
+                &refund_grant,
+                "promotional",
+                None,
+            )
+            .await?;
         }
         events::HOLD_RELEASED | events::HOLD_EXPIRED => {
             add_per_grant(tx, prepared, r, "returned_units", &r.grants).await?;
@@ -170,6 +190,8 @@ pub async fn apply(
     Ok(())
 }
 
+/// credits.granted/revoked/expired: the event's units on its grant, with its source and (when
+/// the event names it) expiry.
 async fn add_one(
     tx: &Transaction<'_>,
     prepared: &mut Prepared,
@@ -180,7 +202,7 @@ async fn add_one(
         grant_id: r.grant_id.clone(),
         units: r.units,
     }];
-    add_grant_column(tx, prepared, r, column, &one, &r.source).await
+    add_grant_column(tx, prepared, r, column, &one, &r.source, r.expires_at).await
 }
 
 async fn add_per_grant(
@@ -190,7 +212,7 @@ async fn add_per_grant(
     column: &'static str,
     grants: &[GrantUnits],
 ) -> Result<(), tokio_postgres::Error> {
-    add_grant_column(tx, prepared, r, column, grants, "").await
+    add_grant_column(tx, prepared, r, column, grants, "", None).await
 }
 
 async fn add_grant_column(
@@ -200,14 +222,9 @@ async fn add_grant_column(
     column: &'static str,
     grants: &[GrantUnits],
     source: &str,
+    expires_at: Option<time::OffsetDateTime>,
 ) -> Result<(), tokio_postgres::Error> {
     let s = prepared.get(tx, &add_to_grant(column)).await?;
-    // Only credits.granted names the expiry.
-    let expires_at = if column == "granted_units" {
-        r.expires_at
-    } else {
-        None
-    };
     for g in grants.iter().filter(|g| g.units != 0) {
         tx.execute(
             &s,
@@ -218,9 +235,10 @@ async fn add_grant_column(
     Ok(())
 }
 
-/// Which grants the lost units of a release or expiry came from: what the hold held on each
-/// grant (its reserve event) minus what went back to it. Units no grant can be named for go to
-/// [`UNATTRIBUTED_GRANT`].
+/// Which grants the lost units of a hold.* event came from. What the hold held on each grant
+/// (its reserve event) minus what the event lists for it (given back by a release or expiry,
+/// charged by a settle) is what could have been lost there; grants that were expired or revoked
+/// by then take the loss first. Units no grant can be named for go to [`UNATTRIBUTED_GRANT`].
 async fn lost_per_grant(
     tx: &Transaction<'_>,
     prepared: &mut Prepared,
@@ -244,22 +262,38 @@ async fn lost_per_grant(
             }
         }
     }
-    let returned: HashMap<&str, i64> = r
+    let listed: HashMap<&str, i64> = r
         .grants
         .iter()
         .map(|g| (g.grant_id.as_str(), g.units))
         .collect();
+    let mut candidates: Vec<(String, i64)> = held
+        .into_iter()
+        .map(|(grant_id, units)| {
+            let missing = units - listed.get(grant_id.as_str()).copied().unwrap_or(0);
+            (grant_id, missing)
+        })
+        .filter(|(_, missing)| *missing > 0)
+        .collect();
+    if candidates.len() > 1 {
+        let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_str()).collect();
+        let s = prepared.get(tx, UNSPENDABLE_GRANTS).await?;
+        let gone: HashSet<String> = tx
+            .query(&s, &[&r.account_id, &ids, &r.occurred_at])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // Stable: the reserve's order within each group.
+        candidates.sort_by_key(|(id, _)| !gone.contains(id));
+    }
     let mut left = r.units_lost;
     let mut lost = Vec::new();
-    for (grant_id, units) in held {
-        let missing =
-            (units - returned.get(grant_id.as_str()).copied().unwrap_or(0)).clamp(0, left);
-        if missing > 0 {
-            left -= missing;
-            lost.push(GrantUnits {
-                grant_id,
-                units: missing,
-            });
+    for (grant_id, missing) in candidates {
+        let units = missing.min(left);
+        if units > 0 {
+            left -= units;
+            lost.push(GrantUnits { grant_id, units });
         }
     }
     if left > 0 {

@@ -83,6 +83,9 @@ pub struct BillableEvent {
     pub charge_cents: i64,
     pub cycle_start: Option<OffsetDateTime>,
     pub refund_id: String,
+    /// hold.refunded: units back to the allowance, and the grant the rest went to.
+    pub allowance_added_units: i64,
+    pub grant_id: String,
     pub plan: String,
     pub previous_plan: String,
     pub stripe_customer_id: String,
@@ -129,6 +132,22 @@ impl BillableEvent {
                 "cycle_start": self.cycle_json(),
                 "event_type": self.event_type,
             })
+        } else if self.event_type == HOLD_REFUNDED {
+            json!({
+                "units": self.value(),
+                "from_allowance_units": -self.from_allowance_units,
+                "from_credits_units": -self.from_credits_units,
+                "kind": self.kind,
+                "model": self.model,
+                "generation_id": self.generation_id,
+                "cycle_start": self.cycle_json(),
+                "refund_id": self.refund_id,
+                "corrects": self.corrected_event_id(),
+                "allowance_restored_units": self.allowance_added_units,
+                "refund_grant_id": self.grant_id,
+                "refund_grant_units": self.units - self.allowance_added_units,
+                "event_type": self.event_type,
+            })
         } else {
             json!({
                 "units": self.value(),
@@ -141,6 +160,16 @@ impl BillableEvent {
                 "refund_id": self.refund_id,
                 "event_type": self.event_type,
             })
+        }
+    }
+
+    /// hold.refunded: the id of the hold.settled event whose charge it corrects (same stem,
+    /// `:settled` for `:refunded:<refund_id>`).
+    pub fn corrected_event_id(&self) -> String {
+        let suffix = format!(":refunded:{}", self.refund_id);
+        match self.event_id.strip_suffix(&suffix) {
+            Some(stem) if self.event_type == HOLD_REFUNDED => format!("{stem}:settled"),
+            _ => String::new(),
         }
     }
 
@@ -249,6 +278,7 @@ pub async fn export(
             "SELECT e.event_id, e.event_type, e.account_id, e.occurred_at, e.generation_id, \
              e.kind, e.model, e.units, e.from_allowance_units, e.from_credits_units, \
              e.prorated_charge_cents, e.cycle_start, e.refund_id, e.plan, e.previous_plan, \
+             e.allowance_added_units, e.grant_id, \
              COALESCE(c.stripe_customer_id, e.account_id), \
              COALESCE(c.lago_external_subscription_id, e.account_id), \
              COALESCE(c.openmeter_subject, e.account_id) \
@@ -280,9 +310,11 @@ pub async fn export(
             refund_id: r.get(12),
             plan: r.get(13),
             previous_plan: r.get(14),
-            stripe_customer_id: r.get(15),
-            lago_external_subscription_id: r.get(16),
-            openmeter_subject: r.get(17),
+            allowance_added_units: r.get(15),
+            grant_id: r.get(16),
+            stripe_customer_id: r.get(17),
+            lago_external_subscription_id: r.get(18),
+            openmeter_subject: r.get(19),
         };
         writeln!(out, "{}", line(&e, options))?;
     }

@@ -8,12 +8,10 @@ use crate::api::event_json::{kind_name, timestamp_time, usage_event_json};
 use crate::events;
 use crate::pb;
 
-/// `hold.refunded`: a settled generation's charge given back (negative usage).
-pub const HOLD_REFUNDED: &str = "hold.refunded";
-/// `credits.expired`: units a grant lost unspent when it expired.
-pub const CREDITS_EXPIRED: &str = "credits.expired";
-/// `usage.threshold`: informational.
-pub const USAGE_THRESHOLD: &str = "usage.threshold";
+/// The second-version types, as the ledger names them: `hold.refunded` (a settled
+/// generation's charge given back, negative usage), `credits.expired` (units a grant lost unspent
+/// when it expired), `usage.threshold` (informational).
+pub use crate::events::{CREDITS_EXPIRED, HOLD_REFUNDED, USAGE_THRESHOLD};
 
 /// The cycle under which an account without a plan (no cycle) is kept.
 pub const NO_CYCLE: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
@@ -42,6 +40,11 @@ pub struct EventRecord {
     pub from_allowance_units: i64,
     pub from_credits_units: i64,
     pub units_lost: i64,
+    /// hold.refunded: units that went back to the current cycle's allowance (plan.*,
+    /// cycle.renewed: allowance added).
+    pub allowance_added_units: i64,
+    /// usage.threshold: the percent of the cycle's allowance reached.
+    pub threshold_percent: i32,
     pub grants: Vec<GrantUnits>,
     pub grant_id: String,
     pub source: String,
@@ -59,6 +62,12 @@ impl EventRecord {
     /// The cycle usage is counted under: the event's, or [`NO_CYCLE`].
     pub fn usage_cycle(&self) -> OffsetDateTime {
         self.cycle_start.unwrap_or(NO_CYCLE)
+    }
+
+    /// hold.refunded: the units that became credits of the refund's new grant (what did not
+    /// go back to the allowance).
+    pub fn refund_credit_units(&self) -> i64 {
+        self.units - self.allowance_added_units
     }
 }
 
@@ -103,6 +112,9 @@ pub fn parse(e: &pb::UsageEvent) -> Result<EventRecord, String> {
         from_allowance_units: amount("from_allowance", e.from_allowance)?,
         from_credits_units: amount("from_credits", e.from_credits)?,
         units_lost: amount("units_lost", e.units_lost)?,
+        allowance_added_units: amount("allowance_added", e.allowance_added)?,
+        threshold_percent: i32::try_from(e.threshold_percent)
+            .map_err(|_| format!("threshold_percent {} is out of range", e.threshold_percent))?,
         grants,
         grant_id: e.grant_id.clone(),
         source: e.source.clone(),
@@ -153,19 +165,47 @@ fn check(r: &EventRecord) -> Result<(), String> {
         }
         HOLD_REFUNDED => {
             usage()?;
+            // The parts of the original charge being refunded.
             split()?;
             if r.refund_id.is_empty() {
                 return Err(format!("{t} without a refund id"));
             }
-            if r.from_credits_units > 0 && r.grant_id.is_empty() {
-                return Err(format!("{t}: credits given back without a grant id"));
+            if r.allowance_added_units > r.from_allowance_units {
+                return Err(format!(
+                    "{t}: allowance_added {} above from_allowance {}",
+                    r.allowance_added_units, r.from_allowance_units
+                ));
+            }
+            // The rest went to one new grant, named in grant_id and as the one draw.
+            let to_credits = r.refund_credit_units();
+            if to_credits > 0 && r.grant_id.is_empty() {
+                return Err(format!(
+                    "{t}: {to_credits} units as credits without a grant id"
+                ));
+            }
+            if drawn != to_credits || r.grants.iter().any(|g| g.grant_id != r.grant_id) {
+                return Err(format!(
+                    "{t}: the refund grant `{}` should be the one draw of units - \
+                     allowance_added = {to_credits}, the draws add up to {drawn}",
+                    r.grant_id
+                ));
             }
         }
-        events::HOLD_RELEASED | events::HOLD_EXPIRED if drawn != r.from_credits_units => {
-            return Err(format!(
-                "{t}: grant returns add up to {drawn}, from_credits is {}",
-                r.from_credits_units
-            ));
+        events::HOLD_RELEASED | events::HOLD_EXPIRED => {
+            // What went back, and what could not: never more than the hold's cost.
+            if drawn != r.from_credits_units {
+                return Err(format!(
+                    "{t}: grant returns add up to {drawn}, from_credits is {}",
+                    r.from_credits_units
+                ));
+            }
+            let accounted = r.from_allowance_units + r.from_credits_units + r.units_lost;
+            if accounted > r.units {
+                return Err(format!(
+                    "{t}: from_allowance {} + from_credits {} + units_lost {} is above units {}",
+                    r.from_allowance_units, r.from_credits_units, r.units_lost, r.units
+                ));
+            }
         }
         events::CREDITS_GRANTED | events::CREDITS_REVOKED | CREDITS_EXPIRED
             if r.grant_id.is_empty() =>
@@ -252,6 +292,82 @@ mod tests {
             parse(&e).unwrap_err(),
             "plan.upgraded without a cycle start"
         );
+    }
+
+    /// 50 of a 60-unit charge (40 allowance, 20 credits) refunded after its cycle ended: the
+    /// allowance part first, nothing back to the allowance, all 50 as a refund grant.
+    fn refunded() -> pb::UsageEvent {
+        pb::UsageEvent {
+            id: "a/g@1:refunded:r1".into(),
+            r#type: HOLD_REFUNDED.into(),
+            units: 50,
+            from_allowance: 40,
+            from_credits: 10,
+            allowance_added: 0,
+            grant_id: "refund:g:r1".into(),
+            grants: vec![pb::GrantDraw {
+                grant_id: "refund:g:r1".into(),
+                units: 50,
+            }],
+            refund_id: "r1".into(),
+            ..settled()
+        }
+    }
+
+    #[test]
+    fn a_refund_names_its_grant_for_what_did_not_go_back_to_the_allowance() {
+        let r = parse(&refunded()).unwrap();
+        assert_eq!(r.refund_credit_units(), 50);
+        // In the current cycle the allowance part went back: only 10 as credits.
+        let mut e = refunded();
+        e.allowance_added = 40;
+        e.grants[0].units = 10;
+        assert_eq!(parse(&e).unwrap().refund_credit_units(), 10);
+        // All back to the allowance: no grant.
+        let e = pb::UsageEvent {
+            units: 30,
+            from_allowance: 30,
+            from_credits: 0,
+            allowance_added: 30,
+            grant_id: String::new(),
+            grants: vec![],
+            ..refunded()
+        };
+        assert_eq!(parse(&e).unwrap().refund_credit_units(), 0);
+
+        let mut e = refunded();
+        e.grants[0].units = 10; // from_credits, not units - allowance_added
+        assert!(parse(&e)
+            .unwrap_err()
+            .contains("units - allowance_added = 50"));
+        let mut e = refunded();
+        e.allowance_added = 41;
+        assert!(parse(&e).unwrap_err().contains("above from_allowance"));
+        let mut e = refunded();
+        e.grant_id.clear();
+        assert!(parse(&e).unwrap_err().contains("without a grant id"));
+        let mut e = refunded();
+        e.refund_id.clear();
+        assert!(parse(&e).unwrap_err().contains("without a refund id"));
+    }
+
+    #[test]
+    fn a_release_gives_back_at_most_its_cost() {
+        let e = pb::UsageEvent {
+            id: "a/g@1:released".into(),
+            r#type: events::HOLD_RELEASED.into(),
+            units: 60,
+            from_allowance: 0, // another cycle's allowance does not go back
+            from_credits: 20,
+            units_lost: 30,
+            ..settled()
+        };
+        assert!(parse(&e).is_ok());
+        let e = pb::UsageEvent {
+            units_lost: 41,
+            ..e
+        };
+        assert!(parse(&e).unwrap_err().contains("is above units 60"));
     }
 
     #[test]

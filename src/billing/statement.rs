@@ -1,6 +1,7 @@
 //! What an account used and owes for a cycle: the subscription price of the plan the cycle
 //! started with, prorated upgrade charges, usage by kind and model split by allowance and
-//! credits, refunds, and credits remaining per grant.
+//! credits, refunds (the parts of the charge they refund, and what went back to the allowance
+//! or became a refund grant), and credits remaining per grant.
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -31,7 +32,22 @@ pub struct UsageLine {
     pub settled_count: i64,
     pub refunded_allowance_units: i64,
     pub refunded_credit_units: i64,
+    /// Of the units refunded: back to the cycle's allowance, and as credits of refund grants.
+    pub refund_allowance_restored_units: i64,
+    pub refund_credit_grant_units: i64,
     pub refund_count: i64,
+}
+
+impl UsageLine {
+    /// Allowance charged net of refunds.
+    pub fn net_allowance_units(&self) -> i64 {
+        self.allowance_units - self.refunded_allowance_units
+    }
+
+    /// Credits charged net of refunds.
+    pub fn net_credit_units(&self) -> i64 {
+        self.credit_units - self.refunded_credit_units
+    }
 }
 
 /// Credit movements of one grant, over its whole life.
@@ -130,7 +146,8 @@ impl Statement {
         let usage = client
             .query(
                 "SELECT kind, model, allowance_units, credit_units, settled_count, \
-                 refunded_allowance_units, refunded_credit_units, refund_count FROM cycle_usage \
+                 refunded_allowance_units, refunded_credit_units, refund_count, \
+                 refund_allowance_restored_units, refund_credit_grant_units FROM cycle_usage \
                  WHERE account_id = $1 AND cycle_start = $2 ORDER BY kind, model",
                 &[&account_id, &cycle_start],
             )
@@ -145,6 +162,8 @@ impl Statement {
                 refunded_allowance_units: r.get(5),
                 refunded_credit_units: r.get(6),
                 refund_count: r.get(7),
+                refund_allowance_restored_units: r.get(8),
+                refund_credit_grant_units: r.get(9),
             })
             .collect();
         let grants = client
@@ -211,6 +230,10 @@ impl Statement {
                 "refunded_allowance_units": u.refunded_allowance_units,
                 "refunded_credit_units": u.refunded_credit_units,
                 "refund_count": u.refund_count,
+                "refund_allowance_restored_units": u.refund_allowance_restored_units,
+                "refund_credit_grant_units": u.refund_credit_grant_units,
+                "net_allowance_units": u.net_allowance_units(),
+                "net_credit_units": u.net_credit_units(),
             })).collect::<Vec<_>>(),
             "credits": self.grants.iter().map(|g| json!({
                 "grant_id": g.grant_id,
@@ -268,6 +291,10 @@ impl Statement {
                 "refunds",
                 "ref.allow",
                 "ref.cred",
+                "to allow.",
+                "to grant",
+                "net allow.",
+                "net cred.",
             ],
             self.usage.iter().map(|u| {
                 vec![
@@ -279,6 +306,10 @@ impl Statement {
                     u.refund_count.to_string(),
                     u.refunded_allowance_units.to_string(),
                     u.refunded_credit_units.to_string(),
+                    u.refund_allowance_restored_units.to_string(),
+                    u.refund_credit_grant_units.to_string(),
+                    u.net_allowance_units().to_string(),
+                    u.net_credit_units().to_string(),
                 ]
             }),
         );

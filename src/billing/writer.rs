@@ -16,9 +16,9 @@ use crate::pb;
 const INSERT_EVENT: &str = "INSERT INTO usage_events (event_id, event_type, account_id, \
      occurred_at, sequence, generation_id, kind, model, quantity, units, from_allowance_units, \
      from_credits_units, units_lost, grant_id, refund_id, plan, previous_plan, cycle_start, \
-     prorated_charge_cents, event) \
+     prorated_charge_cents, allowance_added_units, threshold_percent, event) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-     $19, $20) ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
+     $19, $20, $21, $22) ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
 
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (dead_letter_key, event_id, reason, \
      event) VALUES ($1, $2, $3, $4) ON CONFLICT (dead_letter_key) DO NOTHING \
@@ -142,6 +142,8 @@ async fn insert_event(
                 &r.previous_plan,
                 &r.cycle_start,
                 &r.prorated_charge_cents,
+                &r.allowance_added_units,
+                &r.threshold_percent,
                 &r.event,
             ],
         )
