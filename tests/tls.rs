@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;

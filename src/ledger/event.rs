@@ -52,11 +52,14 @@ pub struct UsageEvent {
     pub model: String,
     pub quantity: u32,
     /// hold.reserved/released/expired: the hold's cost; hold.settled: the charge;
-    /// credits.*: the units granted, revoked or expired.
+    /// hold.refunded: the units refunded; usage.threshold: the allowance used when crossed;
+    /// credits.*: the units granted, revoked or expired (credits.expired: the units that were
+    /// left, not those still held).
     pub units: u64,
     /// hold.reserved: held from the allowance / credits, and per grant; hold.settled: charged;
     /// hold.released/expired: what actually went back (allowance only to the hold's own cycle,
-    /// credits only to grants that can still be spent).
+    /// credits only to grants that can still be spent); hold.refunded: the parts of the
+    /// original charge refunded, and in `grants` the promotional grant that got the credits.
     pub from_allowance: u64,
     pub from_credits: u64,
     pub grants: Vec<GrantDraw>,
@@ -64,7 +67,8 @@ pub struct UsageEvent {
     pub plan: String,
     pub previous_plan: String,
     pub cycle_start_ms: Option<i64>,
-    /// plan.*: allowance added now; cycle.renewed: the new cycle's allowance.
+    /// plan.*: allowance added now; cycle.renewed: the new cycle's allowance; hold.refunded:
+    /// units that went back to the current cycle's allowance.
     pub allowance_added: u64,
     pub prorated_charge_cents: u64,
     pub grant_id: String,
@@ -73,7 +77,8 @@ pub struct UsageEvent {
     pub effective_at_ms: Option<i64>,
     pub labels: BTreeMap<String, String>,
     /// hold.settled/released/expired: credit units that could not go back because their grant
-    /// had expired or been revoked.
+    /// had expired or been revoked (on hold.settled, `grants` lists what was charged; the lost
+    /// units are the rest of the hold's draws on such grants).
     pub units_lost: u64,
     /// usage.threshold: the percent of the cycle's allowance reached.
     pub threshold_percent: u32,
