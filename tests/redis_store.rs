@@ -441,7 +441,8 @@ async fn commands_inside(
 }
 
 /// The targets for the common case (allowance pays, nothing due, no rollover): Reserve,
-/// Settle and Release run at most 6 commands inside their script, GetBalance at most 2; still
+/// Settle and Release run at most 6 commands inside their script, GetBalance and Quote at most
+/// 2; still
 /// one `EVALSHA` per call (see `every_operation_is_one_evalsha`).
 #[tokio::test]
 async fn commands_inside_scripts_meet_the_targets() {
@@ -499,6 +500,20 @@ async fn commands_inside_scripts_meet_the_targets() {
         "balance",
         commands_inside(&server, async {
             s.balance(a, at).await.unwrap();
+        })
+        .await,
+        2,
+    );
+    check(
+        "quote",
+        commands_inside(&server, async {
+            let q = QuoteCmd {
+                account_id: a.into(),
+                kind: Kind::Video,
+                model: "cinema".into(),
+                quantity: 5,
+            };
+            s.quote(&q, at).await.unwrap();
         })
         .await,
         2,
