@@ -1446,6 +1446,40 @@ mod cases {
         assert_eq!(thresholds(s.events().await), [80, 100, 80]);
     }
 
+    /// Ids and reasons may be "0": events carry them as they are (only zero numbers are left
+    /// out of a Redis stream entry).
+    pub async fn zero_ids_survive_in_events(s: Subject) {
+        let now = t0();
+        let a = "0";
+        set_plan(&s, a, "0", "microbudget", now).await;
+        grant(&s, a, "0", 10, CreditSource::Promotional, None, now).await;
+        s.reserve(&image(a, "0"), now).await.unwrap();
+        s.settle(a, "0", None, now).await.unwrap();
+        let refund = RefundCmd {
+            account_id: a.into(),
+            generation_id: "0".into(),
+            refund_id: "0".into(),
+            units: 0,
+            reason: "0".into(),
+        };
+        s.refund(&refund, now).await.unwrap();
+        let events = s.events().await;
+        let of = |t: &str| events.iter().find(|e| e.event_type == t).unwrap().clone();
+        assert_eq!(of(events::CREDITS_GRANTED).grant_id, "0");
+        assert_eq!(of(events::HOLD_RESERVED).generation_id, "0");
+        assert_eq!(of(events::HOLD_SETTLED).generation_id, "0");
+        let r = of(events::HOLD_REFUNDED);
+        assert_eq!(
+            (
+                r.generation_id.as_str(),
+                r.refund_id.as_str(),
+                r.reason.as_str()
+            ),
+            ("0", "0", "0")
+        );
+        assert!(events.iter().all(|e| e.account_id == "0"));
+    }
+
     pub async fn grant_expiring_mid_hold(s: Subject) {
         let now = t0();
         let a = "acct";
@@ -1906,4 +1940,5 @@ conformance!(
     reserve_batch_is_all_or_none,
     refunds_give_back_a_charge,
     usage_thresholds_once_per_cycle,
+    zero_ids_survive_in_events,
 );

@@ -333,6 +333,12 @@ pub fn refund_cmd(req: pb::RefundRequest) -> Result<RefundCmd, Status> {
             format!("at most {MAX_REFUND_REASON_CHARS} characters, no control characters"),
         ));
     }
+    if req.units > MAX_GRANT_UNITS {
+        return Err(invalid(
+            "units",
+            format!("at most {MAX_GRANT_UNITS} (0 refunds all that is left)"),
+        ));
+    }
     Ok(RefundCmd {
         account_id: req.account_id,
         generation_id: req.generation_id,

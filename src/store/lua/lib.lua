@@ -203,19 +203,25 @@ local function keyed_id(key, created, what)
 end
 
 -- Outbox: one stream entry per event, appended in the same script as the change, with only the
--- fields the event has (empty and zero ones are left out: readers default them). Plain stream
+-- fields the event has (empty ones, zero numbers and empty labels are left out: readers
+-- default them). Plain stream
 -- fields rather than one packed value: Redis shares field names between entries of a stream
 -- node, which makes an event about a third smaller than the same event as JSON. The sequence
 -- is per account.
+local NUMERIC_EVENT_FIELD = {
+  qty = true, units = true, fa = true, fc = true, cycle = true, added = true, charge = true,
+  lost = true, pct = true, expires = true, effective = true,
+}
 local function emit(event_type, id, fields)
   acct.seq = acct.seq + 1
   acct_dirty = true
   local args = { 'XADD', K_EVENTS, '*', 'id', id, 'type', event_type, 'account', ACCOUNT_ID,
     'time', n2s(NOW), 'seq', n2s(acct.seq) }
   for i = 1, #fields, 2 do
-    local v = fields[i + 1]
-    if v ~= '' and v ~= '0' and v ~= '{}' then
-      args[#args + 1] = fields[i]
+    local k, v = fields[i], fields[i + 1]
+    -- Zeros only for numbers and `{}` only for labels: an id or a reason may be "0".
+    if v ~= '' and not (v == '0' and NUMERIC_EVENT_FIELD[k]) and not (k == 'labels' and v == '{}') then
+      args[#args + 1] = k
       args[#args + 1] = v
     end
   end
