@@ -197,6 +197,15 @@ impl Store for InstrumentedStore {
         observe("ping", store_span!("ping"), self.inner.ping()).await
     }
 
+    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+        observe(
+            "sweep_lease",
+            store_span!("sweep_lease"),
+            self.inner.sweep_lease(owner, ttl_ms),
+        )
+        .await
+    }
+
     async fn time_ms(&self) -> StoreResult<i64> {
         observe("time", store_span!("time"), self.inner.time_ms()).await
     }

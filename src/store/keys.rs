@@ -70,6 +70,11 @@ impl AccountKeys {
     }
 }
 
+/// The fleet's sweep lease (a string with an expiry; its own hash tag, one slot on a Cluster).
+pub fn sweep_lease() -> String {
+    "q:{sweep}:lease".to_string()
+}
+
 /// The expiry index of the shard whose prefix is `prefix`.
 pub fn shard_expiry(prefix: &str) -> String {
     format!("{prefix}expiry")

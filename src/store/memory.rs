@@ -264,6 +264,11 @@ impl Store for MemoryStore {
         self.with_account(&cmd.account_id, now_ms, |a| a.refund(cmd, now_ms))
     }
 
+    async fn sweep_lease(&self, _owner: &str, _ttl_ms: u64) -> StoreResult<bool> {
+        // One process is the whole store: its sweeper always sweeps.
+        Ok(true)
+    }
+
     async fn time_ms(&self) -> StoreResult<i64> {
         // One process is the whole store: its clock is the store's.
         Ok(crate::clock::Clock::now_ms(&crate::clock::SystemClock))

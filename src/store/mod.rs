@@ -78,6 +78,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.
     async fn time_ms(&self) -> StoreResult<i64>;
+    /// Takes the fleet's sweep lease for `ttl_ms` unless someone holds it; whether `owner`
+    /// got it. One sweeper a pass does the expiry work for the whole store.
+    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool>;
     /// What Reserve would answer now; changes nothing at all (not even lazy work).
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted>;
     /// Holds every item or none, in one atomic step; replays return the first holds.

@@ -892,6 +892,22 @@ impl Store for RedisStore {
         }
     }
 
+    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let taken: Option<String> = self
+            .bounded(
+                ::redis::cmd("SET")
+                    .arg(super::keys::sweep_lease())
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(taken.is_some())
+    }
+
     async fn time_ms(&self) -> StoreResult<i64> {
         let mut conn = self.conn.clone();
         let reply: Vec<String> = self

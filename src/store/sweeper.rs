@@ -23,17 +23,35 @@ pub fn skipped(account_id: &str, error: &StoreError) {
 /// backlog never turns one pass into a long burst of scripts.
 pub const SWEEP_ACCOUNTS_PER_SHARD: usize = 100;
 
-/// Runs `store.expire_due` over every shard each `interval` until `stop` turns true. Many
-/// sidecars may sweep the same store: the scripts decide, and a hold expires once.
+/// Runs `store.expire_due` over every shard each `interval` until `stop` turns true. Every
+/// sidecar of a fleet runs a sweeper, but one pass per interval does the work: the sidecar that
+/// takes the store's sweep lease for the interval (the others skip the pass, one `SET NX`
+/// each), so index reads and scripts do not grow with the fleet. A sidecar that dies holding
+/// the lease loses it when the interval ends. Were two to sweep at once, the scripts decide,
+/// and a hold expires once.
 pub async fn run_sweeper(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let owner = format!("{}-{:x}", std::process::id(), started.as_nanos());
+    // A little shorter than the interval, so the lease is free when the next pass starts.
+    let lease_ms = (interval.as_millis() as u64).saturating_mul(9) / 10;
     loop {
         // Without the store's time there is no sweeping: a guess could expire holds early.
-        let now_ms = clock.ledger_now_ms();
+        let mut now_ms = clock.ledger_now_ms();
+        match store.sweep_lease(&owner, lease_ms.max(1)).await {
+            Ok(true) => {}
+            Ok(false) => now_ms = None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the sweep lease; retrying next pass");
+                now_ms = None;
+            }
+        }
         for shard in 0..SHARD_COUNT {
             let Some(now_ms) = now_ms else { break };
             match store
