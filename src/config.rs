@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::events::Retention;
+use crate::store::durability::Durability;
 use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
 use crate::store::sentinel_conn::{SentinelTarget, SENTINEL_SCHEME};
 
@@ -160,6 +161,16 @@ pub struct Config {
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// `wait-replicas=N[,timeout-ms=T]`: a write answers only once N replicas have it (one
+    /// `WAIT` in the same round trip as the script); fewer make the call UNAVAILABLE. T
+    /// defaults to half of --redis-timeout-ms. Not with a Redis Cluster.
+    #[arg(
+        long,
+        env = "QUOTA_DURABILITY",
+        value_name = "wait-replicas=N[,timeout-ms=T]"
+    )]
+    pub durability: Option<String>,
+
     /// Whose clock the ledger runs on: `store` (Redis `TIME`, the same for every sidecar of a
     /// fleet) or `local` (this machine's).
     #[arg(long, env = "QUOTA_CLOCK", value_enum, default_value_t = ClockSource::Store)]
@@ -233,6 +244,30 @@ impl Config {
     /// Deadline of every Redis call.
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// `--durability`, parsed and checked against the store and the Redis timeout.
+    pub fn durability(&self) -> Result<Option<Durability>, String> {
+        let Some(text) = &self.durability else {
+            return Ok(None);
+        };
+        let d = Durability::parse(text, self.redis_timeout_ms / 2)
+            .map_err(|e| format!("--durability {text}: {e}"))?;
+        if d.timeout_ms >= self.redis_timeout_ms {
+            return Err(format!(
+                "--durability {text}: timeout-ms must be below --redis-timeout-ms ({}), or every \
+                 wait would outlast the call",
+                self.redis_timeout_ms
+            ));
+        }
+        if self.store == "memory" || self.store.starts_with(CLUSTER_SCHEME) {
+            return Err(format!(
+                "--durability needs a single Redis or Sentinel store (WAIT cannot follow a \
+                 script to its Cluster node), not `{}`",
+                redacted_url(&self.store)
+            ));
+        }
+        Ok(Some(d))
     }
 
     /// Interval of the expiry sweeper.

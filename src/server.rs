@@ -584,9 +584,12 @@ pub async fn open_store(
                 let message = e.to_string().replace(&url, &redacted_url(&url));
                 ServerError::Store(message)
             })?;
+            let durability = config.durability().map_err(ServerError::Store)?;
+            let store = store.with_durability(durability);
             tracing::info!(
                 redis = %redacted_url(&url),
                 timeout_ms = config.redis_timeout_ms,
+                durability = durability.map(|d| d.to_string()).unwrap_or_else(|| "primary".into()),
                 "store is Redis"
             );
             let probe = RedisWriteProbe::new(store.connection(), config.redis_timeout());
@@ -629,6 +632,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(ServerError::Signal)?;
     // Checked before binding so that a bad flag fails fast.
     config.store_spec().map_err(ServerError::Store)?;
+    config.durability().map_err(ServerError::Store)?;
     if let Some(path) = &config.redis_ca {
         if !config.store.starts_with(TLS_SCHEME) {
             return Err(ServerError::Tls(TlsError {

@@ -6,6 +6,7 @@
 //!
 //! Every operation takes `now_ms` from the service's clock; nothing in a store reads the time.
 
+pub mod durability;
 pub mod health_probe;
 pub mod instrumented;
 pub mod keys;

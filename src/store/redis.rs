@@ -12,6 +12,7 @@ use std::time::Duration;
 use ::redis::{Script, ScriptInvocation};
 use async_trait::async_trait;
 
+use super::durability::Durability;
 use super::keys::AccountKeys;
 use super::redis_conn::RedisConn;
 use super::redis_reply::{anomaly, parse_state, ScriptReply};
@@ -96,6 +97,8 @@ pub struct RedisStore {
     /// The catalog in force; each call reads it once (see [`RedisStore::run_on`]).
     catalog: SharedCatalog,
     timeout: Duration,
+    /// `WAIT` for replicas after every write script, when asked for.
+    durability: Option<Durability>,
     /// Consumer groups this process has created on every shard's stream.
     pub(crate) known_groups: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -131,6 +134,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             catalog: catalog.into(),
             timeout,
+            durability: None,
             known_groups: Default::default(),
         };
         // Best effort: a Redis that is down now gets the scripts on the first NOSCRIPT.
@@ -218,9 +222,65 @@ impl RedisStore {
             .arg(window[3])
             .arg(RETENTION_MS);
         args(&mut invocation);
-        let mut conn = self.conn.clone();
-        let json: String = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let read_only = [
+            &self.scripts.balance,
+            &self.scripts.account,
+            &self.scripts.quote,
+        ]
+        .iter()
+        .any(|s| std::ptr::eq(*s, script));
+        let json = match self.durability {
+            Some(durability) if !read_only => self.invoke_durably(&invocation, durability).await?,
+            _ => {
+                let mut conn = self.conn.clone();
+                self.bounded(invocation.invoke_async(&mut conn)).await?
+            }
+        };
         ScriptReply::parse(&json)
+    }
+
+    /// Every write answers only once `durability.replicas` replicas have it: the script and
+    /// `WAIT` in one pipeline (one round trip). A pipeline does not reload scripts on
+    /// `NOSCRIPT` by itself, so that is done here, once.
+    async fn invoke_durably(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        durability: Durability,
+    ) -> StoreResult<String> {
+        let mut reloaded = false;
+        loop {
+            let mut pipe = ::redis::pipe();
+            pipe.invoke_script(invocation)
+                .cmd("WAIT")
+                .arg(durability.replicas)
+                .arg(durability.timeout_ms);
+            let mut conn = self.conn.clone();
+            match self
+                .bounded(pipe.query_async::<(String, i64)>(&mut conn))
+                .await
+            {
+                Err(StoreError::Internal(message)) if !reloaded && message.contains("NOSCRIPT") => {
+                    self.load_scripts().await?;
+                    reloaded = true;
+                }
+                Err(e) => return Err(e),
+                Ok((json, acked)) if acked >= i64::from(durability.replicas) => return Ok(json),
+                Ok((_, acked)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "written on the primary, not yet on {} replicas ({acked} acknowledged \
+                         within {} ms); retry",
+                        durability.replicas, durability.timeout_ms
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Makes every write wait for `durability` (see [`Durability`]). Not for a Redis Cluster,
+    /// where `WAIT` would not follow the script to its node.
+    pub fn with_durability(mut self, durability: Option<Durability>) -> RedisStore {
+        self.durability = durability;
+        self
     }
 
     fn not_found(account_id: &str, generation_id: &str) -> StoreError {
