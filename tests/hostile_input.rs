@@ -745,10 +745,15 @@ fn check_batch_items(
     Ok(())
 }
 
-/// Every key is `q:{s<shard>}:<kind>:<account>[/<id>]` (or a shard's `expiry` / `events`),
-/// with valid ids, no other brace, and the shard of the account it belongs to.
+/// Every key is `q:{s<shard>}:<kind>:<account>[/<id>]` (or a shard's `expiry` / `events` /
+/// `events:losses`, or the fleet's sweep lease and health probe), with valid ids, no other
+/// brace, and the shard of the account it belongs to.
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
+        // The fleet's own keys: the sweep lease and the health probe.
+        if key == &quota_sidecar::store::keys::sweep_lease() || key == "q:{health}:probe" {
+            continue;
+        }
         let rest = key
             .strip_prefix("q:{s")
             .unwrap_or_else(|| panic!("{key:?}: not a quota key"));
@@ -758,7 +763,7 @@ fn check_keys(keys: &BTreeSet<String>) {
         let shard: u32 = shard.parse().unwrap_or_else(|_| panic!("{key:?}: shard"));
         assert!(shard < SHARD_COUNT, "{key:?}");
         assert!(!rest.contains(['{', '}']), "{key:?}: a second brace");
-        if rest == "expiry" || rest == "events" {
+        if rest == "expiry" || rest == "events" || rest == "events:losses" {
             continue;
         }
         let (kind, body) = rest
