@@ -751,7 +751,9 @@ fn check_batch_items(
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
         // The fleet's own keys: the sweep lease and the health probe.
-        if key == &quota_sidecar::store::keys::sweep_lease() || key == "q:{health}:probe" {
+        if key == &quota_sidecar::store::keys::sweep_lease()
+            || key == quota_sidecar::store::keys::HEALTH_PROBE
+        {
             continue;
         }
         let rest = key

@@ -26,7 +26,7 @@ fn stream_key(shard: u32) -> String {
 /// Per shard, a hash: group → what the retention cap dropped before it read it
 /// (`<first id> <last id> <count>`), until the group is told.
 fn losses_key(shard: u32) -> String {
-    format!("{}events:losses", shard_prefix(shard))
+    crate::store::keys::shard_event_losses(&shard_prefix(shard))
 }
 
 fn is_nogroup(e: &StoreError) -> bool {

@@ -19,7 +19,7 @@ use super::{Store, StoreError, StoreResult};
 
 /// The probe's key: a hash tag of its own, so that it never shares a slot's lock or memory
 /// accounting with an account, and no account key can be named like it.
-pub const PROBE_KEY: &str = "q:{health}:probe";
+pub const PROBE_KEY: &str = super::keys::HEALTH_PROBE;
 /// How long the probe key lives: a few probe intervals, so it never accumulates.
 pub const PROBE_KEY_TTL_MS: u64 = 10_000;
 
