@@ -1052,6 +1052,74 @@ async fn event_groups_through_quotactl_on_redis() {
     event_groups_through_quotactl(&redis.url()).await;
 }
 
+/// The value of the `name{group="<group>"}` sample on a metrics page, if there is one.
+fn group_sample(page: &str, name: &str, group: &str) -> Option<f64> {
+    let prefix = format!("{name}{{group=\"{group}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+/// A group whose reader went away shows its lag and oldest unacked age on the `/metrics` of
+/// any sidecar of the store, not only the one it read through.
+#[tokio::test]
+async fn group_lag_is_on_every_sidecar_s_metrics() {
+    let redis = RedisServer::start();
+    let first = Ctl::start(&redis.url()).await;
+    let a = "acct-lag";
+    for i in 0..3 {
+        first
+            .run(&[
+                "grant",
+                a,
+                &format!("pack-{i}"),
+                "10",
+                "--source",
+                "purchased",
+            ])
+            .ok();
+    }
+    // Handed all three, acks two, goes away; two more events arrive for nobody.
+    first
+        .run(&[
+            "events", "tail", "--group", "billing", "--max", "2", "--ack",
+        ])
+        .ok();
+    for i in 3..5 {
+        first
+            .run(&[
+                "grant",
+                a,
+                &format!("pack-{i}"),
+                "10",
+                "--source",
+                "purchased",
+            ])
+            .ok();
+    }
+    // A second sidecar samples at start.
+    let second = Ctl::start(&redis.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let (_, page) = harness::http::http_get(second.sidecar.metrics(), "/metrics").await;
+        if page.contains("quota_events_group_lag{") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no lag sample: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        group_sample(&page, "quota_events_group_lag", "billing"),
+        Some(2.0),
+        "{page}"
+    );
+    let age = group_sample(
+        &page,
+        "quota_events_group_oldest_unacked_seconds",
+        "billing",
+    );
+    assert!(age.is_some_and(|age| (0.0..60.0).contains(&age)), "{page}");
+}
+
 #[tokio::test]
 async fn quotactl_on_redis_and_through_an_outage() {
     let mut redis = RedisServer::start();
