@@ -556,6 +556,9 @@ mod cases {
     }
 
     pub async fn a_deleted_group_is_gone_everywhere_and_no_longer_holds_back_trimming(s: Subject) {
+        // Nothing yet, not even a stream: nothing to delete, and no error.
+        assert!(!s.log.delete_group("stale").await.unwrap());
+        assert!(s.log.groups(NOW_MS).await.unwrap().is_empty());
         events_on_two_shards(&s).await;
         let read = s
             .log

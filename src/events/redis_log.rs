@@ -496,8 +496,10 @@ impl EventLog for RedisStore {
             destroy.arg("DESTROY").arg(stream_key(shard)).arg(group);
             match self.query::<u64>(&destroy).await {
                 Ok(n) => existed |= n > 0,
-                // No stream on this shard yet: no group either.
-                Err(StoreError::Internal(m)) if m.contains("no such key") => {}
+                // No stream on this shard yet: no group either (Redis 7 says the key must
+                // exist; older versions "no such key").
+                Err(StoreError::Internal(m))
+                    if m.contains("no such key") || m.contains("requires the key to exist") => {}
                 Err(e) => return Err(e),
             }
             let mut del = ::redis::cmd("HDEL");
