@@ -292,6 +292,7 @@ impl Server {
         let pending = tokio::spawn(run_pending_gauge(
             parts.events.clone(),
             groups,
+            parts.clock.clone(),
             PENDING_SAMPLE_INTERVAL,
             stop_rx.clone(),
         ));

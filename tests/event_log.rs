@@ -498,6 +498,88 @@ mod cases {
         assert!(!s.log.delete_group(group).await.unwrap());
         assert_eq!(s.log.pending(group).await.unwrap(), 0);
     }
+
+    /// Thirteen events over two shards: twelve on `lag-a`, one on an account of another shard.
+    async fn events_on_two_shards(s: &Subject) {
+        twelve_events(s, "lag-a").await;
+        let other = (0..)
+            .map(|i| format!("lag-b{i}"))
+            .find(|b| shard_of(b) != shard_of("lag-a"))
+            .unwrap();
+        fund(s, &other).await;
+    }
+
+    pub async fn groups_report_pending_oldest_unacked_and_lag(s: Subject) {
+        events_on_two_shards(&s).await;
+        let billing = s
+            .log
+            .read("billing", "c", 5, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(billing.len(), 5);
+        let acks: Vec<String> = billing[..2].iter().map(|e| e.ack_id.clone()).collect();
+        assert_eq!(s.log.ack("billing", &acks).await.unwrap(), 2);
+        let all = s
+            .log
+            .read("analytics", "c", 100, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 13);
+        let acks: Vec<String> = all.iter().map(|e| e.ack_id.clone()).collect();
+        s.log.ack("analytics", &acks).await.unwrap();
+
+        let groups = s.log.groups(NOW_MS + 5_000).await.unwrap();
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["analytics", "billing"]);
+        let (analytics, billing_info) = (&groups[0], &groups[1]);
+        assert_eq!(
+            (
+                analytics.pending,
+                analytics.lag,
+                &analytics.oldest_unacked_ack_id
+            ),
+            (0, 0, &None)
+        );
+        assert_eq!(analytics.oldest_unacked_age_ms, 0);
+        assert_eq!((billing_info.pending, billing_info.lag), (3, 8));
+        assert_eq!(
+            billing_info.oldest_unacked_ack_id.as_deref(),
+            Some(billing[2].ack_id.as_str())
+        );
+        // The memory log measures age with the time passed in; Redis with its own clock,
+        // which stamped the ids a moment ago.
+        let age = billing_info.oldest_unacked_age_ms;
+        assert!(
+            age == 5_000 || (age < 60_000 && s._redis.is_some()),
+            "{age}"
+        );
+    }
+
+    pub async fn a_deleted_group_is_gone_everywhere_and_no_longer_holds_back_trimming(s: Subject) {
+        // Nothing yet, not even a stream: nothing to delete, and no error.
+        assert!(!s.log.delete_group("stale").await.unwrap());
+        assert!(s.log.groups(NOW_MS).await.unwrap().is_empty());
+        events_on_two_shards(&s).await;
+        let read = s
+            .log
+            .read("stale", "c", 3, false, 60_000, NOW_MS)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 3);
+        let far_future = NOW_MS + 365 * 86_400_000 * 10;
+        // The stale group needs everything from its first unacked event on.
+        assert_eq!(
+            s.log.trim(Retention::by_age(0), far_future).await.unwrap(),
+            0
+        );
+        assert!(s.log.delete_group("stale").await.unwrap());
+        assert!(s.log.groups(NOW_MS).await.unwrap().is_empty());
+        assert_eq!(
+            s.log.trim(Retention::by_age(0), far_future).await.unwrap(),
+            13
+        );
+        assert!(!s.log.delete_group("stale").await.unwrap());
+    }
 }
 
 macro_rules! both {
@@ -521,6 +603,8 @@ both!(
     trimming_by_size_keeps_the_newest_acked,
     the_hard_cap_drops_unacked_events_and_tells_each_group_once,
     ephemeral_groups_never_hold_back_trimming_and_are_deleted,
+    groups_report_pending_oldest_unacked_and_lag,
+    a_deleted_group_is_gone_everywhere_and_no_longer_holds_back_trimming,
 );
 
 /// The hard cap's default is sized from what an event costs Redis: `used_memory` before and

@@ -859,6 +859,93 @@ mod cases {
             }
         }
     }
+
+    /// ListGroups and DeleteGroup over gRPC: counts summed over the shards, the token checked,
+    /// the group name validated.
+    pub async fn groups_are_listed_and_deleted(backend: Backend) {
+        let backing = Backing::new(backend).await;
+        let clock = ManualClock::new(T0);
+        let server = backing.serve(&clock, 1_000).await;
+        let names = accounts("grp", 6);
+        grant_to(&server, &names).await;
+        let mut billing = server.subscribe("billing", "b1").await;
+        let got = billing.take(6).await;
+        assert_eq!(billing.ack(&got[..2]).await, 2);
+        // A group that read one event and went away.
+        let idle = backing
+            .events
+            .read("idle", "i1", 1, false, 60_000, T0)
+            .await
+            .unwrap();
+        assert_eq!(idle.len(), 1);
+        clock.advance_ms(7_000);
+
+        let mut client = server.events();
+        let status = client
+            .list_groups(pb::ListGroupsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        let status = client
+            .delete_group(pb::DeleteGroupRequest {
+                group: "idle".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+        let list = client
+            .list_groups(authed(pb::ListGroupsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .groups;
+        let names: Vec<&str> = list.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["billing", "idle"]);
+        assert_eq!((list[0].pending, list[0].lag), (4, 0), "{:?}", list[0]);
+        assert_eq!((list[1].pending, list[1].lag), (1, 5), "{:?}", list[1]);
+        assert_eq!(list[1].oldest_unacked_ack_id, idle[0].ack_id);
+        assert!(got[2..]
+            .iter()
+            .any(|e| e.ack_id == list[0].oldest_unacked_ack_id));
+        // The memory store measures against the sidecar's clock, Redis against its own.
+        let age = list[1].oldest_unacked_age_ms;
+        match backend {
+            Backend::Memory => assert_eq!(age, 7_000),
+            Backend::Redis => assert!(age < 60_000, "{age}"),
+        }
+
+        for group in ["", "bad group", &"g".repeat(129)] {
+            let status = client
+                .delete_group(authed(pb::DeleteGroupRequest {
+                    group: group.into(),
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().starts_with("group: "), "{status:?}");
+        }
+        let delete = |group: &str| {
+            authed(pb::DeleteGroupRequest {
+                group: group.into(),
+            })
+        };
+        let deleted = client.delete_group(delete("idle")).await.unwrap();
+        assert!(deleted.into_inner().deleted);
+        let again = client.delete_group(delete("idle")).await.unwrap();
+        assert!(!again.into_inner().deleted);
+        let list = client
+            .list_groups(authed(pb::ListGroupsRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .groups;
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].name, "billing");
+        drop(billing);
+        server.stop().await;
+        drop(backing);
+    }
 }
 
 macro_rules! on_both_stores {
@@ -891,6 +978,7 @@ on_both_stores!(
     edge_checks_token_and_input,
     shutdown_ends_open_streams,
     lost_events_are_data_loss_once_and_ephemeral_groups_vanish,
+    groups_are_listed_and_deleted,
 );
 
 /// Two sidecars sweeping one Redis: every hold expires once.

@@ -124,6 +124,8 @@ impl Running {
             Req::Refund(m) => self.admin.refund(authed(m)).await.map(drop),
             Req::Subscribe(m) => self.events.subscribe(authed(m)).await.map(drop),
             Req::Ack(m) => self.events.ack(authed(m)).await.map(drop),
+            Req::ListGroups(m) => self.events.list_groups(authed(m)).await.map(drop),
+            Req::DeleteGroup(m) => self.events.delete_group(authed(m)).await.map(drop),
         }
     }
 }
@@ -195,9 +197,11 @@ enum Req {
     ReserveBatch(pb::ReserveBatchRequest),
     GetCatalog(pb::GetCatalogRequest),
     Refund(pb::RefundRequest),
+    ListGroups(pb::ListGroupsRequest),
+    DeleteGroup(pb::DeleteGroupRequest),
 }
 
-const RPCS: usize = 15;
+const RPCS: usize = 17;
 
 impl Req {
     /// `bytes` decoded as the request of RPC number `rpc`; `None` when they do not decode.
@@ -217,7 +221,9 @@ impl Req {
             11 => Req::Quote(Message::decode(bytes).ok()?),
             12 => Req::ReserveBatch(Message::decode(bytes).ok()?),
             13 => Req::GetCatalog(Message::decode(bytes).ok()?),
-            _ => Req::Refund(Message::decode(bytes).ok()?),
+            14 => Req::Refund(Message::decode(bytes).ok()?),
+            15 => Req::ListGroups(Message::decode(bytes).ok()?),
+            _ => Req::DeleteGroup(Message::decode(bytes).ok()?),
         })
     }
 
@@ -239,6 +245,8 @@ impl Req {
             Req::ReserveBatch(_) => 12,
             Req::GetCatalog(_) => 13,
             Req::Refund(_) => 14,
+            Req::ListGroups(_) => 15,
+            Req::DeleteGroup(_) => 16,
         }
     }
 
@@ -259,6 +267,8 @@ impl Req {
             Req::ReserveBatch(m) => m.encode_to_vec(),
             Req::GetCatalog(m) => m.encode_to_vec(),
             Req::Refund(m) => m.encode_to_vec(),
+            Req::ListGroups(m) => m.encode_to_vec(),
+            Req::DeleteGroup(m) => m.encode_to_vec(),
         }
     }
 
@@ -304,6 +314,8 @@ impl Req {
                 ("generation_id", &m.generation_id),
                 ("refund_id", &m.refund_id),
             ],
+            Req::ListGroups(_) => vec![],
+            Req::DeleteGroup(m) => vec![("group", &m.group)],
         }
     }
 }
@@ -586,6 +598,8 @@ fn hostile_request() -> impl Strategy<Value = Req> {
         })),
         (id(), prop::collection::vec(ack_id, 0..4))
             .prop_map(|(group, ack_ids)| Req::Ack(pb::AckRequest { group, ack_ids })),
+        Just(Req::ListGroups(pb::ListGroupsRequest {})),
+        id().prop_map(|group| Req::DeleteGroup(pb::DeleteGroupRequest { group })),
         (id(), mostly(1..=4i32, hostile_enum()), model(), quantity()).prop_map(
             |(account_id, kind, model, quantity)| Req::Quote(pb::QuoteRequest {
                 account_id,
@@ -994,6 +1008,10 @@ fn targeted() -> Vec<(Req, &'static str)> {
                 ack_ids: vec![bad.clone()],
             }),
             "ack_ids",
+        ));
+        cases.push((
+            Req::DeleteGroup(pb::DeleteGroupRequest { group: bad.clone() }),
+            "group",
         ));
         let mut q = quote();
         q.account_id = bad.clone();

@@ -801,6 +801,29 @@ async fn admin_calls(ch: Channel, token: Option<&str>) -> Vec<(&'static str, Cod
                     .map(drop),
             ),
         ),
+        (
+            "ListGroups",
+            code(
+                events
+                    .list_groups(with_token(pb::ListGroupsRequest {}, token))
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "DeleteGroup",
+            code(
+                events
+                    .delete_group(with_token(
+                        pb::DeleteGroupRequest {
+                            group: "nobody".into(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(drop),
+            ),
+        ),
     ]
 }
 
@@ -953,6 +976,148 @@ async fn admin_api_needs_the_token_and_stays_off_the_worker_listener() {
         assert_eq!(*code, Code::Ok, "{rpc}");
     }
     assert_ne!(calls[4].1, Code::Unauthenticated, "Ack with the token");
+    for (rpc, code) in &calls[5..] {
+        assert_eq!(*code, Code::Ok, "{rpc}");
+    }
+}
+
+/// `events groups`, `events groups delete` and an ephemeral `events tail`, on `store`.
+async fn event_groups_through_quotactl(store: &str) {
+    let ctl = Ctl::start(store).await;
+    let a = "acct-groups";
+    for i in 0..3 {
+        ctl.run(&[
+            "grant",
+            a,
+            &format!("pack-{i}"),
+            "10",
+            "--source",
+            "purchased",
+        ])
+        .ok();
+    }
+    // A durable group: the sidecar hands it all three, quotactl prints and acks two.
+    let tail = ctl.run(&[
+        "events", "tail", "--group", "billing", "--max", "2", "--ack",
+    ]);
+    assert_eq!(tail.ok().lines().count(), 3, "a header and two events");
+
+    // Ephemeral without --group: every event, and its group is gone once the stream ends.
+    let tail = ctl.run(&["events", "tail", "--max", "3", "--json"]).ok();
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let groups = loop {
+        let groups = ctl.run(&["events", "groups", "--json"]).json();
+        if groups.as_array().unwrap().len() == 1 {
+            break groups;
+        }
+        assert!(Instant::now() < deadline, "ephemeral group left: {groups}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let billing = &groups[0];
+    assert_eq!(billing["name"], "billing");
+    assert_eq!(
+        (&billing["pending"], &billing["lag"]),
+        (&1.into(), &0.into())
+    );
+    assert!(billing["oldest_unacked_ack_id"].is_string(), "{billing}");
+    assert!(billing["oldest_unacked_age_ms"].as_u64().unwrap() < 60_000);
+    let table = ctl.run(&["events", "groups"]).ok();
+    let cells = row(&table, "billing");
+    assert_eq!((cells[1], cells[3]), ("1", "0"), "{table}");
+    assert!(cells[2].ends_with('s'), "an age: {table}");
+
+    // --ack means a durable group's acks: without --group it is refused.
+    let refused = ctl.run(&["events", "tail", "--ack"]);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("--group"), "{refused:?}");
+
+    let deleted = ctl.run(&["events", "groups", "delete", "billing"]).ok();
+    assert!(deleted.contains("billing"), "{deleted}");
+    assert_eq!(ctl.run(&["events", "groups"]).ok(), "(none)\n");
+    let line = ctl
+        .run(&["events", "groups", "delete", "billing"])
+        .failure();
+    assert!(line.contains("no consumer group `billing`"), "{line}");
+}
+
+#[tokio::test]
+async fn event_groups_through_quotactl_on_memory() {
+    event_groups_through_quotactl("memory").await;
+}
+
+#[tokio::test]
+async fn event_groups_through_quotactl_on_redis() {
+    let redis = RedisServer::start();
+    event_groups_through_quotactl(&redis.url()).await;
+}
+
+/// The value of the `name{group="<group>"}` sample on a metrics page, if there is one.
+fn group_sample(page: &str, name: &str, group: &str) -> Option<f64> {
+    let prefix = format!("{name}{{group=\"{group}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+/// A group whose reader went away shows its lag and oldest unacked age on the `/metrics` of
+/// any sidecar of the store, not only the one it read through.
+#[tokio::test]
+async fn group_lag_is_on_every_sidecar_s_metrics() {
+    let redis = RedisServer::start();
+    let first = Ctl::start(&redis.url()).await;
+    let a = "acct-lag";
+    for i in 0..3 {
+        first
+            .run(&[
+                "grant",
+                a,
+                &format!("pack-{i}"),
+                "10",
+                "--source",
+                "purchased",
+            ])
+            .ok();
+    }
+    // Handed all three, acks two, goes away; two more events arrive for nobody.
+    first
+        .run(&[
+            "events", "tail", "--group", "billing", "--max", "2", "--ack",
+        ])
+        .ok();
+    for i in 3..5 {
+        first
+            .run(&[
+                "grant",
+                a,
+                &format!("pack-{i}"),
+                "10",
+                "--source",
+                "purchased",
+            ])
+            .ok();
+    }
+    // A second sidecar samples at start.
+    let second = Ctl::start(&redis.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let (_, page) = harness::http::http_get(second.sidecar.metrics(), "/metrics").await;
+        if page.contains("quota_events_group_lag{") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no lag sample: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        group_sample(&page, "quota_events_group_lag", "billing"),
+        Some(2.0),
+        "{page}"
+    );
+    let age = group_sample(
+        &page,
+        "quota_events_group_oldest_unacked_seconds",
+        "billing",
+    );
+    assert!(age.is_some_and(|age| (0.0..60.0).contains(&age)), "{page}");
 }
 
 #[tokio::test]

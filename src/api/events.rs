@@ -161,6 +161,39 @@ impl pb::usage_events_server::UsageEvents for EventsService {
         tracing::debug!(acked, "acked");
         Ok(Response::new(pb::AckResponse { acked }))
     }
+
+    #[tracing::instrument(name = "ListGroups", skip_all)]
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let groups = self.log.groups(self.clock.now_ms()).await?;
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups
+                .into_iter()
+                .map(|g| pb::ConsumerGroup {
+                    name: g.name,
+                    pending: g.pending,
+                    oldest_unacked_ack_id: g.oldest_unacked_ack_id.unwrap_or_default(),
+                    oldest_unacked_age_ms: g.oldest_unacked_age_ms,
+                    lag: g.lag,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "DeleteGroup", skip_all, fields(group = Empty))]
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let req = request.into_inner();
+        validate::id("group", &req.group)?;
+        tracing::Span::current().record("group", req.group.as_str());
+        let deleted = self.log.delete_group(&req.group).await?;
+        tracing::info!(deleted, "group deleted");
+        Ok(Response::new(pb::DeleteGroupResponse { deleted }))
+    }
 }
 
 /// A fresh ephemeral group name: [`EPHEMERAL_PREFIX`] and 64 random bits.

@@ -179,21 +179,41 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EventsCommand {
-    /// Stream a consumer group's usage events as they happen, one line each (Ctrl-C stops).
+    /// Stream usage events as they happen, one line each (Ctrl-C stops). Without `--group`
+    /// the stream reads through a group of its own that holds nothing back and is removed
+    /// when it ends.
     Tail {
-        /// Consumer group; a new group starts at the oldest retained event.
+        /// Durable consumer group to read as; a new group starts at the oldest retained event
+        /// and stays until `events groups delete`.
         #[arg(long)]
-        group: String,
+        group: Option<String>,
         /// Consumer name within the group (default: quotactl-<pid>). Events left unacked
         /// go to another consumer of the group when this one stops.
         #[arg(long)]
         consumer: Option<String>,
-        /// Acknowledge each event once printed, so that the group does not see it again.
-        #[arg(long)]
+        /// Acknowledge each event once printed, so that the group does not see it again
+        /// (with `--group`: without it, nothing is kept for later anyway).
+        #[arg(long, requires = "group")]
         ack: bool,
         /// Stop after this many events.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max: Option<u64>,
+    },
+    /// Consumer groups with their backlog: unacked events, the oldest one's age, and
+    /// retained events not yet delivered (lag).
+    Groups {
+        #[command(subcommand)]
+        command: Option<GroupsCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsCommand {
+    /// Remove a consumer group from every shard: its position and its unacked events. A
+    /// group nobody reads any more holds back trimming until the retention cap.
+    Delete {
+        /// The group's name, as `events groups` lists it.
+        name: String,
     },
 }
 
@@ -549,6 +569,30 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
             Output::Catalog(catalog)
         }
         Command::Events {
+            command: EventsCommand::Groups { command: None },
+        } => {
+            let mut client = UsageEventsClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::ListGroupsRequest {})?;
+            let groups = client.list_groups(request).await.map_err(admin)?;
+            Output::Groups(groups.into_inner().groups)
+        }
+        Command::Events {
+            command:
+                EventsCommand::Groups {
+                    command: Some(GroupsCommand::Delete { name }),
+                },
+        } => {
+            let mut client = UsageEventsClient::new(channel(&cli.admin_target).await?);
+            let request = admin_request(pb::DeleteGroupRequest {
+                group: name.clone(),
+            })?;
+            let deleted = client.delete_group(request).await.map_err(admin)?;
+            if !deleted.into_inner().deleted {
+                return Err(Failure(format!("no consumer group `{name}`")));
+            }
+            Output::GroupDeleted(name)
+        }
+        Command::Events {
             command:
                 EventsCommand::Tail {
                     group,
@@ -573,7 +617,8 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
 
 /// `events tail`: prints a group's events as they arrive.
 struct Tail {
-    group: String,
+    /// `None`: an ephemeral subscription.
+    group: Option<String>,
     consumer: String,
     ack: bool,
     max: Option<u64>,
@@ -587,9 +632,9 @@ impl Tail {
         let failed = |status| Failure::from_status(status, target);
         let mut client = UsageEventsClient::new(connect(target, None).await?);
         let request = admin_request(pb::SubscribeRequest {
-            group: self.group.clone(),
+            group: self.group.clone().unwrap_or_default(),
             consumer: self.consumer.clone(),
-            ephemeral: false,
+            ephemeral: self.group.is_none(),
         })?;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -620,9 +665,10 @@ impl Tail {
                 break;
             }
             printed += 1;
-            if self.ack {
+            // An ephemeral stream's events are acked by the sidecar as it sends them.
+            if let (true, Some(group)) = (self.ack, &self.group) {
                 let mut request = admin_request(pb::AckRequest {
-                    group: self.group.clone(),
+                    group: group.clone(),
                     ack_ids: vec![event.ack_id],
                 })?;
                 request.set_timeout(CALL_TIMEOUT);
@@ -656,6 +702,8 @@ enum Output {
     Settled(pb::SettleResponse),
     Released(pb::ReleaseResponse),
     Catalog(pb::Catalog),
+    Groups(Vec<pb::ConsumerGroup>),
+    GroupDeleted(String),
     /// Already printed while running (`events tail`).
     Nothing,
 }
@@ -727,6 +775,18 @@ impl Output {
                 "balance": r.balance.as_ref().map(balance_json),
             }),
             Output::Catalog(c) => catalog_json(c),
+            Output::Groups(groups) => json!(groups
+                .iter()
+                .map(|g| json!({
+                    "name": g.name,
+                    "pending": g.pending,
+                    "oldest_unacked_ack_id": (!g.oldest_unacked_ack_id.is_empty())
+                        .then_some(&g.oldest_unacked_ack_id),
+                    "oldest_unacked_age_ms": g.oldest_unacked_age_ms,
+                    "lag": g.lag,
+                }))
+                .collect::<Vec<_>>()),
+            Output::GroupDeleted(name) => json!({ "deleted": name }),
             Output::Nothing => Value::Null,
         }
     }
@@ -875,9 +935,40 @@ impl Output {
                 out += &r.balance.as_ref().map(balance_text).unwrap_or_default();
             }
             Output::Catalog(c) => out += &catalog_text(c),
+            Output::Groups(groups) => {
+                out += &table(
+                    &["GROUP", "PENDING", "OLDEST UNACKED", "LAG"],
+                    groups.iter().map(|g| {
+                        let oldest = if g.oldest_unacked_ack_id.is_empty() {
+                            "-".to_string()
+                        } else {
+                            age_text(g.oldest_unacked_age_ms)
+                        };
+                        vec![
+                            g.name.clone(),
+                            g.pending.to_string(),
+                            oldest,
+                            g.lag.to_string(),
+                        ]
+                    }),
+                )
+            }
+            Output::GroupDeleted(name) => out += &format!("deleted consumer group `{name}`\n"),
             Output::Nothing => {}
         }
         out
+    }
+}
+
+/// An age as `3d4h`, `2h5m`, `4m7s` or `12s`: the two largest units.
+fn age_text(ms: u64) -> String {
+    let s = ms / 1_000;
+    let (d, h, m, s) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
     }
 }
 

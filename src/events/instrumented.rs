@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tracing::field::Empty;
 
-use super::{CapTrim, EventLog, Loss, Retention, UsageEvent};
+use super::{CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
 use crate::store::instrumented::{observe, store_span};
 use crate::store::StoreResult;
 
@@ -124,6 +124,11 @@ impl EventLog for InstrumentedEventLog {
             call,
         )
         .await
+    }
+
+    async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {
+        let call = self.inner.groups(now_ms);
+        observe("events_groups", store_span!("events_groups"), call).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use async_trait::async_trait;
 
-use super::{is_ephemeral, AckId, CapTrim, EventLog, Loss, Retention, UsageEvent};
+use super::{is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
 use crate::store::keys::SHARD_COUNT;
 use crate::store::memory::MemoryStore;
 use crate::store::StoreResult;
@@ -245,6 +245,35 @@ impl MemoryLog {
     }
 }
 
+impl MemoryLog {
+    fn groups(&self, now_ms: i64) -> Vec<GroupInfo> {
+        let mut out: Vec<GroupInfo> = self
+            .groups
+            .iter()
+            .map(|(name, g)| {
+                let mut info = GroupInfo {
+                    name: name.clone(),
+                    pending: g.pending.len() as u64,
+                    ..GroupInfo::default()
+                };
+                for (shard, log) in self.shards.iter().enumerate() {
+                    info.lag += (log.last() + 1).saturating_sub(g.next[shard]);
+                    let oldest = g
+                        .pending
+                        .range((shard as u32, 0)..(shard as u32 + 1, 0))
+                        .find_map(|((_, n), _)| log.get(*n));
+                    if let Some(e) = oldest {
+                        info.note_unacked(e.ack_id.clone(), e.time_ms, now_ms);
+                    }
+                }
+                info
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
 /// Adds `loss` to a group's record, one range per shard.
 fn record_loss(record: &mut Vec<Loss>, loss: Loss) {
     match record.iter_mut().find(|l| l.shard == loss.shard) {
@@ -303,5 +332,9 @@ impl EventLog for MemoryStore {
             log.losses.remove(group);
             log.groups.remove(group).is_some()
         }))
+    }
+
+    async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {
+        Ok(self.with_log(|log| log.groups(now_ms)))
     }
 }

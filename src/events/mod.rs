@@ -52,6 +52,35 @@ pub trait EventLog: Send + Sync + 'static {
     /// Removes `group` from every shard (its position, its pending events, its losses);
     /// whether it existed.
     async fn delete_group(&self, group: &str) -> StoreResult<bool>;
+    /// Every consumer group (ephemeral ones included), summed over the shards, in name order.
+    /// `now_ms` is the store's time, against which the oldest unacked event's age is measured.
+    async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>>;
+}
+
+/// One consumer group as [`EventLog::groups`] reports it, summed over the shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: String,
+    /// Events delivered to the group and not acked yet.
+    pub pending: u64,
+    /// Ack id of the oldest unacked event, if any.
+    pub oldest_unacked_ack_id: Option<String>,
+    /// How long ago the oldest unacked event was written (0 when there is none).
+    pub oldest_unacked_age_ms: u64,
+    /// Retained events not yet delivered to the group.
+    pub lag: u64,
+}
+
+impl GroupInfo {
+    /// Adds one shard's oldest unacked event (written at `written_ms`) to the summary: the
+    /// older of the two is kept.
+    pub fn note_unacked(&mut self, ack_id: String, written_ms: i64, now_ms: i64) {
+        let age = now_ms.saturating_sub(written_ms).max(0) as u64;
+        if self.oldest_unacked_ack_id.is_none() || age > self.oldest_unacked_age_ms {
+            self.oldest_unacked_ack_id = Some(ack_id);
+            self.oldest_unacked_age_ms = age;
+        }
+    }
 }
 
 /// Names of ephemeral groups (`SubscribeRequest.ephemeral`) start with this: such a group

@@ -1,27 +1,34 @@
-//! The `quota_events_pending{group}` gauge: each consumer group's unacked events, sampled from
-//! the log for the groups that read through this process.
+//! The consumer-group gauges: `quota_events_pending{group}` (unacked events) for the groups
+//! that read through this process, and `quota_events_group_lag{group}` and
+//! `quota_events_group_oldest_unacked_seconds{group}` for every durable group in the store,
+//! so that a group whose reader is gone (and that holds back trimming) shows on any sidecar.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::instrumented::SubscribedGroups;
-use super::EventLog;
-use crate::telemetry::metrics::EVENTS_PENDING;
+use super::instrumented::{SubscribedGroups, MAX_SAMPLED_GROUPS};
+use super::{is_ephemeral, EventLog};
+use crate::clock::Clock;
+use crate::telemetry::metrics::{EVENTS_GROUP_LAG, EVENTS_GROUP_OLDEST_UNACKED, EVENTS_PENDING};
 
 /// How often the gauge is sampled: a few times per usual Prometheus scrape interval, at one
 /// small store call per group.
 pub const PENDING_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Samples the pending count of every group in `groups` each `interval` until `stop` turns
-/// true. A failed sample leaves the group's last value.
+/// Samples the pending count of every group in `groups`, and the lag and oldest unacked age
+/// of the store's durable groups, each `interval` until `stop` turns true. A failed sample
+/// leaves the last values.
 pub async fn run_pending_gauge(
     log: Arc<dyn EventLog>,
     groups: Arc<SubscribedGroups>,
+    clock: Arc<dyn Clock>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut lag_sampled = BTreeSet::new();
     loop {
         for group in groups.list() {
             match log.pending(&group).await {
@@ -31,6 +38,7 @@ pub async fn run_pending_gauge(
                 Err(e) => tracing::debug!(error = %e, group, "cannot sample pending events"),
             }
         }
+        sample_lag(log.as_ref(), clock.now_ms(), &mut lag_sampled).await;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
@@ -41,16 +49,46 @@ pub async fn run_pending_gauge(
     }
 }
 
+/// Sets the lag gauges of the store's durable groups (ephemeral ones have random names and
+/// hold nothing back), at most [`MAX_SAMPLED_GROUPS`] of them in name order. A group sampled
+/// before and gone now is set to 0, so that a deleted group does not keep an alert firing.
+async fn sample_lag(log: &dyn EventLog, now_ms: i64, sampled: &mut BTreeSet<String>) {
+    let all = match log.groups(now_ms).await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot sample consumer group lag");
+            return;
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for g in all
+        .into_iter()
+        .filter(|g| !is_ephemeral(&g.name))
+        .take(MAX_SAMPLED_GROUPS)
+    {
+        metrics::gauge!(EVENTS_GROUP_LAG, "group" => g.name.clone()).set(g.lag as f64);
+        metrics::gauge!(EVENTS_GROUP_OLDEST_UNACKED, "group" => g.name.clone())
+            .set(g.oldest_unacked_age_ms as f64 / 1_000.0);
+        seen.insert(g.name);
+    }
+    for gone in sampled.difference(&seen) {
+        metrics::gauge!(EVENTS_GROUP_LAG, "group" => gone.clone()).set(0.0);
+        metrics::gauge!(EVENTS_GROUP_OLDEST_UNACKED, "group" => gone.clone()).set(0.0);
+    }
+    *sampled = seen;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::events::instrumented::InstrumentedEventLog;
     use crate::ledger::{Catalog, CreditSource};
     use crate::store::memory::MemoryStore;
     use crate::store::{GrantCmd, Store};
 
     #[tokio::test]
-    async fn samples_groups_that_read() {
+    async fn samples_pending_lag_and_oldest_unacked() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let rendered = recorder.handle();
         // Thread-local: the test runtime runs every task on this thread.
@@ -71,17 +109,45 @@ mod tests {
             )
             .await
             .unwrap();
-        let (log, groups) = InstrumentedEventLog::wrap(store);
+        // A group that read and acked through another process: no pending sample here, but
+        // its lag.
+        let audited = store
+            .read("audit", "a1", 1, false, 30_000, now_ms)
+            .await
+            .unwrap();
+        store
+            .ack("audit", &[audited[0].ack_id.clone()])
+            .await
+            .unwrap();
+        let (log, groups) = InstrumentedEventLog::wrap(store.clone());
         let read = log
             .read("billing", "c1", 10, false, 30_000, now_ms)
             .await
             .unwrap();
         assert_eq!(read.len(), 1, "{read:?}");
+        // An ephemeral group is never a label.
+        log.read("ephemeral:x", "c", 1, false, 30_000, now_ms)
+            .await
+            .unwrap();
+        store
+            .grant_credits(
+                &GrantCmd {
+                    account_id: "acct-1".into(),
+                    grant_id: "promo-2".into(),
+                    units: 100,
+                    source: CreditSource::Promotional,
+                    expires_at_ms: None,
+                },
+                now_ms,
+            )
+            .await
+            .unwrap();
 
         let (stop_tx, stop) = watch::channel(false);
         let sampler = tokio::spawn(run_pending_gauge(
             log,
             groups,
+            Arc::new(ManualClock::new(now_ms + 90_000)),
             Duration::from_secs(3600),
             stop,
         ));
@@ -89,9 +155,19 @@ mod tests {
         stop_tx.send(true).unwrap();
         sampler.await.unwrap();
         let text = rendered.render();
+        for line in [
+            "quota_events_pending{group=\"billing\"} 1",
+            "quota_events_group_lag{group=\"billing\"} 1",
+            "quota_events_group_oldest_unacked_seconds{group=\"billing\"} 90",
+            "quota_events_group_lag{group=\"audit\"} 1",
+            "quota_events_group_oldest_unacked_seconds{group=\"audit\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
-            text.contains("quota_events_pending{group=\"billing\"} 1"),
+            !text.contains("quota_events_pending{group=\"audit\"}"),
             "{text}"
         );
+        assert!(!text.contains("group_lag{group=\"ephemeral"), "{text}");
     }
 }

@@ -8,7 +8,7 @@ use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, St
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::{is_ephemeral, AckId, CapTrim, EventLog, Loss, Retention, UsageEvent};
+use super::{is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
 use crate::store::keys::{shard_prefix, SHARD_COUNT};
 use crate::store::redis::RedisStore;
 use crate::store::{StoreError, StoreResult};
@@ -198,6 +198,38 @@ impl RedisStore {
             .and_then(|last| parse_id(&last.id))
             .map(|(ms, seq)| (ms, seq + 1)))
     }
+    /// Redis's own clock in ms: stream ids carry it, so ages are measured against it.
+    async fn server_ms(&self) -> StoreResult<i64> {
+        let (secs, micros): (i64, i64) = self.query(&::redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// The oldest unacked entry id of `group` on stream `key` (`XPENDING` summary).
+    async fn oldest_pending(&self, key: &str, group: &str) -> StoreResult<Option<String>> {
+        let mut cmd = ::redis::cmd("XPENDING");
+        cmd.arg(key).arg(group);
+        let summary: Value = self.query(&cmd).await?;
+        Ok(match summary {
+            Value::Array(parts) if parts.len() >= 2 => {
+                ::redis::from_redis_value::<Option<String>>(parts[1].clone()).unwrap_or(None)
+            }
+            _ => None,
+        })
+    }
+
+    /// Entries of stream `key` after `last_delivered` (for a group whose lag Redis cannot
+    /// tell), counted up to [`SIZE_TRIM_BATCH`].
+    async fn count_after(&self, key: &str, last_delivered: &str) -> StoreResult<u64> {
+        let mut cmd = ::redis::cmd("XRANGE");
+        cmd.arg(key)
+            .arg(format!("({last_delivered}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(SIZE_TRIM_BATCH);
+        let entries: ::redis::streams::StreamRangeReply = self.query(&cmd).await?;
+        Ok(entries.ids.len() as u64)
+    }
+
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> StoreResult<T> {
         let mut conn = self.connection();
         self.bounded(cmd.query_async::<T>(&mut conn)).await
@@ -464,8 +496,10 @@ impl EventLog for RedisStore {
             destroy.arg("DESTROY").arg(stream_key(shard)).arg(group);
             match self.query::<u64>(&destroy).await {
                 Ok(n) => existed |= n > 0,
-                // No stream on this shard yet: no group either.
-                Err(StoreError::Internal(m)) if m.contains("no such key") => {}
+                // No stream on this shard yet: no group either (Redis 7 says the key must
+                // exist; older versions "no such key").
+                Err(StoreError::Internal(m))
+                    if m.contains("no such key") || m.contains("requires the key to exist") => {}
                 Err(e) => return Err(e),
             }
             let mut del = ::redis::cmd("HDEL");
@@ -474,6 +508,42 @@ impl EventLog for RedisStore {
         }
         self.known_groups.lock().expect("lock").remove(group);
         Ok(existed)
+    }
+
+    async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {
+        let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
+        let server_ms = self.server_ms().await?;
+        let mut by_name: std::collections::BTreeMap<String, GroupInfo> = Default::default();
+        for shard in 0..SHARD_COUNT {
+            let key = stream_key(shard);
+            let mut info = ::redis::cmd("XINFO");
+            info.arg("GROUPS").arg(&key);
+            let groups: StreamInfoGroupsReply = match self.query(&info).await {
+                Err(StoreError::Internal(m)) if m.contains("no such key") => continue,
+                other => other?,
+            };
+            for g in groups.groups {
+                let lag = match g.lag {
+                    Some(lag) => lag as u64,
+                    None => self.count_after(&key, &g.last_delivered_id).await?,
+                };
+                let oldest = if g.pending > 0 {
+                    self.oldest_pending(&key, &g.name).await?
+                } else {
+                    None
+                };
+                let entry = by_name.entry(g.name.clone()).or_insert_with(|| GroupInfo {
+                    name: g.name.clone(),
+                    ..GroupInfo::default()
+                });
+                entry.pending += g.pending as u64;
+                entry.lag += lag;
+                if let Some((id, (ms, _))) = oldest.and_then(|id| parse_id(&id).map(|p| (id, p))) {
+                    entry.note_unacked(AckId::format(shard, &id), ms as i64, server_ms);
+                }
+            }
+        }
+        Ok(by_name.into_values().collect())
     }
 
     async fn pending(&self, group: &str) -> StoreResult<u64> {

@@ -38,6 +38,12 @@ pub const HOLDS_CLOSED: &str = "quota_holds_closed_total";
 /// Gauge `{group}`: events delivered to a consumer group and not acked yet, sampled
 /// periodically for the groups that subscribed through this process.
 pub const EVENTS_PENDING: &str = "quota_events_pending";
+/// Gauge `{group}`: retained events not yet delivered to a durable consumer group, sampled
+/// periodically for every such group in the store.
+pub const EVENTS_GROUP_LAG: &str = "quota_events_group_lag";
+/// Gauge `{group}`: age of a durable consumer group's oldest unacked event (0 when none),
+/// sampled with [`EVENTS_GROUP_LAG`].
+pub const EVENTS_GROUP_OLDEST_UNACKED: &str = "quota_events_group_oldest_unacked_seconds";
 /// Counter: holds the expiry sweeper of this process expired.
 pub const SWEEPER_EXPIRED: &str = "quota_sweeper_expired_total";
 pub const SWEEPER_SKIPPED: &str = "quota_sweeper_skipped_accounts_total";
@@ -109,6 +115,14 @@ fn describe() {
     metrics::describe_gauge!(
         EVENTS_PENDING,
         "Events delivered to a consumer group and not acked yet"
+    );
+    metrics::describe_gauge!(
+        EVENTS_GROUP_LAG,
+        "Retained events not yet delivered to a durable consumer group"
+    );
+    metrics::describe_gauge!(
+        EVENTS_GROUP_OLDEST_UNACKED,
+        "Age of a durable consumer group's oldest unacked event, in seconds (0 when none)"
     );
     metrics::describe_counter!(SWEEPER_EXPIRED, "Holds expired by this process's sweeper");
     metrics::describe_counter!(
