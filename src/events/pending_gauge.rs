@@ -30,15 +30,22 @@ pub async fn run_pending_gauge(
 ) {
     let mut lag_sampled = BTreeSet::new();
     loop {
-        for group in groups.list() {
-            match log.pending(&group).await {
-                Ok(pending) => {
-                    metrics::gauge!(EVENTS_PENDING, "group" => group).set(pending as f64)
+        let sample = async {
+            for group in groups.list() {
+                match log.pending(&group).await {
+                    Ok(pending) => {
+                        metrics::gauge!(EVENTS_PENDING, "group" => group).set(pending as f64)
+                    }
+                    Err(e) => tracing::debug!(error = %e, group, "cannot sample pending events"),
                 }
-                Err(e) => tracing::debug!(error = %e, group, "cannot sample pending events"),
             }
+            sample_lag(log.as_ref(), clock.now_ms(), &mut lag_sampled).await;
+        };
+        // A sample waits on the store, which may be stuck: shutdown does not wait for it.
+        tokio::select! {
+            _ = sample => {}
+            _ = stop.changed() => return,
         }
-        sample_lag(log.as_ref(), clock.now_ms(), &mut lag_sampled).await;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,

@@ -42,31 +42,39 @@ pub async fn run_sweeper(
     // A little shorter than the interval, so the lease is free when the next pass starts.
     let lease_ms = (interval.as_millis() as u64).saturating_mul(9) / 10;
     loop {
-        // Without the store's time there is no sweeping: a guess could expire holds early.
-        let mut now_ms = clock.ledger_now_ms();
-        match store.sweep_lease(&owner, lease_ms.max(1)).await {
-            Ok(true) => {}
-            Ok(false) => now_ms = None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot take the sweep lease; retrying next pass");
-                now_ms = None;
-            }
-        }
-        for shard in 0..SHARD_COUNT {
-            let Some(now_ms) = now_ms else { break };
-            match store
-                .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
-                .await
-            {
-                Ok(0) => {}
-                Ok(expired) => {
-                    metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
-                    tracing::debug!(shard, expired, "sweeper expired holds");
-                }
+        let pass = async {
+            // Without the store's time there is no sweeping: a guess could expire holds early.
+            let mut now_ms = clock.ledger_now_ms();
+            match store.sweep_lease(&owner, lease_ms.max(1)).await {
+                Ok(true) => {}
+                Ok(false) => now_ms = None,
                 Err(e) => {
-                    tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
+                    tracing::warn!(error = %e, "cannot take the sweep lease; retrying next pass");
+                    now_ms = None;
                 }
             }
+            for shard in 0..SHARD_COUNT {
+                let Some(now_ms) = now_ms else { break };
+                match store
+                    .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(expired) => {
+                        metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
+                        tracing::debug!(shard, expired, "sweeper expired holds");
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
+                    }
+                }
+            }
+        };
+        // A pass waits on the store, which may be stuck: shutdown does not wait for it (each
+        // account's expiry is one atomic script, so stopping between them is safe).
+        tokio::select! {
+            _ = pass => {}
+            _ = stop.changed() => return,
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -44,6 +44,16 @@ class UsageEventsStub:
                 request_serializer=quota_dot_v1_dot_events__pb2.AckRequest.SerializeToString,
                 response_deserializer=quota_dot_v1_dot_events__pb2.AckResponse.FromString,
                 _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/quota.v1.UsageEvents/ListGroups',
+                request_serializer=quota_dot_v1_dot_events__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_events__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/quota.v1.UsageEvents/DeleteGroup',
+                request_serializer=quota_dot_v1_dot_events__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=quota_dot_v1_dot_events__pb2.DeleteGroupResponse.FromString,
+                _registered_method=True)
 
 
 class UsageEventsServicer:
@@ -63,6 +73,21 @@ class UsageEventsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGroups(self, request, context):
+        """Every consumer group (ephemeral ones included) with its backlog, summed over the shards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroup(self, request, context):
+        """Removes a consumer group from every shard: its position and its unacked events. A group
+        nobody reads any more otherwise holds back trimming until the retention cap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageEventsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +100,16 @@ def add_UsageEventsServicer_to_server(servicer, server):
                     servicer.Ack,
                     request_deserializer=quota_dot_v1_dot_events__pb2.AckRequest.FromString,
                     response_serializer=quota_dot_v1_dot_events__pb2.AckResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=quota_dot_v1_dot_events__pb2.ListGroupsRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_events__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=quota_dot_v1_dot_events__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=quota_dot_v1_dot_events__pb2.DeleteGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +166,60 @@ class UsageEvents:
             '/quota.v1.UsageEvents/Ack',
             quota_dot_v1_dot_events__pb2.AckRequest.SerializeToString,
             quota_dot_v1_dot_events__pb2.AckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.UsageEvents/ListGroups',
+            quota_dot_v1_dot_events__pb2.ListGroupsRequest.SerializeToString,
+            quota_dot_v1_dot_events__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quota.v1.UsageEvents/DeleteGroup',
+            quota_dot_v1_dot_events__pb2.DeleteGroupRequest.SerializeToString,
+            quota_dot_v1_dot_events__pb2.DeleteGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,
