@@ -619,12 +619,7 @@ impl Account {
         cmd: &ReserveCmd,
         now_ms: i64,
     ) -> LedgerResult<Reserved> {
-        let unit_cost = catalog.unit_cost(cmd.kind, &cmd.model).ok_or_else(|| {
-            LedgerError::InvalidArgument {
-                field: "model",
-                message: format!("unknown model `{}`", cmd.model),
-            }
-        })?;
+        let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
         let cost_units = unit_cost * u64::from(cmd.quantity);
         if let Some(existing) = self.holds.get(&cmd.generation_id) {
             let h = &existing.hold;
@@ -1095,12 +1090,7 @@ impl Account {
     /// What Reserve would answer now: the cost, its split, and the refusal if any. Changes
     /// nothing (a store discards the transition).
     pub fn quote(&self, catalog: &Catalog, cmd: &QuoteCmd, now_ms: i64) -> LedgerResult<Quoted> {
-        let unit_cost = catalog.unit_cost(cmd.kind, &cmd.model).ok_or_else(|| {
-            LedgerError::InvalidArgument {
-                field: "model",
-                message: format!("unknown model `{}`", cmd.model),
-            }
-        })?;
+        let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
         let cost_units = unit_cost * u64::from(cmd.quantity);
         let allowance = self.allowance_available();
         let credits: u64 = self
@@ -1344,6 +1334,16 @@ impl Account {
             balance: self.balance(),
         })
     }
+}
+
+/// The cost of one image or video second of `kind` on `model`, or the error naming the model.
+pub fn unit_cost(catalog: &Catalog, kind: super::Kind, model: &str) -> LedgerResult<u64> {
+    catalog
+        .unit_cost(kind, model)
+        .ok_or_else(|| LedgerError::InvalidArgument {
+            field: "model",
+            message: format!("unknown model `{model}`"),
+        })
 }
 
 /// The promotional grant a refund's credits go to.

@@ -13,7 +13,7 @@ use super::keys::shard_of;
 use super::*;
 use crate::events::memory_log::MemoryLog;
 use crate::events::{self, UsageEvent};
-use crate::ledger::account::{Account, LedgerResult};
+use crate::ledger::account::{Account, LedgerResult, Transition};
 use crate::ledger::{Catalog, SharedCatalog};
 
 /// Entries of the expiry index one sweep reads per wanted account, as `RedisStore::expire_due`
@@ -85,10 +85,7 @@ impl MemoryStore {
     ) -> StoreResult<T> {
         let mut state = self.lock();
         let State { accounts, log } = &mut *state;
-        let transition = match accounts.get(account_id) {
-            Some(a) => a.execute(catalog, now_ms, op)?,
-            None => Account::new(account_id).execute(catalog, now_ms, op)?,
-        };
+        let transition = transition(accounts, catalog, account_id, now_ms, op)?;
         let shard = shard_of(account_id);
         for event in transition.events {
             log.append(shard, event);
@@ -111,11 +108,21 @@ impl MemoryStore {
         op: impl FnOnce(&mut Account) -> LedgerResult<T>,
     ) -> StoreResult<T> {
         let state = self.lock();
-        let transition = match state.accounts.get(account_id) {
-            Some(a) => a.execute(catalog, now_ms, op)?,
-            None => Account::new(account_id).execute(catalog, now_ms, op)?,
-        };
-        Ok(transition.reply)
+        Ok(transition(&state.accounts, catalog, account_id, now_ms, op)?.reply)
+    }
+}
+
+/// `op` run on the stored account (or a new one) through the ledger's state machine.
+fn transition<T>(
+    accounts: &HashMap<String, Account>,
+    catalog: &Catalog,
+    account_id: &str,
+    now_ms: i64,
+    op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+) -> LedgerResult<Transition<T>> {
+    match accounts.get(account_id) {
+        Some(a) => a.execute(catalog, now_ms, op),
+        None => Account::new(account_id).execute(catalog, now_ms, op),
     }
 }
 

@@ -7,6 +7,7 @@
 //! background, so the store recovers by itself. On a Redis Cluster each call is for one slot
 //! (see `redis_conn.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::{Script, ScriptInvocation};
@@ -18,7 +19,7 @@ use super::redis_conn::RedisConn;
 use super::redis_reply::{anomaly, parse_state, ScriptReply};
 use super::unavailable::store_error;
 use super::*;
-use crate::ledger::account::{conflict, wrong_state};
+use crate::ledger::account::{conflict, unit_cost, wrong_state};
 use crate::ledger::cycle::{month_window, Anchor};
 use crate::ledger::{
     Catalog, Kind, SharedCatalog, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS,
@@ -99,6 +100,8 @@ pub struct RedisStore {
     timeout: Duration,
     /// `WAIT` for replicas after every write script, when asked for.
     durability: Option<Durability>,
+    /// The plan table the scripts read, built once per catalog version (a reload changes it).
+    plan_table: std::sync::Mutex<(String, Arc<str>)>,
     /// Consumer groups this process has created on every shard's stream.
     pub(crate) known_groups: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -135,6 +138,7 @@ impl RedisStore {
             catalog: catalog.into(),
             timeout,
             durability: None,
+            plan_table: std::sync::Mutex::new((String::new(), Arc::from(""))),
             known_groups: Default::default(),
         };
         // Best effort: a Redis that is down now gets the scripts on the first NOSCRIPT.
@@ -214,8 +218,7 @@ impl RedisStore {
             .key(own_key)
             .arg(now_ms)
             .arg(account_id)
-            // Built per call (a few plans, far below a round trip) so a reload applies at once.
-            .arg(plan_table(catalog))
+            .arg(&*self.plan_table_of(catalog))
             .arg(window[0])
             .arg(window[1])
             .arg(window[2])
@@ -274,6 +277,18 @@ impl RedisStore {
                 }
             }
         }
+    }
+
+    /// The plan table of `catalog`, rebuilt only when its version changed.
+    fn plan_table_of(&self, catalog: &Catalog) -> Arc<str> {
+        let mut cached = self.plan_table.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != catalog.version() {
+            *cached = (
+                catalog.version().to_string(),
+                Arc::from(plan_table(catalog)),
+            );
+        }
+        cached.1.clone()
     }
 
     /// Makes every write wait for `durability` (see [`Durability`]). Not for a Redis Cluster,
@@ -340,16 +355,6 @@ fn thresholds_arg(catalog: &Catalog) -> String {
         .join(",")
 }
 
-/// The unit cost of `kind` on `model`, or the error naming the model.
-fn unit_cost(catalog: &Catalog, kind: Kind, model: &str) -> StoreResult<u64> {
-    catalog
-        .unit_cost(kind, model)
-        .ok_or_else(|| StoreError::InvalidArgument {
-            field: "model",
-            message: format!("unknown model `{model}`"),
-        })
-}
-
 /// The catalog's plans for the scripts: `id,price,allowance,max_holds,max_seconds,models;`.
 fn plan_table(catalog: &Catalog) -> String {
     catalog
@@ -373,13 +378,7 @@ fn plan_table(catalog: &Catalog) -> String {
 impl Store for RedisStore {
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved> {
         let catalog = self.catalog.current();
-        let unit_cost =
-            catalog
-                .unit_cost(cmd.kind, &cmd.model)
-                .ok_or_else(|| StoreError::InvalidArgument {
-                    field: "model",
-                    message: format!("unknown model `{}`", cmd.model),
-                })?;
+        let unit_cost = unit_cost(&catalog, cmd.kind, &cmd.model)?;
         let labels = serde_json::to_string(&cmd.labels).map_err(anomaly)?;
         let keys = AccountKeys::new(&cmd.account_id);
         let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
