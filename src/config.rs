@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::events::Retention;
 use crate::store::durability::Durability;
+use crate::store::keys::Shards;
 use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
 use crate::store::sentinel_conn::{SentinelTarget, SENTINEL_SCHEME};
 
@@ -157,6 +158,18 @@ pub struct Config {
     )]
     pub events_max_retained_per_shard: u64,
 
+    /// How many shards the deployment spreads its accounts over (1 to 16384): each has its own
+    /// hash tag, event stream and expiry index, so a Redis Cluster can spread the load over as
+    /// many primaries. Recorded in Redis by the first sidecar to start; a sidecar set to
+    /// another count refuses to start. Every sidecar of a deployment uses the same number.
+    #[arg(
+        long,
+        env = "QUOTA_SHARDS",
+        default_value_t = Shards::DEFAULT.count(),
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(Shards::MAX))
+    )]
+    pub shards: u32,
+
     /// Log format.
     #[arg(long, env = "QUOTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -244,6 +257,11 @@ impl Config {
     /// Deadline of every Redis call.
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// `--shards`.
+    pub fn shards(&self) -> Shards {
+        Shards::new(self.shards).expect("clap keeps --shards in range")
     }
 
     /// `--durability`, parsed and checked against the store and the Redis timeout.

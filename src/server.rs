@@ -56,7 +56,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::redis_conn::TLS_SCHEME;
 use crate::store::sweeper::run_sweeper;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry::metrics_endpoint::serve_metrics;
 use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
 use crate::tls::{read_redis_ca, ListenerTls, TlsError, REDIS_CA_FLAG};
@@ -561,7 +561,7 @@ pub async fn open_store(
                 "store is `memory`: single instance only, and every plan, grant and hold is \
                  forgotten on restart; use --store redis://HOST:PORT in production"
             );
-            let store = Arc::new(MemoryStore::new(catalog));
+            let store = Arc::new(MemoryStore::new(catalog).with_shards(config.shards()));
             Ok(OpenedStore {
                 store: store.clone(),
                 events: store,
@@ -586,11 +586,25 @@ pub async fn open_store(
                 ServerError::Store(message)
             })?;
             let durability = config.durability().map_err(ServerError::Store)?;
-            let store = store.with_durability(durability);
+            let store = store
+                .with_durability(durability)
+                .with_shards(config.shards());
+            // A deployment's shard count is fixed when its first sidecar starts; one set to
+            // another count would read and write every account under other keys.
+            match store.check_shards().await {
+                Ok(()) => {}
+                Err(StoreError::Unavailable(e)) => tracing::warn!(
+                    error = %e,
+                    "cannot check the shard count against Redis yet; every call checks it first"
+                ),
+                Err(StoreError::Internal(message)) => return Err(ServerError::Store(message)),
+                Err(e) => return Err(ServerError::Store(e.to_string())),
+            }
             tracing::info!(
                 redis = %redacted_url(&url),
                 timeout_ms = config.redis_timeout_ms,
                 durability = durability.map(|d| d.to_string()).unwrap_or_else(|| "primary".into()),
+                shards = config.shards,
                 "store is Redis"
             );
             let probe = RedisWriteProbe::new(store.connection(), config.redis_timeout());

@@ -11,6 +11,7 @@ use quota_sidecar::events::{self, EventLog, UsageEvent};
 use quota_sidecar::ledger::{
     Catalog, CreditSource, GrantDraw, Kind, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
+use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -71,6 +72,17 @@ fn memory() -> Subject {
     }
 }
 
+fn memory_of_256_shards() -> Subject {
+    let store = Arc::new(
+        MemoryStore::new(Arc::new(Catalog::builtin())).with_shards(Shards::new(256).unwrap()),
+    );
+    Subject {
+        store: store.clone(),
+        log: store,
+        _redis: None,
+    }
+}
+
 async fn redis() -> Subject {
     let server = harness::RedisServer::start();
     let store = RedisStore::connect(
@@ -90,6 +102,15 @@ async fn redis() -> Subject {
 
 /// A three-master Redis Cluster: the accounts of a case land on different nodes.
 async fn cluster() -> Subject {
+    cluster_of(Shards::DEFAULT).await
+}
+
+/// [`cluster`] on a deployment of many more shards than primaries.
+async fn cluster_of_256_shards() -> Subject {
+    cluster_of(Shards::new(256).unwrap()).await
+}
+
+async fn cluster_of(shards: Shards) -> Subject {
     let cluster = harness::cluster::RedisCluster::start();
     let store = RedisStore::connect(
         &cluster.url(),
@@ -97,7 +118,8 @@ async fn cluster() -> Subject {
         std::time::Duration::from_secs(2),
     )
     .await
-    .expect("connect");
+    .expect("connect")
+    .with_shards(shards);
     let store = Arc::new(store);
     Subject {
         store: store.clone(),
@@ -1851,13 +1873,14 @@ mod cases {
     /// A sweep pass takes a shard's accounts earliest due first, whatever their ids.
     pub async fn sweep_takes_the_earliest_due_account_first(s: Subject) {
         let now = t0();
-        let (early, late) = ("acct-9", "acct-10");
-        let shard = keys::shard_of(early);
-        assert_eq!(
-            keys::shard_of(late),
-            shard,
-            "the two accounts share a shard"
-        );
+        let early = "acct-9";
+        let shard = s.shards().of(early);
+        // An id that sorts before `early` and shares its shard ("acct-10" with 16 shards).
+        let late = (0..100_000)
+            .map(|i| format!("acct-1{i}"))
+            .find(|a| s.shards().of(a) == shard)
+            .expect("some id shares the shard");
+        let late = late.as_str();
         for a in [early, late] {
             set_plan(&s, a, "start", "hollywood", now).await;
         }
@@ -1900,6 +1923,22 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     super::cases::$case(super::cluster().await).await;
+                }
+            )*
+        }
+        mod cluster_store_256_shards {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::cluster_of_256_shards().await).await;
+                }
+            )*
+        }
+        mod memory_store_256_shards {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(super::memory_of_256_shards()).await;
                 }
             )*
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use quota_sidecar::events::{EventLog, Retention, UsageEvent};
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind};
-use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
+use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -94,7 +94,7 @@ mod cases {
         // Two sweepers race over every shard.
         let sweep = |store: Arc<dyn Store>| async move {
             let mut expired = 0;
-            for shard in 0..SHARD_COUNT {
+            for shard in Shards::DEFAULT.all() {
                 expired += store.expire_due(shard, later, 100).await.unwrap();
             }
             expired
@@ -121,7 +121,7 @@ mod cases {
             );
         }
         // Nothing left to do.
-        for shard in 0..SHARD_COUNT {
+        for shard in Shards::DEFAULT.all() {
             assert_eq!(s.store.expire_due(shard, later, 100).await.unwrap(), 0);
         }
     }
@@ -271,7 +271,10 @@ mod cases {
             .unwrap();
         assert_eq!(late.len(), 20);
         // Delivered in log order per shard, spread over the shards of the accounts.
-        let shards: HashSet<u32> = late.iter().map(|e| shard_of(&e.account_id)).collect();
+        let shards: HashSet<u32> = late
+            .iter()
+            .map(|e| Shards::DEFAULT.of(&e.account_id))
+            .collect();
         assert!(shards.len() > 5, "{shards:?}");
     }
 
@@ -504,7 +507,7 @@ mod cases {
         twelve_events(s, "lag-a").await;
         let other = (0..)
             .map(|i| format!("lag-b{i}"))
-            .find(|b| shard_of(b) != shard_of("lag-a"))
+            .find(|b| Shards::DEFAULT.of(b) != Shards::DEFAULT.of("lag-a"))
             .unwrap();
         fund(s, &other).await;
     }
@@ -645,7 +648,8 @@ async fn an_event_s_memory_fits_the_default_cap() {
         events += 2;
     }
     // Holds are kept too (7 days); count only the streams.
-    let streams: u64 = (0..SHARD_COUNT)
+    let streams: u64 = Shards::DEFAULT
+        .all()
         .map(|shard| {
             server
                 .cli(&[

@@ -845,7 +845,7 @@ mod cases {
         }
         drop(tail);
         if let Some(redis) = &backing.redis {
-            let shard = quota_sidecar::store::keys::shard_of(a);
+            let shard = quota_sidecar::store::keys::Shards::DEFAULT.of(a);
             let key = format!("{}events", quota_sidecar::store::keys::shard_prefix(shard));
             let deadline = Instant::now() + EVENT_TIMEOUT;
             loop {

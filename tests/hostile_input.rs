@@ -35,7 +35,7 @@ use quota_sidecar::pb::{
     self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
 };
-use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
+use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::redis::RedisStore;
 
 /// 2026-11-01T00:00:00Z.
@@ -764,9 +764,10 @@ fn check_batch_items(
 /// brace, and the shard of the account it belongs to.
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
-        // The fleet's own keys: the sweep lease and the health probe.
+        // The fleet's own keys: the sweep lease, the health probe and the shard count.
         if key == &quota_sidecar::store::keys::sweep_lease()
             || key == quota_sidecar::store::keys::HEALTH_PROBE
+            || key == quota_sidecar::store::keys::SHARD_COUNT_RECORD
         {
             continue;
         }
@@ -777,7 +778,7 @@ fn check_keys(keys: &BTreeSet<String>) {
             .split_once("}:")
             .unwrap_or_else(|| panic!("{key:?}: no hash tag"));
         let shard: u32 = shard.parse().unwrap_or_else(|_| panic!("{key:?}: shard"));
-        assert!(shard < SHARD_COUNT, "{key:?}");
+        assert!(shard < Shards::DEFAULT.count(), "{key:?}");
         assert!(!rest.contains(['{', '}']), "{key:?}: a second brace");
         if rest == "expiry" || rest == "events" || rest == "events:losses" {
             continue;
@@ -799,7 +800,7 @@ fn check_keys(keys: &BTreeSet<String>) {
         };
         assert!(is_valid_id(account), "{key:?}: account");
         assert_eq!(
-            shard_of(account),
+            Shards::DEFAULT.of(account),
             shard,
             "{key:?}: outside its account's tag"
         );
@@ -1268,9 +1269,10 @@ async fn hostile_requests_are_invalid_argument_naming_the_field_and_change_nothi
     s.seed().await;
     let account_before = s.account().await;
     let keys_before = s.keys();
-    let stream_before = s
-        .redis
-        .cli(&["XLEN", &format!("q:{{s{}}}:events", shard_of(ACCOUNT))]);
+    let stream_before = s.redis.cli(&[
+        "XLEN",
+        &format!("q:{{s{}}}:events", Shards::DEFAULT.of(ACCOUNT)),
+    ]);
     assert_eq!(account_before.holds.len(), 1);
 
     let cases = targeted();
@@ -1300,9 +1302,10 @@ async fn hostile_requests_are_invalid_argument_naming_the_field_and_change_nothi
 
     assert_eq!(s.account().await, account_before, "the account changed");
     assert_eq!(s.keys(), keys_before, "Redis keys changed");
-    let stream_after = s
-        .redis
-        .cli(&["XLEN", &format!("q:{{s{}}}:events", shard_of(ACCOUNT))]);
+    let stream_after = s.redis.cli(&[
+        "XLEN",
+        &format!("q:{{s{}}}:events", Shards::DEFAULT.of(ACCOUNT)),
+    ]);
     assert_eq!(stream_after, stream_before, "events were written");
     check_keys(&s.keys());
     println!(

@@ -23,7 +23,7 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 
 use quota_sidecar::events::{self, UsageEvent};
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind, MAX_GRANT_UNITS};
-use quota_sidecar::store::keys::{shard_of, SHARD_COUNT};
+use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -663,7 +663,7 @@ async fn apply(store: &dyn Store, op: &Op, now_ms: i64) -> Outcome {
         Op::SetPlan(cmd) => plain(format!("{:?}", store.set_plan(cmd, now_ms).await)),
         Op::Sweep(max_accounts) => {
             let mut expired = Vec::new();
-            for shard in 0..SHARD_COUNT {
+            for shard in Shards::DEFAULT.all() {
                 expired.push(store.expire_due(shard, now_ms, *max_accounts).await);
             }
             plain(format!("{expired:?}"))
@@ -774,7 +774,8 @@ async fn account_events(
         comparable(events.into_iter().filter(|e| e.account_id == account_id))
     };
     let in_memory = of_account(memory.all_events());
-    let in_redis = of_account(harness::events::shard_events(redis, shard_of(account_id)).await);
+    let in_redis =
+        of_account(harness::events::shard_events(redis, Shards::DEFAULT.of(account_id)).await);
     (in_memory, in_redis)
 }
 
@@ -1075,8 +1076,14 @@ fn memory_and_redis_agree_on_random_operation_sequences() {
         let conn = client.get_multiplexed_async_connection().await.unwrap();
         (store, conn)
     });
-    assert_eq!(shard_of(ACCOUNTS[0]), shard_of(ACCOUNTS[1]));
-    assert_ne!(shard_of(ACCOUNTS[0]), shard_of(ACCOUNTS[2]));
+    assert_eq!(
+        Shards::DEFAULT.of(ACCOUNTS[0]),
+        Shards::DEFAULT.of(ACCOUNTS[1])
+    );
+    assert_ne!(
+        Shards::DEFAULT.of(ACCOUNTS[0]),
+        Shards::DEFAULT.of(ACCOUNTS[2])
+    );
     let config = config();
     let cases = config.cases;
     let mut runner = TestRunner::new(config);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use quota_sidecar::events::{self, UsageEvent};
 use quota_sidecar::ledger::{Catalog, CreditSource, GrantDraw, Kind};
-use quota_sidecar::store::keys::SHARD_COUNT;
+use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
@@ -297,7 +297,7 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<St
             }
             94..=96 => {
                 let mut expired = 0;
-                for shard in 0..SHARD_COUNT {
+                for shard in Shards::DEFAULT.all() {
                     expired += store.expire_due(shard, now_ms, 100).await.unwrap();
                 }
                 format!("sweep {expired}")
@@ -315,7 +315,7 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<St
     now_ms += MAX_HOLD_SPAN_MS;
     for _ in 0..ACCOUNTS {
         let mut expired = 0;
-        for shard in 0..SHARD_COUNT {
+        for shard in Shards::DEFAULT.all() {
             expired += store.expire_due(shard, now_ms, 100).await.unwrap();
         }
         if expired == 0 {

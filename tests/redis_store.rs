@@ -14,12 +14,13 @@ use quota_sidecar::store::*;
 const NOW_MS: i64 = 1_780_000_000_000;
 const DEADLINE: Duration = Duration::from_millis(250);
 
+/// A store on `server`, started as the sidecar starts one: shard count checked (and recorded).
 async fn store(server: &harness::RedisServer) -> Arc<RedisStore> {
-    Arc::new(
-        RedisStore::connect(&server.url(), Arc::new(Catalog::builtin()), DEADLINE)
-            .await
-            .expect("connect"),
-    )
+    let store = RedisStore::connect(&server.url(), Arc::new(Catalog::builtin()), DEADLINE)
+        .await
+        .expect("connect");
+    store.check_shards().await.expect("shard count");
+    Arc::new(store)
 }
 
 fn reserve_cmd(
@@ -51,12 +52,14 @@ async fn every_operation_is_one_evalsha() {
     let s = RedisStore::connect(&proxy.url(), Arc::new(Catalog::builtin()), DEADLINE)
         .await
         .expect("connect");
-    // Connecting loads every script once; after that, one EVALSHA per operation.
+    // Starting loads every script once and checks the shard count (as the sidecar does
+    // before it serves); after that, one EVALSHA per operation.
+    s.check_shards().await.expect("shard count");
     let startup = proxy.take();
     assert!(
         startup
             .iter()
-            .all(|c| c == "SCRIPT" || c == "HELLO" || c == "CLIENT"),
+            .all(|c| ["SCRIPT", "HELLO", "CLIENT", "SET", "GET"].contains(&c.as_str())),
         "{startup:?}"
     );
     assert_eq!(
@@ -347,7 +350,10 @@ async fn an_account_in_the_first_layout_is_refused() {
     let server = harness::RedisServer::start();
     let s = store(&server).await;
     let a = "first-layout";
-    let keys = quota_sidecar::store::keys::AccountKeys::new(a);
+    let keys = quota_sidecar::store::keys::AccountKeys::new(
+        a,
+        quota_sidecar::store::keys::Shards::DEFAULT,
+    );
     server.cli(&[
         "HSET",
         &keys.account,
@@ -378,13 +384,13 @@ async fn an_account_in_the_first_layout_is_refused() {
 /// its shard still expire.
 #[tokio::test]
 async fn the_sweeper_skips_a_broken_account() {
-    use quota_sidecar::store::keys::{shard_of, AccountKeys};
+    use quota_sidecar::store::keys::{AccountKeys, Shards};
     let server = harness::RedisServer::start();
     let s = store(&server).await;
     let broken = "sweep-broken";
     let other = (0..)
         .map(|i| format!("sweep-ok-{i}"))
-        .find(|id| shard_of(id) == shard_of(broken))
+        .find(|id| Shards::DEFAULT.of(id) == Shards::DEFAULT.of(broken))
         .unwrap();
     for a in [broken, other.as_str()] {
         let grant = GrantCmd {
@@ -399,10 +405,13 @@ async fn the_sweeper_skips_a_broken_account() {
     // The broken account's hold is due first, so it is swept first.
     s.reserve(&image(broken, "g"), NOW_MS).await.unwrap();
     s.reserve(&image(&other, "g"), NOW_MS + 10).await.unwrap();
-    let keys = AccountKeys::new(broken);
+    let keys = AccountKeys::new(broken, quota_sidecar::store::keys::Shards::DEFAULT);
     server.cli(&["HSET", &keys.account, "held", "oops"]);
     let later = NOW_MS + 3_600_000;
-    let expired = s.expire_due(shard_of(broken), later, 100).await.unwrap();
+    let expired = s
+        .expire_due(Shards::DEFAULT.of(broken), later, 100)
+        .await
+        .unwrap();
     assert_eq!(expired, 1, "the healthy account's hold expired");
     let b = s.balance(&other, later).await.unwrap();
     assert_eq!((b.open_holds, b.credits_available), (0, 100));

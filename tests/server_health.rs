@@ -107,6 +107,9 @@ impl Store for SwitchableStore {
     async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
         self.inner.refund(cmd, now_ms).await
     }
+    fn shards(&self) -> quota_sidecar::store::keys::Shards {
+        self.inner.shards()
+    }
     async fn ping(&self) -> StoreResult<()> {
         if self.up.load(Ordering::SeqCst) {
             Ok(())

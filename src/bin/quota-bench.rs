@@ -287,13 +287,24 @@ async fn setup_via_admin(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// The Redis store on `url`, on the shard count its deployment recorded (the default on a
+/// fresh Redis).
+async fn connect_store(url: &str, catalog: Arc<Catalog>) -> Result<RedisStore, String> {
+    let store = RedisStore::connect(url, catalog, CALL_TIMEOUT)
+        .await
+        .map_err(|e| format!("Redis {url}: {e}"))?;
+    let shards = store
+        .recorded_shards()
+        .await
+        .map_err(|e| format!("Redis {url}: {e}"))?
+        .unwrap_or_default();
+    Ok(store.with_shards(shards))
+}
+
 /// Puts accounts `0..cli.accounts` on [`PLAN`] with their grant through [`RedisStore`] in this
 /// process, `--setup-concurrency` accounts at a time: the same scripts the admin API runs.
 async fn setup_via_redis(cli: &Cli, url: &str) -> Result<(), String> {
-    let store = RedisStore::connect(url, Arc::new(Catalog::builtin()), CALL_TIMEOUT)
-        .await
-        .map_err(|e| format!("Redis {url}: {e}"))?;
-    let store = Arc::new(store);
+    let store = Arc::new(connect_store(url, Arc::new(Catalog::builtin())).await?);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -530,9 +541,7 @@ async fn sidecar_phase(cli: &Cli) -> Result<Phase, String> {
 /// operation is exactly the one `EVALSHA` the sidecar would send.
 async fn raw_redis_phase(cli: &Cli, url: &str) -> Result<Phase, String> {
     let catalog = Arc::new(Catalog::builtin());
-    let store = RedisStore::connect(url, catalog, CALL_TIMEOUT)
-        .await
-        .map_err(|e| format!("Redis {url}: {e}"))?;
+    let store = connect_store(url, catalog).await?;
     store
         .load_scripts()
         .await

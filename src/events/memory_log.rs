@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use async_trait::async_trait;
 
 use super::{is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
-use crate::store::keys::SHARD_COUNT;
+use crate::store::keys::Shards;
 use crate::store::memory::MemoryStore;
-use crate::store::StoreResult;
+use crate::store::{Store, StoreResult};
 
 /// Per-shard logs and the groups reading them.
 #[derive(Debug)]
@@ -46,9 +46,9 @@ struct Group {
 }
 
 impl MemoryLog {
-    pub(crate) fn new() -> MemoryLog {
+    pub(crate) fn new(shards: Shards) -> MemoryLog {
         MemoryLog {
-            shards: vec![ShardLog::default(); SHARD_COUNT as usize],
+            shards: vec![ShardLog::default(); shards.count() as usize],
             groups: HashMap::new(),
             losses: HashMap::new(),
         }
@@ -94,7 +94,7 @@ impl MemoryLog {
         self.group(group);
         let g = self.groups.get_mut(group).expect("created above");
         let mut out: Vec<(u32, u64)> = Vec::new();
-        for shard in 0..SHARD_COUNT {
+        for shard in 0..self.shards.len() as u32 {
             let room = |out: &Vec<(u32, u64)>| max.saturating_sub(out.len());
             let in_shard = g.pending.range((shard, 0)..(shard + 1, 0));
             let mut take: Vec<(u32, u64)> = Vec::new();
@@ -299,7 +299,7 @@ impl EventLog for MemoryStore {
     async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32> {
         let ids = ack_ids
             .iter()
-            .map(|id| AckId::parse(id))
+            .map(|id| AckId::parse_in(id, self.shards()))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(self.with_log(|log| log.ack(group, &ids)))
     }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 pub use crate::ledger::event::*;
 
 use crate::ledger::{GrantDraw, Kind};
-use crate::store::keys::SHARD_COUNT;
+use crate::store::keys::Shards;
 use crate::store::{StoreError, StoreResult};
 
 /// The event log read through consumer groups. Every shard has its own log; a group reads all
@@ -155,7 +155,24 @@ pub struct AckId {
 }
 
 impl AckId {
-    /// Parses `<shard>/<ms>-<seq>`; the error names the `ack_ids` field.
+    /// Parses `<shard>/<ms>-<seq>` of a deployment of `shards` shards; the error names the
+    /// `ack_ids` field.
+    pub fn parse_in(text: &str, shards: Shards) -> StoreResult<AckId> {
+        let id = AckId::parse(text)?;
+        if !shards.contains(id.shard) {
+            return Err(StoreError::InvalidArgument {
+                field: "ack_ids",
+                message: format!(
+                    "`{text}` names shard {}, but this deployment has {shards} shards",
+                    id.shard
+                ),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Parses `<shard>/<ms>-<seq>` with any possible shard (see [`Shards::MAX`]); the error
+    /// names the `ack_ids` field.
     pub fn parse(text: &str) -> StoreResult<AckId> {
         let bad = || StoreError::InvalidArgument {
             field: "ack_ids",
@@ -164,7 +181,7 @@ impl AckId {
         let (shard, entry_id) = text.split_once('/').ok_or_else(bad)?;
         let shard: u32 = shard.parse().map_err(|_| bad())?;
         let (ms, seq) = entry_id.split_once('-').ok_or_else(bad)?;
-        if shard >= SHARD_COUNT || ms.parse::<u64>().is_err() || seq.parse::<u64>().is_err() {
+        if shard >= Shards::MAX || ms.parse::<u64>().is_err() || seq.parse::<u64>().is_err() {
             return Err(bad());
         }
         Ok(AckId {
@@ -274,9 +291,14 @@ mod tests {
                 entry_id: "1700000000000-2".into()
             }
         );
-        for bad in ["", "3", "x/1-0", "99/1-0", "3/1", "3/a-b", "3/1-0/x"] {
+        for bad in ["", "3", "x/1-0", "16384/1-0", "3/1", "3/a-b", "3/1-0/x"] {
             assert!(AckId::parse(bad).is_err(), "{bad}");
         }
+        // A shard beyond the deployment's count is no ack id of it.
+        assert!(AckId::parse("99/1-0").is_ok());
+        assert!(AckId::parse_in("99/1-0", Shards::DEFAULT).is_err());
+        let many = Shards::new(256).unwrap();
+        assert_eq!(AckId::parse_in("99/1-0", many).unwrap().shard, 99);
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use ::redis::Value;
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
-use crate::store::keys::{shard_prefix, SHARD_COUNT};
+use crate::store::keys::shard_prefix;
 use crate::store::redis::RedisStore;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// Idle time given to an abandoned consumer's events: longer than any claim threshold, so the
 /// next reader of the group claims them at once.
@@ -69,11 +70,47 @@ fn parse_loss(group: &str, shard: u32, text: &str) -> Option<Loss> {
     })
 }
 
+/// Per-shard commands one walk over the shards keeps in flight: they share the connection's
+/// pipeline, so a deployment of thousands of shards is walked in a few hundred round trips.
+const SHARD_CALLS_AT_ONCE: usize = 32;
+
 /// Most entries one trim pass drops from a shard for the size bound: finding the cut means
 /// reading the entries to drop, so a large backlog goes in bounded steps, a pass a minute.
 const SIZE_TRIM_BATCH: u64 = 10_000;
 
 impl RedisStore {
+    /// Runs `call` for every shard, [`SHARD_CALLS_AT_ONCE`] at a time; results in shard order,
+    /// and the first error ends the walk.
+    async fn each_shard<T, F, Fut>(&self, call: F) -> StoreResult<Vec<T>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        futures::stream::iter(self.shards().all())
+            .map(call)
+            .buffered(SHARD_CALLS_AT_ONCE)
+            .try_collect()
+            .await
+    }
+
+    /// Whether `group` may have something to read on `shard`: entries it was given and has not
+    /// acked (to resume or claim), entries it has not been given, or no group there yet. One
+    /// `XINFO GROUPS`, so an idle poll reads nothing and claims nothing.
+    async fn has_work(&self, shard: u32, group: &str) -> StoreResult<bool> {
+        let mut info = ::redis::cmd("XINFO");
+        info.arg("GROUPS").arg(stream_key(shard));
+        let groups: StreamInfoGroupsReply = match self.query(&info).await {
+            // No stream: reading recreates it with the group, as before any event.
+            Err(StoreError::Internal(m)) if m.contains("no such key") => return Ok(true),
+            other => other?,
+        };
+        Ok(match groups.groups.iter().find(|g| g.name == group) {
+            // Redis cannot always tell the lag (after deletions): then read.
+            Some(g) => g.pending > 0 || g.lag != Some(0),
+            None => true,
+        })
+    }
+
     /// The first entry `group` still needs on stream `key`: its oldest unacked one, or the one
     /// after what it was last given.
     async fn group_needs(
@@ -231,6 +268,7 @@ impl RedisStore {
     }
 
     async fn query<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> StoreResult<T> {
+        self.shards_ready().await?;
         let mut conn = self.connection();
         self.bounded(cmd.query_async::<T>(&mut conn)).await
     }
@@ -255,9 +293,8 @@ impl RedisStore {
         if self.known_groups.lock().expect("lock").contains(group) {
             return Ok(());
         }
-        for shard in 0..SHARD_COUNT {
-            self.create_group(shard, group).await?;
-        }
+        self.each_shard(|shard| self.create_group(shard, group))
+            .await?;
         self.known_groups
             .lock()
             .expect("lock")
@@ -322,8 +359,14 @@ impl EventLog for RedisStore {
             return Ok(Vec::new());
         }
         self.ensure_group(group).await?;
+        // One cheap look at every shard, many at once; then reads only where there is work.
+        let busy = self
+            .each_shard(
+                |shard| async move { Ok(self.has_work(shard, group).await?.then_some(shard)) },
+            )
+            .await?;
         let mut out = Vec::new();
-        for shard in 0..SHARD_COUNT {
+        for shard in busy.into_iter().flatten() {
             if out.len() >= max {
                 break;
             }
@@ -371,9 +414,9 @@ impl EventLog for RedisStore {
     }
 
     async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32> {
-        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); SHARD_COUNT as usize];
+        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); self.shards().count() as usize];
         for id in ack_ids {
-            let id = AckId::parse(id)?;
+            let id = AckId::parse_in(id, self.shards())?;
             by_shard[id.shard as usize].push(id.entry_id);
         }
         let mut acked = 0;
@@ -389,12 +432,12 @@ impl EventLog for RedisStore {
     }
 
     async fn abandon(&self, group: &str, consumer: &str) -> StoreResult<()> {
-        for shard in 0..SHARD_COUNT {
+        self.each_shard(|shard| async move {
             let mut cmd = ::redis::cmd("XPENDING");
             cmd.arg(stream_key(shard)).arg(group).arg("-").arg("+");
             cmd.arg(ABANDON_BATCH).arg(consumer);
             let pending: Value = match self.query(&cmd).await {
-                Err(e) if is_nogroup(&e) => continue,
+                Err(e) if is_nogroup(&e) => return Ok(()),
                 other => other?,
             };
             let ids: Vec<String> = match pending {
@@ -410,7 +453,7 @@ impl EventLog for RedisStore {
                 _ => Vec::new(),
             };
             if ids.is_empty() {
-                continue;
+                return Ok(());
             }
             // Same owner, but idle for "a year": XAUTOCLAIM of any reader takes them now.
             let mut cmd = ::redis::cmd("XCLAIM");
@@ -420,15 +463,16 @@ impl EventLog for RedisStore {
                 .arg(0)
                 .arg(&ids);
             cmd.arg("IDLE").arg(ABANDONED_IDLE_MS).arg("JUSTID");
-            self.query::<Value>(&cmd).await?;
-        }
+            self.query::<Value>(&cmd).await.map(drop)
+        })
+        .await?;
         Ok(())
     }
 
     async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
         let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
         let mut dropped = 0;
-        for shard in 0..SHARD_COUNT {
+        for shard in self.shards().all() {
             let key = stream_key(shard);
             let mut info = ::redis::cmd("XINFO");
             info.arg("GROUPS").arg(&key);
@@ -465,7 +509,7 @@ impl EventLog for RedisStore {
 
     async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
         let mut out = CapTrim::default();
-        for shard in 0..SHARD_COUNT {
+        for shard in self.shards().all() {
             self.cap_shard(shard, max_retained_per_shard, &mut out)
                 .await?;
         }
@@ -473,94 +517,112 @@ impl EventLog for RedisStore {
     }
 
     async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
-        let mut losses = Vec::new();
-        for shard in 0..SHARD_COUNT {
-            let key = losses_key(shard);
-            let mut get = ::redis::cmd("HGET");
-            get.arg(&key).arg(group);
-            let Some(text) = self.query::<Option<String>>(&get).await? else {
-                continue;
-            };
-            let mut del = ::redis::cmd("HDEL");
-            del.arg(&key).arg(group);
-            self.query::<u64>(&del).await?;
-            losses.extend(parse_loss(group, shard, &text));
-        }
-        Ok(losses)
+        let per_shard = self
+            .each_shard(|shard| async move {
+                let key = losses_key(shard);
+                let mut get = ::redis::cmd("HGET");
+                get.arg(&key).arg(group);
+                let Some(text) = self.query::<Option<String>>(&get).await? else {
+                    return Ok(None);
+                };
+                let mut del = ::redis::cmd("HDEL");
+                del.arg(&key).arg(group);
+                self.query::<u64>(&del).await?;
+                Ok(parse_loss(group, shard, &text))
+            })
+            .await?;
+        Ok(per_shard.into_iter().flatten().collect())
     }
 
     async fn delete_group(&self, group: &str) -> StoreResult<bool> {
-        let mut existed = false;
-        for shard in 0..SHARD_COUNT {
-            let mut destroy = ::redis::cmd("XGROUP");
-            destroy.arg("DESTROY").arg(stream_key(shard)).arg(group);
-            match self.query::<u64>(&destroy).await {
-                Ok(n) => existed |= n > 0,
-                // No stream on this shard yet: no group either (Redis 7 says the key must
-                // exist; older versions "no such key").
-                Err(StoreError::Internal(m))
-                    if m.contains("no such key") || m.contains("requires the key to exist") => {}
-                Err(e) => return Err(e),
-            }
-            let mut del = ::redis::cmd("HDEL");
-            del.arg(losses_key(shard)).arg(group);
-            self.query::<u64>(&del).await?;
-        }
+        let existed = self
+            .each_shard(|shard| async move {
+                let mut destroy = ::redis::cmd("XGROUP");
+                destroy.arg("DESTROY").arg(stream_key(shard)).arg(group);
+                let existed = match self.query::<u64>(&destroy).await {
+                    Ok(n) => n > 0,
+                    // No stream on this shard yet: no group either (Redis 7 says the key must
+                    // exist; older versions "no such key").
+                    Err(StoreError::Internal(m))
+                        if m.contains("no such key") || m.contains("requires the key to exist") =>
+                    {
+                        false
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut del = ::redis::cmd("HDEL");
+                del.arg(losses_key(shard)).arg(group);
+                self.query::<u64>(&del).await?;
+                Ok(existed)
+            })
+            .await?;
         self.known_groups.lock().expect("lock").remove(group);
-        Ok(existed)
+        Ok(existed.contains(&true))
     }
 
     async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {
         let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
         let server_ms = self.server_ms().await?;
-        let mut by_name: std::collections::BTreeMap<String, GroupInfo> = Default::default();
-        for shard in 0..SHARD_COUNT {
-            let key = stream_key(shard);
-            let mut info = ::redis::cmd("XINFO");
-            info.arg("GROUPS").arg(&key);
-            let groups: StreamInfoGroupsReply = match self.query(&info).await {
-                Err(StoreError::Internal(m)) if m.contains("no such key") => continue,
-                other => other?,
-            };
-            for g in groups.groups {
-                let lag = match g.lag {
-                    Some(lag) => lag as u64,
-                    None => self.count_after(&key, &g.last_delivered_id).await?,
+        // Per shard: (group, pending, lag, oldest unacked entry).
+        let per_shard = self
+            .each_shard(|shard| async move {
+                let key = stream_key(shard);
+                let mut info = ::redis::cmd("XINFO");
+                info.arg("GROUPS").arg(&key);
+                let groups: StreamInfoGroupsReply = match self.query(&info).await {
+                    Err(StoreError::Internal(m)) if m.contains("no such key") => {
+                        return Ok(Vec::new())
+                    }
+                    other => other?,
                 };
-                let oldest = if g.pending > 0 {
-                    self.oldest_pending(&key, &g.name).await?
-                } else {
-                    None
-                };
-                let entry = by_name.entry(g.name.clone()).or_insert_with(|| GroupInfo {
-                    name: g.name.clone(),
-                    ..GroupInfo::default()
-                });
-                entry.pending += g.pending as u64;
-                entry.lag += lag;
-                if let Some((id, (ms, _))) = oldest.and_then(|id| parse_id(&id).map(|p| (id, p))) {
-                    entry.note_unacked(AckId::format(shard, &id), ms as i64, server_ms);
+                let mut rows = Vec::new();
+                for g in groups.groups {
+                    let lag = match g.lag {
+                        Some(lag) => lag as u64,
+                        None => self.count_after(&key, &g.last_delivered_id).await?,
+                    };
+                    let oldest = if g.pending > 0 {
+                        self.oldest_pending(&key, &g.name).await?
+                    } else {
+                        None
+                    };
+                    rows.push((g.name, g.pending as u64, lag, shard, oldest));
                 }
+                Ok(rows)
+            })
+            .await?;
+        let mut by_name: std::collections::BTreeMap<String, GroupInfo> = Default::default();
+        for (name, pending, lag, shard, oldest) in per_shard.into_iter().flatten() {
+            let entry = by_name.entry(name.clone()).or_insert_with(|| GroupInfo {
+                name,
+                ..GroupInfo::default()
+            });
+            entry.pending += pending;
+            entry.lag += lag;
+            if let Some((id, (ms, _))) = oldest.and_then(|id| parse_id(&id).map(|p| (id, p))) {
+                entry.note_unacked(AckId::format(shard, &id), ms as i64, server_ms);
             }
         }
         Ok(by_name.into_values().collect())
     }
 
     async fn pending(&self, group: &str) -> StoreResult<u64> {
-        let mut total = 0;
-        for shard in 0..SHARD_COUNT {
-            let mut cmd = ::redis::cmd("XPENDING");
-            cmd.arg(stream_key(shard)).arg(group);
-            let summary: Value = match self.query(&cmd).await {
-                Err(e) if is_nogroup(&e) => continue,
-                other => other?,
-            };
-            if let Value::Array(mut parts) = summary {
-                if !parts.is_empty() {
-                    total += ::redis::from_redis_value::<u64>(parts.swap_remove(0)).unwrap_or(0);
-                }
-            }
-        }
-        Ok(total)
+        let per_shard = self
+            .each_shard(|shard| async move {
+                let mut cmd = ::redis::cmd("XPENDING");
+                cmd.arg(stream_key(shard)).arg(group);
+                let summary: Value = match self.query(&cmd).await {
+                    Err(e) if is_nogroup(&e) => return Ok(0),
+                    other => other?,
+                };
+                Ok(match summary {
+                    Value::Array(mut parts) if !parts.is_empty() => {
+                        ::redis::from_redis_value::<u64>(parts.swap_remove(0)).unwrap_or(0)
+                    }
+                    _ => 0,
+                })
+            })
+            .await?;
+        Ok(per_shard.iter().sum())
     }
 }

@@ -206,6 +206,10 @@ impl Store for InstrumentedStore {
         .await
     }
 
+    fn shards(&self) -> super::keys::Shards {
+        self.inner.shards()
+    }
+
     async fn time_ms(&self) -> StoreResult<i64> {
         observe("time", store_span!("time"), self.inner.time_ms()).await
     }

@@ -4,20 +4,75 @@
 //! Ids are `[A-Za-z0-9._:-]` (see `ledger::is_valid_id`): they cannot contain `{`, `}` (which
 //! would change the hash tag) or `/`, which separates an account id from a generation id.
 
-/// Number of shards. Each shard has its own event stream and hold-expiry index; 16 spreads
-/// accounts over the slots of a small cluster while keeping per-shard background work cheap.
-/// Fixed forever: changing it moves every account to another key.
-pub const SHARD_COUNT: u32 = 16;
+/// How many shards a deployment spreads its accounts over. Each shard has its own hash tag,
+/// event stream and hold-expiry index: more shards let a Redis Cluster spread the load over
+/// more primaries, fewer keep the per-shard background work (sweeps, event polls) small. A
+/// deployment setting recorded in Redis on first start ([`SHARD_COUNT_RECORD`]): changing it
+/// later would move every account to another key, so a sidecar started with another count
+/// refuses to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shards(u32);
 
-/// Stable shard of an account: FNV-1a (32-bit) of the id, modulo [`SHARD_COUNT`].
-pub fn shard_of(account_id: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in account_id.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
+impl Shards {
+    /// 16 spreads accounts over the slots of a small cluster while keeping per-shard
+    /// background work cheap; the first version's fixed count, so its keys stay where they are.
+    pub const DEFAULT: Shards = Shards(16);
+    /// A Redis Cluster has 16,384 slots: more shards than slots cannot spread any further.
+    pub const MAX: u32 = 16_384;
+
+    /// `count` shards, 1 to [`Shards::MAX`].
+    pub fn new(count: u32) -> Result<Shards, String> {
+        if (1..=Shards::MAX).contains(&count) {
+            Ok(Shards(count))
+        } else {
+            Err(format!(
+                "the shard count must be 1 to {}, not {count}",
+                Shards::MAX
+            ))
+        }
     }
-    hash % SHARD_COUNT
+
+    /// How many shards there are.
+    pub fn count(self) -> u32 {
+        self.0
+    }
+
+    /// Every shard number, `0..count`.
+    pub fn all(self) -> std::ops::Range<u32> {
+        0..self.0
+    }
+
+    /// Whether `shard` is one of these shards.
+    pub fn contains(self, shard: u32) -> bool {
+        shard < self.0
+    }
+
+    /// Stable shard of an account: FNV-1a (32-bit) of the id, modulo the count.
+    pub fn of(self, account_id: &str) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in account_id.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash % self.0
+    }
 }
+
+impl Default for Shards {
+    fn default() -> Shards {
+        Shards::DEFAULT
+    }
+}
+
+impl std::fmt::Display for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a Redis deployment records its shard count (its own hash tag, one slot on a
+/// Cluster): written by the first sidecar to start, checked by every later one.
+pub const SHARD_COUNT_RECORD: &str = "q:{config}:shards";
 
 /// Prefix shared by every key of a shard, hash tag included: `q:{s7}:`.
 pub fn shard_prefix(shard: u32) -> String {
@@ -42,9 +97,9 @@ pub struct AccountKeys {
 }
 
 impl AccountKeys {
-    /// Keys of `account_id`.
-    pub fn new(account_id: &str) -> AccountKeys {
-        let prefix = shard_prefix(shard_of(account_id));
+    /// Keys of `account_id` in a deployment of `shards` shards.
+    pub fn new(account_id: &str, shards: Shards) -> AccountKeys {
+        let prefix = shard_prefix(shards.of(account_id));
         AccountKeys {
             account: format!("{prefix}a:{account_id}"),
             grants: format!("{prefix}g:{account_id}"),
@@ -102,19 +157,37 @@ mod tests {
     #[test]
     fn shards_are_stable_and_spread() {
         // Pinned: a change here would strand every stored account.
-        assert_eq!(shard_of(""), 0x811c_9dc5 % SHARD_COUNT);
-        assert_eq!(shard_of("acct-1"), shard_of("acct-1"));
-        let mut seen = [0u32; SHARD_COUNT as usize];
+        let shards = Shards::DEFAULT;
+        assert_eq!(shards.of(""), 0x811c_9dc5 % 16);
+        assert_eq!(shards.of("acct-1"), shards.of("acct-1"));
+        let mut seen = [0u32; 16];
         for i in 0..1600 {
-            seen[shard_of(&format!("account-{i}")) as usize] += 1;
+            seen[shards.of(&format!("account-{i}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        // Any count spreads: 256 shards, 25,600 accounts.
+        let many = Shards::new(256).unwrap();
+        let mut seen = vec![0u32; 256];
+        for i in 0..25_600 {
+            seen[many.of(&format!("account-{i}")) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
 
     #[test]
+    fn shard_counts_are_bounded() {
+        assert!(Shards::new(0).is_err());
+        assert!(Shards::new(Shards::MAX + 1).is_err());
+        assert_eq!(Shards::new(1).unwrap().of("anything"), 0);
+        assert_eq!(Shards::new(Shards::MAX).unwrap().count(), 16_384);
+        assert!(Shards::new(32).unwrap().contains(31));
+        assert!(!Shards::new(32).unwrap().contains(32));
+    }
+
+    #[test]
     fn every_key_carries_the_tag() {
-        let k = AccountKeys::new("a:b");
-        let tag = format!("{{s{}}}", shard_of("a:b"));
+        let k = AccountKeys::new("a:b", Shards::DEFAULT);
+        let tag = format!("{{s{}}}", Shards::DEFAULT.of("a:b"));
         for key in [
             &k.account,
             &k.grants,
@@ -127,8 +200,8 @@ mod tests {
         }
         // ':' may appear in ids, '/' may not: these two holds cannot collide.
         assert_ne!(
-            AccountKeys::new("a").finished_hold("a", "b:c"),
-            AccountKeys::new("a:b").finished_hold("a:b", "c")
+            AccountKeys::new("a", Shards::DEFAULT).finished_hold("a", "b:c"),
+            AccountKeys::new("a:b", Shards::DEFAULT).finished_hold("a:b", "c")
         );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::keys::shard_of;
+use super::keys::Shards;
 use super::*;
 use crate::events::memory_log::MemoryLog;
 use crate::events::{self, UsageEvent};
@@ -23,6 +23,8 @@ const SWEEP_ENTRIES_PER_ACCOUNT: usize = 4;
 /// Single-instance store; everything is lost when the process exits.
 pub struct MemoryStore {
     catalog: SharedCatalog,
+    /// Shards of the event log (as the Redis streams are laid out).
+    shards: Shards,
     state: Mutex<State>,
 }
 
@@ -38,10 +40,23 @@ impl MemoryStore {
     pub fn new(catalog: impl Into<SharedCatalog>) -> MemoryStore {
         MemoryStore {
             catalog: catalog.into(),
+            shards: Shards::DEFAULT,
             state: Mutex::new(State {
                 accounts: HashMap::new(),
-                log: MemoryLog::new(),
+                log: MemoryLog::new(Shards::DEFAULT),
             }),
+        }
+    }
+
+    /// The same (empty) store with its events in `shards` shards.
+    pub fn with_shards(self, shards: Shards) -> MemoryStore {
+        MemoryStore {
+            shards,
+            state: Mutex::new(State {
+                accounts: HashMap::new(),
+                log: MemoryLog::new(shards),
+            }),
+            ..self
         }
     }
 
@@ -86,7 +101,7 @@ impl MemoryStore {
         let mut state = self.lock();
         let State { accounts, log } = &mut *state;
         let transition = transition(accounts, catalog, account_id, now_ms, op)?;
-        let shard = shard_of(account_id);
+        let shard = self.shards.of(account_id);
         for event in transition.events {
             log.append(shard, event);
         }
@@ -210,7 +225,7 @@ impl Store for MemoryStore {
             let mut entries: Vec<(i64, String)> = state
                 .accounts
                 .iter()
-                .filter(|(id, _)| shard_of(id) == shard)
+                .filter(|(id, _)| self.shards.of(id) == shard)
                 .flat_map(|(id, a)| {
                     a.due_holds(now_ms)
                         .into_iter()
@@ -243,6 +258,10 @@ impl Store for MemoryStore {
             }
         }
         Ok(expired)
+    }
+
+    fn shards(&self) -> Shards {
+        self.shards
     }
 
     async fn ping(&self) -> StoreResult<()> {

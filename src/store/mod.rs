@@ -75,6 +75,8 @@ pub trait Store: Send + Sync + 'static {
     /// `hold.expired`. Safe with many sweepers at once: a hold expires once. Returns how many
     /// holds it expired.
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32>;
+    /// The deployment's shard count: the shards [`Store::expire_due`] and the event log know.
+    fn shards(&self) -> keys::Shards;
     /// Cheap round trip that proves the store answers.
     async fn ping(&self) -> StoreResult<()>;
     /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.

@@ -14,7 +14,7 @@ use ::redis::{Script, ScriptInvocation};
 use async_trait::async_trait;
 
 use super::durability::Durability;
-use super::keys::AccountKeys;
+use super::keys::{AccountKeys, Shards, SHARD_COUNT_RECORD};
 use super::redis_conn::RedisConn;
 use super::redis_reply::{anomaly, parse_state, ScriptReply};
 use super::unavailable::store_error;
@@ -104,6 +104,11 @@ pub struct RedisStore {
     plan_table: std::sync::Mutex<(String, Arc<str>)>,
     /// Consumer groups this process has created on every shard's stream.
     pub(crate) known_groups: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The deployment's shard count (see [`Shards`]).
+    shards: Shards,
+    /// Whether `shards` was found (or made) the count recorded in Redis; until then every call
+    /// checks it first, so nothing is read or written under another deployment's layout.
+    shards_checked: std::sync::atomic::AtomicBool,
 }
 
 impl RedisStore {
@@ -140,6 +145,8 @@ impl RedisStore {
             durability: None,
             plan_table: std::sync::Mutex::new((String::new(), Arc::from(""))),
             known_groups: Default::default(),
+            shards: Shards::DEFAULT,
+            shards_checked: std::sync::atomic::AtomicBool::new(false),
         };
         // Best effort: a Redis that is down now gets the scripts on the first NOSCRIPT.
         if let Err(e) = store.load_scripts().await {
@@ -208,6 +215,7 @@ impl RedisStore {
         now_ms: i64,
         args: impl FnOnce(&mut ScriptInvocation<'_>),
     ) -> StoreResult<ScriptReply> {
+        self.shards_ready().await?;
         let window = month_window(now_ms).0;
         let mut invocation = script.prepare_invoke();
         invocation
@@ -298,6 +306,76 @@ impl RedisStore {
         self
     }
 
+    /// The same store on a deployment of `shards` shards (the default is [`Shards::DEFAULT`]).
+    pub fn with_shards(mut self, shards: Shards) -> RedisStore {
+        self.shards = shards;
+        *self.shards_checked.get_mut() = false;
+        self
+    }
+
+    /// The shard count recorded in Redis, if a sidecar has started on it yet: for tools that
+    /// work on an existing deployment and must use its count.
+    pub async fn recorded_shards(&self) -> StoreResult<Option<Shards>> {
+        let mut conn = self.conn.clone();
+        let mut get = ::redis::cmd("GET");
+        get.arg(SHARD_COUNT_RECORD);
+        let recorded: Option<String> = self.bounded(get.query_async(&mut conn)).await?;
+        recorded
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| text.clone())
+                    .and_then(Shards::new)
+                    .map_err(|_| {
+                        anomaly(format!(
+                            "`{SHARD_COUNT_RECORD}` holds `{text}`, not a shard count"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
+    /// Records this store's shard count in Redis if none is recorded yet, and checks it against
+    /// the recorded one: `Internal` naming both when they differ (the sidecar refuses to start),
+    /// `Unavailable` when Redis cannot tell now (every call checks again until it can).
+    pub async fn check_shards(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let mut set = ::redis::cmd("SET");
+        set.arg(SHARD_COUNT_RECORD)
+            .arg(self.shards.count())
+            .arg("NX");
+        self.bounded(set.query_async::<Option<String>>(&mut conn))
+            .await?;
+        match self.recorded_shards().await? {
+            Some(n) if n == self.shards => {
+                self.shards_checked
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Some(n) => Err(StoreError::Internal(format!(
+                "this sidecar is set to {} shards (--shards) but this Redis deployment recorded \
+                 {n} when it first started (`{SHARD_COUNT_RECORD}`); start every sidecar with \
+                 --shards {n}: another count would read and write every account under other keys",
+                self.shards
+            ))),
+            // Deleted between the two commands (a flush): the next call records it again.
+            None => Err(StoreError::Unavailable(format!(
+                "`{SHARD_COUNT_RECORD}` vanished while being recorded; retry"
+            ))),
+        }
+    }
+
+    /// Checks the shard count before the first real call (one load after that).
+    pub(crate) async fn shards_ready(&self) -> StoreResult<()> {
+        if self
+            .shards_checked
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Ok(())
+        } else {
+            self.check_shards().await
+        }
+    }
+
     fn not_found(account_id: &str, generation_id: &str) -> StoreError {
         StoreError::HoldNotFound {
             account_id: account_id.to_string(),
@@ -380,7 +458,7 @@ impl Store for RedisStore {
         let catalog = self.catalog.current();
         let unit_cost = unit_cost(&catalog, cmd.kind, &cmd.model)?;
         let labels = serde_json::to_string(&cmd.labels).map_err(anomaly)?;
-        let keys = AccountKeys::new(&cmd.account_id);
+        let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
         let mut r = self
             .run_on(
@@ -419,7 +497,7 @@ impl Store for RedisStore {
         actual_quantity: Option<u32>,
         now_ms: i64,
     ) -> StoreResult<Settled> {
-        let keys = AccountKeys::new(account_id);
+        let keys = AccountKeys::new(account_id, self.shards);
         let own = keys.finished_hold(account_id, generation_id);
         let actual = actual_quantity.map(|q| q.to_string()).unwrap_or_default();
         let catalog = self.catalog.current();
@@ -467,7 +545,7 @@ impl Store for RedisStore {
         reason: ReleaseReason,
         now_ms: i64,
     ) -> StoreResult<Released> {
-        let keys = AccountKeys::new(account_id);
+        let keys = AccountKeys::new(account_id, self.shards);
         let own = keys.finished_hold(account_id, generation_id);
         let mut r = self
             .run(
@@ -505,7 +583,7 @@ impl Store for RedisStore {
         ttl_seconds: u32,
         now_ms: i64,
     ) -> StoreResult<Hold> {
-        let keys = AccountKeys::new(account_id);
+        let keys = AccountKeys::new(account_id, self.shards);
         let own = keys.finished_hold(account_id, generation_id);
         let mut r = self
             .run(
@@ -534,7 +612,7 @@ impl Store for RedisStore {
     }
 
     async fn balance(&self, account_id: &str, now_ms: i64) -> StoreResult<Balance> {
-        let keys = AccountKeys::new(account_id);
+        let keys = AccountKeys::new(account_id, self.shards);
         let mut r = self
             .run(
                 &self.scripts.balance,
@@ -552,7 +630,7 @@ impl Store for RedisStore {
     }
 
     async fn account(&self, account_id: &str, now_ms: i64) -> StoreResult<AccountView> {
-        let keys = AccountKeys::new(account_id);
+        let keys = AccountKeys::new(account_id, self.shards);
         let mut r = self
             .run(
                 &self.scripts.account,
@@ -591,7 +669,7 @@ impl Store for RedisStore {
                 message: format!("unknown plan `{}`", cmd.plan),
             });
         }
-        let keys = AccountKeys::new(&cmd.account_id);
+        let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let own = keys.plan_request(&cmd.account_id, &cmd.request_id);
         let requested = cmd
             .cycle_anchor_ms
@@ -635,7 +713,7 @@ impl Store for RedisStore {
     }
 
     async fn grant_credits(&self, cmd: &GrantCmd, now_ms: i64) -> StoreResult<Granted> {
-        let keys = AccountKeys::new(&cmd.account_id);
+        let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let expires = cmd
             .expires_at_ms
             .map(|ms| ms.to_string())
@@ -683,7 +761,7 @@ impl Store for RedisStore {
         grant_id: &str,
         now_ms: i64,
     ) -> StoreResult<Revoked> {
-        let keys = AccountKeys::new(account_id);
+        let keys = AccountKeys::new(account_id, self.shards);
         let mut r = self
             .run(
                 &self.scripts.revoke,
@@ -712,7 +790,7 @@ impl Store for RedisStore {
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         let catalog = self.catalog.current();
         let unit = unit_cost(&catalog, cmd.kind, &cmd.model)?;
-        let keys = AccountKeys::new(&cmd.account_id);
+        let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let mut r = self
             .run_on(
                 &catalog,
@@ -757,7 +835,7 @@ impl Store for RedisStore {
         now_ms: i64,
     ) -> StoreResult<ReservedBatch> {
         let catalog = self.catalog.current();
-        let keys = AccountKeys::new(&cmd.account_id);
+        let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let mut item_args = Vec::with_capacity(cmd.items.len());
         for item in &cmd.items {
             let unit = unit_cost(&catalog, item.kind, &item.model)?;
@@ -834,7 +912,7 @@ impl Store for RedisStore {
     }
 
     async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
-        let keys = AccountKeys::new(&cmd.account_id);
+        let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
         let record = keys.refund(&cmd.account_id, &cmd.refund_id);
         let mut r = self
@@ -889,6 +967,10 @@ impl Store for RedisStore {
     }
 
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32> {
+        self.shards_ready().await?;
+        if !self.shards.contains(shard) {
+            return Ok(0);
+        }
         let index = super::keys::shard_expiry(&super::keys::shard_prefix(shard));
         let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
         cmd.arg(&index).arg("-inf").arg(now_ms).arg("LIMIT").arg(0);
@@ -912,7 +994,7 @@ impl Store for RedisStore {
         }
         let mut expired = 0;
         for (account, members) in by_account {
-            let keys = AccountKeys::new(&account);
+            let keys = AccountKeys::new(&account, self.shards);
             let swept = self
                 .run(
                     &self.scripts.sweep,
@@ -937,6 +1019,10 @@ impl Store for RedisStore {
             }
         }
         Ok(expired)
+    }
+
+    fn shards(&self) -> Shards {
+        self.shards
     }
 
     async fn ping(&self) -> StoreResult<()> {

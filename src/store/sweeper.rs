@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::keys::SHARD_COUNT;
+use futures::StreamExt;
+
 use super::Store;
 use super::StoreError;
 use crate::clock::Clock;
@@ -22,6 +23,11 @@ pub fn skipped(account_id: &str, error: &StoreError) {
 /// Due accounts one sweeper pass handles per shard; the rest wait for the next pass, so a
 /// backlog never turns one pass into a long burst of scripts.
 pub const SWEEP_ACCOUNTS_PER_SHARD: usize = 100;
+
+/// Shards one pass sweeps at once: their index reads share the connection's pipeline, so a
+/// deployment of thousands of shards still finishes a pass within the interval, while a pass
+/// never has more than this many calls in flight beside the ledger's own.
+pub const SWEEP_SHARDS_AT_ONCE: usize = 16;
 
 /// Runs `store.expire_due` over every shard each `interval` until `stop` turns true. Every
 /// sidecar of a fleet runs a sweeper, but one pass per interval does the work: the sidecar that
@@ -53,22 +59,29 @@ pub async fn run_sweeper(
                     now_ms = None;
                 }
             }
-            for shard in 0..SHARD_COUNT {
-                let Some(now_ms) = now_ms else { break };
-                match store
-                    .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
-                    .await
-                {
-                    Ok(0) => {}
-                    Ok(expired) => {
-                        metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
-                        tracing::debug!(shard, expired, "sweeper expired holds");
+            let Some(now_ms) = now_ms else { return };
+            let store = &store;
+            futures::stream::iter(store.shards().all())
+                .map(|shard| async move {
+                    let swept = store
+                        .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
+                        .await;
+                    (shard, swept)
+                })
+                .buffer_unordered(SWEEP_SHARDS_AT_ONCE)
+                .for_each(|(shard, swept)| async move {
+                    match swept {
+                        Ok(0) => {}
+                        Ok(expired) => {
+                            metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
+                            tracing::debug!(shard, expired, "sweeper expired holds");
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
-                    }
-                }
-            }
+                })
+                .await;
         };
         // A pass waits on the store, which may be stuck: shutdown does not wait for it (each
         // account's expiry is one atomic script, so stopping between them is safe).

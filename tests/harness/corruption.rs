@@ -69,7 +69,7 @@ fn assert_internal<T: std::fmt::Debug>(what: &str, result: StoreResult<T>) {
 /// and then a grant, and runs every mutating operation against each corruption.
 pub async fn broken_invariants_write_nothing(store: &dyn Store, ports: &[u16], now_ms: i64) {
     let a = "corrupt-1";
-    let keys = AccountKeys::new(a);
+    let keys = AccountKeys::new(a, quota_sidecar::store::keys::Shards::DEFAULT);
     store
         .set_plan(
             &SetPlanCmd {

@@ -1,14 +1,14 @@
 //! Reading what the scripts wrote to the shard streams, straight from Redis.
 
 use quota_sidecar::events::UsageEvent;
-use quota_sidecar::store::keys::{shard_prefix, SHARD_COUNT};
+use quota_sidecar::store::keys::{shard_prefix, Shards};
 
 /// Every event of every shard stream, in stream order per shard.
 pub async fn redis_events(url: &str) -> Vec<UsageEvent> {
     let client = ::redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut all = Vec::new();
-    for shard in 0..SHARD_COUNT {
+    for shard in Shards::DEFAULT.all() {
         all.extend(shard_events(&mut conn, shard).await);
     }
     all

@@ -72,6 +72,7 @@ impl Sidecar {
             .env_remove("QUOTA_TLS_KEY")
             .env_remove("QUOTA_ADMIN_CLIENT_CA")
             .env_remove("QUOTA_REDIS_CA")
+            .env_remove("QUOTA_SHARDS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
