@@ -193,14 +193,14 @@ const ACCOUNTS: usize = 600;
 /// How long the sweeper and the readers may take to deliver every event.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Through the binary on `--shards 256`: every account gets credits and a 1 s hold that
+/// Through the binary on `--shards count`: every account gets credits and a 1 s hold that
 /// nobody settles; the sweeper expires each hold once and one Subscribe delivers every event,
 /// from every shard. Returns the shards the events came from.
-async fn two_hundred_fifty_six_shards_end_to_end(store: &str) -> BTreeSet<u32> {
+async fn end_to_end(store: &str, count: u32) -> BTreeSet<u32> {
     let sidecar = Sidecar::start_with(
         store,
         Some(TOKEN),
-        &["--shards", "256", "--sweep-interval-ms", "100"],
+        &["--shards", &count.to_string(), "--sweep-interval-ms", "100"],
         &[],
     );
     harness::sidecar::wait_serving(sidecar.worker).await;
@@ -288,9 +288,15 @@ async fn two_hundred_fifty_six_shards_end_to_end(store: &str) -> BTreeSet<u32> {
         assert_eq!(by_type[kind].len(), ACCOUNTS, "{kind}");
     }
     assert_eq!(delivered, 3 * ACCOUNTS);
-    assert!(shards.iter().all(|&s| s < 256), "{shards:?}");
-    // 600 accounts over 256 shards: about 232 shards expected, far more than 16.
-    assert!(shards.len() > 200, "events from {} shards", shards.len());
+    assert!(shards.iter().all(|&s| s < count), "{shards:?}");
+    // Accounts land on shards at random: n accounts over c shards fill about
+    // c × (1 − e^(−n/c)) of them (600 over 256: 232, far more than 16).
+    let expected = f64::from(count) * (1.0 - (-(ACCOUNTS as f64) / f64::from(count)).exp());
+    assert!(
+        shards.len() as f64 > 0.9 * expected,
+        "events from {} shards, about {expected:.0} expected",
+        shards.len()
+    );
 
     // Every hold came back whole: the credits are all there again.
     for a in accounts.iter().step_by(37) {
@@ -317,14 +323,28 @@ async fn two_hundred_fifty_six_shards_end_to_end(store: &str) -> BTreeSet<u32> {
 
 #[tokio::test]
 async fn any_count_works_on_the_memory_store() {
-    let shards = two_hundred_fifty_six_shards_end_to_end("memory").await;
+    let shards = end_to_end("memory", 256).await;
     println!("events came from {} of 256 shards", shards.len());
+}
+
+#[tokio::test]
+async fn one_shard_and_the_most_shards_work_on_redis() {
+    for count in [1, Shards::MAX] {
+        let redis = RedisServer::start();
+        let started = Instant::now();
+        let shards = end_to_end(&redis.url(), count).await;
+        println!(
+            "{count} shards: events came from {} shards; {:.1} s",
+            shards.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 #[tokio::test]
 async fn two_hundred_fifty_six_shards_spread_over_every_cluster_primary() {
     let cluster = harness::cluster::RedisCluster::start();
-    let shards = two_hundred_fifty_six_shards_end_to_end(&cluster.url()).await;
+    let shards = end_to_end(&cluster.url(), 256).await;
     // Each primary holds the keys of its own share of the shards: the event stream of every
     // shard (Subscribe made the group on all 256) and the accounts of those shards.
     let count = |pattern: &str| -> Vec<usize> {
