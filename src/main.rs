@@ -34,7 +34,9 @@ fn serve(runtime: &tokio::runtime::Runtime, config: Config) -> ExitCode {
         }
         Err(e) => {
             let what = match e {
-                ServerError::Serve(_) => "stopped with an error",
+                ServerError::Serve(_) | ServerError::ShardCountChanged(_) => {
+                    "stopped with an error"
+                }
                 _ => "cannot start",
             };
             // Some messages (TOML parse errors) span lines; startup errors stay one line.

@@ -91,6 +91,9 @@ pub enum ServerError {
     /// `--store` is malformed or names an unsupported backend.
     #[error("{0}")]
     Store(String),
+    /// While serving, the deployment's recorded shard count stopped being this sidecar's.
+    #[error("{0}")]
+    ShardCountChanged(String),
     /// The admin token cannot be used.
     #[error("{ADMIN_TOKEN_ENV}: {0}")]
     AdminToken(&'static str),
@@ -284,6 +287,7 @@ impl Server {
         ));
         let trimmer = tokio::spawn(run_trimmer(
             parts.events.clone(),
+            parts.store.clone(),
             parts.clock.clone(),
             settings.events_retention,
             TRIM_INTERVAL,
@@ -548,6 +552,8 @@ pub struct OpenedStore {
     pub store: Arc<dyn Store>,
     pub events: Arc<dyn EventLog>,
     pub probe: Probe,
+    /// The Redis store, whose recorded shard count is watched while serving.
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 /// Opens the store named by `--store`.
@@ -566,6 +572,7 @@ pub async fn open_store(
                 store: store.clone(),
                 events: store,
                 probe: None,
+                redis: None,
             })
         }
         StoreSpec::Redis(url) => {
@@ -611,8 +618,9 @@ pub async fn open_store(
             let store = Arc::new(store);
             Ok(OpenedStore {
                 store: store.clone(),
-                events: store,
+                events: store.clone(),
                 probe: Some(Arc::new(probe)),
+                redis: Some(store),
             })
         }
     }
@@ -691,7 +699,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         events,
         probe,
+        redis,
     } = open_store(&config, catalog.clone()).await?;
+    // A deployment whose recorded shard count changes under a running sidecar (a flushed
+    // Redis taken over by sidecars on another count) ends this one: it stops serving and exits
+    // naming both counts, and a restart refuses to start until it is set right.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    let shard_watch = redis.map(|redis| tokio::spawn(watch_shard_count(redis, fatal_tx)));
+    let fatal = std::sync::Mutex::new(None::<String>);
+    let shutdown = async {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(message) = &mut fatal_rx => {
+                *fatal.lock().expect("lock") = Some(message);
+            }
+        }
+    };
     let local: Arc<dyn Clock> = match config.clock_skew_ms {
         0 => Arc::new(SystemClock),
         skew_ms => Arc::new(SkewedClock { skew_ms }),
@@ -751,5 +774,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(sync) = clock_sync {
         sync.abort();
     }
-    result
+    if let Some(watch) = shard_watch {
+        watch.abort();
+    }
+    match fatal.into_inner().expect("lock") {
+        Some(message) => Err(ServerError::ShardCountChanged(message)),
+        None => result,
+    }
+}
+
+/// How often a serving sidecar checks the deployment's recorded shard count again.
+pub const SHARD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Checks the recorded shard count every [`SHARD_CHECK_INTERVAL`] (recording it again if a
+/// flush removed it) and sends the reason when it is no longer this sidecar's.
+async fn watch_shard_count(redis: Arc<RedisStore>, fatal: tokio::sync::oneshot::Sender<String>) {
+    loop {
+        tokio::time::sleep(SHARD_CHECK_INTERVAL).await;
+        match redis.check_shards().await {
+            Ok(()) | Err(StoreError::Unavailable(_)) => {}
+            Err(StoreError::Internal(message)) => {
+                let _ = fatal.send(message);
+                return;
+            }
+            Err(e) => {
+                let _ = fatal.send(e.to_string());
+                return;
+            }
+        }
+    }
 }

@@ -764,8 +764,9 @@ fn check_batch_items(
 /// brace, and the shard of the account it belongs to.
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
-        // The fleet's own keys: the sweep lease, the health probe and the shard count.
-        if key == &quota_sidecar::store::keys::sweep_lease()
+        // The fleet's own keys: the leases, the health probe and the shard count.
+        if key == quota_sidecar::store::lease::FleetTask::Sweep.lease_key()
+            || key == quota_sidecar::store::lease::FleetTask::Trim.lease_key()
             || key == quota_sidecar::store::keys::HEALTH_PROBE
             || key == quota_sidecar::store::keys::SHARD_COUNT_RECORD
         {

@@ -88,8 +88,13 @@ impl Store for SwitchableStore {
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32> {
         self.inner.expire_due(shard, now_ms, max_accounts).await
     }
-    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
-        self.inner.sweep_lease(owner, ttl_ms).await
+    async fn lease(
+        &self,
+        task: quota_sidecar::store::lease::FleetTask,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> StoreResult<bool> {
+        self.inner.lease(task, owner, ttl_ms).await
     }
     async fn time_ms(&self) -> StoreResult<i64> {
         self.inner.time_ms().await

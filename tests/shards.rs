@@ -85,6 +85,41 @@ fn a_sidecar_set_to_another_count_refuses_to_start() {
     }
 }
 
+#[tokio::test]
+async fn a_running_sidecar_follows_its_recorded_count() {
+    let redis = RedisServer::start();
+    let mut sidecar = Sidecar::start_with(&redis.url(), None, &["--shards", "32"], &[]);
+    harness::sidecar::wait_serving(sidecar.worker).await;
+    // Flushed: the record is written again by the sidecar that notices.
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while redis.cli(&["GET", SHARD_COUNT_RECORD]) != "32" {
+        assert!(
+            Instant::now() < deadline,
+            "the count was not recorded again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Taken over by a fleet on another count: this sidecar stops, naming both counts.
+    assert_eq!(redis.cli(&["SET", SHARD_COUNT_RECORD, "16"]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sidecar.is_alive() {
+        assert!(Instant::now() < deadline, "the sidecar kept serving");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = sidecar
+        .logs()
+        .into_iter()
+        .filter_map(|l| l["fields"]["message"].as_str().map(str::to_string))
+        .find(|m| m.starts_with("stopped with an error"))
+        .expect("a last error line");
+    assert!(
+        stopped.contains("set to 32 shards") && stopped.contains("recorded 16"),
+        "{stopped}"
+    );
+    assert_eq!(redis.cli(&["GET", SHARD_COUNT_RECORD]), "16");
+}
+
 fn grant(account: &str) -> GrantCmd {
     GrantCmd {
         account_id: account.into(),

@@ -19,6 +19,7 @@ use tonic::Request;
 use quota_sidecar::client;
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind, MAX_GRANT_UNITS};
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
+use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::{GrantCmd, ReleaseReason, ReserveCmd, SetPlanCmd, Store};
 
@@ -94,6 +95,15 @@ struct Cli {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// The deployment's shard count, as the sidecars run with it (`--setup-redis` and
+    /// `--redis` use it; a Redis that recorded another count is refused).
+    #[arg(
+        long,
+        env = "QUOTA_SHARDS",
+        default_value_t = Shards::DEFAULT.count(),
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(Shards::MAX))
+    )]
+    shards: u32,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -287,24 +297,25 @@ async fn setup_via_admin(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// The Redis store on `url`, on the shard count its deployment recorded (the default on a
-/// fresh Redis).
-async fn connect_store(url: &str, catalog: Arc<Catalog>) -> Result<RedisStore, String> {
+/// The Redis store on `url` with `--shards`, checked against the count the deployment
+/// recorded (and recording it on a fresh Redis, as a sidecar would).
+async fn connect_store(cli: &Cli, url: &str, catalog: Arc<Catalog>) -> Result<RedisStore, String> {
+    let shards = Shards::new(cli.shards)?;
     let store = RedisStore::connect(url, catalog, CALL_TIMEOUT)
         .await
-        .map_err(|e| format!("Redis {url}: {e}"))?;
-    let shards = store
-        .recorded_shards()
-        .await
         .map_err(|e| format!("Redis {url}: {e}"))?
-        .unwrap_or_default();
-    Ok(store.with_shards(shards))
+        .with_shards(shards);
+    store
+        .check_shards()
+        .await
+        .map_err(|e| format!("Redis {url}: {e}"))?;
+    Ok(store)
 }
 
 /// Puts accounts `0..cli.accounts` on [`PLAN`] with their grant through [`RedisStore`] in this
 /// process, `--setup-concurrency` accounts at a time: the same scripts the admin API runs.
 async fn setup_via_redis(cli: &Cli, url: &str) -> Result<(), String> {
-    let store = Arc::new(connect_store(url, Arc::new(Catalog::builtin())).await?);
+    let store = Arc::new(connect_store(cli, url, Arc::new(Catalog::builtin())).await?);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -541,7 +552,7 @@ async fn sidecar_phase(cli: &Cli) -> Result<Phase, String> {
 /// operation is exactly the one `EVALSHA` the sidecar would send.
 async fn raw_redis_phase(cli: &Cli, url: &str) -> Result<Phase, String> {
     let catalog = Arc::new(Catalog::builtin());
-    let store = connect_store(url, catalog).await?;
+    let store = connect_store(cli, url, catalog).await?;
     store
         .load_scripts()
         .await

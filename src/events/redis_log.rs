@@ -70,6 +70,10 @@ fn parse_loss(group: &str, shard: u32, text: &str) -> Option<Loss> {
     })
 }
 
+/// Clears a loss record only if it still holds what was read (see the script).
+static TAKE_LOSS: std::sync::LazyLock<::redis::Script> =
+    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("take_loss.lua")));
+
 /// Per-shard commands one walk over the shards keeps in flight: they share the connection's
 /// pipeline, so a deployment of thousands of shards is walked in a few hundred round trips.
 const SHARD_CALLS_AT_ONCE: usize = 32;
@@ -91,6 +95,77 @@ impl RedisStore {
             .buffered(SHARD_CALLS_AT_ONCE)
             .try_collect()
             .await
+    }
+
+    /// Like [`RedisStore::each_shard`] for background passes, which go on past a failing
+    /// shard: the successes, with the failures logged once as `what`; an error only when
+    /// every shard failed.
+    async fn each_shard_settled<T, F, Fut>(&self, what: &str, call: F) -> StoreResult<Vec<T>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        let results: Vec<StoreResult<T>> = futures::stream::iter(self.shards().all())
+            .map(call)
+            .buffered(SHARD_CALLS_AT_ONCE)
+            .collect()
+            .await;
+        let total = results.len();
+        let mut done = Vec::with_capacity(total);
+        let mut failed = Vec::new();
+        for result in results {
+            match result {
+                Ok(v) => done.push(v),
+                Err(e) => failed.push(e),
+            }
+        }
+        match failed.into_iter().next() {
+            Some(first) if done.is_empty() => Err(first),
+            Some(first) => {
+                tracing::warn!(
+                    failed_shards = total - done.len(),
+                    error = %first,
+                    "{what} failed on some shards; the others are done, those wait for the next pass"
+                );
+                Ok(done)
+            }
+            None => Ok(done),
+        }
+    }
+
+    /// Drops what every group has acked on `shard` and is past the retention; see
+    /// [`EventLog::trim`]. `server_ms` is Redis's clock, which stamped the ids.
+    async fn trim_shard(
+        &self,
+        shard: u32,
+        retention: Retention,
+        server_ms: u64,
+    ) -> StoreResult<u64> {
+        let key = stream_key(shard);
+        let mut info = ::redis::cmd("XINFO");
+        info.arg("GROUPS").arg(&key);
+        let groups: StreamInfoGroupsReply = match self.query(&info).await {
+            Err(StoreError::Internal(m)) if m.contains("no such key") => return Ok(0),
+            other => other?,
+        };
+        // The first entry some group still needs: its oldest unacked one, or the one after
+        // what it was last given.
+        let mut keep_from: Option<(u64, u64)> = None;
+        for g in groups.groups.iter().filter(|g| !is_ephemeral(&g.name)) {
+            let needed = self.group_needs(&key, g).await?;
+            keep_from = Some(keep_from.map_or(needed, |k| k.min(needed)));
+        }
+        let age_cut = (server_ms.saturating_sub(retention.keep_ms.max(0) as u64), 0);
+        let cut = match self.size_cut(&key, retention.max_events_per_shard).await? {
+            Some(size_cut) => age_cut.max(size_cut),
+            None => age_cut,
+        };
+        let min_id = keep_from.map_or(cut, |k| k.min(cut));
+        let mut cmd = ::redis::cmd("XTRIM");
+        cmd.arg(&key)
+            .arg("MINID")
+            .arg(format!("{}-{}", min_id.0, min_id.1));
+        self.query::<u64>(&cmd).await
     }
 
     /// Whether `group` may have something to read on `shard`: entries it was given and has not
@@ -471,67 +546,65 @@ impl EventLog for RedisStore {
 
     async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
         let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
-        let mut dropped = 0;
-        for shard in self.shards().all() {
-            let key = stream_key(shard);
-            let mut info = ::redis::cmd("XINFO");
-            info.arg("GROUPS").arg(&key);
-            let groups: StreamInfoGroupsReply = match self.query(&info).await {
-                Err(StoreError::Internal(m)) if m.contains("no such key") => continue,
-                other => other?,
-            };
-            // The first entry some group still needs: its oldest unacked one, or the one after
-            // what it was last given.
-            let mut keep_from: Option<(u64, u64)> = None;
-            for g in groups.groups.iter().filter(|g| !is_ephemeral(&g.name)) {
-                let needed = self.group_needs(&key, g).await?;
-                keep_from = Some(keep_from.map_or(needed, |k| k.min(needed)));
-            }
-            // Age is measured with the server's clock, which stamped the ids.
-            let server_ms = {
-                let (secs, micros): (u64, u64) = self.query(&::redis::cmd("TIME")).await?;
-                secs * 1000 + micros / 1000
-            };
-            let age_cut = (server_ms.saturating_sub(retention.keep_ms.max(0) as u64), 0);
-            let cut = match self.size_cut(&key, retention.max_events_per_shard).await? {
-                Some(size_cut) => age_cut.max(size_cut),
-                None => age_cut,
-            };
-            let min_id = keep_from.map_or(cut, |k| k.min(cut));
-            let mut cmd = ::redis::cmd("XTRIM");
-            cmd.arg(&key)
-                .arg("MINID")
-                .arg(format!("{}-{}", min_id.0, min_id.1));
-            dropped += self.query::<u64>(&cmd).await?;
-        }
-        Ok(dropped)
+        let server_ms = self.server_ms().await?.max(0) as u64;
+        let dropped = self
+            .each_shard_settled("event trim", |shard| {
+                self.trim_shard(shard, retention, server_ms)
+            })
+            .await?;
+        Ok(dropped.iter().sum())
     }
 
     async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
+        let per_shard = self
+            .each_shard_settled("event cap", |shard| async move {
+                let mut out = CapTrim::default();
+                self.cap_shard(shard, max_retained_per_shard, &mut out)
+                    .await?;
+                Ok(out)
+            })
+            .await?;
         let mut out = CapTrim::default();
-        for shard in self.shards().all() {
-            self.cap_shard(shard, max_retained_per_shard, &mut out)
-                .await?;
+        for shard in per_shard {
+            out.dropped += shard.dropped;
+            out.dropped_unacked += shard.dropped_unacked;
+            out.losses.extend(shard.losses);
         }
         Ok(out)
     }
 
     async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
-        let per_shard = self
+        // Read every shard's record first: a failed read tells nothing and clears nothing.
+        let records = self
             .each_shard(|shard| async move {
-                let key = losses_key(shard);
                 let mut get = ::redis::cmd("HGET");
-                get.arg(&key).arg(group);
-                let Some(text) = self.query::<Option<String>>(&get).await? else {
-                    return Ok(None);
-                };
-                let mut del = ::redis::cmd("HDEL");
-                del.arg(&key).arg(group);
-                self.query::<u64>(&del).await?;
-                Ok(parse_loss(group, shard, &text))
+                get.arg(losses_key(shard)).arg(group);
+                let text = self.query::<Option<String>>(&get).await?;
+                Ok(text.map(|text| (shard, text)))
             })
             .await?;
-        Ok(per_shard.into_iter().flatten().collect())
+        let mut losses = Vec::new();
+        for (shard, text) in records.into_iter().flatten() {
+            // Cleared only if unchanged; a record that cannot be cleared now is told again
+            // later rather than lost.
+            let cleared = async {
+                self.shards_ready().await?;
+                let mut conn = self.connection();
+                self.bounded(
+                    TAKE_LOSS
+                        .key(losses_key(shard))
+                        .arg(group)
+                        .arg(&text)
+                        .invoke_async::<u64>(&mut conn),
+                )
+                .await
+            };
+            if let Err(e) = cleared.await {
+                tracing::warn!(group, shard, error = %e, "could not clear a told event loss; it will be told again");
+            }
+            losses.extend(parse_loss(group, shard, &text));
+        }
+        Ok(losses)
     }
 
     async fn delete_group(&self, group: &str) -> StoreResult<bool> {
@@ -555,9 +628,11 @@ impl EventLog for RedisStore {
                 self.query::<u64>(&del).await?;
                 Ok(existed)
             })
-            .await?;
+            .await;
+        // Forgotten whatever the outcome: a group destroyed on some shards must be created
+        // again by this process's next read, not assumed.
         self.known_groups.lock().expect("lock").remove(group);
-        Ok(existed.contains(&true))
+        Ok(existed?.contains(&true))
     }
 
     async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {

@@ -197,11 +197,16 @@ impl Store for InstrumentedStore {
         observe("ping", store_span!("ping"), self.inner.ping()).await
     }
 
-    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+    async fn lease(
+        &self,
+        task: super::lease::FleetTask,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> StoreResult<bool> {
         observe(
-            "sweep_lease",
-            store_span!("sweep_lease"),
-            self.inner.sweep_lease(owner, ttl_ms),
+            "lease",
+            store_span!("lease"),
+            self.inner.lease(task, owner, ttl_ms),
         )
         .await
     }

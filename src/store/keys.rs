@@ -125,11 +125,6 @@ impl AccountKeys {
     }
 }
 
-/// The fleet's sweep lease (a string with an expiry; its own hash tag, one slot on a Cluster).
-pub fn sweep_lease() -> String {
-    "q:{sweep}:lease".to_string()
-}
-
 /// The key the health probe writes (its own hash tag; a harmless write proves Redis takes
 /// writes).
 pub const HEALTH_PROBE: &str = "q:{health}:probe";

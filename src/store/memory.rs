@@ -290,8 +290,13 @@ impl Store for MemoryStore {
         self.with_account(&cmd.account_id, now_ms, |a| a.refund(cmd, now_ms))
     }
 
-    async fn sweep_lease(&self, _owner: &str, _ttl_ms: u64) -> StoreResult<bool> {
-        // One process is the whole store: its sweeper always sweeps.
+    async fn lease(
+        &self,
+        _task: lease::FleetTask,
+        _owner: &str,
+        _ttl_ms: u64,
+    ) -> StoreResult<bool> {
+        // One process is the whole store: it always does the fleet's work.
         Ok(true)
     }
 

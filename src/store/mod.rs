@@ -10,6 +10,7 @@ pub mod durability;
 pub mod health_probe;
 pub mod instrumented;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
@@ -81,9 +82,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.
     async fn time_ms(&self) -> StoreResult<i64>;
-    /// Takes the fleet's sweep lease for `ttl_ms` unless someone holds it; whether `owner`
-    /// got it. One sweeper a pass does the expiry work for the whole store.
-    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool>;
+    /// Takes the lease of fleet task `task` for `ttl_ms` unless someone holds it; whether
+    /// `owner` got it. One sidecar a pass does the task for the whole store (see [`lease`]).
+    async fn lease(&self, task: lease::FleetTask, owner: &str, ttl_ms: u64) -> StoreResult<bool>;
     /// What Reserve would answer now; changes nothing at all (not even lazy work).
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted>;
     /// Holds every item or none, in one atomic step; replays return the first holds.

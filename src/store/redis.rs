@@ -351,12 +351,17 @@ impl RedisStore {
                     .store(true, std::sync::atomic::Ordering::Release);
                 Ok(())
             }
-            Some(n) => Err(StoreError::Internal(format!(
+            Some(n) => {
+                // Every call checks again, and is refused, from now on.
+                self.shards_checked
+                    .store(false, std::sync::atomic::Ordering::Release);
+                Err(StoreError::Internal(format!(
                 "this sidecar is set to {} shards (--shards) but this Redis deployment recorded \
                  {n} when it first started (`{SHARD_COUNT_RECORD}`); start every sidecar with \
                  --shards {n}: another count would read and write every account under other keys",
                 self.shards
-            ))),
+            )))
+            }
             // Deleted between the two commands (a flush): the next call records it again.
             None => Err(StoreError::Unavailable(format!(
                 "`{SHARD_COUNT_RECORD}` vanished while being recorded; retry"
@@ -1037,12 +1042,14 @@ impl Store for RedisStore {
         }
     }
 
-    async fn sweep_lease(&self, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+    async fn lease(&self, task: lease::FleetTask, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+        // A sidecar on another shard count takes no lease: its passes would fail shard by shard.
+        self.shards_ready().await?;
         let mut conn = self.conn.clone();
         let taken: Option<String> = self
             .bounded(
                 ::redis::cmd("SET")
-                    .arg(super::keys::sweep_lease())
+                    .arg(task.lease_key())
                     .arg(owner)
                     .arg("NX")
                     .arg("PX")

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use futures::StreamExt;
 
+use super::lease::{lease_ms, lease_owner, FleetTask};
 use super::Store;
 use super::StoreError;
 use crate::clock::Clock;
@@ -41,17 +42,13 @@ pub async fn run_sweeper(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let owner = format!("{}-{:x}", std::process::id(), started.as_nanos());
-    // A little shorter than the interval, so the lease is free when the next pass starts.
-    let lease_ms = (interval.as_millis() as u64).saturating_mul(9) / 10;
+    let owner = lease_owner();
+    let lease_ms = lease_ms(interval);
     loop {
         let pass = async {
             // Without the store's time there is no sweeping: a guess could expire holds early.
             let mut now_ms = clock.ledger_now_ms();
-            match store.sweep_lease(&owner, lease_ms.max(1)).await {
+            match store.lease(FleetTask::Sweep, &owner, lease_ms).await {
                 Ok(true) => {}
                 Ok(false) => now_ms = None,
                 Err(e) => {

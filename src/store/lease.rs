@@ -1,0 +1,52 @@
+//! Fleet leases: background work that must be done once per deployment, not once per sidecar
+//! (expiring due holds, trimming and capping the event log), is done each pass by the sidecar
+//! that takes the task's lease: a Redis string with an expiry, set only if absent. The others
+//! skip the pass with one `SET NX`, so the work does not grow with the fleet, and a sidecar
+//! that dies holding a lease loses it when the lease expires.
+
+use std::time::Duration;
+
+/// A fleet-wide background task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetTask {
+    /// The expiry sweeper ([`super::sweeper`]).
+    Sweep,
+    /// The event-log trimmer and its hard cap ([`crate::events::trimmer`]).
+    Trim,
+}
+
+impl FleetTask {
+    /// The task's lease key: a hash tag of its own, one slot on a Cluster.
+    pub fn lease_key(self) -> &'static str {
+        match self {
+            FleetTask::Sweep => "q:{sweep}:lease",
+            FleetTask::Trim => "q:{trim}:lease",
+        }
+    }
+}
+
+/// This process's name as a lease owner: its pid and start time, unique in a fleet.
+pub fn lease_owner() -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{:x}", std::process::id(), started.as_nanos())
+}
+
+/// How long a pass's lease lasts when passes start every `interval`: a little shorter than the
+/// interval, so the lease is free when the next pass starts.
+pub fn lease_ms(interval: Duration) -> u64 {
+    ((interval.as_millis() as u64).saturating_mul(9) / 10).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_end_before_the_next_pass() {
+        assert_eq!(lease_ms(Duration::from_secs(1)), 900);
+        assert_eq!(lease_ms(Duration::from_millis(0)), 1);
+        assert_ne!(FleetTask::Sweep.lease_key(), FleetTask::Trim.lease_key());
+    }
+}
