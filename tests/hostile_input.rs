@@ -760,13 +760,12 @@ fn check_batch_items(
 }
 
 /// Every key is `q:{s<shard>}:<kind>:<account>[/<id>]` (or a shard's `expiry` / `events` /
-/// `events:losses`, or the fleet's sweep lease and health probe), with valid ids, no other
+/// `events:losses`, or the fleet's sweep lease and shard count), with valid ids, no other
 /// brace, and the shard of the account it belongs to.
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
-        // The fleet's own keys: the sweep lease, the health probe and the shard count.
+        // The fleet's own keys: the sweep lease and the shard count.
         if key == &quota_sidecar::store::keys::sweep_lease()
-            || key == quota_sidecar::store::keys::HEALTH_PROBE
             || key == quota_sidecar::store::keys::SHARD_COUNT_RECORD
         {
             continue;
