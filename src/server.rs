@@ -11,10 +11,10 @@
 //! With TLS configured ([`ListenerTls`]), the worker and admin listeners serve TLS, and the
 //! admin listener may also require client certificates.
 //!
-//! Health follows the store: a background probe checks it (on Redis with a small write, see
-//! [`crate::store::health_probe`]) and turns `""` and `quota.v1.Quota` NOT_SERVING while it
-//! does not answer or refuses writes, SERVING again when it takes them. `liveness` stays SERVING
-//! until shutdown, for liveness probes.
+//! Health follows the store: a background probe checks it (on Redis whether every primary
+//! would take a write, see [`crate::store::health_probe`]) and turns `""` and `quota.v1.Quota`
+//! NOT_SERVING while it does not answer or refuses writes, SERVING again when it takes them.
+//! `liveness` stays SERVING until shutdown, for liveness probes.
 //!
 //! Also in the background while serving: the expiry sweeper (so `hold.expired` is emitted for
 //! accounts nobody touches) and the event-log trimmer. Everything stops on shutdown.

@@ -760,14 +760,13 @@ fn check_batch_items(
 }
 
 /// Every key is `q:{s<shard>}:<kind>:<account>[/<id>]` (or a shard's `expiry` / `events` /
-/// `events:losses`, or the fleet's sweep lease and health probe), with valid ids, no other
+/// `events:losses`, or the fleet's leases and shard count), with valid ids, no other
 /// brace, and the shard of the account it belongs to.
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
-        // The fleet's own keys: the leases, the health probe and the shard count.
+        // The fleet's own keys: the leases and the shard count.
         if key == quota_sidecar::store::lease::FleetTask::Sweep.lease_key()
             || key == quota_sidecar::store::lease::FleetTask::Trim.lease_key()
-            || key == quota_sidecar::store::keys::HEALTH_PROBE
             || key == quota_sidecar::store::keys::SHARD_COUNT_RECORD
         {
             continue;

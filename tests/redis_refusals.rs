@@ -1,7 +1,8 @@
 //! A Redis that answers but refuses writes is as down as one that does not answer: the real
 //! binary on a full Redis (`maxmemory` under `noeviction`) answers UNAVAILABLE naming OOM,
 //! turns health NOT_SERVING, counts the error as `kind="oom"`, and serves again by itself once
-//! memory is freed.
+//! memory is freed. The health probe sees a refusal on any primary of a Cluster (full, or
+//! considering the cluster down), a replica, and a primary without enough replicas.
 
 mod harness;
 
@@ -12,10 +13,14 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use harness::cluster::RedisCluster;
 use harness::http::http_get;
 use harness::sidecar::{channel, health_status, wait_serving, Sidecar};
 use harness::{free_port, RedisServer};
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
+use quota_sidecar::store::health_probe::{HealthProbe, RedisWriteProbe, WRITE_INTENT_SCRIPT};
+use quota_sidecar::store::redis_conn::RedisConn;
+use quota_sidecar::store::StoreError;
 
 const TOKEN: &str = "redis-refusals-admin-token";
 
@@ -135,4 +140,133 @@ async fn a_full_redis_is_unavailable_and_not_serving_until_memory_is_freed() {
          SERVING {serving_after:?} after memory was freed",
         status.message()
     );
+}
+
+fn probe(url: &str) -> RedisWriteProbe {
+    let timeout = Duration::from_secs(2);
+    RedisWriteProbe::new(RedisConn::open(url, timeout).expect("open Redis"), timeout)
+}
+
+/// The message of the probe's failure, which must be UNAVAILABLE.
+async fn probe_refusal(probe: &RedisWriteProbe) -> String {
+    match probe.check().await {
+        Err(StoreError::Unavailable(message)) => message,
+        other => panic!("expected the probe to fail UNAVAILABLE, got {other:?}"),
+    }
+}
+
+/// Checks until the probe passes (a node may take a moment to consider the cluster up).
+async fn wait_probe_ok(probe: &RedisWriteProbe, within: Duration) {
+    let started = Instant::now();
+    loop {
+        match probe.check().await {
+            Ok(()) => return,
+            Err(e) => assert!(started.elapsed() < within, "probe still fails: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_full_primary_of_a_cluster_fails_the_probe_until_memory_is_freed() {
+    let cluster = RedisCluster::start();
+    let probe = probe(&cluster.url());
+    probe.check().await.expect("every primary takes writes");
+
+    // Not the first node: a probe asking only one node would likely miss it.
+    let full = &cluster.nodes[2];
+    assert_eq!(full.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    // The node refuses writes to its own keys (others' keys are MOVED before any OOM check).
+    let refused = (0..1000)
+        .map(|i| full.cli(&["SET", &format!("key-{i}"), "v"]))
+        .find(|reply| !reply.starts_with("MOVED"))
+        .expect("a key on the full node");
+    assert!(refused.contains("OOM"), "{refused}");
+
+    let message = probe_refusal(&probe).await;
+    assert!(message.contains("out of memory (OOM)"), "{message}");
+    assert!(
+        message.contains(&format!(":{})", full.port())),
+        "names the node: {message}"
+    );
+
+    assert_eq!(full.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    probe.check().await.expect("the node takes writes again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_considers_the_cluster_down_fails_the_probe() {
+    let cluster = RedisCluster::start();
+    let probe = probe(&cluster.url());
+    probe.check().await.expect("the cluster is up");
+
+    // Giving up one of its slots leaves the node without full coverage: it considers the
+    // cluster down and refuses every keyed command, while still serving keyless ones.
+    let node = &cluster.nodes[2];
+    let nodes = node.cli(&["CLUSTER", "NODES"]);
+    let myself = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .expect("CLUSTER NODES lists the node itself");
+    let slot = myself
+        .split_whitespace()
+        .nth(8)
+        .and_then(|range| range.split('-').next())
+        .expect("the node owns slots")
+        .to_string();
+    assert_eq!(node.cli(&["CLUSTER", "DELSLOTS", &slot]), "OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node
+        .cli(&["CLUSTER", "INFO"])
+        .contains("cluster_state:fail")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node still considers the cluster up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.cli(&["EVAL", WRITE_INTENT_SCRIPT, "0"]), "1");
+
+    let message = probe_refusal(&probe).await;
+    assert!(message.contains("CLUSTERDOWN"), "{message}");
+    assert!(
+        message.contains(&format!(":{} ", node.port())),
+        "names the node: {message}"
+    );
+
+    assert_eq!(node.cli(&["CLUSTER", "ADDSLOTS", &slot]), "OK");
+    wait_probe_ok(&probe, Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_or_a_primary_short_of_replicas_fails_the_probe() {
+    let primary = RedisServer::start();
+    let server = RedisServer::start();
+    let probe = probe(&server.url());
+    probe.check().await.expect("a primary takes writes");
+    assert_eq!(server.cli(&["DBSIZE"]), "0", "the probe writes no key");
+
+    let port = primary.port().to_string();
+    assert_eq!(server.cli(&["REPLICAOF", "127.0.0.1", &port]), "OK");
+    let message = probe_refusal(&probe).await;
+    assert!(
+        message.contains("read-only replica (READONLY)"),
+        "{message}"
+    );
+    assert_eq!(server.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    probe.check().await.expect("promoted back to primary");
+
+    let replicas = ["CONFIG", "SET", "min-replicas-to-write", "1"];
+    assert_eq!(server.cli(&replicas), "OK");
+    let message = probe_refusal(&probe).await;
+    assert!(
+        message.contains("too few replicas (NOREPLICAS)"),
+        "{message}"
+    );
+    assert_eq!(
+        server.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]),
+        "OK"
+    );
+    probe.check().await.expect("no replica required any more");
 }

@@ -125,10 +125,6 @@ impl AccountKeys {
     }
 }
 
-/// The key the health probe writes (its own hash tag; a harmless write proves Redis takes
-/// writes).
-pub const HEALTH_PROBE: &str = "q:{health}:probe";
-
 /// Where the shard whose prefix is `prefix` records the unacked events the retention cap
 /// dropped, per group, until the group is told.
 pub fn shard_event_losses(prefix: &str) -> String {
