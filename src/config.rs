@@ -30,14 +30,24 @@ pub const DEFAULT_EVENTS_CLAIM_IDLE_MS: u64 = 30_000;
 pub const DEFAULT_EVENTS_MAX_IN_FLIGHT: u32 = 1_000;
 /// Default of `--events-keep-seconds`: a week of acked history for replays and audits.
 pub const DEFAULT_EVENTS_KEEP_SECONDS: u64 = 7 * 86_400;
-/// Default of `--events-keep-max-per-shard`: 16 shards × 250,000 events of ~250 B bound acked
-/// history near 1 GB of Redis memory, whatever the traffic.
+/// Default of `--events-keep-max-per-shard` with the default 16 shards: 16 × 250,000 events of
+/// ~250 B bound acked history near 1 GB of Redis memory, whatever the traffic. Other shard
+/// counts share the same total ([`per_shard_default`]).
 pub const DEFAULT_EVENTS_KEEP_MAX_PER_SHARD: u64 = 250_000;
 /// Default hard cap of events per shard stream, acked or not. One event takes about 220 bytes
 /// of Redis memory (`MEMORY USAGE` of the streams after 4,000 reserve and settle events with
 /// a label, `tests/event_log.rs`): 16 shards × 100,000 × 220 B ≈ 350 MB, about a third of a
-/// 1 GB Redis, leaving the rest to accounts, holds (kept 7 days) and headroom.
+/// 1 GB Redis, leaving the rest to accounts, holds (kept 7 days) and headroom. Other shard
+/// counts share the same total ([`per_shard_default`]), so a consumer that stops reading
+/// cannot fill Redis whatever `--shards` is.
 pub const DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD: u64 = 100_000;
+
+/// A per-shard default given for the default 16 shards, for `shards` shards: the same total
+/// over the deployment, shared (at least one event per shard).
+pub fn per_shard_default(per_default_shard: u64, shards: Shards) -> u64 {
+    let total = per_default_shard.saturating_mul(u64::from(Shards::DEFAULT.count()));
+    (total / u64::from(shards.count())).max(1)
+}
 
 /// Whose clock the ledger runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -137,26 +147,26 @@ pub struct Config {
     )]
     pub events_keep_seconds: u64,
 
-    /// Most events every consumer group has acked that are kept per shard stream (16 shards);
-    /// the oldest go first. Unacked events are never dropped.
+    /// Most events every consumer group has acked that are kept per shard stream; the oldest
+    /// go first. Unacked events are never dropped. Default: 4,000,000 over all shards
+    /// (250,000 each with 16).
     #[arg(
         long,
         env = "QUOTA_EVENTS_KEEP_MAX_PER_SHARD",
-        default_value_t = DEFAULT_EVENTS_KEEP_MAX_PER_SHARD,
         value_parser = clap::value_parser!(u64).range(0..)
     )]
-    pub events_keep_max_per_shard: u64,
+    pub events_keep_max_per_shard: Option<u64>,
 
     /// Hard cap of events per shard stream, acked or not: past it the oldest are dropped even
     /// if a group has not acked them (counted, logged, and the group's next Subscribe answers
-    /// DATA_LOSS), so that a consumer that stops reading cannot fill Redis.
+    /// DATA_LOSS), so that a consumer that stops reading cannot fill Redis. Default:
+    /// 1,600,000 over all shards (100,000 each with 16).
     #[arg(
         long,
         env = "QUOTA_EVENTS_MAX_RETAINED_PER_SHARD",
-        default_value_t = DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
-    pub events_max_retained_per_shard: u64,
+    pub events_max_retained_per_shard: Option<u64>,
 
     /// How many shards the deployment spreads its accounts over (1 to 16384): each has its own
     /// hash tag, event stream and expiry index, so a Redis Cluster can spread the load over as
@@ -297,8 +307,12 @@ impl Config {
     pub fn events_retention(&self) -> Retention {
         Retention {
             keep_ms: self.events_keep_seconds as i64 * 1000,
-            max_events_per_shard: self.events_keep_max_per_shard,
-            max_retained_per_shard: self.events_max_retained_per_shard,
+            max_events_per_shard: self.events_keep_max_per_shard.unwrap_or_else(|| {
+                per_shard_default(DEFAULT_EVENTS_KEEP_MAX_PER_SHARD, self.shards())
+            }),
+            max_retained_per_shard: self.events_max_retained_per_shard.unwrap_or_else(|| {
+                per_shard_default(DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD, self.shards())
+            }),
         }
     }
 
@@ -435,6 +449,30 @@ mod tests {
                 max_retained_per_shard: 100_000,
             }
         );
+    }
+
+    #[test]
+    fn event_caps_share_one_total_over_the_shards() {
+        let retention = |args: &[&str]| {
+            let mut argv = vec!["q"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).unwrap().events_retention()
+        };
+        let many = retention(&["--shards", "256"]);
+        assert_eq!(
+            (many.max_events_per_shard, many.max_retained_per_shard),
+            (15_625, 6_250)
+        );
+        let most = retention(&["--shards", "16384"]);
+        assert_eq!(
+            (most.max_events_per_shard, most.max_retained_per_shard),
+            (244, 97)
+        );
+        let one = retention(&["--shards", "1"]);
+        assert_eq!(one.max_retained_per_shard, 1_600_000);
+        // Given explicitly, a bound is per shard whatever the count.
+        let set = retention(&["--shards", "256", "--events-max-retained-per-shard", "500"]);
+        assert_eq!(set.max_retained_per_shard, 500);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Sweeping once per fleet: five sidecars on one Redis sweep each due hold exactly once, and the
 //! sweep work inside Redis (index reads) does not grow with the number of sidecars: one of them
-//! holds the sweep lease for an interval and the others skip the pass.
+//! holds the sweep lease for an interval and the others skip the pass. The event-log trimmer
+//! works the same way with its own lease.
 
 mod harness;
 
@@ -133,4 +134,22 @@ async fn five_sidecars_expire_each_hold_once() {
     ids.dedup();
     assert_eq!(expired, HOLDS, "every hold expired");
     assert_eq!((all, ids.len()), (HOLDS, HOLDS), "each hold expired once");
+}
+
+#[tokio::test]
+async fn five_sidecars_trim_the_event_log_like_one() {
+    let redis = RedisServer::start();
+    assert_eq!(redis.cli(&["CONFIG", "RESETSTAT"]), "OK");
+    let sidecars: Vec<Sidecar> = (0..5)
+        .map(|_| Sidecar::start_with(&redis.url(), Some(TOKEN), &[], &[]))
+        .collect();
+    // Each trimmer tries its first pass once it has read the store's clock (about a second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A pass's hard cap reads each shard's length once (no stream exists yet, so the
+    // retention step has none to read); the next pass is a minute away. Five trimmers without
+    // the lease would read 5 × 16.
+    let reads = calls(&redis, "xlen");
+    drop(sidecars);
+    println!("stream length reads of five trimmers: {reads}");
+    assert_eq!(reads, 16, "the event log was trimmed more than once");
 }

@@ -14,6 +14,9 @@ use crate::store::lease::{lease_ms, lease_owner, FleetTask};
 use crate::store::Store;
 use crate::telemetry::metrics::EVENTS_DROPPED_UNACKED;
 
+/// How long a pass waits for the store's clock to be read before trying again.
+const CLOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// Trims fully acked history beyond `retention` every `interval` until `stop` turns true,
 /// in the passes whose trim lease `store` gives this sidecar.
 pub async fn run_trimmer(
@@ -26,10 +29,15 @@ pub async fn run_trimmer(
 ) {
     let owner = lease_owner();
     loop {
+        // Without the store's time (just after start) the pass waits for it, not a whole
+        // interval.
+        let Some(now_ms) = clock.ledger_now_ms() else {
+            tokio::select! {
+                _ = tokio::time::sleep(CLOCK_WAIT.min(interval)) => continue,
+                _ = stop.changed() => return,
+            }
+        };
         let pass = async {
-            let Some(now_ms) = clock.ledger_now_ms() else {
-                return;
-            };
             match store
                 .lease(FleetTask::Trim, &owner, lease_ms(interval))
                 .await
