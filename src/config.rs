@@ -42,11 +42,16 @@ pub const DEFAULT_EVENTS_KEEP_MAX_PER_SHARD: u64 = 250_000;
 /// cannot fill Redis whatever `--shards` is.
 pub const DEFAULT_EVENTS_MAX_RETAINED_PER_SHARD: u64 = 100_000;
 
+/// Fewest events a default per-shard bound keeps: one busy account's events all go to one
+/// shard, and a consumer a burst behind must not lose them to a bound sized for thousands of
+/// quiet shards. 10,000 events are about 2 MB.
+pub const MIN_DEFAULT_EVENTS_PER_SHARD: u64 = 10_000;
+
 /// A per-shard default given for the default 16 shards, for `shards` shards: the same total
-/// over the deployment, shared (at least one event per shard).
+/// over the deployment, shared, but at least [`MIN_DEFAULT_EVENTS_PER_SHARD`].
 pub fn per_shard_default(per_default_shard: u64, shards: Shards) -> u64 {
     let total = per_default_shard.saturating_mul(u64::from(Shards::DEFAULT.count()));
-    (total / u64::from(shards.count())).max(1)
+    (total / u64::from(shards.count())).max(MIN_DEFAULT_EVENTS_PER_SHARD)
 }
 
 /// Whose clock the ledger runs on.
@@ -149,7 +154,7 @@ pub struct Config {
 
     /// Most events every consumer group has acked that are kept per shard stream; the oldest
     /// go first. Unacked events are never dropped. Default: 4,000,000 over all shards
-    /// (250,000 each with 16).
+    /// (250,000 each with 16), at least 10,000 per shard.
     #[arg(
         long,
         env = "QUOTA_EVENTS_KEEP_MAX_PER_SHARD",
@@ -160,7 +165,7 @@ pub struct Config {
     /// Hard cap of events per shard stream, acked or not: past it the oldest are dropped even
     /// if a group has not acked them (counted, logged, and the group's next Subscribe answers
     /// DATA_LOSS), so that a consumer that stops reading cannot fill Redis. Default:
-    /// 1,600,000 over all shards (100,000 each with 16).
+    /// 1,600,000 over all shards (100,000 each with 16), at least 10,000 per shard.
     #[arg(
         long,
         env = "QUOTA_EVENTS_MAX_RETAINED_PER_SHARD",
@@ -458,15 +463,21 @@ mod tests {
             argv.extend_from_slice(args);
             Config::try_parse_from(argv).unwrap().events_retention()
         };
+        let more = retention(&["--shards", "64"]);
+        assert_eq!(
+            (more.max_events_per_shard, more.max_retained_per_shard),
+            (62_500, 25_000)
+        );
+        // Never below the floor a busy account needs.
         let many = retention(&["--shards", "256"]);
         assert_eq!(
             (many.max_events_per_shard, many.max_retained_per_shard),
-            (15_625, 6_250)
+            (15_625, 10_000)
         );
         let most = retention(&["--shards", "16384"]);
         assert_eq!(
             (most.max_events_per_shard, most.max_retained_per_shard),
-            (244, 97)
+            (10_000, 10_000)
         );
         let one = retention(&["--shards", "1"]);
         assert_eq!(one.max_retained_per_shard, 1_600_000);

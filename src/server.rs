@@ -53,10 +53,10 @@ use crate::pb;
 use crate::store::health_probe::{HealthProbe, PingProbe, RedisWriteProbe};
 use crate::store::instrumented::{observe, store_span, InstrumentedStore};
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{RedisStore, ShardCheckError};
 use crate::store::redis_conn::TLS_SCHEME;
 use crate::store::sweeper::run_sweeper;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::telemetry::metrics_endpoint::serve_metrics;
 use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
 use crate::tls::{read_redis_ca, ListenerTls, TlsError, REDIS_CA_FLAG};
@@ -600,12 +600,11 @@ pub async fn open_store(
             // another count would read and write every account under other keys.
             match store.check_shards().await {
                 Ok(()) => {}
-                Err(StoreError::Unavailable(e)) => tracing::warn!(
+                Err(ShardCheckError::Mismatch(message)) => return Err(ServerError::Store(message)),
+                Err(ShardCheckError::Store(e)) => tracing::warn!(
                     error = %e,
                     "cannot check the shard count against Redis yet; every call checks it first"
                 ),
-                Err(StoreError::Internal(message)) => return Err(ServerError::Store(message)),
-                Err(e) => return Err(ServerError::Store(e.to_string())),
             }
             tracing::info!(
                 redis = %redacted_url(&url),
@@ -792,13 +791,14 @@ async fn watch_shard_count(redis: Arc<RedisStore>, fatal: tokio::sync::oneshot::
     loop {
         tokio::time::sleep(SHARD_CHECK_INTERVAL).await;
         match redis.check_shards().await {
-            Ok(()) | Err(StoreError::Unavailable(_)) => {}
-            Err(StoreError::Internal(message)) => {
-                let _ = fatal.send(message);
-                return;
+            Ok(()) => {}
+            // Only another recorded count ends the sidecar; whatever else Redis answers (down,
+            // full, refusing the write) is what every call sees too, and passes.
+            Err(ShardCheckError::Store(e)) => {
+                tracing::debug!(error = %e, "cannot check the shard count now")
             }
-            Err(e) => {
-                let _ = fatal.send(e.to_string());
+            Err(ShardCheckError::Mismatch(message)) => {
+                let _ = fatal.send(message);
                 return;
             }
         }

@@ -677,3 +677,36 @@ async fn an_event_s_memory_fits_the_default_cap() {
         "the default cap needs {budget} B for events alone"
     );
 }
+
+/// The loss record's two scripts, run as the Redis log runs them: recording a cap batch again
+/// (a pass stopped between recording and trimming, run again) adds nothing, a later batch
+/// widens the range and adds its count, and taking the record returns it and clears it in one
+/// step, so it is told once.
+#[test]
+fn a_loss_record_counts_each_batch_once_and_is_taken_whole() {
+    let redis = harness::RedisServer::start();
+    let record = include_str!("../src/events/record_loss.lua");
+    let take = include_str!("../src/events/take_loss.lua");
+    let key = "q:{s3}:events:losses";
+    let run = |script: &str, args: &[&str]| {
+        let mut all = vec!["EVAL", script, "1", key];
+        all.extend_from_slice(args);
+        redis.cli(&all)
+    };
+    assert_eq!(run(record, &["billing", "3/100-0", "3/100-9", "10"]), "1");
+    assert_eq!(run(record, &["billing", "3/100-0", "3/100-9", "10"]), "0");
+    assert_eq!(run(record, &["billing", "3/100-0", "3/100-4", "5"]), "0");
+    assert_eq!(run(record, &["billing", "3/100-10", "3/250-1", "7"]), "1");
+    assert_eq!(run(record, &["analytics", "3/250-0", "3/250-1", "2"]), "1");
+    assert_eq!(
+        redis.cli(&["HGET", key, "billing"]),
+        "3/100-0 3/250-1 17",
+        "one range per group and shard"
+    );
+    // Positions compare as numbers, not text: 99 comes before 100.
+    assert_eq!(run(record, &["late", "3/100-0", "3/100-1", "2"]), "1");
+    assert_eq!(run(record, &["late", "3/99-0", "3/99-5", "6"]), "0");
+    assert_eq!(run(take, &["billing"]), "3/100-0 3/250-1 17");
+    assert_eq!(run(take, &["billing"]), "");
+    assert_eq!(redis.cli(&["HGET", key, "analytics"]), "3/250-0 3/250-1 2");
+}

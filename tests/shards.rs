@@ -178,7 +178,7 @@ async fn a_store_set_to_another_count_writes_nothing() {
             "{message}"
         );
     };
-    names_both(wrong.check_shards().await.unwrap_err());
+    names_both(wrong.check_shards().await.unwrap_err().into());
     names_both(
         wrong
             .reserve(&image("studio-1", "g1"), NOW_MS)

@@ -70,9 +70,12 @@ fn parse_loss(group: &str, shard: u32, text: &str) -> Option<Loss> {
     })
 }
 
-/// Clears a loss record only if it still holds what was read (see the script).
+/// Reads and clears a group's loss record on a shard in one step (see the script).
 static TAKE_LOSS: std::sync::LazyLock<::redis::Script> =
     std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("take_loss.lua")));
+/// Adds a cap batch to a group's loss record on a shard in one step (see the script).
+static RECORD_LOSS: std::sync::LazyLock<::redis::Script> =
+    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("record_loss.lua")));
 
 /// Per-shard commands one walk over the shards keeps in flight: they share the connection's
 /// pipeline, so a deployment of thousands of shards is walked in a few hundred round trips.
@@ -271,26 +274,22 @@ impl RedisStore {
         }
     }
 
-    /// Adds `loss` to its group's record on its shard, one range per shard.
+    /// Adds `loss` to its group's record on its shard, one range per shard, in one step (see
+    /// `record_loss.lua`).
     async fn record_loss(&self, loss: &Loss) -> StoreResult<()> {
-        let key = losses_key(loss.shard);
-        let mut get = ::redis::cmd("HGET");
-        get.arg(&key).arg(&loss.group);
-        let before: Option<String> = self.query(&get).await?;
-        let merged = match before
-            .as_deref()
-            .and_then(|b| parse_loss(&loss.group, loss.shard, b))
-        {
-            Some(before) => before.merge(loss.clone()),
-            None => loss.clone(),
-        };
-        let value = format!(
-            "{} {} {}",
-            merged.first_ack_id, merged.last_ack_id, merged.count
-        );
-        let mut set = ::redis::cmd("HSET");
-        set.arg(&key).arg(&loss.group).arg(value);
-        self.query::<Value>(&set).await.map(drop)
+        self.shards_ready().await?;
+        let mut conn = self.connection();
+        self.bounded(
+            RECORD_LOSS
+                .key(losses_key(loss.shard))
+                .arg(&loss.group)
+                .arg(&loss.first_ack_id)
+                .arg(&loss.last_ack_id)
+                .arg(loss.count)
+                .invoke_async::<u64>(&mut conn),
+        )
+        .await
+        .map(drop)
     }
 
     /// The first id to keep for the size bound (`max` entries per shard), or `None` when the
@@ -556,53 +555,79 @@ impl EventLog for RedisStore {
     }
 
     async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
-        let per_shard = self
-            .each_shard_settled("event cap", |shard| async move {
-                let mut out = CapTrim::default();
-                self.cap_shard(shard, max_retained_per_shard, &mut out)
-                    .await?;
-                Ok(out)
-            })
-            .await?;
+        // A shard that fails part way keeps what it already dropped in the totals: those
+        // events are gone, and their losses recorded.
+        let per_shard: Vec<(CapTrim, Option<StoreError>)> =
+            futures::stream::iter(self.shards().all())
+                .map(|shard| async move {
+                    let mut out = CapTrim::default();
+                    let failed = self
+                        .cap_shard(shard, max_retained_per_shard, &mut out)
+                        .await
+                        .err();
+                    (out, failed)
+                })
+                .buffered(SHARD_CALLS_AT_ONCE)
+                .collect()
+                .await;
         let mut out = CapTrim::default();
-        for shard in per_shard {
+        let mut failures = Vec::new();
+        for (shard, failed) in per_shard {
             out.dropped += shard.dropped;
             out.dropped_unacked += shard.dropped_unacked;
             out.losses.extend(shard.losses);
+            failures.extend(failed);
         }
-        Ok(out)
+        let failed_shards = failures.len();
+        match failures.into_iter().next() {
+            Some(first) if failed_shards == self.shards().count() as usize && out.dropped == 0 => {
+                Err(first)
+            }
+            Some(first) => {
+                tracing::warn!(
+                    failed_shards,
+                    error = %first,
+                    "event cap failed on some shards; they wait for the next pass"
+                );
+                Ok(out)
+            }
+            None => Ok(out),
+        }
     }
 
     async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
-        // Read every shard's record first: a failed read tells nothing and clears nothing.
-        let records = self
+        // Which shards hold a record for the group: a cheap read of each, many at once.
+        let recorded = self
             .each_shard(|shard| async move {
-                let mut get = ::redis::cmd("HGET");
-                get.arg(losses_key(shard)).arg(group);
-                let text = self.query::<Option<String>>(&get).await?;
-                Ok(text.map(|text| (shard, text)))
+                let mut exists = ::redis::cmd("HEXISTS");
+                exists.arg(losses_key(shard)).arg(group);
+                Ok(self.query::<bool>(&exists).await?.then_some(shard))
             })
             .await?;
+        // Each taken in one step (read and cleared), so what is told is what was removed. A
+        // shard that fails keeps its record for the next Subscribe; the ones taken are told.
         let mut losses = Vec::new();
-        for (shard, text) in records.into_iter().flatten() {
-            // Cleared only if unchanged; a record that cannot be cleared now is told again
-            // later rather than lost.
-            let cleared = async {
+        for shard in recorded.into_iter().flatten() {
+            let taken = async {
                 self.shards_ready().await?;
                 let mut conn = self.connection();
                 self.bounded(
                     TAKE_LOSS
                         .key(losses_key(shard))
                         .arg(group)
-                        .arg(&text)
-                        .invoke_async::<u64>(&mut conn),
+                        .invoke_async::<Option<String>>(&mut conn),
                 )
                 .await
             };
-            if let Err(e) = cleared.await {
-                tracing::warn!(group, shard, error = %e, "could not clear a told event loss; it will be told again");
+            match taken.await {
+                Ok(Some(text)) => losses.extend(parse_loss(group, shard, &text)),
+                Ok(None) => {}
+                Err(e) if losses.is_empty() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(group, shard, error = %e, "could not take an event loss record; it is told at the next Subscribe");
+                    break;
+                }
             }
-            losses.extend(parse_loss(group, shard, &text));
         }
         Ok(losses)
     }

@@ -1,8 +1,9 @@
--- Clears a group's loss record on one shard, only if it still holds what the caller read and
--- is about to tell the group: a loss the trimmer recorded in between stays for the next
--- Subscribe instead of vanishing untold.
--- KEYS[1]: the shard's losses hash. ARGV[1]: the group. ARGV[2]: the record as read.
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
+-- Takes a group's loss record from one shard: read and cleared in one step, so what the group
+-- is told is exactly what was removed, and a loss the trimmer records a moment later stays for
+-- the next Subscribe.
+-- KEYS[1]: the shard's losses hash. ARGV[1]: the group. Returns the record, or nil.
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if record then
+  redis.call('HDEL', KEYS[1], ARGV[1])
 end
-return 0
+return record

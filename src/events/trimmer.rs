@@ -28,21 +28,40 @@ pub async fn run_trimmer(
     mut stop: watch::Receiver<bool>,
 ) {
     let owner = lease_owner();
+    let lease_ms = lease_ms(interval);
     loop {
         // Without the store's time (just after start) the pass waits for it, not a whole
         // interval.
         let Some(now_ms) = clock.ledger_now_ms() else {
             tokio::select! {
-                _ = tokio::time::sleep(CLOCK_WAIT.min(interval)) => continue,
+                _ = tokio::time::sleep(CLOCK_WAIT) => continue,
                 _ = stop.changed() => return,
             }
         };
         let pass = async {
-            match store
-                .lease(FleetTask::Trim, &owner, lease_ms(interval))
-                .await
-            {
-                Ok(true) => trim_pass(log.as_ref(), retention, now_ms).await,
+            match store.lease(FleetTask::Trim, &owner, lease_ms).await {
+                Ok(true) => {
+                    // A pass longer than its lease (many shards, a slow network) extends it,
+                    // so no other sidecar caps the same streams meanwhile.
+                    let renew = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis((lease_ms / 3).max(1))).await;
+                            match store.lease(FleetTask::Trim, &owner, lease_ms).await {
+                                Ok(true) => {}
+                                Ok(false) => tracing::warn!(
+                                    "another sidecar took the trim lease during a pass"
+                                ),
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "cannot extend the trim lease now")
+                                }
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = trim_pass(log.as_ref(), retention, now_ms) => {}
+                        _ = renew => {}
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot take the trim lease; retrying next pass")

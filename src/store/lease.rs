@@ -1,8 +1,8 @@
 //! Fleet leases: background work that must be done once per deployment, not once per sidecar
 //! (expiring due holds, trimming and capping the event log), is done each pass by the sidecar
 //! that takes the task's lease: a Redis string with an expiry, set only if absent. The others
-//! skip the pass with one `SET NX`, so the work does not grow with the fleet, and a sidecar
-//! that dies holding a lease loses it when the lease expires.
+//! skip the pass with one small script, so the work does not grow with the fleet; a pass that
+//! runs long extends its lease, and a sidecar that dies holding one loses it when it expires.
 
 use std::time::Duration;
 

@@ -82,8 +82,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.
     async fn time_ms(&self) -> StoreResult<i64>;
-    /// Takes the lease of fleet task `task` for `ttl_ms` unless someone holds it; whether
-    /// `owner` got it. One sidecar a pass does the task for the whole store (see [`lease`]).
+    /// Takes the lease of fleet task `task` for `ttl_ms` unless someone else holds it (extends
+    /// it when `owner` holds it already); whether `owner` holds it now. One sidecar a pass does
+    /// the task for the whole store (see [`lease`]).
     async fn lease(&self, task: lease::FleetTask, owner: &str, ttl_ms: u64) -> StoreResult<bool>;
     /// What Reserve would answer now; changes nothing at all (not even lazy work).
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted>;

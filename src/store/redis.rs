@@ -91,6 +91,30 @@ impl Scripts {
     }
 }
 
+/// Takes or extends a fleet task's lease (see `lease.lua`).
+static LEASE: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("lease.lua")));
+
+/// Why [`RedisStore::check_shards`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardCheckError {
+    /// The deployment recorded another shard count: this sidecar must not serve it.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Redis could not tell now.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ShardCheckError> for StoreError {
+    fn from(e: ShardCheckError) -> StoreError {
+        match e {
+            ShardCheckError::Mismatch(message) => StoreError::Internal(message),
+            ShardCheckError::Store(e) => e,
+        }
+    }
+}
+
 /// Store on a single Redis server.
 pub struct RedisStore {
     conn: RedisConn,
@@ -335,9 +359,10 @@ impl RedisStore {
     }
 
     /// Records this store's shard count in Redis if none is recorded yet, and checks it against
-    /// the recorded one: `Internal` naming both when they differ (the sidecar refuses to start),
-    /// `Unavailable` when Redis cannot tell now (every call checks again until it can).
-    pub async fn check_shards(&self) -> StoreResult<()> {
+    /// the recorded one: [`ShardCheckError::Mismatch`] naming both when they differ (the sidecar
+    /// refuses to serve), a store error when Redis cannot tell now (every call checks again
+    /// until it can).
+    pub async fn check_shards(&self) -> Result<(), ShardCheckError> {
         let mut conn = self.conn.clone();
         let mut set = ::redis::cmd("SET");
         set.arg(SHARD_COUNT_RECORD)
@@ -355,7 +380,7 @@ impl RedisStore {
                 // Every call checks again, and is refused, from now on.
                 self.shards_checked
                     .store(false, std::sync::atomic::Ordering::Release);
-                Err(StoreError::Internal(format!(
+                Err(ShardCheckError::Mismatch(format!(
                 "this sidecar is set to {} shards (--shards) but this Redis deployment recorded \
                  {n} when it first started (`{SHARD_COUNT_RECORD}`); start every sidecar with \
                  --shards {n}: another count would read and write every account under other keys",
@@ -363,9 +388,9 @@ impl RedisStore {
             )))
             }
             // Deleted between the two commands (a flush): the next call records it again.
-            None => Err(StoreError::Unavailable(format!(
+            None => Err(ShardCheckError::Store(StoreError::Unavailable(format!(
                 "`{SHARD_COUNT_RECORD}` vanished while being recorded; retry"
-            ))),
+            )))),
         }
     }
 
@@ -377,7 +402,7 @@ impl RedisStore {
         {
             Ok(())
         } else {
-            self.check_shards().await
+            self.check_shards().await.map_err(StoreError::from)
         }
     }
 
@@ -1046,18 +1071,16 @@ impl Store for RedisStore {
         // A sidecar on another shard count takes no lease: its passes would fail shard by shard.
         self.shards_ready().await?;
         let mut conn = self.conn.clone();
-        let taken: Option<String> = self
+        let held: u64 = self
             .bounded(
-                ::redis::cmd("SET")
-                    .arg(task.lease_key())
+                LEASE
+                    .key(task.lease_key())
                     .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
                     .arg(ttl_ms)
-                    .query_async(&mut conn),
+                    .invoke_async(&mut conn),
             )
             .await?;
-        Ok(taken.is_some())
+        Ok(held == 1)
     }
 
     async fn time_ms(&self) -> StoreResult<i64> {
