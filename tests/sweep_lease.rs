@@ -153,3 +153,57 @@ async fn five_sidecars_trim_the_event_log_like_one() {
     println!("stream length reads of five trimmers: {reads}");
     assert_eq!(reads, 16, "the event log was trimmed more than once");
 }
+
+#[tokio::test]
+async fn a_pass_longer_than_its_lease_keeps_it() {
+    use quota_sidecar::store::lease::{run_leased, FleetTask};
+    use quota_sidecar::store::redis::RedisStore;
+    use quota_sidecar::store::Store;
+
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(
+        &redis.url(),
+        std::sync::Arc::new(quota_sidecar::ledger::Catalog::builtin()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let task = FleetTask::Trim;
+    // Taken by one owner, refused to another, extended for its holder.
+    assert!(store.lease(task, "a", 200).await.unwrap());
+    assert!(!store.lease(task, "b", 200).await.unwrap());
+    assert!(store.lease(task, "a", 200).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Expired: the next sidecar takes it.
+    assert!(store.lease(task, "b", 200).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A 2 s pass on a 600 ms lease: nobody else gets it while the pass runs.
+    let rival = async {
+        let mut taken = 0;
+        for _ in 0..18 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            taken += u32::from(store.lease(task, "rival", 600).await.unwrap());
+        }
+        taken
+    };
+    let pass = run_leased(
+        &store,
+        task,
+        "long-pass",
+        600,
+        tokio::time::sleep(Duration::from_secs(2)),
+    );
+    let (ran, rival_took) = tokio::join!(pass, rival);
+    assert!(
+        ran.unwrap().is_some(),
+        "the pass did not get the free lease"
+    );
+    assert_eq!(
+        rival_took, 0,
+        "another owner took the lease during the pass"
+    );
+    // Without it, a held lease means no pass.
+    let skipped = run_leased(&store, task, "late", 600, async {}).await;
+    assert!(skipped.unwrap().is_none());
+}

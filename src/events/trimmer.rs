@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{EventLog, Retention};
 use crate::clock::Clock;
-use crate::store::lease::{lease_ms, lease_owner, FleetTask};
+use crate::store::lease::{lease_ms, lease_owner, run_leased, FleetTask};
 use crate::store::Store;
 use crate::telemetry::metrics::EVENTS_DROPPED_UNACKED;
 
@@ -39,33 +39,11 @@ pub async fn run_trimmer(
             }
         };
         let pass = async {
-            match store.lease(FleetTask::Trim, &owner, lease_ms).await {
-                Ok(true) => {
-                    // A pass longer than its lease (many shards, a slow network) extends it,
-                    // so no other sidecar caps the same streams meanwhile.
-                    let renew = async {
-                        loop {
-                            tokio::time::sleep(Duration::from_millis((lease_ms / 3).max(1))).await;
-                            match store.lease(FleetTask::Trim, &owner, lease_ms).await {
-                                Ok(true) => {}
-                                Ok(false) => tracing::warn!(
-                                    "another sidecar took the trim lease during a pass"
-                                ),
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "cannot extend the trim lease now")
-                                }
-                            }
-                        }
-                    };
-                    tokio::select! {
-                        _ = trim_pass(log.as_ref(), retention, now_ms) => {}
-                        _ = renew => {}
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot take the trim lease; retrying next pass")
-                }
+            let trim = trim_pass(log.as_ref(), retention, now_ms);
+            if let Err(e) =
+                run_leased(store.as_ref(), FleetTask::Trim, &owner, lease_ms, trim).await
+            {
+                tracing::warn!(error = %e, "cannot take the trim lease; retrying next pass");
             }
         };
         // A pass waits on the store, which may be stuck: shutdown does not wait for it.

@@ -4,7 +4,10 @@
 //! skip the pass with one small script, so the work does not grow with the fleet; a pass that
 //! runs long extends its lease, and a sidecar that dies holding one loses it when it expires.
 
+use std::future::Future;
 use std::time::Duration;
+
+use super::{Store, StoreResult};
 
 /// A fleet-wide background task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,38 @@ pub fn lease_owner() -> String {
 /// interval, so the lease is free when the next pass starts.
 pub fn lease_ms(interval: Duration) -> u64 {
     ((interval.as_millis() as u64).saturating_mul(9) / 10).max(1)
+}
+
+/// Runs `work` when `owner` holds `task`'s lease (taking it when free), and extends the lease
+/// every third of `lease_ms` while `work` runs, so that a pass longer than its lease (many
+/// shards, a slow network) is not joined by another sidecar's. `None` when another sidecar
+/// holds it.
+pub async fn run_leased<T>(
+    store: &dyn Store,
+    task: FleetTask,
+    owner: &str,
+    lease_ms: u64,
+    work: impl Future<Output = T>,
+) -> StoreResult<Option<T>> {
+    if !store.lease(task, owner, lease_ms).await? {
+        return Ok(None);
+    }
+    let renew = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis((lease_ms / 3).max(1))).await;
+            match store.lease(task, owner, lease_ms).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(?task, "another sidecar took a fleet lease during a pass")
+                }
+                Err(e) => tracing::debug!(?task, error = %e, "cannot extend a fleet lease now"),
+            }
+        }
+    };
+    tokio::select! {
+        out = work => Ok(Some(out)),
+        _ = renew => unreachable!("the renewal loop never ends"),
+    }
 }
 
 #[cfg(test)]

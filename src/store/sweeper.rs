@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use futures::StreamExt;
 
-use super::lease::{lease_ms, lease_owner, FleetTask};
+use super::lease::{lease_ms, lease_owner, run_leased, FleetTask};
 use super::Store;
 use super::StoreError;
 use crate::clock::Clock;
@@ -47,38 +47,15 @@ pub async fn run_sweeper(
     loop {
         let pass = async {
             // Without the store's time there is no sweeping: a guess could expire holds early.
-            let mut now_ms = clock.ledger_now_ms();
-            match store.lease(FleetTask::Sweep, &owner, lease_ms).await {
-                Ok(true) => {}
-                Ok(false) => now_ms = None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot take the sweep lease; retrying next pass");
-                    now_ms = None;
-                }
+            let Some(now_ms) = clock.ledger_now_ms() else {
+                return;
+            };
+            let sweep = sweep_pass(store.as_ref(), now_ms);
+            if let Err(e) =
+                run_leased(store.as_ref(), FleetTask::Sweep, &owner, lease_ms, sweep).await
+            {
+                tracing::warn!(error = %e, "cannot take the sweep lease; retrying next pass");
             }
-            let Some(now_ms) = now_ms else { return };
-            let store = &store;
-            futures::stream::iter(store.shards().all())
-                .map(|shard| async move {
-                    let swept = store
-                        .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
-                        .await;
-                    (shard, swept)
-                })
-                .buffer_unordered(SWEEP_SHARDS_AT_ONCE)
-                .for_each(|(shard, swept)| async move {
-                    match swept {
-                        Ok(0) => {}
-                        Ok(expired) => {
-                            metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
-                            tracing::debug!(shard, expired, "sweeper expired holds");
-                        }
-                        Err(e) => {
-                            tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
-                        }
-                    }
-                })
-                .await;
         };
         // A pass waits on the store, which may be stuck: shutdown does not wait for it (each
         // account's expiry is one atomic script, so stopping between them is safe).
@@ -94,4 +71,29 @@ pub async fn run_sweeper(
             return;
         }
     }
+}
+
+/// One pass over every shard, [`SWEEP_SHARDS_AT_ONCE`] at a time.
+async fn sweep_pass(store: &dyn Store, now_ms: i64) {
+    futures::stream::iter(store.shards().all())
+        .map(|shard| async move {
+            let swept = store
+                .expire_due(shard, now_ms, SWEEP_ACCOUNTS_PER_SHARD)
+                .await;
+            (shard, swept)
+        })
+        .buffer_unordered(SWEEP_SHARDS_AT_ONCE)
+        .for_each(|(shard, swept)| async move {
+            match swept {
+                Ok(0) => {}
+                Ok(expired) => {
+                    metrics::counter!(SWEEPER_EXPIRED).increment(u64::from(expired));
+                    tracing::debug!(shard, expired, "sweeper expired holds");
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "expiry sweep of a shard failed; retrying next pass");
+                }
+            }
+        })
+        .await;
 }
