@@ -10,12 +10,9 @@ use tokio::sync::watch;
 
 use super::{EventLog, Retention};
 use crate::clock::Clock;
-use crate::store::lease::{lease_ms, lease_owner, run_leased, FleetTask};
+use crate::store::lease::{run_fleet_task, FleetTask};
 use crate::store::Store;
 use crate::telemetry::metrics::EVENTS_DROPPED_UNACKED;
-
-/// How long a pass waits for the store's clock to be read before trying again.
-const CLOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// Trims fully acked history beyond `retention` every `interval` until `stop` turns true,
 /// in the passes whose trim lease `store` gives this sidecar.
@@ -25,40 +22,13 @@ pub async fn run_trimmer(
     clock: Arc<dyn Clock>,
     retention: Retention,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let owner = lease_owner();
-    let lease_ms = lease_ms(interval);
-    loop {
-        // Without the store's time (just after start) the pass waits for it, not a whole
-        // interval.
-        let Some(now_ms) = clock.ledger_now_ms() else {
-            tokio::select! {
-                _ = tokio::time::sleep(CLOCK_WAIT) => continue,
-                _ = stop.changed() => return,
-            }
-        };
-        let pass = async {
-            let trim = trim_pass(log.as_ref(), retention, now_ms);
-            if let Err(e) =
-                run_leased(store.as_ref(), FleetTask::Trim, &owner, lease_ms, trim).await
-            {
-                tracing::warn!(error = %e, "cannot take the trim lease; retrying next pass");
-            }
-        };
-        // A pass waits on the store, which may be stuck: shutdown does not wait for it.
-        tokio::select! {
-            _ = pass => {}
-            _ = stop.changed() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+    run_fleet_task(FleetTask::Trim, store, clock, interval, stop, |now_ms| {
+        let log = log.clone();
+        async move { trim_pass(log.as_ref(), retention, now_ms).await }
+    })
+    .await
 }
 
 /// One pass: the hard cap first, then the retention.

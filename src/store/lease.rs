@@ -5,9 +5,17 @@
 //! runs long extends its lease, and a sidecar that dies holding one loses it when it expires.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::{Store, StoreResult};
+use crate::clock::Clock;
+
+/// How long a fleet task waits for the store's clock to be read (just after start) before
+/// trying again, when its interval is longer.
+const CLOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// A fleet-wide background task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +79,50 @@ pub async fn run_leased<T>(
     tokio::select! {
         out = work => Ok(Some(out)),
         _ = renew => unreachable!("the renewal loop never ends"),
+    }
+}
+
+/// Runs `pass` (given the store's time) every `interval` until `stop` turns true, in the
+/// passes whose lease of `task` this sidecar holds. Without the store's time there is no pass
+/// (a guess could expire holds or drop events early): it waits for it.
+pub async fn run_fleet_task<F, Fut>(
+    task: FleetTask,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut pass: F,
+) where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let owner = lease_owner();
+    let lease_ms = lease_ms(interval);
+    loop {
+        let Some(now_ms) = clock.ledger_now_ms() else {
+            tokio::select! {
+                _ = tokio::time::sleep(CLOCK_WAIT.min(interval).max(Duration::from_millis(1))) => continue,
+                _ = stop.changed() => return,
+            }
+        };
+        let leased = run_leased(store.as_ref(), task, &owner, lease_ms, pass(now_ms));
+        // A pass waits on the store, which may be stuck: shutdown does not wait for it (each
+        // step of a pass is atomic on its own, so stopping between them is safe).
+        tokio::select! {
+            done = leased => {
+                if let Err(e) = done {
+                    tracing::warn!(?task, error = %e, "cannot take a fleet lease; retrying next pass");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
     }
 }
 

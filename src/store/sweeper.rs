@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use futures::StreamExt;
 
-use super::lease::{lease_ms, lease_owner, run_leased, FleetTask};
+use super::lease::{run_fleet_task, FleetTask};
 use super::Store;
 use super::StoreError;
 use crate::clock::Clock;
@@ -32,45 +32,22 @@ pub const SWEEP_SHARDS_AT_ONCE: usize = 16;
 
 /// Runs `store.expire_due` over every shard each `interval` until `stop` turns true. Every
 /// sidecar of a fleet runs a sweeper, but one pass per interval does the work: the sidecar that
-/// takes the store's sweep lease for the interval (the others skip the pass, one `SET NX`
-/// each), so index reads and scripts do not grow with the fleet. A sidecar that dies holding
-/// the lease loses it when the interval ends. Were two to sweep at once, the scripts decide,
-/// and a hold expires once.
+/// holds the store's sweep lease (the others skip the pass, one small script each), so index
+/// reads and scripts do not grow with the fleet. A sidecar that dies holding the lease loses
+/// it when the interval ends. Were two to sweep at once, the scripts decide, and a hold
+/// expires once.
 pub async fn run_sweeper(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let owner = lease_owner();
-    let lease_ms = lease_ms(interval);
-    loop {
-        let pass = async {
-            // Without the store's time there is no sweeping: a guess could expire holds early.
-            let Some(now_ms) = clock.ledger_now_ms() else {
-                return;
-            };
-            let sweep = sweep_pass(store.as_ref(), now_ms);
-            if let Err(e) =
-                run_leased(store.as_ref(), FleetTask::Sweep, &owner, lease_ms, sweep).await
-            {
-                tracing::warn!(error = %e, "cannot take the sweep lease; retrying next pass");
-            }
-        };
-        // A pass waits on the store, which may be stuck: shutdown does not wait for it (each
-        // account's expiry is one atomic script, so stopping between them is safe).
-        tokio::select! {
-            _ = pass => {}
-            _ = stop.changed() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
+    let sweeping = store.clone();
+    run_fleet_task(FleetTask::Sweep, store, clock, interval, stop, |now_ms| {
+        let store = sweeping.clone();
+        async move { sweep_pass(store.as_ref(), now_ms).await }
+    })
+    .await
 }
 
 /// One pass over every shard, [`SWEEP_SHARDS_AT_ONCE`] at a time.
