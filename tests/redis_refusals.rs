@@ -270,3 +270,66 @@ async fn a_replica_or_a_primary_short_of_replicas_fails_the_probe() {
     );
     probe.check().await.expect("no replica required any more");
 }
+
+#[tokio::test]
+async fn a_redis_that_cannot_save_refuses_writes_as_unavailable() {
+    use quota_sidecar::ledger::{Catalog, CreditSource};
+    use quota_sidecar::store::redis::RedisStore;
+    use quota_sidecar::store::{GrantCmd, Store};
+
+    // `dir` is a protected setting: this server lets the test move it somewhere unwritable.
+    let server = (0..5)
+        .find_map(|_| RedisServer::try_start(free_port(), &["--enable-protected-configs", "yes"]))
+        .expect("start redis-server");
+    let store = RedisStore::connect(
+        &server.url(),
+        std::sync::Arc::new(Catalog::builtin()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let grant = |id: &str| GrantCmd {
+        account_id: "studio-1".into(),
+        grant_id: id.into(),
+        units: 10,
+        source: CreditSource::Purchased,
+        expires_at_ms: None,
+    };
+    let now_ms = 1_780_000_000_000;
+    store.grant_credits(&grant("g1"), now_ms).await.unwrap();
+    let probe = probe(&server.url());
+    probe.check().await.expect("a healthy server");
+
+    // A snapshot that fails (no file can be made in /proc) stops writes.
+    let dir = server
+        .cli(&["CONFIG", "GET", "dir"])
+        .lines()
+        .nth(1)
+        .expect("dir")
+        .to_string();
+    assert_eq!(server.cli(&["CONFIG", "SET", "save", "3600 1"]), "OK");
+    assert_eq!(server.cli(&["CONFIG", "SET", "dir", "/proc"]), "OK");
+    server.cli(&["BGSAVE"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .cli(&["INFO", "persistence"])
+        .contains("rdb_last_bgsave_status:err")
+    {
+        assert!(Instant::now() < deadline, "the snapshot did not fail");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match store.grant_credits(&grant("g2"), now_ms).await {
+        Err(StoreError::Unavailable(m)) => {
+            assert!(m.contains("cannot save to disk (MISCONF)"), "{m}")
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    let message = probe_refusal(&probe).await;
+    assert!(message.contains("(MISCONF)"), "{message}");
+
+    // A snapshot that succeeds lets writes in again.
+    assert_eq!(server.cli(&["CONFIG", "SET", "dir", &dir]), "OK");
+    server.cli(&["BGSAVE"]);
+    wait_probe_ok(&probe, Duration::from_secs(10)).await;
+    store.grant_credits(&grant("g2"), now_ms).await.unwrap();
+}

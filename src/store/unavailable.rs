@@ -20,18 +20,22 @@ pub enum UnavailableKind {
     Busy,
     /// `NOREPLICAS`: fewer replicas than `min-replicas-to-write`; writes are refused.
     NoReplicas,
+    /// `MISCONF`: the last snapshot to disk failed under `stop-writes-on-bgsave-error`; writes
+    /// are refused until one succeeds.
+    CannotPersist,
     /// Unreachable, too slow, or any other reason to retry later.
     Unreachable,
 }
 
 impl UnavailableKind {
-    const REFUSALS: [UnavailableKind; 6] = [
+    const REFUSALS: [UnavailableKind; 7] = [
         UnavailableKind::OutOfMemory,
         UnavailableKind::ReadOnly,
         UnavailableKind::MasterDown,
         UnavailableKind::Loading,
         UnavailableKind::Busy,
         UnavailableKind::NoReplicas,
+        UnavailableKind::CannotPersist,
     ];
 
     /// The Redis error code of a refusal (`None` for [`UnavailableKind::Unreachable`]).
@@ -43,6 +47,7 @@ impl UnavailableKind {
             UnavailableKind::Loading => Some("LOADING"),
             UnavailableKind::Busy => Some("BUSY"),
             UnavailableKind::NoReplicas => Some("NOREPLICAS"),
+            UnavailableKind::CannotPersist => Some("MISCONF"),
             UnavailableKind::Unreachable => None,
         }
     }
@@ -56,6 +61,7 @@ impl UnavailableKind {
             UnavailableKind::Loading => "loading",
             UnavailableKind::Busy => "busy",
             UnavailableKind::NoReplicas => "noreplicas",
+            UnavailableKind::CannotPersist => "misconf",
             UnavailableKind::Unreachable => "unavailable",
         }
     }
@@ -73,6 +79,7 @@ impl UnavailableKind {
             UnavailableKind::NoReplicas => {
                 "Redis has too few replicas (NOREPLICAS): writes refused"
             }
+            UnavailableKind::CannotPersist => "Redis cannot save to disk (MISCONF): writes refused",
             UnavailableKind::Unreachable => "Redis cannot be reached",
         }
     }

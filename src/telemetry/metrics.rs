@@ -22,7 +22,7 @@ pub const RPC_DURATION: &str = "quota_rpc_duration_seconds";
 /// Histogram `{op}`: time of one store or event-log call, failed ones included.
 pub const STORE_DURATION: &str = "quota_store_duration_seconds";
 /// Counter `{op, kind}`: store calls that failed: `internal`, `unavailable` (unreachable or too
-/// slow), or Redis refusing: `oom`, `readonly`, `masterdown`, `loading`, `busy`, `noreplicas`
+/// slow), or Redis refusing: `oom`, `readonly`, `masterdown`, `loading`, `busy`, `noreplicas`, `misconf`
 /// (see [`crate::store::unavailable`]). Refusals such as
 /// insufficient funds are answers, not failures; they show in the RPC codes.
 pub const STORE_ERRORS: &str = "quota_store_errors_total";
