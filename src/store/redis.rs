@@ -337,8 +337,7 @@ impl RedisStore {
         self
     }
 
-    /// The shard count recorded in Redis, if a sidecar has started on it yet: for tools that
-    /// work on an existing deployment and must use its count.
+    /// The shard count recorded in Redis, if a sidecar has started on it yet.
     pub async fn recorded_shards(&self) -> StoreResult<Option<Shards>> {
         let mut conn = self.conn.clone();
         let mut get = ::redis::cmd("GET");
