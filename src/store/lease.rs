@@ -64,15 +64,24 @@ pub async fn run_leased<T>(
     if !store.lease(task, owner, lease_ms).await? {
         return Ok(None);
     }
+    // Renewals start every third of the lease, each given at most a third, so two successful
+    // ones are never more than two thirds apart, however slow the store is.
+    let third = Duration::from_millis((lease_ms / 3).max(1));
     let renew = async {
+        let mut tick = tokio::time::interval(third);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // The first tick is now: the lease was just taken.
         loop {
-            tokio::time::sleep(Duration::from_millis((lease_ms / 3).max(1))).await;
-            match store.lease(task, owner, lease_ms).await {
-                Ok(true) => {}
-                Ok(false) => {
+            tick.tick().await;
+            match tokio::time::timeout(third, store.lease(task, owner, lease_ms)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
                     tracing::warn!(?task, "another sidecar took a fleet lease during a pass")
                 }
-                Err(e) => tracing::debug!(?task, error = %e, "cannot extend a fleet lease now"),
+                Ok(Err(e)) => {
+                    tracing::debug!(?task, error = %e, "cannot extend a fleet lease now")
+                }
+                Err(_) => tracing::debug!(?task, "extending a fleet lease took too long"),
             }
         }
     };

@@ -34,8 +34,8 @@ pub const SWEEP_SHARDS_AT_ONCE: usize = 16;
 /// sidecar of a fleet runs a sweeper, but one pass per interval does the work: the sidecar that
 /// holds the store's sweep lease (the others skip the pass, one small script each), so index
 /// reads and scripts do not grow with the fleet. A sidecar that dies holding the lease loses
-/// it when the interval ends. Were two to sweep at once, the scripts decide, and a hold
-/// expires once.
+/// it within the interval. Were two to sweep at once, the scripts decide, and a hold expires
+/// once.
 pub async fn run_sweeper(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
