@@ -25,8 +25,12 @@ pub struct SubscribedGroups {
 }
 
 impl SubscribedGroups {
-    /// Remembers `group`, unless the set is full.
+    /// Remembers `group`, unless the set is full. Ephemeral groups are not kept: each lives
+    /// for one stream, and would leave a stale gauge and take a slot for good.
     pub fn note(&self, group: &str) {
+        if super::is_ephemeral(group) {
+            return;
+        }
         let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         if groups.len() < MAX_SAMPLED_GROUPS && !groups.contains(group) {
             groups.insert(group.to_string());
@@ -142,6 +146,10 @@ mod tests {
         groups.note("billing");
         groups.note("billing");
         groups.note("analytics");
+        // Ephemeral groups (one per `quotactl events tail`) take no slot.
+        for i in 0..2 * MAX_SAMPLED_GROUPS {
+            groups.note(&format!("{}{i}", crate::events::EPHEMERAL_PREFIX));
+        }
         assert_eq!(groups.list(), ["analytics", "billing"]);
         for i in 0..2 * MAX_SAMPLED_GROUPS {
             groups.note(&format!("g{i}"));

@@ -77,6 +77,33 @@ static TAKE_LOSS: std::sync::LazyLock<::redis::Script> =
 static RECORD_LOSS: std::sync::LazyLock<::redis::Script> =
     std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("record_loss.lua")));
 
+/// Which reads a shard needs for a group (see [`RedisStore::shard_work`]).
+#[derive(Debug, Clone, Copy)]
+struct ShardWork {
+    /// Entries given and not acked: resume this consumer's, claim others' idle ones.
+    pending: bool,
+    /// Entries not given yet.
+    new: bool,
+}
+
+/// The outcome of a background walk over the shards that goes on past failing ones: their
+/// failures logged once; an error only when nothing was done at all.
+fn walk_outcome(what: &str, failures: Vec<StoreError>, done_any: bool) -> StoreResult<()> {
+    let failed_shards = failures.len();
+    match failures.into_iter().next() {
+        Some(first) if !done_any => Err(first),
+        Some(first) => {
+            tracing::warn!(
+                failed_shards,
+                error = %first,
+                "{what} failed on some shards; the others are done, those wait for the next pass"
+            );
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
 /// Per-shard commands one walk over the shards keeps in flight: they share the connection's
 /// pipeline, so a deployment of thousands of shards is walked in a few hundred round trips.
 const SHARD_CALLS_AT_ONCE: usize = 32;
@@ -113,27 +140,16 @@ impl RedisStore {
             .buffered(SHARD_CALLS_AT_ONCE)
             .collect()
             .await;
-        let total = results.len();
-        let mut done = Vec::with_capacity(total);
-        let mut failed = Vec::new();
+        let mut done = Vec::with_capacity(results.len());
+        let mut failures = Vec::new();
         for result in results {
             match result {
                 Ok(v) => done.push(v),
-                Err(e) => failed.push(e),
+                Err(e) => failures.push(e),
             }
         }
-        match failed.into_iter().next() {
-            Some(first) if done.is_empty() => Err(first),
-            Some(first) => {
-                tracing::warn!(
-                    failed_shards = total - done.len(),
-                    error = %first,
-                    "{what} failed on some shards; the others are done, those wait for the next pass"
-                );
-                Ok(done)
-            }
-            None => Ok(done),
-        }
+        walk_outcome(what, failures, !done.is_empty())?;
+        Ok(done)
     }
 
     /// Drops what every group has acked on `shard` and is past the retention; see
@@ -171,21 +187,28 @@ impl RedisStore {
         self.query::<u64>(&cmd).await
     }
 
-    /// Whether `group` may have something to read on `shard`: entries it was given and has not
-    /// acked (to resume or claim), entries it has not been given, or no group there yet. One
-    /// `XINFO GROUPS`, so an idle poll reads nothing and claims nothing.
-    async fn has_work(&self, shard: u32, group: &str) -> StoreResult<bool> {
+    /// What `group` may have to read on `shard`: entries it was given and has not acked (to
+    /// resume or claim), entries it has not been given, both when there is no group there yet.
+    /// One `XINFO GROUPS`, so an idle poll reads nothing and claims nothing.
+    async fn shard_work(&self, shard: u32, group: &str) -> StoreResult<ShardWork> {
         let mut info = ::redis::cmd("XINFO");
         info.arg("GROUPS").arg(stream_key(shard));
+        let everything = ShardWork {
+            pending: true,
+            new: true,
+        };
         let groups: StreamInfoGroupsReply = match self.query(&info).await {
             // No stream: reading recreates it with the group, as before any event.
-            Err(StoreError::Internal(m)) if m.contains("no such key") => return Ok(true),
+            Err(StoreError::Internal(m)) if m.contains("no such key") => return Ok(everything),
             other => other?,
         };
         Ok(match groups.groups.iter().find(|g| g.name == group) {
-            // Redis cannot always tell the lag (after deletions): then read.
-            Some(g) => g.pending > 0 || g.lag != Some(0),
-            None => true,
+            Some(g) => ShardWork {
+                pending: g.pending > 0,
+                // Redis cannot always tell the lag (after deletions): then read.
+                new: g.lag != Some(0),
+            },
+            None => everything,
         })
     }
 
@@ -309,12 +332,6 @@ impl RedisStore {
             .and_then(|last| parse_id(&last.id))
             .map(|(ms, seq)| (ms, seq + 1)))
     }
-    /// Redis's own clock in ms: stream ids carry it, so ages are measured against it.
-    async fn server_ms(&self) -> StoreResult<i64> {
-        let (secs, micros): (i64, i64) = self.query(&::redis::cmd("TIME")).await?;
-        Ok(secs * 1000 + micros / 1000)
-    }
-
     /// The oldest unacked entry id of `group` on stream `key` (`XPENDING` summary).
     async fn oldest_pending(&self, key: &str, group: &str) -> StoreResult<Option<String>> {
         let mut cmd = ::redis::cmd("XPENDING");
@@ -433,14 +450,12 @@ impl EventLog for RedisStore {
             return Ok(Vec::new());
         }
         self.ensure_group(group).await?;
-        // One cheap look at every shard, many at once; then reads only where there is work.
-        let busy = self
-            .each_shard(
-                |shard| async move { Ok(self.has_work(shard, group).await?.then_some(shard)) },
-            )
+        // One cheap look at every shard, many at once; then only the reads there is work for.
+        let work = self
+            .each_shard(|shard| async move { Ok((shard, self.shard_work(shard, group).await?)) })
             .await?;
         let mut out = Vec::new();
-        for shard in busy.into_iter().flatten() {
+        for (shard, work) in work {
             if out.len() >= max {
                 break;
             }
@@ -453,13 +468,13 @@ impl EventLog for RedisStore {
                 }
                 Ok(())
             };
-            if resume {
+            if resume && work.pending {
                 let own = self
                     .read_group(shard, group, consumer, max - out.len(), "0")
                     .await?;
                 take(own, &mut out)?;
             }
-            if out.len() < max {
+            if work.pending && out.len() < max {
                 let mut cmd = ::redis::cmd("XAUTOCLAIM");
                 cmd.arg(stream_key(shard))
                     .arg(group)
@@ -476,7 +491,7 @@ impl EventLog for RedisStore {
                     &mut out,
                 )?;
             }
-            if out.len() < max {
+            if work.new && out.len() < max {
                 let new = self
                     .read_group(shard, group, consumer, max - out.len(), ">")
                     .await?;
@@ -488,18 +503,16 @@ impl EventLog for RedisStore {
     }
 
     async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32> {
-        let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); self.shards().count() as usize];
+        // Only the shards named: a deployment may have thousands.
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
         for id in ack_ids {
             let id = AckId::parse_in(id, self.shards())?;
-            by_shard[id.shard as usize].push(id.entry_id);
+            by_shard.entry(id.shard).or_default().push(id.entry_id);
         }
         let mut acked = 0;
-        for (shard, ids) in by_shard.into_iter().enumerate() {
-            if ids.is_empty() {
-                continue;
-            }
+        for (shard, ids) in by_shard {
             let mut cmd = ::redis::cmd("XACK");
-            cmd.arg(stream_key(shard as u32)).arg(group).arg(&ids);
+            cmd.arg(stream_key(shard)).arg(group).arg(&ids);
             acked += self.query::<u32>(&cmd).await?;
         }
         Ok(acked)
@@ -545,7 +558,8 @@ impl EventLog for RedisStore {
 
     async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
         let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
-        let server_ms = self.server_ms().await?.max(0) as u64;
+                        // Redis's own clock: it stamped the stream ids.
+        let server_ms = self.time_ms().await?.max(0) as u64;
         let dropped = self
             .each_shard_settled("event trim", |shard| {
                 self.trim_shard(shard, retention, server_ms)
@@ -578,21 +592,9 @@ impl EventLog for RedisStore {
             out.losses.extend(shard.losses);
             failures.extend(failed);
         }
-        let failed_shards = failures.len();
-        match failures.into_iter().next() {
-            Some(first) if failed_shards == self.shards().count() as usize && out.dropped == 0 => {
-                Err(first)
-            }
-            Some(first) => {
-                tracing::warn!(
-                    failed_shards,
-                    error = %first,
-                    "event cap failed on some shards; they wait for the next pass"
-                );
-                Ok(out)
-            }
-            None => Ok(out),
-        }
+        let done_any = failures.len() < self.shards().count() as usize || out.dropped > 0;
+        walk_outcome("event cap", failures, done_any)?;
+        Ok(out)
     }
 
     async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
@@ -662,7 +664,7 @@ impl EventLog for RedisStore {
 
     async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {
         let _ = now_ms; // Stream ids carry Redis's own clock; age is measured against it.
-        let server_ms = self.server_ms().await?;
+        let server_ms = self.time_ms().await?;
         // Per shard: (group, pending, lag, oldest unacked entry).
         let per_shard = self
             .each_shard(|shard| async move {

@@ -37,6 +37,7 @@ async fn trim_pass(log: &dyn EventLog, retention: Retention, now_ms: i64) {
         Ok(cap) if cap.dropped_unacked > 0 => {
             metrics::counter!(EVENTS_DROPPED_UNACKED).increment(cap.dropped_unacked);
             let mut groups: Vec<&str> = cap.losses.iter().map(|l| l.group.as_str()).collect();
+            groups.sort_unstable();
             groups.dedup();
             tracing::error!(
                 dropped_unacked = cap.dropped_unacked,
