@@ -205,3 +205,36 @@ async fn without_it_a_failover_may_lose_confirmed_writes() {
         "the load confirmed too little to show anything: {confirmed}"
     );
 }
+
+/// A primary that lost its scripts (restarted, or flushed) gets the one script a durable write
+/// needs loaded again, and the write goes through: the pipeline of script and `WAIT` does not
+/// reload by itself.
+#[tokio::test]
+async fn a_durable_write_reloads_a_missing_script() {
+    use quota_sidecar::ledger::{Catalog, CreditSource};
+    use quota_sidecar::store::durability::Durability;
+    use quota_sidecar::store::redis::RedisStore;
+    use quota_sidecar::store::{GrantCmd, Store};
+
+    let (primary, _replica) = primary_and_replica();
+    let store = RedisStore::connect(
+        &primary.url(),
+        Arc::new(Catalog::builtin()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap()
+    .with_durability(Some(Durability::parse("wait-replicas=1", 1_000).unwrap()));
+    let grant = |id: &str| GrantCmd {
+        account_id: ACCOUNT.into(),
+        grant_id: id.into(),
+        units: 10,
+        source: CreditSource::Purchased,
+        expires_at_ms: None,
+    };
+    let now_ms = 1_780_000_000_000;
+    store.grant_credits(&grant("g1"), now_ms).await.unwrap();
+    assert_eq!(primary.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let granted = store.grant_credits(&grant("g2"), now_ms).await.unwrap();
+    assert_eq!(granted.balance.credits_available, 20);
+}

@@ -27,7 +27,7 @@ use ::redis::{Cmd, RedisError, Value};
 use async_trait::async_trait;
 
 use super::redis_conn::RedisConn;
-use super::unavailable::store_error;
+use super::unavailable::{no_answer_within, store_error};
 use super::{Store, StoreError, StoreResult};
 
 /// The probe's script: a shebang without `flags=no-writes` makes Redis check, before running
@@ -78,10 +78,7 @@ impl HealthProbe for RedisWriteProbe {
             }
         };
         match tokio::time::timeout(self.timeout, check).await {
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis did not answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Err(_) => Err(no_answer_within(self.timeout)),
             Ok(result) => result,
         }
     }

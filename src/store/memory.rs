@@ -10,15 +10,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::keys::Shards;
+use super::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
 use super::*;
 use crate::events::memory_log::MemoryLog;
 use crate::events::{self, UsageEvent};
 use crate::ledger::account::{Account, LedgerResult, Transition};
 use crate::ledger::{Catalog, SharedCatalog};
-
-/// Entries of the expiry index one sweep reads per wanted account, as `RedisStore::expire_due`
-/// does: several due holds may share an account.
-const SWEEP_ENTRIES_PER_ACCOUNT: usize = 4;
 
 /// Single-instance store; everything is lost when the process exits.
 pub struct MemoryStore {
@@ -77,30 +74,20 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`MemoryStore::with_account_on`] the catalog in force now.
+    /// Runs `op` on the account through the ledger's state machine on the catalog in force
+    /// (the snapshot `op` is given, so one call never mixes two catalogs) and stores the new
+    /// state and its events together; an error stores nothing. An account with nothing worth
+    /// keeping is not stored.
     fn with_account<T>(
         &self,
         account_id: &str,
         now_ms: i64,
-        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+        op: impl FnOnce(&Catalog, &mut Account) -> LedgerResult<T>,
     ) -> StoreResult<T> {
-        self.with_account_on(&self.catalog.current(), account_id, now_ms, op)
-    }
-
-    /// Runs `op` on the account through the ledger's state machine on `catalog` (the snapshot
-    /// `op` itself uses, so one call never mixes two catalogs) and stores the new state and
-    /// its events together; an error stores nothing. An account with nothing worth keeping is
-    /// not stored.
-    fn with_account_on<T>(
-        &self,
-        catalog: &Catalog,
-        account_id: &str,
-        now_ms: i64,
-        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
-    ) -> StoreResult<T> {
+        let catalog = self.catalog.current();
         let mut state = self.lock();
         let State { accounts, log } = &mut *state;
-        let transition = transition(accounts, catalog, account_id, now_ms, op)?;
+        let transition = transition(accounts, &catalog, account_id, now_ms, op)?;
         let shard = self.shards.of(account_id);
         for event in transition.events {
             log.append(shard, event);
@@ -113,17 +100,17 @@ impl MemoryStore {
         Ok(transition.reply)
     }
 
-    /// Runs `op` like [`MemoryStore::with_account_on`] and keeps nothing: for reads that must
-    /// not even store the lazy work (Quote).
+    /// Runs `op` like [`MemoryStore::with_account`] and keeps nothing: for reads that must not
+    /// even store the lazy work (Quote).
     fn peek_account<T>(
         &self,
-        catalog: &Catalog,
         account_id: &str,
         now_ms: i64,
-        op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+        op: impl FnOnce(&Catalog, &mut Account) -> LedgerResult<T>,
     ) -> StoreResult<T> {
+        let catalog = self.catalog.current();
         let state = self.lock();
-        Ok(transition(&state.accounts, catalog, account_id, now_ms, op)?.reply)
+        Ok(transition(&state.accounts, &catalog, account_id, now_ms, op)?.reply)
     }
 }
 
@@ -133,8 +120,9 @@ fn transition<T>(
     catalog: &Catalog,
     account_id: &str,
     now_ms: i64,
-    op: impl FnOnce(&mut Account) -> LedgerResult<T>,
+    op: impl FnOnce(&Catalog, &mut Account) -> LedgerResult<T>,
 ) -> LedgerResult<Transition<T>> {
+    let op = |a: &mut Account| op(catalog, a);
     match accounts.get(account_id) {
         Some(a) => a.execute(catalog, now_ms, op),
         None => Account::new(account_id).execute(catalog, now_ms, op),
@@ -144,9 +132,8 @@ fn transition<T>(
 #[async_trait]
 impl Store for MemoryStore {
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved> {
-        let catalog = self.catalog.current();
-        self.with_account_on(&catalog, &cmd.account_id, now_ms, |a| {
-            a.reserve(&catalog, cmd, now_ms)
+        self.with_account(&cmd.account_id, now_ms, |catalog, a| {
+            a.reserve(catalog, cmd, now_ms)
         })
     }
 
@@ -157,9 +144,8 @@ impl Store for MemoryStore {
         actual_quantity: Option<u32>,
         now_ms: i64,
     ) -> StoreResult<Settled> {
-        let catalog = self.catalog.current();
-        self.with_account_on(&catalog, account_id, now_ms, |a| {
-            a.settle(&catalog, generation_id, actual_quantity, now_ms)
+        self.with_account(account_id, now_ms, |catalog, a| {
+            a.settle(catalog, generation_id, actual_quantity, now_ms)
         })
     }
 
@@ -170,7 +156,7 @@ impl Store for MemoryStore {
         reason: ReleaseReason,
         now_ms: i64,
     ) -> StoreResult<Released> {
-        self.with_account(account_id, now_ms, |a| {
+        self.with_account(account_id, now_ms, |_, a| {
             a.release(generation_id, reason, now_ms)
         })
     }
@@ -182,28 +168,27 @@ impl Store for MemoryStore {
         ttl_seconds: u32,
         now_ms: i64,
     ) -> StoreResult<Hold> {
-        self.with_account(account_id, now_ms, |a| {
+        self.with_account(account_id, now_ms, |_, a| {
             a.extend(generation_id, ttl_seconds, now_ms)
         })
     }
 
     async fn balance(&self, account_id: &str, now_ms: i64) -> StoreResult<Balance> {
-        self.with_account(account_id, now_ms, |a| Ok(a.balance()))
+        self.with_account(account_id, now_ms, |_, a| Ok(a.balance()))
     }
 
     async fn account(&self, account_id: &str, now_ms: i64) -> StoreResult<AccountView> {
-        self.with_account(account_id, now_ms, |a| Ok(a.view()))
+        self.with_account(account_id, now_ms, |_, a| Ok(a.view()))
     }
 
     async fn set_plan(&self, cmd: &SetPlanCmd, now_ms: i64) -> StoreResult<PlanSet> {
-        let catalog = self.catalog.current();
-        self.with_account_on(&catalog, &cmd.account_id, now_ms, |a| {
-            a.set_plan(&catalog, cmd, now_ms)
+        self.with_account(&cmd.account_id, now_ms, |catalog, a| {
+            a.set_plan(catalog, cmd, now_ms)
         })
     }
 
     async fn grant_credits(&self, cmd: &GrantCmd, now_ms: i64) -> StoreResult<Granted> {
-        self.with_account(&cmd.account_id, now_ms, |a| a.grant_credits(cmd, now_ms))
+        self.with_account(&cmd.account_id, now_ms, |_, a| a.grant_credits(cmd, now_ms))
     }
 
     async fn revoke_credits(
@@ -212,7 +197,9 @@ impl Store for MemoryStore {
         grant_id: &str,
         now_ms: i64,
     ) -> StoreResult<Revoked> {
-        self.with_account(account_id, now_ms, |a| a.revoke_credits(grant_id, now_ms))
+        self.with_account(account_id, now_ms, |_, a| {
+            a.revoke_credits(grant_id, now_ms)
+        })
     }
 
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32> {
@@ -220,7 +207,7 @@ impl Store for MemoryStore {
         // shard's expiry index (`<account>/<generation>` scored by expiry) is read earliest
         // due first, ties in byte order, a window of a few entries per wanted account; the
         // first `max_accounts` accounts in that window are swept.
-        let due: Vec<String> = {
+        let due = {
             let state = self.lock();
             let mut entries: Vec<(i64, String)> = state
                 .accounts
@@ -234,18 +221,11 @@ impl Store for MemoryStore {
                 .collect();
             entries.sort();
             entries.truncate(max_accounts.saturating_mul(SWEEP_ENTRIES_PER_ACCOUNT));
-            let mut due: Vec<String> = Vec::new();
-            for (_, entry) in &entries {
-                let (account_id, _) = entry.split_once('/').expect("built above");
-                if due.len() < max_accounts && !due.iter().any(|a| a == account_id) {
-                    due.push(account_id.to_string());
-                }
-            }
-            due
+            due_accounts(entries.into_iter().map(|(_, entry)| entry), max_accounts)
         };
         let mut expired = 0;
-        for account_id in due {
-            let swept = self.with_account(&account_id, now_ms, |a| {
+        for (account_id, _) in due {
+            let swept = self.with_account(&account_id, now_ms, |_, a| {
                 Ok(a.pending_events()
                     .iter()
                     .filter(|e| e.event_type == events::HOLD_EXPIRED)
@@ -269,9 +249,8 @@ impl Store for MemoryStore {
     }
 
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
-        let catalog = self.catalog.current();
-        self.peek_account(&catalog, &cmd.account_id, now_ms, |a| {
-            a.quote(&catalog, cmd, now_ms)
+        self.peek_account(&cmd.account_id, now_ms, |catalog, a| {
+            a.quote(catalog, cmd, now_ms)
         })
     }
 
@@ -280,14 +259,13 @@ impl Store for MemoryStore {
         cmd: &ReserveBatchCmd,
         now_ms: i64,
     ) -> StoreResult<ReservedBatch> {
-        let catalog = self.catalog.current();
-        self.with_account_on(&catalog, &cmd.account_id, now_ms, |a| {
-            a.reserve_batch(&catalog, cmd, now_ms)
+        self.with_account(&cmd.account_id, now_ms, |catalog, a| {
+            a.reserve_batch(catalog, cmd, now_ms)
         })
     }
 
     async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
-        self.with_account(&cmd.account_id, now_ms, |a| a.refund(cmd, now_ms))
+        self.with_account(&cmd.account_id, now_ms, |_, a| a.refund(cmd, now_ms))
     }
 
     async fn lease(

@@ -17,7 +17,8 @@ use super::durability::Durability;
 use super::keys::{AccountKeys, Shards, SHARD_COUNT_RECORD};
 use super::redis_conn::RedisConn;
 use super::redis_reply::{anomaly, parse_state, ScriptReply};
-use super::unavailable::store_error;
+use super::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
+use super::unavailable::{no_answer_within, store_error};
 use super::*;
 use crate::ledger::account::{conflict, unit_cost, wrong_state};
 use crate::ledger::cycle::{month_window, Anchor};
@@ -27,68 +28,85 @@ use crate::ledger::{
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 
+/// One operation's script, and whether it may write (only writes wait for `--durability`).
+struct LedgerScript {
+    script: Script,
+    writes: bool,
+}
+
 macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("lua/lib.lua"),
-            include_str!(concat!("lua/", $file))
-        ))
+    ($file:literal, $writes:expr) => {
+        LedgerScript {
+            script: Script::new(concat!(
+                include_str!("lua/lib.lua"),
+                include_str!(concat!("lua/", $file))
+            )),
+            writes: $writes,
+        }
     };
 }
 
 /// The compiled-in scripts, one per operation.
 struct Scripts {
-    reserve: Script,
-    settle: Script,
-    release: Script,
-    extend: Script,
-    balance: Script,
-    account: Script,
-    set_plan: Script,
-    grant: Script,
-    revoke: Script,
-    sweep: Script,
-    quote: Script,
-    reserve_batch: Script,
-    refund: Script,
+    reserve: LedgerScript,
+    settle: LedgerScript,
+    release: LedgerScript,
+    extend: LedgerScript,
+    balance: LedgerScript,
+    account: LedgerScript,
+    set_plan: LedgerScript,
+    grant: LedgerScript,
+    revoke: LedgerScript,
+    sweep: LedgerScript,
+    quote: LedgerScript,
+    reserve_batch: LedgerScript,
+    refund: LedgerScript,
 }
 
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
-            reserve: script!("reserve.lua"),
-            settle: script!("settle.lua"),
-            release: script!("release.lua"),
-            extend: script!("extend.lua"),
-            balance: script!("balance.lua"),
-            account: script!("account.lua"),
-            set_plan: script!("set_plan.lua"),
-            grant: script!("grant.lua"),
-            revoke: script!("revoke.lua"),
-            sweep: script!("sweep.lua"),
-            quote: script!("quote.lua"),
-            reserve_batch: script!("reserve_batch.lua"),
-            refund: script!("refund.lua"),
+            reserve: script!("reserve.lua", true),
+            settle: script!("settle.lua", true),
+            release: script!("release.lua", true),
+            extend: script!("extend.lua", true),
+            balance: script!("balance.lua", false),
+            account: script!("account.lua", false),
+            set_plan: script!("set_plan.lua", true),
+            grant: script!("grant.lua", true),
+            revoke: script!("revoke.lua", true),
+            sweep: script!("sweep.lua", true),
+            quote: script!("quote.lua", false),
+            reserve_batch: script!("reserve_batch.lua", true),
+            refund: script!("refund.lua", true),
         }
     }
 
     fn all(&self) -> [&Script; RedisStore::SCRIPT_COUNT] {
         [
-            &self.reserve,
-            &self.settle,
-            &self.release,
-            &self.extend,
-            &self.balance,
-            &self.account,
-            &self.set_plan,
-            &self.grant,
-            &self.revoke,
-            &self.sweep,
-            &self.quote,
-            &self.reserve_batch,
-            &self.refund,
+            &self.reserve.script,
+            &self.settle.script,
+            &self.release.script,
+            &self.extend.script,
+            &self.balance.script,
+            &self.account.script,
+            &self.set_plan.script,
+            &self.grant.script,
+            &self.revoke.script,
+            &self.sweep.script,
+            &self.quote.script,
+            &self.reserve_batch.script,
+            &self.refund.script,
         ]
     }
+}
+
+/// Whether Redis answered that it does not have the script (a restarted or failed-over server).
+fn is_noscript(e: &::redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+    )
 }
 
 /// Takes or extends a fleet task's lease (see `lease.lua`).
@@ -199,10 +217,7 @@ impl RedisStore {
         call: impl std::future::Future<Output = ::redis::RedisResult<T>>,
     ) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis did not answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Err(_) => Err(no_answer_within(self.timeout)),
             Ok(Err(e)) => Err(store_error(&e)),
             Ok(Ok(v)) => Ok(v),
         }
@@ -211,7 +226,7 @@ impl RedisStore {
     /// [`RedisStore::run_on`] the catalog in force now.
     async fn run(
         &self,
-        script: &Script,
+        script: &LedgerScript,
         keys: &AccountKeys,
         account_id: &str,
         own_key: &str,
@@ -232,7 +247,7 @@ impl RedisStore {
     async fn run_on(
         &self,
         catalog: &Catalog,
-        script: &Script,
+        script: &LedgerScript,
         keys: &AccountKeys,
         account_id: &str,
         own_key: &str,
@@ -241,7 +256,7 @@ impl RedisStore {
     ) -> StoreResult<ScriptReply> {
         self.shards_ready().await?;
         let window = month_window(now_ms).0;
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = script.script.prepare_invoke();
         invocation
             .key(&keys.account)
             .key(&keys.grants)
@@ -257,15 +272,10 @@ impl RedisStore {
             .arg(window[3])
             .arg(RETENTION_MS);
         args(&mut invocation);
-        let read_only = [
-            &self.scripts.balance,
-            &self.scripts.account,
-            &self.scripts.quote,
-        ]
-        .iter()
-        .any(|s| std::ptr::eq(*s, script));
         let json = match self.durability {
-            Some(durability) if !read_only => self.invoke_durably(&invocation, durability).await?,
+            Some(durability) if script.writes => {
+                self.invoke_durably(&invocation, durability).await?
+            }
             _ => {
                 let mut conn = self.conn.clone();
                 self.bounded(invocation.invoke_async(&mut conn)).await?
@@ -275,8 +285,8 @@ impl RedisStore {
     }
 
     /// Every write answers only once `durability.replicas` replicas have it: the script and
-    /// `WAIT` in one pipeline (one round trip). A pipeline does not reload scripts on
-    /// `NOSCRIPT` by itself, so that is done here, once.
+    /// `WAIT` in one pipeline (one round trip). A pipeline does not reload a script on
+    /// `NOSCRIPT` by itself, so that is done here: this script, once.
     async fn invoke_durably(
         &self,
         invocation: &ScriptInvocation<'_>,
@@ -290,17 +300,22 @@ impl RedisStore {
                 .arg(durability.replicas)
                 .arg(durability.timeout_ms);
             let mut conn = self.conn.clone();
-            match self
-                .bounded(pipe.query_async::<(String, i64)>(&mut conn))
-                .await
-            {
-                Err(StoreError::Internal(message)) if !reloaded && message.contains("NOSCRIPT") => {
-                    self.load_scripts().await?;
-                    reloaded = true;
-                }
-                Err(e) => return Err(e),
-                Ok((json, acked)) if acked >= i64::from(durability.replicas) => return Ok(json),
-                Ok((_, acked)) => {
+            let may_reload = !reloaded;
+            let sent = self
+                .bounded(async {
+                    match pipe.query_async::<(String, i64)>(&mut conn).await {
+                        Err(e) if may_reload && is_noscript(&e) => {
+                            invocation.load_async(&mut conn).await?;
+                            Ok(None)
+                        }
+                        other => other.map(Some),
+                    }
+                })
+                .await?;
+            match sent {
+                None => reloaded = true,
+                Some((json, acked)) if acked >= i64::from(durability.replicas) => return Ok(json),
+                Some((_, acked)) => {
                     return Err(StoreError::Unavailable(format!(
                         "written on the primary, not yet on {} replicas ({acked} acknowledged \
                          within {} ms); retry",
@@ -1003,26 +1018,11 @@ impl Store for RedisStore {
         let index = super::keys::shard_expiry(&super::keys::shard_prefix(shard));
         let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
         cmd.arg(&index).arg("-inf").arg(now_ms).arg("LIMIT").arg(0);
-        // Several due holds may share an account: read a few more entries than accounts.
-        cmd.arg(max_accounts.saturating_mul(4));
+        cmd.arg(max_accounts.saturating_mul(SWEEP_ENTRIES_PER_ACCOUNT));
         let mut conn = self.conn.clone();
         let due: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
-        let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
-        for member in due {
-            let Some((account, _)) = member.split_once('/') else {
-                continue;
-            };
-            let known = by_account.iter().position(|(a, _)| a == account);
-            match known {
-                Some(i) => by_account[i].1.push(member),
-                None if by_account.len() < max_accounts => {
-                    by_account.push((account.to_string(), vec![member]))
-                }
-                None => {}
-            }
-        }
         let mut expired = 0;
-        for (account, members) in by_account {
+        for (account, members) in due_accounts(due, max_accounts) {
             let keys = AccountKeys::new(&account, self.shards);
             let swept = self
                 .run(

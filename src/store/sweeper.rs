@@ -25,6 +25,33 @@ pub fn skipped(account_id: &str, error: &StoreError) {
 /// backlog never turns one pass into a long burst of scripts.
 pub const SWEEP_ACCOUNTS_PER_SHARD: usize = 100;
 
+/// Entries of a shard's expiry index one sweep reads per wanted account: several due holds may
+/// share an account.
+pub const SWEEP_ENTRIES_PER_ACCOUNT: usize = 4;
+
+/// The first `max_accounts` distinct accounts of `entries` (expiry-index members
+/// `<account>/<generation>`, earliest due first), each with its entries: what one sweep of a
+/// shard takes, the same for both stores.
+pub fn due_accounts(
+    entries: impl IntoIterator<Item = String>,
+    max_accounts: usize,
+) -> Vec<(String, Vec<String>)> {
+    let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
+    for member in entries {
+        let Some((account, _)) = member.split_once('/') else {
+            continue;
+        };
+        match by_account.iter().position(|(a, _)| a == account) {
+            Some(i) => by_account[i].1.push(member),
+            None if by_account.len() < max_accounts => {
+                by_account.push((account.to_string(), vec![member]))
+            }
+            None => {}
+        }
+    }
+    by_account
+}
+
 /// Shards one pass sweeps at once: their index reads share the connection's pipeline, so a
 /// deployment of thousands of shards still finishes a pass within the interval, while a pass
 /// never has more than this many calls in flight beside the ledger's own.

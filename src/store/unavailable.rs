@@ -114,6 +114,14 @@ impl UnavailableKind {
     }
 }
 
+/// The error of a Redis call that did not answer within `timeout`: fail closed, retry later.
+pub fn no_answer_within(timeout: std::time::Duration) -> StoreError {
+    StoreError::Unavailable(format!(
+        "Redis did not answer within {} ms",
+        timeout.as_millis()
+    ))
+}
+
 /// The store error of a failed Redis call: "cannot serve now" (unreachable, or refusing, with
 /// the reason named; fail closed, retry later) or a problem with the request or the data.
 pub fn store_error(e: &::redis::RedisError) -> StoreError {
