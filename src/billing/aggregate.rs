@@ -224,6 +224,10 @@ async fn add_grant_column(
     source: &str,
     expires_at: Option<time::OffsetDateTime>,
 ) -> Result<(), tokio_postgres::Error> {
+    // Most events draw on no grant: no statement to build or look up for them.
+    if grants.iter().all(|g| g.units == 0) {
+        return Ok(());
+    }
     let s = prepared.get(tx, &add_to_grant(column)).await?;
     for g in grants.iter().filter(|g| g.units != 0) {
         tx.execute(

@@ -28,9 +28,10 @@ use crate::events;
 /// Longest Stripe meter event identifier.
 pub const STRIPE_IDENTIFIER_MAX_CHARS: usize = 100;
 
-/// An output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An output format (also the `--format` values of `quota-billing export`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    #[value(name = "cloudevents")]
     CloudEvents,
     Stripe,
     Lago,

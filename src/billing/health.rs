@@ -1,6 +1,6 @@
 //! The consumer's health (`/healthz`) and metrics, next to `/metrics` on one HTTP listener.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -51,7 +51,6 @@ pub fn describe_metrics() {
 pub struct Health {
     stream_up: AtomicBool,
     database_up: AtomicBool,
-    last_commit_ms: AtomicI64,
 }
 
 impl Health {
@@ -63,16 +62,10 @@ impl Health {
         self.database_up.store(up, Ordering::Relaxed);
     }
 
-    /// Unix time of the last commit in ms; 0 before the first.
-    pub fn last_commit_ms(&self) -> i64 {
-        self.last_commit_ms.load(Ordering::Relaxed)
-    }
-
     /// Records a committed batch in the metrics.
     pub fn committed(&self, outcome: &BatchOutcome) {
         let now = OffsetDateTime::now_utc();
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        self.last_commit_ms.store(now_ms, Ordering::Relaxed);
         metrics::counter!(EVENTS_WRITTEN).increment(outcome.written);
         metrics::counter!(EVENTS_DUPLICATE).increment(outcome.duplicates);
         metrics::counter!(DEAD_LETTERS).increment(outcome.dead_letters);

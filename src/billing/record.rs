@@ -11,7 +11,7 @@ use crate::pb;
 /// The second-version types, as the ledger names them: `hold.refunded` (a settled
 /// generation's charge given back, negative usage), `credits.expired` (units a grant lost unspent
 /// when it expired), `usage.threshold` (informational).
-pub use crate::events::{CREDITS_EXPIRED, HOLD_REFUNDED, USAGE_THRESHOLD};
+pub use crate::events::{CREDITS_EXPIRED, HOLD_REFUNDED};
 
 /// The cycle under which an account without a plan (no cycle) is kept.
 pub const NO_CYCLE: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;

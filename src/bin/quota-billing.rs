@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -122,7 +122,7 @@ enum Command {
         #[command(flatten)]
         postgres: Postgres,
         #[arg(long, value_enum)]
-        format: FormatArg,
+        format: Format,
         /// Events at or after this time, RFC 3339.
         #[arg(long)]
         from: Option<String>,
@@ -139,14 +139,6 @@ enum Command {
         #[arg(long, default_value = "plan_upgrade_cents")]
         upgrade_meter: String,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Cloudevents,
-    Stripe,
-    Lago,
-    Csv,
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<OffsetDateTime, String> {
@@ -301,12 +293,7 @@ async fn report(command: Command) -> Result<(), String> {
             usage_meter,
             upgrade_meter,
         } => {
-            let mut options = ExportOptions::new(match format {
-                FormatArg::Cloudevents => Format::CloudEvents,
-                FormatArg::Stripe => Format::Stripe,
-                FormatArg::Lago => Format::Lago,
-                FormatArg::Csv => Format::Csv,
-            });
+            let mut options = ExportOptions::new(format);
             options.from = from.map(|t| parse_time("--from", &t)).transpose()?;
             options.to = to.map(|t| parse_time("--to", &t)).transpose()?;
             options.source = source;

@@ -156,10 +156,7 @@ impl Drop for RedisServer {
 
 /// `message` with `authorization: Bearer <token>`, as the admin listener wants it.
 pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
+    quota_sidecar::client::with_token(message, token).expect("a token that fits a header")
 }
 
 /// A loopback port nobody listens on right now.
