@@ -6,7 +6,7 @@
 //! nothing early, forgets nothing early and rolls no cycle early.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store::Store;
@@ -60,22 +60,31 @@ const STORE_CLOCK_FIRST_TRY: Duration = Duration::from_millis(50);
 /// is `None`); `now_ms` falls back to the local clock for bookkeeping only.
 pub struct StoreClock {
     local: Arc<dyn Clock>,
-    /// The store's time at an instant of the monotonic clock.
-    reading: Mutex<Option<(i64, Instant)>>,
+    /// The monotonic instant readings are counted from.
+    base: Instant,
+    /// The store's time at `base`, from the last reading; [`NO_READING`] before the first.
+    /// Atomic: every call and every delivered event reads it, without a lock.
+    store_ms_at_base: AtomicI64,
 }
+
+/// `StoreClock::store_ms_at_base` before the first reading.
+const NO_READING: i64 = i64::MIN;
 
 impl StoreClock {
     /// A clock with no reading yet; `local` serves bookkeeping until there is one.
     pub fn new(local: Arc<dyn Clock>) -> StoreClock {
         StoreClock {
             local,
-            reading: Mutex::new(None),
+            base: Instant::now(),
+            store_ms_at_base: AtomicI64::new(NO_READING),
         }
     }
 
     /// Records that the store's clock read `store_ms` at `at`.
-    pub fn record(&self, store_ms: i64, at: Instant) {
-        *self.reading.lock().unwrap_or_else(|p| p.into_inner()) = Some((store_ms, at));
+    fn record(&self, store_ms: i64, at: Instant) {
+        let since_base_ms = at.saturating_duration_since(self.base).as_millis() as i64;
+        self.store_ms_at_base
+            .store(store_ms - since_base_ms, Ordering::Release);
     }
 
     /// Reads the store's time once: the reading is dated half way through the round trip.
@@ -125,8 +134,10 @@ impl Clock for StoreClock {
     }
 
     fn ledger_now_ms(&self) -> Option<i64> {
-        let reading = *self.reading.lock().unwrap_or_else(|p| p.into_inner());
-        reading.map(|(store_ms, at)| store_ms + at.elapsed().as_millis() as i64)
+        match self.store_ms_at_base.load(Ordering::Acquire) {
+            NO_READING => None,
+            at_base => Some(at_base + self.base.elapsed().as_millis() as i64),
+        }
     }
 }
 

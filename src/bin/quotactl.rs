@@ -982,6 +982,14 @@ fn enum_text(name: Result<&str, prost::UnknownEnumValue>, prefix: &str) -> Strin
     name.strip_prefix(prefix).unwrap_or(&name).to_lowercase()
 }
 
+/// A generation kind as a word: `character_image`, `video`, ...
+fn kind_text(kind: i32) -> String {
+    enum_text(
+        pb::GenerationKind::try_from(kind).map(|k| k.as_str_name()),
+        "GENERATION_KIND_",
+    )
+}
+
 /// A Quote's denial reason as a word: `insufficient_funds`, `model_not_in_plan`, ...
 fn denial_text(reason: i32) -> String {
     enum_text(
@@ -1006,10 +1014,7 @@ fn holds_table(holds: &[pb::Hold]) -> String {
         holds.iter().map(|h| {
             vec![
                 h.generation_id.clone(),
-                enum_text(
-                    pb::GenerationKind::try_from(h.kind).map(|k| k.as_str_name()),
-                    "GENERATION_KIND_",
-                ),
+                kind_text(h.kind),
                 h.model.clone(),
                 h.quantity.to_string(),
                 h.cost_units.to_string(),
@@ -1065,7 +1070,7 @@ fn hold_json(h: &pb::Hold) -> Value {
     json!({
         "account_id": h.account_id,
         "generation_id": h.generation_id,
-        "kind": enum_text(pb::GenerationKind::try_from(h.kind).map(|k| k.as_str_name()), "GENERATION_KIND_"),
+        "kind": kind_text(h.kind),
         "model": h.model,
         "quantity": h.quantity,
         "cost_units": h.cost_units,
@@ -1091,19 +1096,12 @@ fn catalog_json(c: &pb::Catalog) -> Value {
             "max_video_seconds": p.max_video_seconds,
         })).collect::<Vec<_>>(),
         "prices": c.prices.iter().map(|p| json!({
-            "kind": price_kind(p),
+            "kind": kind_text(p.kind),
             "model": p.model,
             "units_per_item": p.units_per_item,
         })).collect::<Vec<_>>(),
         "alert_thresholds_percent": c.alert_thresholds_percent,
     })
-}
-
-fn price_kind(p: &pb::Price) -> String {
-    enum_text(
-        pb::GenerationKind::try_from(p.kind).map(|k| k.as_str_name()),
-        "GENERATION_KIND_",
-    )
 }
 
 /// Cents as dollars: the catalog's prices are US cents.
@@ -1143,7 +1141,7 @@ fn catalog_text(c: &pb::Catalog) -> String {
                 "image"
             };
             vec![
-                price_kind(p),
+                kind_text(p.kind),
                 p.model.clone(),
                 p.units_per_item.to_string(),
                 per.to_string(),
@@ -1240,7 +1238,7 @@ fn event_text(e: &pb::UsageEvent) -> String {
     };
     add("generation", e.generation_id.clone());
     if e.kind != pb::GenerationKind::Unspecified as i32 {
-        add("kind", event_kind(e));
+        add("kind", kind_text(e.kind));
     }
     add("model", e.model.clone());
     add("quantity", e.quantity.to_string());
@@ -1287,13 +1285,6 @@ fn event_text(e: &pb::UsageEvent) -> String {
             &e.sequence.to_string(),
         ],
         &details.join(" "),
-    )
-}
-
-fn event_kind(e: &pb::UsageEvent) -> String {
-    enum_text(
-        pb::GenerationKind::try_from(e.kind).map(|k| k.as_str_name()),
-        "GENERATION_KIND_",
     )
 }
 
