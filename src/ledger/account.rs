@@ -567,6 +567,25 @@ impl Account {
     // ---------------------------------------------------------------------------------------
     // Reads.
 
+    /// Adds a new live grant (GrantCredits, or a refund's credits), unless the account holds
+    /// [`MAX_LIVE_GRANTS`] already.
+    fn add_grant(&mut self, grant: Grant) -> LedgerResult<()> {
+        if self.grants.len() >= MAX_LIVE_GRANTS {
+            return Err(LedgerError::TooManyGrants {
+                account_id: self.account_id.clone(),
+                limit: MAX_LIVE_GRANTS,
+            });
+        }
+        self.grants.insert(
+            grant.grant_id.clone(),
+            GrantState {
+                grant,
+                revoked: false,
+            },
+        );
+        Ok(())
+    }
+
     /// The account's funds now.
     pub fn balance(&self) -> Balance {
         Balance {
@@ -984,12 +1003,6 @@ impl Account {
                 message: "must be in the future".into(),
             });
         }
-        if self.grants.len() >= MAX_LIVE_GRANTS {
-            return Err(LedgerError::TooManyGrants {
-                account_id: self.account_id.clone(),
-                limit: MAX_LIVE_GRANTS,
-            });
-        }
         let grant = Grant {
             grant_id: cmd.grant_id.clone(),
             source: cmd.source,
@@ -999,13 +1012,7 @@ impl Account {
             expires_at_ms: cmd.expires_at_ms,
             created_at_ms: now_ms,
         };
-        self.grants.insert(
-            cmd.grant_id.clone(),
-            GrantState {
-                grant: grant.clone(),
-                revoked: false,
-            },
-        );
+        self.add_grant(grant.clone())?;
         let event = UsageEvent {
             grant_id: cmd.grant_id.clone(),
             units: cmd.units,
@@ -1244,12 +1251,15 @@ impl Account {
             if self.grants.contains_key(id) || self.tombstones.contains_key(id) {
                 return Err(broken(format!("refund grant `{id}` exists already")));
             }
-            if self.grants.len() >= MAX_LIVE_GRANTS {
-                return Err(LedgerError::TooManyGrants {
-                    account_id: self.account_id.clone(),
-                    limit: MAX_LIVE_GRANTS,
-                });
-            }
+            self.add_grant(Grant {
+                grant_id: id.clone(),
+                source: super::CreditSource::Promotional,
+                units_granted: to_credits,
+                units_remaining: to_credits,
+                units_held: 0,
+                expires_at_ms: None,
+                created_at_ms: now_ms,
+            })?;
         }
         self.allowance_used = minus(self.allowance_used, to_allowance, "allowance used")?;
         self.lifetime_charged.allowance_units = minus(
@@ -1262,23 +1272,6 @@ impl Account {
             of_credits,
             "lifetime credits charged",
         )?;
-        if let Some(id) = &grant_id {
-            self.grants.insert(
-                id.clone(),
-                GrantState {
-                    grant: Grant {
-                        grant_id: id.clone(),
-                        source: super::CreditSource::Promotional,
-                        units_granted: to_credits,
-                        units_remaining: to_credits,
-                        units_held: 0,
-                        expires_at_ms: None,
-                        created_at_ms: now_ms,
-                    },
-                    revoked: false,
-                },
-            );
-        }
         let r = self.holds.get_mut(&cmd.generation_id).expect("read above");
         r.refunded_units += units;
         let r = r.clone();

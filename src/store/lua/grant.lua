@@ -18,15 +18,8 @@ local function run()
     return reply('replayed', { grant = grant_reply(gone), balance = balance_reply() })
   end
   if exp and exp <= NOW then return reply('expired') end
-  local live = 0
-  for _ in pairs(grants) do live = live + 1 end
-  if live >= tonumber(ARGV[13]) then return reply('too_many') end
-  g = { id = id, src = source, granted = units, rem = units, held = 0, exp = exp, created = NOW, revoked = false }
-  grants[id] = g
-  grants_dirty[id] = true
-  acct.cr = acct.cr + units
-  acct.ng = acct.ng + 1
-  acct_dirty = true
+  g = add_grant(id, source, units, exp, tonumber(ARGV[13]))
+  if not g then return reply('too_many') end
   emit('credits.granted', keyed_id(id, g.created, 'granted'), {
     'grant', id, 'units', n2s(units), 'source', source, 'expires', exp and n2s(exp) or '',
   })

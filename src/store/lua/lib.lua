@@ -305,6 +305,21 @@ local function load_grants()
   return grants
 end
 
+-- Adds a new live grant (GrantCredits, or a refund's credits; Account::add_grant), unless the
+-- account holds `max_live` already: then nil.
+local function add_grant(id, source, units, exp, max_live)
+  local live = 0
+  for _ in pairs(grants) do live = live + 1 end
+  if live >= max_live then return nil end
+  local g = { id = id, src = source, granted = units, rem = units, held = 0, exp = exp, created = NOW, revoked = false }
+  grants[id] = g
+  grants_dirty[id] = true
+  acct.cr = acct.cr + units
+  acct.ng = acct.ng + 1
+  acct_dirty = true
+  return g
+end
+
 local function grant_terms(g)
   return g.src .. '|' .. n2s(g.granted) .. '|' .. (g.exp and n2s(g.exp) or '') .. '|' .. n2s(g.created)
 end

@@ -40,16 +40,9 @@ local function run()
     grant_id = 'refund:' .. gen .. ':' .. refund_id
     load_grants()
     if grants[grant_id] or tombs[grant_id] then broken('refund grant ' .. grant_id .. ' exists already') end
-    local live = 0
-    for _ in pairs(grants) do live = live + 1 end
-    if live >= tonumber(ARGV[13]) then return reply('too_many') end
-    grants[grant_id] = {
-      id = grant_id, src = 'promotional', granted = to_credits, rem = to_credits, held = 0,
-      exp = nil, created = NOW, revoked = false,
-    }
-    grants_dirty[grant_id] = true
-    acct.cr = acct.cr + to_credits
-    acct.ng = acct.ng + 1
+    if not add_grant(grant_id, 'promotional', to_credits, nil, tonumber(ARGV[13])) then
+      return reply('too_many')
+    end
   end
   acct.used = acct.used - to_allowance
   acct.ca = acct.ca - of_allowance
