@@ -186,14 +186,7 @@ impl MemoryLog {
                             last_ack_id: ack_id.clone(),
                             count: 1,
                         };
-                        match out
-                            .losses
-                            .iter_mut()
-                            .find(|l| &l.group == name && l.shard == shard_u32)
-                        {
-                            Some(l) => *l = l.clone().merge(loss),
-                            None => out.losses.push(loss),
-                        }
+                        record_loss(&mut out.losses, loss);
                     }
                 }
                 if needed {
@@ -274,10 +267,16 @@ impl MemoryLog {
     }
 }
 
-/// Adds `loss` to a group's record, one range per shard.
+/// Adds `loss` (later than what `record` holds) to `record`, one range per group and shard.
 fn record_loss(record: &mut Vec<Loss>, loss: Loss) {
-    match record.iter_mut().find(|l| l.shard == loss.shard) {
-        Some(l) => *l = l.clone().merge(loss),
+    match record
+        .iter_mut()
+        .find(|l| l.group == loss.group && l.shard == loss.shard)
+    {
+        Some(l) => {
+            l.last_ack_id = loss.last_ack_id;
+            l.count += loss.count;
+        }
         None => record.push(loss),
     }
 }

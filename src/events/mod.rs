@@ -103,17 +103,6 @@ pub struct Loss {
     pub count: u64,
 }
 
-impl Loss {
-    /// `loss` and a later loss of the same group and shard as one range.
-    pub fn merge(self, later: Loss) -> Loss {
-        Loss {
-            last_ack_id: later.last_ack_id,
-            count: self.count + later.count,
-            ..self
-        }
-    }
-}
-
 /// What one [`EventLog::enforce_cap`] pass dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapTrim {

@@ -161,11 +161,8 @@ impl RedisStore {
         server_ms: u64,
     ) -> StoreResult<u64> {
         let key = stream_key(shard);
-        let mut info = ::redis::cmd("XINFO");
-        info.arg("GROUPS").arg(&key);
-        let groups: StreamInfoGroupsReply = match self.query(&info).await {
-            Err(StoreError::Internal(m)) if m.contains("no such key") => return Ok(0),
-            other => other?,
+        let Some(groups) = self.stream_groups(&key).await? else {
+            return Ok(0);
         };
         // The first entry some group still needs: its oldest unacked one, or the one after
         // what it was last given.
@@ -187,20 +184,27 @@ impl RedisStore {
         self.query::<u64>(&cmd).await
     }
 
+    /// The consumer groups of stream `key` (`XINFO GROUPS`); `None` when there is no stream.
+    async fn stream_groups(&self, key: &str) -> StoreResult<Option<StreamInfoGroupsReply>> {
+        let mut info = ::redis::cmd("XINFO");
+        info.arg("GROUPS").arg(key);
+        match self.query(&info).await {
+            Err(StoreError::Internal(m)) if m.contains("no such key") => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
     /// What `group` may have to read on `shard`: entries it was given and has not acked (to
     /// resume or claim), entries it has not been given, both when there is no group there yet.
     /// One `XINFO GROUPS`, so an idle poll reads nothing and claims nothing.
     async fn shard_work(&self, shard: u32, group: &str) -> StoreResult<ShardWork> {
-        let mut info = ::redis::cmd("XINFO");
-        info.arg("GROUPS").arg(stream_key(shard));
         let everything = ShardWork {
             pending: true,
             new: true,
         };
-        let groups: StreamInfoGroupsReply = match self.query(&info).await {
-            // No stream: reading recreates it with the group, as before any event.
-            Err(StoreError::Internal(m)) if m.contains("no such key") => return Ok(everything),
-            other => other?,
+        // No stream: reading recreates it with the group, as before any event.
+        let Some(groups) = self.stream_groups(&stream_key(shard)).await? else {
+            return Ok(everything);
         };
         Ok(match groups.groups.iter().find(|g| g.name == group) {
             Some(g) => ShardWork {
@@ -266,9 +270,9 @@ impl RedisStore {
             let Some(&(last_ms, last_seq)) = ids.last() else {
                 return Ok(());
             };
-            let mut info = ::redis::cmd("XINFO");
-            info.arg("GROUPS").arg(&key);
-            let groups: StreamInfoGroupsReply = self.query(&info).await?;
+            let Some(groups) = self.stream_groups(&key).await? else {
+                return Ok(());
+            };
             let mut oldest_needed: Option<(u64, u64)> = None;
             for g in groups.groups.iter().filter(|g| !is_ephemeral(&g.name)) {
                 let needed = self.group_needs(&key, g).await?;
@@ -669,13 +673,8 @@ impl EventLog for RedisStore {
         let per_shard = self
             .each_shard(|shard| async move {
                 let key = stream_key(shard);
-                let mut info = ::redis::cmd("XINFO");
-                info.arg("GROUPS").arg(&key);
-                let groups: StreamInfoGroupsReply = match self.query(&info).await {
-                    Err(StoreError::Internal(m)) if m.contains("no such key") => {
-                        return Ok(Vec::new())
-                    }
-                    other => other?,
+                let Some(groups) = self.stream_groups(&key).await? else {
+                    return Ok(Vec::new());
                 };
                 let mut rows = Vec::new();
                 for g in groups.groups {
