@@ -20,11 +20,7 @@ const WORKERS: usize = 8;
 fn primary_and_replica() -> (RedisServer, RedisServer) {
     let primary = RedisServer::start();
     let port = primary.port().to_string();
-    let replica = (0..5)
-        .find_map(|_| {
-            RedisServer::try_start(harness::free_port(), &["--replicaof", "127.0.0.1", &port])
-        })
-        .expect("start a replica");
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !replica
         .cli(&["INFO", "replication"])

@@ -204,9 +204,7 @@ async fn restart_worker(
 async fn redis_restarted_under_load_loses_no_confirmed_hold() {
     // Every write is on disk before Redis answers it, and the restart reads it back.
     let aof = ["--appendonly", "yes", "--appendfsync", "always"];
-    let mut redis = (0..5)
-        .find_map(|_| RedisServer::try_start(harness::free_port(), &aof))
-        .expect("start redis-server with AOF");
+    let mut redis = RedisServer::start_with(&aof);
     assert!(redis.cli(&["CONFIG", "GET", "appendonly"]).contains("yes"));
     let sidecar = Sidecar::start(&redis.url(), Some(TOKEN));
     wait_serving(sidecar.worker).await;

@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use harness::cluster::RedisCluster;
 use harness::http::http_get;
 use harness::sidecar::{channel, health_status, wait_serving, Sidecar};
-use harness::{free_port, RedisServer};
+use harness::RedisServer;
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
 use quota_sidecar::store::health_probe::{HealthProbe, RedisWriteProbe, WRITE_INTENT_SCRIPT};
 use quota_sidecar::store::redis_conn::RedisConn;
@@ -62,14 +62,8 @@ async fn metrics(addr: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_is_unavailable_and_not_serving_until_memory_is_freed() {
-    let redis = (0..5)
-        .find_map(|_| {
-            RedisServer::try_start(
-                free_port(),
-                &["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"],
-            )
-        })
-        .expect("start redis-server");
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
     let sidecar = Sidecar::start(&redis.url(), Some(TOKEN));
     wait_serving(sidecar.worker).await;
     let account = "acct-full";
@@ -278,9 +272,7 @@ async fn a_redis_that_cannot_save_refuses_writes_as_unavailable() {
     use quota_sidecar::store::{GrantCmd, Store};
 
     // `dir` is a protected setting: this server lets the test move it somewhere unwritable.
-    let server = (0..5)
-        .find_map(|_| RedisServer::try_start(free_port(), &["--enable-protected-configs", "yes"]))
-        .expect("start redis-server");
+    let server = RedisServer::start_with(&["--enable-protected-configs", "yes"]);
     let store = RedisStore::connect(
         &server.url(),
         std::sync::Arc::new(Catalog::builtin()),

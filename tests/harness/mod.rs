@@ -37,13 +37,18 @@ impl RedisServer {
     /// Starts a server on a free loopback port; panics with a clear message when
     /// `redis-server` is missing.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with `extra_args` added to the defaults.
+    pub fn start_with(extra_args: &[&str]) -> RedisServer {
         // Free-port races with other tests are possible: try a few ports.
         for _ in 0..5 {
-            if let Some(server) = RedisServer::try_start(free_port(), &[]) {
+            if let Some(server) = RedisServer::try_start(free_port(), extra_args) {
                 return server;
             }
         }
-        panic!("could not start redis-server on a free port");
+        panic!("could not start redis-server on a free port with {extra_args:?}");
     }
 
     /// Starts a server on `port` with `extra_args`; `None` when the port is taken.

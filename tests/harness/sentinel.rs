@@ -28,17 +28,9 @@ impl SentinelSetup {
     /// Starts everything and waits until every Sentinel knows the replica and the other two.
     pub fn start() -> SentinelSetup {
         // No diskless-sync delay (5 s by default): the replica is in sync at once.
-        let primary = (0..5)
-            .find_map(|_| RedisServer::try_start(free_port(), &["--repl-diskless-sync-delay", "0"]))
-            .expect("start the primary");
-        let replica = (0..5)
-            .find_map(|_| {
-                RedisServer::try_start(
-                    free_port(),
-                    &["--replicaof", "127.0.0.1", &primary.port().to_string()],
-                )
-            })
-            .expect("start the replica");
+        let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
         let dir = tempfile::tempdir().expect("temp dir");
         let mut sentinels = Vec::new();
         for i in 0..3 {
