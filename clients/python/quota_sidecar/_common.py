@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +13,7 @@ from datetime import timedelta
 import grpc
 
 from ._proto.quota.v1 import quota_pb2 as pb
-from .errors import QuotaUnavailable
+from .errors import QuotaUnavailable, from_rpc_error
 from .types import BatchItem, Kind, ReleaseReason, kind_to_pb, reason_to_pb
 
 log = logging.getLogger("quota_sidecar")
@@ -162,3 +163,24 @@ def unavailable(method: str, last: Exception | None, waited_seconds: float) -> Q
         f"{method}: sidecar unavailable after {waited_seconds:.1f} s of retries: {message}",
         getattr(last, "code", None),
     )
+
+
+def retry_delay(
+    method: str,
+    err: grpc.RpcError,
+    started: float,
+    backoffs: Iterator[float],
+    give_up_after_seconds: float,
+) -> float:
+    """How long to wait before sending `method` again after `err` (both clients' retry rule):
+    raises the mapped error when `err` is not worth retrying, or `QuotaUnavailable` when the
+    retries would outlast `give_up_after_seconds` since `started` (`time.monotonic()`)."""
+    error = from_rpc_error(err)
+    if err.code() not in RETRYABLE:  # type: ignore[attr-defined]
+        raise error from None
+    waited = time.monotonic() - started
+    delay = next(backoffs)
+    if waited + delay > give_up_after_seconds:
+        raise unavailable(method, error, waited) from None
+    log.warning("%s: sidecar unavailable (%s); retrying in %.2f s", method, error, delay)
+    return delay

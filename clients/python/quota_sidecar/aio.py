@@ -15,7 +15,7 @@ from . import _common as c
 from ._proto.quota.v1 import quota_pb2 as pb
 from ._proto.quota.v1 import quota_pb2_grpc as pb_grpc
 from .client import release_reason_for
-from .errors import QuotaError, QuotaUnavailable, from_rpc_error
+from .errors import QuotaError, QuotaUnavailable
 from .types import (
     Balance,
     BatchItem,
@@ -92,17 +92,9 @@ class AsyncQuotaClient:
                     request, timeout=timeout or self.timeout, metadata=c.call_metadata()
                 )
             except grpc.aio.AioRpcError as err:
-                error = from_rpc_error(err)
-                if err.code() not in c.RETRYABLE:
-                    raise error from None
-                waited = time.monotonic() - started
-                delay = next(backoffs)
-                if waited + delay > retry.give_up_after_seconds:
-                    raise c.unavailable(method, error, waited) from None
-                c.log.warning(
-                    "%s: sidecar unavailable (%s); retrying in %.2f s", method, error, delay
+                await asyncio.sleep(
+                    c.retry_delay(method, err, started, backoffs, retry.give_up_after_seconds)
                 )
-                await asyncio.sleep(delay)
 
     async def reserve(
         self,
@@ -119,7 +111,7 @@ class AsyncQuotaClient:
             account_id, generation_id, kind, quantity, model, ttl, labels
         )
         r = await self._call("Reserve", request)
-        return Reservation(Hold.from_pb(r.hold), r.replayed, Balance.from_pb(r.balance))
+        return Reservation.from_pb(r)
 
     async def settle(
         self,
@@ -132,13 +124,7 @@ class AsyncQuotaClient:
         """See `QuotaClient.settle`."""
         request = c.settle_request(account_id, generation_id, actual_quantity)
         r = await self._call("Settle", request, retry)
-        return Settlement(
-            Hold.from_pb(r.hold),
-            r.charged_units,
-            r.returned_units,
-            r.replayed,
-            Balance.from_pb(r.balance),
-        )
+        return Settlement.from_pb(r)
 
     async def release(
         self,
@@ -151,9 +137,7 @@ class AsyncQuotaClient:
         """See `QuotaClient.release`."""
         request = c.release_request(account_id, generation_id, reason)
         r = await self._call("Release", request, retry)
-        return Release(
-            Hold.from_pb(r.hold), r.returned_units, r.replayed, Balance.from_pb(r.balance)
-        )
+        return Release.from_pb(r)
 
     async def extend(
         self,
@@ -189,9 +173,7 @@ class AsyncQuotaClient:
     ) -> BatchReservation:
         """See `QuotaClient.reserve_batch`."""
         r = await self._call("ReserveBatch", c.batch_request(account_id, items, ttl))
-        return BatchReservation(
-            tuple(Hold.from_pb(h) for h in r.holds), r.replayed, Balance.from_pb(r.balance)
-        )
+        return BatchReservation.from_pb(r)
 
     async def catalog(self) -> Catalog:
         """See `QuotaClient.catalog`."""

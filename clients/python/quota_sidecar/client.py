@@ -18,7 +18,6 @@ from .errors import (
     ContentFiltered,
     QuotaError,
     QuotaUnavailable,
-    from_rpc_error,
 )
 from .types import (
     Balance,
@@ -101,17 +100,9 @@ class QuotaClient:
                     request, timeout=timeout or self.timeout, metadata=c.call_metadata()
                 )
             except grpc.RpcError as err:
-                error = from_rpc_error(err)
-                if err.code() not in c.RETRYABLE:  # type: ignore[attr-defined]
-                    raise error from None
-                waited = time.monotonic() - started
-                delay = next(backoffs)
-                if waited + delay > retry.give_up_after_seconds:
-                    raise c.unavailable(method, error, waited) from None
-                c.log.warning(
-                    "%s: sidecar unavailable (%s); retrying in %.2f s", method, error, delay
+                time.sleep(
+                    c.retry_delay(method, err, started, backoffs, retry.give_up_after_seconds)
                 )
-                time.sleep(delay)
 
     def reserve(
         self,
@@ -134,7 +125,7 @@ class QuotaClient:
             account_id, generation_id, kind, quantity, model, ttl, labels
         )
         r: pb.ReserveResponse = self._call("Reserve", request)
-        return Reservation(Hold.from_pb(r.hold), r.replayed, Balance.from_pb(r.balance))
+        return Reservation.from_pb(r)
 
     def settle(
         self,
@@ -148,13 +139,7 @@ class QuotaClient:
         A second Settle returns the first result (`replayed=True`)."""
         request = c.settle_request(account_id, generation_id, actual_quantity)
         r: pb.SettleResponse = self._call("Settle", request, retry)
-        return Settlement(
-            Hold.from_pb(r.hold),
-            r.charged_units,
-            r.returned_units,
-            r.replayed,
-            Balance.from_pb(r.balance),
-        )
+        return Settlement.from_pb(r)
 
     def release(
         self,
@@ -168,9 +153,7 @@ class QuotaClient:
         error or was cancelled. Idempotent."""
         request = c.release_request(account_id, generation_id, reason)
         r: pb.ReleaseResponse = self._call("Release", request, retry)
-        return Release(
-            Hold.from_pb(r.hold), r.returned_units, r.replayed, Balance.from_pb(r.balance)
-        )
+        return Release.from_pb(r)
 
     def extend(
         self,
@@ -212,9 +195,7 @@ class QuotaClient:
         r: pb.ReserveBatchResponse = self._call(
             "ReserveBatch", c.batch_request(account_id, items, ttl)
         )
-        return BatchReservation(
-            tuple(Hold.from_pb(h) for h in r.holds), r.replayed, Balance.from_pb(r.balance)
-        )
+        return BatchReservation.from_pb(r)
 
     def catalog(self) -> Catalog:
         """Plans, prices and usage alert thresholds in force."""

@@ -212,6 +212,10 @@ class Reservation:
     replayed: bool
     balance: Balance
 
+    @classmethod
+    def from_pb(cls, m: pb.ReserveResponse) -> Reservation:
+        return cls(Hold.from_pb(m.hold), m.replayed, Balance.from_pb(m.balance))
+
 
 @dataclass(frozen=True)
 class Settlement:
@@ -223,6 +227,16 @@ class Settlement:
     replayed: bool
     balance: Balance
 
+    @classmethod
+    def from_pb(cls, m: pb.SettleResponse) -> Settlement:
+        return cls(
+            Hold.from_pb(m.hold),
+            m.charged_units,
+            m.returned_units,
+            m.replayed,
+            Balance.from_pb(m.balance),
+        )
+
 
 @dataclass(frozen=True)
 class Release:
@@ -232,6 +246,10 @@ class Release:
     returned_units: int
     replayed: bool
     balance: Balance
+
+    @classmethod
+    def from_pb(cls, m: pb.ReleaseResponse) -> Release:
+        return cls(Hold.from_pb(m.hold), m.returned_units, m.replayed, Balance.from_pb(m.balance))
 
 
 @dataclass(frozen=True)
@@ -255,6 +273,10 @@ class BatchReservation:
     holds: tuple[Hold, ...]
     replayed: bool
     balance: Balance
+
+    @classmethod
+    def from_pb(cls, m: pb.ReserveBatchResponse) -> BatchReservation:
+        return cls(tuple(Hold.from_pb(h) for h in m.holds), m.replayed, Balance.from_pb(m.balance))
 
 
 @dataclass(frozen=True)
