@@ -10,12 +10,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::instrumented::{SubscribedGroups, MAX_SAMPLED_GROUPS};
-use super::{is_ephemeral, EventLog};
+use super::{is_ephemeral, EventLog, GroupInfo};
 use crate::clock::Clock;
 use crate::telemetry::metrics::{EVENTS_GROUP_LAG, EVENTS_GROUP_OLDEST_UNACKED, EVENTS_PENDING};
 
-/// How often the gauge is sampled: a few times per usual Prometheus scrape interval, at one
-/// small store call per group.
+/// How often the gauges are sampled: a few times per usual Prometheus scrape interval, at one
+/// walk over the shards.
 pub const PENDING_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Samples the pending count of every group in `groups`, and the lag and oldest unacked age
@@ -31,15 +31,20 @@ pub async fn run_pending_gauge(
     let mut lag_sampled = BTreeSet::new();
     loop {
         let sample = async {
-            for group in groups.list() {
-                match log.pending(&group).await {
-                    Ok(pending) => {
-                        metrics::gauge!(EVENTS_PENDING, "group" => group).set(pending as f64)
+            // One walk over the shards gives every group's pending count, lag and age.
+            match log.groups(clock.now_ms()).await {
+                Ok(all) => {
+                    for group in groups.list() {
+                        let pending = all
+                            .iter()
+                            .find(|g| g.name == group)
+                            .map_or(0, |g| g.pending);
+                        metrics::gauge!(EVENTS_PENDING, "group" => group).set(pending as f64);
                     }
-                    Err(e) => tracing::debug!(error = %e, group, "cannot sample pending events"),
+                    sample_lag(all, &mut lag_sampled);
                 }
+                Err(e) => tracing::debug!(error = %e, "cannot sample consumer groups"),
             }
-            sample_lag(log.as_ref(), clock.now_ms(), &mut lag_sampled).await;
         };
         // A sample waits on the store, which may be stuck: shutdown does not wait for it.
         tokio::select! {
@@ -59,14 +64,7 @@ pub async fn run_pending_gauge(
 /// Sets the lag gauges of the store's durable groups (ephemeral ones have random names and
 /// hold nothing back), at most [`MAX_SAMPLED_GROUPS`] of them in name order. A group sampled
 /// before and gone now is set to 0, so that a deleted group does not keep an alert firing.
-async fn sample_lag(log: &dyn EventLog, now_ms: i64, sampled: &mut BTreeSet<String>) {
-    let all = match log.groups(now_ms).await {
-        Ok(all) => all,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot sample consumer group lag");
-            return;
-        }
-    };
+fn sample_lag(all: Vec<GroupInfo>, sampled: &mut BTreeSet<String>) {
     let mut seen = BTreeSet::new();
     for g in all
         .into_iter()
