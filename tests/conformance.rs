@@ -49,6 +49,24 @@ impl std::ops::Deref for Subject {
 }
 
 impl Subject {
+    /// Fields of `account`'s hash on a Redis store (`HLEN`); `None` on the memory store.
+    fn account_fields(&self, account: &str) -> Option<u64> {
+        let key =
+            quota_sidecar::store::keys::AccountKeys::new(account, self.store.shards()).account;
+        let redis = self._redis.as_ref()?;
+        let nodes: Vec<&harness::RedisServer> =
+            if let Some(server) = redis.downcast_ref::<harness::RedisServer>() {
+                vec![server]
+            } else {
+                let cluster = redis.downcast_ref::<harness::cluster::RedisCluster>()?;
+                cluster.nodes.iter().collect()
+            };
+        // On a Cluster only the key's own node answers a number (the others answer MOVED).
+        nodes
+            .iter()
+            .find_map(|n| n.cli(&["HLEN", &key]).parse().ok())
+    }
+
     /// Every event the store has written so far, in (account, sequence) order.
     async fn events(&self) -> Vec<UsageEvent> {
         // A new group reads from the oldest retained event.
@@ -1898,6 +1916,103 @@ mod cases {
         assert_eq!(s.expire_due(shard, at, 1).await.unwrap(), 1);
         assert_eq!(s.expire_due(shard, at, 1).await.unwrap(), 0);
     }
+
+    /// A call costs the same whatever the account did before: after 500 holds expired by the
+    /// sweeper and 500 released, the account keeps no trace of them in its own state (on
+    /// Redis: no more hash fields than an account that never held anything), and every
+    /// finished hold still answers its replays exactly as right after it finished.
+    pub async fn a_long_past_changes_no_answer(s: Subject) {
+        let (a, fresh) = ("long-past", "no-past");
+        let mut now = t0();
+        set_plan(&s, a, "start", "hollywood", now).await;
+        set_plan(&s, fresh, "start", "hollywood", now).await;
+        let shard = s.shards().of(a);
+        let mut expired = Vec::new();
+        let mut released = Vec::new();
+        // Hollywood holds 8 at once: rounds of 8 left to expire, then 8 released.
+        for round in 0..63 {
+            let mut ids = Vec::new();
+            for i in 0..8 {
+                let id = format!("x{round}-{i}");
+                let mut c = image(a, &id);
+                c.ttl_seconds = 30;
+                s.reserve(&c, now).await.unwrap();
+                ids.push(id);
+            }
+            now += 31 * S;
+            let mut swept = 0;
+            while swept < 8 {
+                let n = s.expire_due(shard, now, 100).await.unwrap();
+                assert!(n > 0, "round {round}: {swept} of 8 expired");
+                swept += n;
+            }
+            for id in ids {
+                if expired.len() == 500 {
+                    break;
+                }
+                let answer = s.release(a, &id, ReleaseReason::Failed, now).await.unwrap();
+                assert_eq!(answer.hold.state, HoldState::Expired);
+                expired.push((id, answer.hold));
+            }
+            for i in 0..8 {
+                if released.len() == 500 {
+                    break;
+                }
+                let id = format!("r{round}-{i}");
+                s.reserve(&image(a, &id), now).await.unwrap();
+                let answer = s
+                    .release(a, &id, ReleaseReason::Cancelled, now)
+                    .await
+                    .unwrap();
+                released.push((id, answer.hold));
+            }
+        }
+        assert_eq!((expired.len(), released.len()), (500, 500));
+        let b = s.balance(a, now).await.unwrap();
+        assert_eq!(
+            (b.open_holds, b.allowance_held, b.allowance_used),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            s.balance(fresh, now).await.unwrap().allowance_available,
+            5000
+        );
+        if let Some(fields) = s.account_fields(a) {
+            assert_eq!(
+                Some(fields),
+                s.account_fields(fresh),
+                "the account hash grew with its past"
+            );
+        }
+        // Replays answer as before: Release of an expired hold, Release of a released one,
+        // Reserve of either, Settle of either refused by its state.
+        for (id, hold) in &expired {
+            let again = s.release(a, id, ReleaseReason::Failed, now).await.unwrap();
+            assert_eq!(&again.hold, hold, "{id}");
+            let replay = s.reserve(&image(a, id), now).await.unwrap();
+            assert!(replay.replayed);
+            assert_eq!(&replay.hold, hold, "{id}");
+        }
+        for (id, hold) in &released {
+            let again = s
+                .release(a, id, ReleaseReason::Cancelled, now)
+                .await
+                .unwrap();
+            assert!(again.replayed);
+            assert_eq!(&again.hold, hold, "{id}");
+            assert!(matches!(
+                s.settle(a, id, None, now).await,
+                Err(StoreError::HoldState { .. })
+            ));
+        }
+        if let Some(fields) = s.account_fields(a) {
+            assert_eq!(
+                Some(fields),
+                s.account_fields(fresh),
+                "replays left fields behind"
+            );
+        }
+    }
 }
 
 macro_rules! conformance {
@@ -1980,4 +2095,5 @@ conformance!(
     refunds_give_back_a_charge,
     usage_thresholds_once_per_cycle,
     zero_ids_survive_in_events,
+    a_long_past_changes_no_answer,
 );

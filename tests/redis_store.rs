@@ -1,5 +1,6 @@
-//! What only the Redis store has: one round trip per operation, script reloads, a Redis that
-//! dies or stalls mid-run, and atomicity under racing callers.
+//! What only the Redis store has: one round trip per operation, the Functions library and its
+//! reloads, an account hash whose size does not grow with its past, a Redis that dies or stalls
+//! mid-run, and atomicity under racing callers.
 
 mod harness;
 
@@ -46,25 +47,25 @@ fn image(account: &str, generation: &str) -> ReserveCmd {
 }
 
 #[tokio::test]
-async fn every_operation_is_one_evalsha() {
+async fn every_operation_is_one_fcall() {
     let server = harness::RedisServer::start();
     let proxy = harness::proxy::CountingProxy::start(server.port()).await;
     let s = RedisStore::connect(&proxy.url(), Arc::new(Catalog::builtin()), DEADLINE)
         .await
         .expect("connect");
-    // Starting loads every script once and checks the shard count (as the sidecar does
-    // before it serves); after that, one EVALSHA per operation.
+    // Starting loads the library once and checks the shard count (as the sidecar does
+    // before it serves); after that, one FCALL per operation.
     s.check_shards().await.expect("shard count");
     let startup = proxy.take();
     assert!(
         startup
             .iter()
-            .all(|c| ["SCRIPT", "HELLO", "CLIENT", "SET", "GET"].contains(&c.as_str())),
+            .all(|c| ["FUNCTION", "HELLO", "CLIENT", "SET", "GET"].contains(&c.as_str())),
         "{startup:?}"
     );
     assert_eq!(
-        startup.iter().filter(|c| *c == "SCRIPT").count(),
-        RedisStore::SCRIPT_COUNT,
+        startup.iter().filter(|c| *c == "FUNCTION").count(),
+        1,
         "{startup:?}"
     );
     let a = "acct";
@@ -74,7 +75,7 @@ async fn every_operation_is_one_evalsha() {
             let result = $call.await;
             assert!(result.is_ok(), "{}: {:?}", $name, result.err());
             let sent = proxy.take();
-            assert_eq!(sent, ["EVALSHA"], "{}", $name);
+            assert_eq!(sent, ["FCALL"], "{}", $name);
             table.push(($name, sent.len()));
         }};
     }
@@ -116,30 +117,111 @@ async fn every_operation_is_one_evalsha() {
         )
         .await;
     assert!(matches!(denied, Err(StoreError::Denied(_))), "{denied:?}");
-    assert_eq!(proxy.take(), ["EVALSHA"], "a denied reserve");
+    assert_eq!(proxy.take(), ["FCALL"], "a denied reserve");
+    let quote = QuoteCmd {
+        account_id: a.into(),
+        kind: Kind::Video,
+        model: "cinema".into(),
+        quantity: 5,
+    };
+    s.quote(&quote, NOW_MS + 40 * 86_400_000).await.unwrap();
+    assert_eq!(proxy.take(), ["FCALL_RO"], "a quote writes nothing");
     for (name, commands) in table {
         println!("{name}: {commands} command(s)");
     }
 }
 
 #[tokio::test]
-async fn scripts_reload_after_a_flush() {
+async fn the_library_reloads_after_a_flush() {
     let server = harness::RedisServer::start();
-    let s = store(&server).await;
-    s.reserve(&image("acct-noscript", "g0"), NOW_MS)
+    let proxy = harness::proxy::CountingProxy::start(server.port()).await;
+    let s = RedisStore::connect(&proxy.url(), Arc::new(Catalog::builtin()), DEADLINE)
+        .await
+        .expect("connect");
+    s.check_shards().await.expect("shard count");
+    s.reserve(&image("acct-flushed", "g0"), NOW_MS)
         .await
         .unwrap_err();
-    server.cli(&["SCRIPT", "FLUSH"]);
-    // NOSCRIPT → load → EVALSHA again, invisibly to the caller.
+    assert_eq!(server.cli(&["FUNCTION", "FLUSH"]), "OK");
+    proxy.take();
+    // Function not found → FUNCTION LOAD → FCALL again, invisibly to the caller.
     let err = s
-        .reserve(&image("acct-noscript", "g1"), NOW_MS)
+        .reserve(&image("acct-flushed", "g1"), NOW_MS)
         .await
         .unwrap_err();
     assert!(
         matches!(err, StoreError::InsufficientFunds { .. }),
         "{err:?}"
     );
-    s.balance("acct-noscript", NOW_MS).await.unwrap();
+    assert_eq!(proxy.take(), ["FCALL", "FUNCTION", "FCALL"]);
+    s.balance("acct-flushed", NOW_MS).await.unwrap();
+    assert_eq!(proxy.take(), ["FCALL"], "loaded once");
+    // A durable store (FCALL and WAIT in one pipeline) reloads the same way.
+    let durable = RedisStore::connect(&proxy.url(), Arc::new(Catalog::builtin()), DEADLINE)
+        .await
+        .expect("connect")
+        .with_durability(Some(quota_sidecar::store::durability::Durability {
+            replicas: 0,
+            timeout_ms: 100,
+        }));
+    assert_eq!(server.cli(&["FUNCTION", "FLUSH"]), "OK");
+    durable.balance("acct-flushed", NOW_MS).await.unwrap();
+    assert!(server
+        .cli(&["FUNCTION", "LIST"])
+        .contains(s.library().name()));
+}
+
+/// Two builds with different Lua (a rolling deploy) each load and call their own library on
+/// one Redis, at the same time, on the same accounts; neither disturbs the other.
+#[tokio::test]
+async fn two_library_versions_serve_side_by_side() {
+    use quota_sidecar::store::redis::library::Library;
+    let server = harness::RedisServer::start();
+    let current = store(&server).await;
+    let other = RedisStore::connect(&server.url(), Arc::new(Catalog::builtin()), DEADLINE)
+        .await
+        .expect("connect")
+        .with_library(Library::named("quota_v3_rolling"));
+    other.load_library().await.expect("load the other version");
+    let libraries = server.cli(&["FUNCTION", "LIST"]);
+    assert!(libraries.contains(current.library().name()), "{libraries}");
+    assert!(libraries.contains("quota_v3_rolling"), "{libraries}");
+    let grant = |id: &str| GrantCmd {
+        account_id: "shared".into(),
+        grant_id: id.into(),
+        units: 1_000,
+        source: CreditSource::Purchased,
+        expires_at_ms: None,
+    };
+    current.grant_credits(&grant("a"), NOW_MS).await.unwrap();
+    other.grant_credits(&grant("b"), NOW_MS).await.unwrap();
+    let other = Arc::new(other);
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let (a, b) = (current.clone(), other.clone());
+        calls.push(tokio::spawn(async move {
+            a.reserve(&image("shared", &format!("c-{i}")), NOW_MS).await
+        }));
+        calls.push(tokio::spawn(async move {
+            b.reserve(&image("shared", &format!("o-{i}")), NOW_MS).await
+        }));
+    }
+    let (mut held, mut cost) = (0, 0);
+    for call in calls {
+        if let Ok(r) = call.await.unwrap() {
+            held += 1;
+            cost += r.hold.cost_units;
+        }
+    }
+    // Both versions share the account and each call is atomic: the plan's cap on open holds
+    // and the credits add up whichever version made a hold.
+    assert!(held > 0);
+    for s in [&*current, &*other] {
+        let balance = s.balance("shared", NOW_MS).await.unwrap();
+        assert_eq!(balance.open_holds, held, "{balance:?}");
+        assert_eq!(balance.credits_held, cost, "{balance:?}");
+        assert_eq!(balance.credits_available, 2_000 - cost, "{balance:?}");
+    }
 }
 
 #[tokio::test]
@@ -422,7 +504,7 @@ async fn the_sweeper_skips_a_broken_account() {
 }
 
 /// Commands each script runs inside Redis (`INFO commandstats` counts them), per operation:
-/// `CONFIG RESETSTAT`, one call, then everything but the `EVALSHA` itself.
+/// `CONFIG RESETSTAT`, one call, then everything but the `FCALL` itself.
 async fn commands_inside(
     server: &harness::RedisServer,
     op: impl std::future::Future<Output = ()>,
@@ -442,7 +524,10 @@ async fn commands_inside(
             .unwrap()
             .parse()
             .unwrap();
-        if !matches!(name, "evalsha" | "eval" | "config|resetstat" | "info") {
+        if !matches!(
+            name,
+            "fcall" | "fcall_ro" | "evalsha" | "eval" | "config|resetstat" | "info"
+        ) {
             counts.insert(name.to_string(), calls);
         }
     }
@@ -452,7 +537,7 @@ async fn commands_inside(
 /// The targets for the common case (allowance pays, nothing due, no rollover): Reserve,
 /// Settle and Release run at most 6 commands inside their script, GetBalance and Quote at most
 /// 2; still
-/// one `EVALSHA` per call (see `every_operation_is_one_evalsha`).
+/// one `FCALL` per call (see `every_operation_is_one_fcall`).
 #[tokio::test]
 async fn commands_inside_scripts_meet_the_targets() {
     let server = harness::RedisServer::start();

@@ -554,7 +554,7 @@ async fn raw_redis_phase(cli: &Cli, url: &str) -> Result<Phase, String> {
     let catalog = Arc::new(Catalog::builtin());
     let store = connect_store(cli, url, catalog).await?;
     store
-        .load_scripts()
+        .load_library()
         .await
         .map_err(|e| format!("Redis {url}: {e}"))?;
     let store = Arc::new(store);

@@ -10,8 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::{Script, ScriptInvocation};
+use ::redis::Script;
 use async_trait::async_trait;
+
+pub mod library;
+
+use library::{is_function_missing, Call, Function, Library};
 
 use super::durability::Durability;
 use super::keys::{AccountKeys, Shards, SHARD_COUNT_RECORD};
@@ -28,90 +32,9 @@ use crate::ledger::{
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 
-/// One operation's script, and whether it may write (only writes wait for `--durability`).
-struct LedgerScript {
-    script: Script,
-    writes: bool,
-}
-
-macro_rules! script {
-    ($file:literal, $writes:expr) => {
-        LedgerScript {
-            script: Script::new(concat!(
-                include_str!("lua/lib.lua"),
-                include_str!(concat!("lua/", $file))
-            )),
-            writes: $writes,
-        }
-    };
-}
-
-/// The compiled-in scripts, one per operation.
-struct Scripts {
-    reserve: LedgerScript,
-    settle: LedgerScript,
-    release: LedgerScript,
-    extend: LedgerScript,
-    balance: LedgerScript,
-    account: LedgerScript,
-    set_plan: LedgerScript,
-    grant: LedgerScript,
-    revoke: LedgerScript,
-    sweep: LedgerScript,
-    quote: LedgerScript,
-    reserve_batch: LedgerScript,
-    refund: LedgerScript,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        Scripts {
-            reserve: script!("reserve.lua", true),
-            settle: script!("settle.lua", true),
-            release: script!("release.lua", true),
-            extend: script!("extend.lua", true),
-            balance: script!("balance.lua", false),
-            account: script!("account.lua", false),
-            set_plan: script!("set_plan.lua", true),
-            grant: script!("grant.lua", true),
-            revoke: script!("revoke.lua", true),
-            sweep: script!("sweep.lua", true),
-            quote: script!("quote.lua", false),
-            reserve_batch: script!("reserve_batch.lua", true),
-            refund: script!("refund.lua", true),
-        }
-    }
-
-    fn all(&self) -> [&Script; RedisStore::SCRIPT_COUNT] {
-        [
-            &self.reserve.script,
-            &self.settle.script,
-            &self.release.script,
-            &self.extend.script,
-            &self.balance.script,
-            &self.account.script,
-            &self.set_plan.script,
-            &self.grant.script,
-            &self.revoke.script,
-            &self.sweep.script,
-            &self.quote.script,
-            &self.reserve_batch.script,
-            &self.refund.script,
-        ]
-    }
-}
-
-/// Whether Redis answered that it does not have the script (a restarted or failed-over server).
-fn is_noscript(e: &::redis::RedisError) -> bool {
-    matches!(
-        e.kind(),
-        ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
-    )
-}
-
 /// Takes or extends a fleet task's lease (see `lease.lua`).
 static LEASE: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("lease.lua")));
+    std::sync::LazyLock::new(|| Script::new(include_str!("../lease.lua")));
 
 /// Why [`RedisStore::check_shards`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +59,8 @@ impl From<ShardCheckError> for StoreError {
 /// Store on a single Redis server.
 pub struct RedisStore {
     conn: RedisConn,
-    scripts: Scripts,
+    /// The Functions library this store calls (this build's, unless a test names another).
+    library: Library,
     /// The catalog in force; each call reads it once (see [`RedisStore::run_on`]).
     catalog: SharedCatalog,
     timeout: Duration,
@@ -154,9 +78,6 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// How many scripts the store loads into Redis (one per operation).
-    pub const SCRIPT_COUNT: usize = 13;
-
     /// Store on `url` (`redis://host:port[/db]`, `rediss://host:port[/db]` for TLS checked
     /// against the system's trust store, or `redis+cluster://host:port,host:port,…` for a
     /// Redis Cluster). Connects lazily, so a Redis that is down at
@@ -181,7 +102,7 @@ impl RedisStore {
         let conn = RedisConn::open_with_ca(url, timeout, root_ca_pem)?;
         let store = RedisStore {
             conn,
-            scripts: Scripts::new(),
+            library: Library::current().clone(),
             catalog: catalog.into(),
             timeout,
             durability: None,
@@ -190,20 +111,31 @@ impl RedisStore {
             shards: Shards::DEFAULT,
             shards_checked: std::sync::atomic::AtomicBool::new(false),
         };
-        // Best effort: a Redis that is down now gets the scripts on the first NOSCRIPT.
-        if let Err(e) = store.load_scripts().await {
-            tracing::warn!(error = %e, "could not load scripts into Redis yet");
+        // Best effort: a Redis that is down now gets the library when a call finds it missing.
+        if let Err(e) = store.load_library().await {
+            tracing::warn!(error = %e, "could not load the Functions library into Redis yet");
         }
         Ok(store)
     }
 
-    /// Loads every script (`SCRIPT LOAD`), so calls are a single `EVALSHA`.
-    pub async fn load_scripts(&self) -> StoreResult<()> {
-        for script in self.scripts.all() {
-            let mut conn = self.conn.clone();
-            self.bounded(script.load_async(&mut conn)).await?;
-        }
-        Ok(())
+    /// The same store calling `library` instead of this build's (two versions side by side).
+    pub fn with_library(mut self, library: Library) -> RedisStore {
+        self.library = library;
+        self
+    }
+
+    /// The Functions library this store calls.
+    pub fn library(&self) -> &Library {
+        &self.library
+    }
+
+    /// Loads the library (`FUNCTION LOAD REPLACE`; on a Cluster, on every primary), so each
+    /// call is a single `FCALL`.
+    pub async fn load_library(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        self.bounded(self.library.load_cmd().query_async::<String>(&mut conn))
+            .await
+            .map(drop)
     }
 
     /// The shared connection (cheap to clone), for the event readers.
@@ -226,39 +158,38 @@ impl RedisStore {
     /// [`RedisStore::run_on`] the catalog in force now.
     async fn run(
         &self,
-        script: &LedgerScript,
+        function: Function,
         keys: &AccountKeys,
         account_id: &str,
         own_key: &str,
         now_ms: i64,
-        args: impl FnOnce(&mut ScriptInvocation<'_>),
+        args: impl FnOnce(&mut Call),
     ) -> StoreResult<ScriptReply> {
         let catalog = self.catalog.current();
-        self.run_on(&catalog, script, keys, account_id, own_key, now_ms, args)
+        self.run_on(&catalog, function, keys, account_id, own_key, now_ms, args)
             .await
     }
 
-    /// Runs `script` for `account_id` with every key a call on the account may touch (see
+    /// Calls `function` for `account_id` with every key a call on the account may touch (see
     /// `lua/lib.lua`): `own_key` is the operation's own one (a finished hold or a plan
-    /// request). The common arguments come first, then what `args` adds. The scripts read
+    /// request). The common arguments come first, then what `args` adds. The library reads
     /// plans from `catalog`: the snapshot the caller computed costs with, so a call never
     /// mixes two.
     #[allow(clippy::too_many_arguments)]
     async fn run_on(
         &self,
         catalog: &Catalog,
-        script: &LedgerScript,
+        function: Function,
         keys: &AccountKeys,
         account_id: &str,
         own_key: &str,
         now_ms: i64,
-        args: impl FnOnce(&mut ScriptInvocation<'_>),
+        args: impl FnOnce(&mut Call),
     ) -> StoreResult<ScriptReply> {
         self.shards_ready().await?;
         let window = month_window(now_ms).0;
-        let mut invocation = script.script.prepare_invoke();
-        invocation
-            .key(&keys.account)
+        let mut call = Call::new();
+        call.key(&keys.account)
             .key(&keys.grants)
             .key(&keys.shard_expiry)
             .key(&keys.events)
@@ -271,31 +202,51 @@ impl RedisStore {
             .arg(window[2])
             .arg(window[3])
             .arg(RETENTION_MS);
-        args(&mut invocation);
+        args(&mut call);
+        let cmd = call.cmd(&self.library, function);
         let json = match self.durability {
-            Some(durability) if script.writes => {
-                self.invoke_durably(&invocation, durability).await?
-            }
-            _ => {
-                let mut conn = self.conn.clone();
-                self.bounded(invocation.invoke_async(&mut conn)).await?
-            }
+            Some(durability) if function.writes() => self.call_durably(&cmd, durability).await?,
+            _ => self.call(&cmd).await?,
         };
         ScriptReply::parse(&json)
     }
 
-    /// Every write answers only once `durability.replicas` replicas have it: the script and
-    /// `WAIT` in one pipeline (one round trip). A pipeline does not reload a script on
-    /// `NOSCRIPT` by itself, so that is done here: this script, once.
-    async fn invoke_durably(
+    /// Sends one `FCALL`; when Redis answers that the function is missing, loads the library
+    /// and sends it once more (one extra round trip, only then).
+    async fn call(&self, cmd: &::redis::Cmd) -> StoreResult<String> {
+        let mut conn = self.conn.clone();
+        self.bounded(async {
+            match cmd.query_async::<String>(&mut conn).await {
+                Err(e) if is_function_missing(&e) => {
+                    self.reloading(&e);
+                    self.library
+                        .load_cmd()
+                        .query_async::<String>(&mut conn)
+                        .await?;
+                    cmd.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// Logs a reload of the library (how often this happens is worth seeing).
+    fn reloading(&self, e: &::redis::RedisError) {
+        tracing::info!(library = self.library.name(), error = %e, "Redis has no quota library; loading it");
+    }
+
+    /// Every write answers only once `durability.replicas` replicas have it: the `FCALL` and
+    /// `WAIT` in one pipeline (one round trip). A missing function is loaded here, once.
+    async fn call_durably(
         &self,
-        invocation: &ScriptInvocation<'_>,
+        cmd: &::redis::Cmd,
         durability: Durability,
     ) -> StoreResult<String> {
         let mut reloaded = false;
         loop {
             let mut pipe = ::redis::pipe();
-            pipe.invoke_script(invocation)
+            pipe.add_command(cmd.clone())
                 .cmd("WAIT")
                 .arg(durability.replicas)
                 .arg(durability.timeout_ms);
@@ -304,8 +255,12 @@ impl RedisStore {
             let sent = self
                 .bounded(async {
                     match pipe.query_async::<(String, i64)>(&mut conn).await {
-                        Err(e) if may_reload && is_noscript(&e) => {
-                            invocation.load_async(&mut conn).await?;
+                        Err(e) if may_reload && is_function_missing(&e) => {
+                            self.reloading(&e);
+                            self.library
+                                .load_cmd()
+                                .query_async::<String>(&mut conn)
+                                .await?;
                             Ok(None)
                         }
                         other => other.map(Some),
@@ -507,13 +462,13 @@ impl Store for RedisStore {
         let mut r = self
             .run_on(
                 &catalog,
-                &self.scripts.reserve,
+                Function::Reserve,
                 &keys,
                 &cmd.account_id,
                 &own,
                 now_ms,
-                |inv| {
-                    inv.arg(&cmd.generation_id)
+                |call| {
+                    call.arg(&cmd.generation_id)
                         .arg(cmd.kind.as_str())
                         .arg(&cmd.model)
                         .arg(cmd.quantity)
@@ -549,13 +504,13 @@ impl Store for RedisStore {
         let mut r = self
             .run_on(
                 &catalog,
-                &self.scripts.settle,
+                Function::Settle,
                 &keys,
                 account_id,
                 &own,
                 now_ms,
-                |inv| {
-                    inv.arg(generation_id).arg(&actual).arg(&thresholds);
+                |call| {
+                    call.arg(generation_id).arg(&actual).arg(&thresholds);
                 },
             )
             .await?;
@@ -592,16 +547,9 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(account_id, self.shards);
         let own = keys.finished_hold(account_id, generation_id);
         let mut r = self
-            .run(
-                &self.scripts.release,
-                &keys,
-                account_id,
-                &own,
-                now_ms,
-                |inv| {
-                    inv.arg(generation_id).arg(reason.as_str());
-                },
-            )
+            .run(Function::Release, &keys, account_id, &own, now_ms, |call| {
+                call.arg(generation_id).arg(reason.as_str());
+            })
             .await?;
         match r.status.as_str() {
             "ok" | "replayed" => Ok(Released {
@@ -630,18 +578,11 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(account_id, self.shards);
         let own = keys.finished_hold(account_id, generation_id);
         let mut r = self
-            .run(
-                &self.scripts.extend,
-                &keys,
-                account_id,
-                &own,
-                now_ms,
-                |inv| {
-                    inv.arg(generation_id)
-                        .arg(i64::from(ttl_seconds) * 1000)
-                        .arg(i64::from(MAX_HOLD_LIFETIME_SECONDS) * 1000);
-                },
-            )
+            .run(Function::Extend, &keys, account_id, &own, now_ms, |call| {
+                call.arg(generation_id)
+                    .arg(i64::from(ttl_seconds) * 1000)
+                    .arg(i64::from(MAX_HOLD_LIFETIME_SECONDS) * 1000);
+            })
             .await?;
         match r.status.as_str() {
             "ok" => r.hold(account_id),
@@ -659,7 +600,7 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(account_id, self.shards);
         let mut r = self
             .run(
-                &self.scripts.balance,
+                Function::Balance,
                 &keys,
                 account_id,
                 &keys.account,
@@ -677,7 +618,7 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(account_id, self.shards);
         let mut r = self
             .run(
-                &self.scripts.account,
+                Function::Account,
                 &keys,
                 account_id,
                 &keys.account,
@@ -723,13 +664,13 @@ impl Store for RedisStore {
         let mut r = self
             .run_on(
                 &catalog,
-                &self.scripts.set_plan,
+                Function::SetPlan,
                 &keys,
                 &cmd.account_id,
                 &own,
                 now_ms,
-                |inv| {
-                    inv.arg(&cmd.request_id)
+                |call| {
+                    call.arg(&cmd.request_id)
                         .arg(&cmd.plan)
                         .arg(&requested)
                         .arg(anchor.day)
@@ -764,13 +705,13 @@ impl Store for RedisStore {
             .unwrap_or_default();
         let mut r = self
             .run(
-                &self.scripts.grant,
+                Function::GrantCredits,
                 &keys,
                 &cmd.account_id,
                 &keys.account,
                 now_ms,
-                |inv| {
-                    inv.arg(&cmd.grant_id)
+                |call| {
+                    call.arg(&cmd.grant_id)
                         .arg(cmd.units)
                         .arg(cmd.source.as_str())
                         .arg(&expires)
@@ -808,13 +749,13 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(account_id, self.shards);
         let mut r = self
             .run(
-                &self.scripts.revoke,
+                Function::RevokeCredits,
                 &keys,
                 account_id,
                 &keys.account,
                 now_ms,
-                |inv| {
-                    inv.arg(grant_id);
+                |call| {
+                    call.arg(grant_id);
                 },
             )
             .await?;
@@ -838,13 +779,13 @@ impl Store for RedisStore {
         let mut r = self
             .run_on(
                 &catalog,
-                &self.scripts.quote,
+                Function::Quote,
                 &keys,
                 &cmd.account_id,
                 &keys.account,
                 now_ms,
-                |inv| {
-                    inv.arg(cmd.kind.as_str())
+                |call| {
+                    call.arg(cmd.kind.as_str())
                         .arg(&cmd.model)
                         .arg(cmd.quantity)
                         .arg(unit);
@@ -897,19 +838,19 @@ impl Store for RedisStore {
         let mut r = self
             .run_on(
                 &catalog,
-                &self.scripts.reserve_batch,
+                Function::ReserveBatch,
                 &keys,
                 &cmd.account_id,
                 first,
                 now_ms,
-                |inv| {
+                |call| {
                     for key in &own_keys[1..] {
-                        inv.key(key);
+                        call.key(key);
                     }
-                    inv.arg(i64::from(cmd.ttl_seconds) * 1000)
+                    call.arg(i64::from(cmd.ttl_seconds) * 1000)
                         .arg(cmd.items.len());
                     for (item, (unit, labels)) in cmd.items.iter().zip(&item_args) {
-                        inv.arg(&item.generation_id)
+                        call.arg(&item.generation_id)
                             .arg(item.kind.as_str())
                             .arg(&item.model)
                             .arg(item.quantity)
@@ -961,13 +902,13 @@ impl Store for RedisStore {
         let record = keys.refund(&cmd.account_id, &cmd.refund_id);
         let mut r = self
             .run(
-                &self.scripts.refund,
+                Function::Refund,
                 &keys,
                 &cmd.account_id,
                 &own,
                 now_ms,
-                |inv| {
-                    inv.key(&record)
+                |call| {
+                    call.key(&record)
                         .arg(&cmd.generation_id)
                         .arg(&cmd.refund_id)
                         .arg(cmd.units)
@@ -1024,15 +965,29 @@ impl Store for RedisStore {
         let mut expired = 0;
         for (account, members) in due_accounts(due, max_accounts) {
             let keys = AccountKeys::new(&account, self.shards);
+            // Each due entry's finished-hold key, declared: the expiry is written there.
+            let finished: Vec<String> = members
+                .iter()
+                .map(|member| {
+                    let generation = member.get(account.len() + 1..).unwrap_or_default();
+                    keys.finished_hold(&account, generation)
+                })
+                .collect();
+            let Some((first, more)) = finished.split_first() else {
+                continue;
+            };
             let swept = self
                 .run(
-                    &self.scripts.sweep,
+                    Function::ExpireDue,
                     &keys,
                     &account,
-                    &keys.account,
+                    first,
                     now_ms,
-                    |inv| {
-                        inv.arg(&members);
+                    |call| {
+                        for key in more {
+                            call.key(key);
+                        }
+                        call.arg(&members);
                     },
                 )
                 .await

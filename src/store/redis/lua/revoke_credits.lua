@@ -2,7 +2,7 @@
 -- Replies: ok {revoked, balance} | not_found
 -- Takes what is left; units held by open holds stay chargeable, and what a release would give
 -- back to a revoked grant is lost.
-local function run()
+local function revoke_credits()
   local id = ARGV[9]
   load_grants()
   local g = grants[id]
@@ -21,4 +21,4 @@ local function run()
   sweep_grants()
   return reply('ok', { revoked = n2s(revoked), balance = balance_reply() })
 end
-return finish(run())
+register('revoke_credits', revoke_credits)

@@ -1,6 +1,6 @@
 -- GetAccount. Replies: ok {balance, grants (burn order), holds (open, oldest first),
 --   charged_allowance, charged_credits}
-local function run()
+local function account()
   local grant_list = {}
   for _, g in ipairs(grants_in_burn_order()) do grant_list[#grant_list + 1] = grant_reply(g) end
   local holds = {}
@@ -16,4 +16,4 @@ local function run()
     charged_allowance = n2s(acct.ca), charged_credits = n2s(acct.cc),
   })
 end
-return finish(run())
+register('account', account)

@@ -1,42 +1,51 @@
--- Shared prelude of every quota-sidecar script: the Lua twin of the account state machine in
--- src/ledger/account.rs (the memory store runs the Rust original; one conformance suite keeps
--- the two identical). Each operation file defines `run()` and ends with `return finish(run())`.
+-- The Lua twin of the account state machine in src/ledger/account.rs (the memory store runs the
+-- Rust original; one conformance suite keeps the two identical), as one Redis Functions
+-- library. src/store/redis.rs puts the library's header (`#!lua name=<library>` and the
+-- `LIBRARY` local) in front of this file and appends one file per operation; each operation
+-- registers itself as `<library>_<operation>` through `register()` at the end of this file.
+-- Loaded once: the definitions below run when the library is loaded, not on every call; a call
+-- only resets the per-call state (`begin()`), runs its operation and `finish()`es.
 --
--- Calling convention (built by src/store/redis.rs; every key the script touches is declared):
---   KEYS[1] account hash   KEYS[2] grants hash   KEYS[3] shard expiry index (zset)
---   KEYS[4] shard event stream   KEYS[5] the operation's own key (a finished hold or a plan
---   request; the account hash where there is none)
---   ARGV[1] now_ms   ARGV[2] account id   ARGV[3] plan table   ARGV[4..7] month window
---   ARGV[8] retention_ms   ARGV[9..] operation arguments
+-- Calling convention (built by src/store/redis.rs; every key the function touches is declared):
+--   keys[1] account hash   keys[2] grants hash   keys[3] shard expiry index (zset)
+--   keys[4] shard event stream   keys[5] the operation's own key (a finished hold or a plan
+--   request; the account hash where there is none), then more keys of the operation
+--   args[1] now_ms   args[2] account id   args[3] plan table   args[4..7] month window
+--   args[8] retention_ms   args[9..] operation arguments
 --
 -- Layout, lean on purpose (the common Reserve, Settle and Release touch the account hash, one
--- finished-hold key, the expiry index and the stream, and nothing else):
---   account hash: counters (below), `h:<gen>` one field per open hold, `x:<gen>` expired holds
---     kept for replays until forgotten;
+-- finished-hold key, the expiry index and the stream, and nothing else), and of a size that
+-- does not grow with the account's past:
+--   account hash: counters (below), `h:<gen>` one field per open hold (the plan caps them),
+--     `l:<gen>` its labels; `x:<gen>` a hold that a call other than the sweeper found expired,
+--     kept only until the sweeper moves it to its own key (that call could not declare it);
 --   grants hash: grant id -> live grant, or a tombstone of a dropped one; read only when a call
 --     draws credits, gives them back, or a grant is due to expire (`gx`);
---   `f:<account>/<gen>`: a settled or released hold, one short string with an expiry.
+--   `f:<account>/<gen>`: a settled, released or expired hold, one short string with the
+--     retention as its expiry.
 --
 -- Check, then write: every write is queued with `write()`; reads go through the tables loaded
--- here. `finish()` checks every invariant and only then performs the writes, and only for a
--- successful reply: a refused call, or one that raises an error, writes nothing at all.
+-- by `begin()`. `finish()` checks every invariant and only then performs the writes, and only
+-- for a successful reply: a refused call, or one that raises an error, writes nothing at all.
 --
 -- Numbers: Lua numbers are doubles; the Rust side bounds every amount so sums stay below 2^53,
 -- and numbers are written with '%d' (tostring would switch to exponent notation). Replies are
 -- JSON objects whose numbers are strings, so no precision is lost on the way.
 
-local NOW = tonumber(ARGV[1])
-local ACCOUNT_ID = ARGV[2]
-local WINDOW = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]) }
-local RETENTION_MS = tonumber(ARGV[8])
-local K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+-- Per-call state: set by `begin()` from the call's keys and arguments.
+local KEYS, ARGV, NOW, ACCOUNT_ID, WINDOW, RETENTION_MS
+local K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN
+-- Generation id -> the declared key of its finished hold, for the holds this call may finish.
+local FINISHED_KEYS
 local DAY_MS = 86400000
+-- The account hash's layout, stored in its field `v`.
+local ACCOUNT_LAYOUT = '3'
 
 local function n2s(n)
   return string.format('%d', n)
 end
 
-local WRITES = {}
+local WRITES
 -- Queues a Redis write for `finish()`.
 local function write(...)
   WRITES[#WRITES + 1] = { ... }
@@ -47,8 +56,9 @@ local function broken(what)
 end
 
 -- Plan table: "id,price_cents,allowance,max_holds,max_video_seconds,model model;...". Only the
--- plans a call needs are read from it (a plain find, then one anchored match).
-local PLANS = {}
+-- plans a call needs are read from it (a plain find, then one anchored match), once per catalog
+-- version: the parsed plans stay with the library until another table arrives.
+local PLAN_TABLE, PLANS = nil, {}
 
 -- The plan `id` of the table, or nil when the catalog has no such plan.
 local function find_plan(id)
@@ -56,10 +66,10 @@ local function find_plan(id)
   if known ~= nil then return known or nil end
   local plan = false
   -- ';' before the id: a whole entry, not the tail of another id.
-  local at = string.find(';' .. ARGV[3], ';' .. id .. ',', 1, true)
+  local at = string.find(';' .. PLAN_TABLE, ';' .. id .. ',', 1, true)
   if at then
     local price, allowance, holds, seconds, models =
-      string.match(ARGV[3], '^[^,;]+,(%d+),(%d+),(%d+),(%d+),([^;]*);', at)
+      string.match(PLAN_TABLE, '^[^,;]+,(%d+),(%d+),(%d+),(%d+),([^;]*);', at)
     if price then
       plan = {
         id = id, price = tonumber(price), allowance = tonumber(allowance),
@@ -133,25 +143,27 @@ local NUMERIC = {
   ad = true, at = true, cs = true, ce = true, cn = true, tot = true, used = true, held = true,
   seq = true, ca = true, cc = true, cr = true, ch = true, gx = true, ng = true, tp = true,
 }
-local acct = {
-  plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0, used = 0, held = 0,
-  seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
-}
-local acct_dirty = false
--- The counters as stored, so `finish()` writes only those that changed.
-local LOADED, LOADED_EXISTS = {}, false
--- More account fields for the one HSET of `finish()` (an open hold's field).
-local ACCT_FIELDS = {}
+-- The account of this call, its counters as stored (so `finish()` writes only those that
+-- changed), and more account fields for the one HSET of `finish()` (an open hold's field).
+local acct, acct_dirty, LOADED, LOADED_EXISTS, ACCT_FIELDS
 local function set_account_field(k, v)
   ACCT_FIELDS[#ACCT_FIELDS + 1] = k
   ACCT_FIELDS[#ACCT_FIELDS + 1] = v
   acct_dirty = true
 end
 -- Open holds (`h:` fields, their labels in `l:` fields when they have any) and expired ones
--- kept for replays (`x:` fields): generation id -> packed text; parsed on demand.
-local OPEN_RAW, EXPIRED_RAW, LABELS_RAW = {}, {}, {}
-local OPEN_COUNT = 0
-do
+-- waiting for the sweeper (`x:` fields): generation id -> packed text; parsed on demand.
+local OPEN_RAW, EXPIRED_RAW, LABELS_RAW, OPEN_COUNT
+
+-- Loads the account hash: a handful of counters and the open holds, whatever the account did
+-- before.
+local function load_account()
+  acct = {
+    plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0, used = 0, held = 0,
+    seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
+  }
+  acct_dirty, LOADED, ACCT_FIELDS = false, {}, {}
+  OPEN_RAW, EXPIRED_RAW, LABELS_RAW, OPEN_COUNT = {}, {}, {}, 0
   local raw = redis.call('HGETALL', K_ACCOUNT)
   local layout = nil
   for i = 1, #raw, 2 do
@@ -175,9 +187,9 @@ do
   end
   for k, v in pairs(acct) do LOADED[k] = v end
   LOADED_EXISTS = #raw > 0
-  -- The first version stored accounts in another layout (holds in hashes of their own, no
-  -- counters of credits): such an account is refused rather than misread.
-  if #raw > 0 and layout ~= '2' then
+  -- Earlier versions stored accounts in other layouts (holds in hashes of their own; expired
+  -- holds kept in the account hash): such an account is refused rather than misread.
+  if #raw > 0 and layout ~= ACCOUNT_LAYOUT then
     error('account ' .. ACCOUNT_ID .. ' is not in this version\'s layout (v=' .. tostring(layout) .. ')')
   end
 end
@@ -189,8 +201,6 @@ local function check_allowance()
       ' against total ' .. n2s(acct.tot))
   end
 end
--- A corrupt account is refused before anything is computed from it.
-check_allowance()
 
 local function allowance_available()
   if acct.ce == 0 then return 0 end
@@ -271,9 +281,9 @@ end
 -- a live grant, "T|source|granted|expires|created|forget_ms" for a dropped one (its terms are
 -- remembered for the retention period, so GrantCredits stays idempotent).
 
-local grants = nil      -- live grants by id, once loaded
-local tombs = nil       -- dropped grants by id: { terms, forget }
-local grants_dirty = {}
+local grants        -- live grants by id, once loaded (nil: not loaded by this call)
+local tombs         -- dropped grants by id: { terms, forget }
+local grants_dirty  -- ids of the grants this call changed
 
 local function load_grants()
   if grants then return grants end
@@ -392,7 +402,7 @@ end
 -- `x:<gen>` when expired (reclaiming may expire holds of any generation, whose keys the call
 -- cannot declare).
 
-local HOLDS = {}   -- parsed holds by generation id (open or finished), with their changes
+local HOLDS        -- parsed holds by generation id (open or finished), with their changes
 
 -- Times in base 36 and kinds as one letter keep a hold's text short: an open hold under 64
 -- bytes stays in the account hash's compact encoding (Redis turns a hash into a table, about
@@ -553,18 +563,20 @@ local function finalize(h, state, charge, reason, own_key)
   else
     write('HDEL', K_ACCOUNT, 'h:' .. h.gen)
   end
-  if state == 'expired' then
+  if own_key then
+    write('SET', own_key, pack_finished(h), 'PX', RETENTION_MS)
+    write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
+  else
+    -- An expiry whose key this call could not declare: kept in the account hash, and in the
+    -- expiry index, until the sweeper moves it to its own key (`move_expired`).
     EXPIRED_RAW[h.gen] = pack_finished(h)
     write('HSET', K_ACCOUNT, 'x:' .. h.gen, EXPIRED_RAW[h.gen])
-  else
-    write('SET', own_key, pack_finished(h), 'PX', RETENTION_MS)
   end
-  write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
 end
 
 -- Reclaims open holds past their expiry, earliest first (ties by generation id), and forgets
 -- expired holds past retention.
-local RECLAIMED = 0
+local RECLAIMED    -- holds this call expired
 local function reclaim_expired()
   local due = {}
   for gen, v in pairs(OPEN_RAW) do
@@ -576,16 +588,26 @@ local function reclaim_expired()
     return bytes_less(a.gen, b.gen)
   end)
   for _, d in ipairs(due) do
-    finalize(open_hold(d.gen), 'expired', 0, '', nil)
+    finalize(open_hold(d.gen), 'expired', 0, '', FINISHED_KEYS[d.gen])
     RECLAIMED = RECLAIMED + 1
   end
   for gen, v in pairs(EXPIRED_RAW) do
-    local forget = from36(string.match(v, '|(%w+)$'))
-    if forget <= NOW then
+    if from36(string.match(v, '|(%w+)$')) <= NOW then
       EXPIRED_RAW[gen] = nil
       write('HDEL', K_ACCOUNT, 'x:' .. gen)
     end
   end
+end
+
+-- Moves an expired hold waiting in the account hash to its own key `key` (the sweeper's work,
+-- with the key declared), or forgets it past retention.
+local function move_expired(gen, key)
+  local v = EXPIRED_RAW[gen]
+  local forget = from36(string.match(v, '|(%w+)$'))
+  if forget > NOW then write('SET', key, v, 'PX', n2s(forget - NOW)) end
+  EXPIRED_RAW[gen] = nil
+  write('HDEL', K_ACCOUNT, 'x:' .. gen)
+  write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. gen)
 end
 
 -- Account::announce_thresholds: `usage.threshold` for every alert threshold (percent of the
@@ -751,7 +773,7 @@ local function finish(result)
       -- Only what changed (each argument costs inside Redis), everything for a new account.
       local args = { 'HSET', K_ACCOUNT }
       if not LOADED_EXISTS then
-        args[3], args[4] = 'v', '2'
+        args[3], args[4] = 'v', ACCOUNT_LAYOUT
       end
       for k, v in pairs(acct) do
         if not LOADED_EXISTS or v ~= LOADED[k] then
@@ -777,7 +799,42 @@ local function finish(result)
   return cjson.encode(result)
 end
 
--- Every operation starts here: roll the cycle over, reclaim expired holds, expire grants.
-rollover()
-reclaim_expired()
-sweep_grants()
+-- Every operation starts here: the call's state from its keys and arguments (`finished_keys`:
+-- generation id -> the declared key of its finished hold), the account, then the lazy work:
+-- roll the cycle over, reclaim expired holds, expire grants.
+local function begin(keys, args, finished_keys)
+  KEYS, ARGV = keys, args
+  NOW, ACCOUNT_ID = tonumber(args[1]), args[2]
+  if args[3] ~= PLAN_TABLE then PLAN_TABLE, PLANS = args[3], {} end
+  WINDOW = { tonumber(args[4]), tonumber(args[5]), tonumber(args[6]), tonumber(args[7]) }
+  RETENTION_MS = tonumber(args[8])
+  K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN = keys[1], keys[2], keys[3], keys[4], keys[5]
+  FINISHED_KEYS = finished_keys or {}
+  WRITES, HOLDS, RECLAIMED = {}, {}, 0
+  grants, tombs, grants_dirty = nil, nil, {}
+  load_account()
+  -- A corrupt account is refused before anything is computed from it.
+  check_allowance()
+  rollover()
+  reclaim_expired()
+  sweep_grants()
+end
+
+-- The finished-hold key of the call's own generation (`args[9]`, `keys[5]`).
+local function own_generation(keys, args)
+  return { [args[9]] = keys[5] }
+end
+
+-- Registers operation `op` as the function `<library>_<name>`: `begin()`, the operation,
+-- `finish()`. `finished_keys(keys, args)` names the finished-hold keys the call declares;
+-- `flags` are the function's Redis flags (`no-writes` for an operation that never writes).
+local function register(name, op, finished_keys, flags)
+  redis.register_function({
+    function_name = LIBRARY .. '_' .. name,
+    callback = function(keys, args)
+      begin(keys, args, finished_keys and finished_keys(keys, args))
+      return finish(op())
+    end,
+    flags = flags,
+  })
+end

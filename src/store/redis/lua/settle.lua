@@ -2,7 +2,7 @@
 -- [10] actual quantity ('' = as reserved), [11] usage alert thresholds ("80,100").
 -- Replies: ok|replayed {hold, charged, returned, balance} | not_found | state {state}
 --        | above {reserved}
-local function run()
+local function settle()
   local h = find_hold(ARGV[9], K_OWN)
   if not h then return reply('not_found') end
   if h.state == 'settled' then
@@ -24,4 +24,4 @@ local function run()
     balance = balance_reply(),
   })
 end
-return finish(run())
+register('settle', settle, own_generation)

@@ -2,7 +2,7 @@
 -- [10] ttl_ms, [11] max lifetime ms. Replies: ok {hold} | not_found | state {state}
 -- The new expiry is NOW + ttl, capped at the hold's total lifetime, and never earlier than
 -- the current one.
-local function run()
+local function extend()
   local h = find_hold(ARGV[9], K_OWN)
   if not h then return reply('not_found') end
   if h.state ~= 'held' then return reply('state', { state = h.state }) end
@@ -20,4 +20,4 @@ local function run()
   end
   return reply('ok', { hold = hold_reply(h) })
 end
-return finish(run())
+register('extend', extend, own_generation)

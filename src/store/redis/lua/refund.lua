@@ -4,7 +4,7 @@
 -- Replies: ok|replayed {refunded, to_allowance, to_credits, refund_grant, balance} | not_found
 --        | state {state} | above {requested, refundable} | conflict | too_many
 -- The record: "generation|units_requested|refunded|to_allowance|to_credits|grant_id|forget".
-local function run()
+local function refund()
   local gen, refund_id, requested, reason = ARGV[9], ARGV[10], tonumber(ARGV[11]), ARGV[12]
   local record = redis.call('GET', KEYS[6])
   if record then
@@ -65,4 +65,4 @@ local function run()
     refund_grant = grant_id, balance = balance_reply(),
   })
 end
-return finish(run())
+register('refund', refund, own_generation)

@@ -3,7 +3,7 @@
 -- model, quantity, unit cost, labels (JSON).
 -- Replies: ok|replayed {holds, balance} | conflict {gen, kind, model, qty}
 --        | item {index, gen, refusal: {status: denied|insufficient, ...}}
-local function run()
+local function reserve_batch()
   local ttl_ms, n = tonumber(ARGV[9]), tonumber(ARGV[10])
   local items, known, any_known = {}, {}, false
   for i = 1, n do
@@ -52,4 +52,11 @@ local function run()
   end
   return reply('ok', { holds = holds, balance = balance_reply() })
 end
-return finish(run())
+-- The items' generations and their finished-hold keys.
+local function batch_generations(keys, args)
+  local finished = {}
+  for i = 1, tonumber(args[10]) do finished[args[10 + (i - 1) * 6 + 1]] = keys[4 + i] end
+  return finished
+end
+
+register('reserve_batch', reserve_batch, batch_generations)

@@ -1,7 +1,7 @@
 -- GrantCredits (Account::grant_credits). ARGV[9] grant id, [10] units, [11] source,
 -- [12] expires_at_ms ('' = never), [13] most live grants.
 -- Replies: ok|replayed {grant, balance} | conflict | expired | too_many
-local function run()
+local function grant_credits()
   local id, units, source, exp = ARGV[9], tonumber(ARGV[10]), ARGV[11], tonumber(ARGV[12])
   load_grants()
   local terms = source .. '|' .. n2s(units) .. '|' .. (exp and n2s(exp) or '') .. '|'
@@ -25,4 +25,4 @@ local function run()
   })
   return reply('ok', { grant = grant_reply(g), balance = balance_reply() })
 end
-return finish(run())
+register('grant_credits', grant_credits)

@@ -1,7 +1,7 @@
 -- Release (Account::release). KEYS[5] the generation's finished-hold key. ARGV[9] generation
 -- id, [10] reason. Replies: ok|replayed {hold, returned, balance} | not_found | state {state}
 -- Releasing an expired hold succeeds with nothing returned: expiry already returned it.
-local function run()
+local function release()
   local h = find_hold(ARGV[9], K_OWN)
   if not h then return reply('not_found') end
   if h.state == 'settled' then return reply('state', { state = h.state }) end
@@ -15,4 +15,4 @@ local function run()
   sweep_grants()
   return reply('ok', { hold = hold_reply(h), returned = n2s(h.cost), balance = balance_reply() })
 end
-return finish(run())
+register('release', release, own_generation)

@@ -3,7 +3,7 @@
 -- requested anchor, or of NOW).
 -- Replies: ok|replayed {change, effective, added, charge, balance} | conflict
 -- The record: "plan|requested_anchor|change|effective|added|charge|forget_ms".
-local function run()
+local function set_plan()
   local target, requested_anchor = ARGV[10], ARGV[11]
   local record = redis.call('GET', K_OWN)
   if record then
@@ -67,4 +67,4 @@ local function run()
     balance = balance_reply(),
   })
 end
-return finish(run())
+register('set_plan', set_plan)

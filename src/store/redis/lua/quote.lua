@@ -2,7 +2,7 @@
 -- (its reply is not a success, so `finish()` performs no write). ARGV[9] kind, [10] model,
 -- [11] quantity, [12] unit cost.
 -- Replies: quote {cost, fa, fc, refusal?: {status: denied|insufficient, ...}, balance}
-local function run()
+local function quote()
   local kind, model, qty, unit = ARGV[9], ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
   local cost = unit * qty
   local available = allowance_available()
@@ -16,4 +16,4 @@ local function run()
     cost = n2s(cost), fa = n2s(fa), fc = n2s(fc), refusal = refusal, balance = balance_reply(),
   })
 end
-return finish(run())
+register('quote', quote, nil, { 'no-writes' })

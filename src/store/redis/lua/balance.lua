@@ -1,5 +1,5 @@
 -- GetBalance. Replies: ok {balance}
-local function run()
+local function balance()
   return reply('ok', { balance = balance_reply() })
 end
-return finish(run())
+register('balance', balance)

@@ -2,7 +2,7 @@
 -- id, [10] kind, [11] model, [12] quantity, [13] unit cost, [14] ttl_ms, [15] labels (JSON).
 -- Replies: ok|replayed {hold, balance} | conflict {kind, model, qty} | denied {plan, open}
 --        | insufficient {needed, available}
-local function run()
+local function reserve()
   local gen, kind, model = ARGV[9], ARGV[10], ARGV[11]
   local qty, unit, ttl_ms = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
   local existing = find_hold(gen, K_OWN)
@@ -16,4 +16,4 @@ local function run()
   if refusal then return refusal end
   return reply('ok', { hold = hold_reply(h), balance = balance_reply() })
 end
-return finish(run())
+register('reserve', reserve, own_generation)
