@@ -1,5 +1,5 @@
 //! The Redis store on a real three-master Redis Cluster: accounts spread over the nodes, every
-//! script stays in one slot, scripts come back on every node after a flush, and the event
+//! call stays in one slot, the Functions library comes back on a node that lost it, and the event
 //! readers work shard by shard. (The whole conformance suite also runs on a cluster.)
 
 mod harness;
@@ -30,7 +30,7 @@ fn image(account: &str, generation: &str) -> ReserveCmd {
 }
 
 #[tokio::test]
-async fn accounts_spread_over_the_nodes_and_scripts_survive_a_flush() {
+async fn accounts_spread_over_the_nodes_and_the_library_survives_a_flush() {
     let cluster = harness::cluster::RedisCluster::start();
     let s = RedisStore::connect(
         &cluster.url(),
@@ -58,12 +58,24 @@ async fn accounts_spread_over_the_nodes_and_scripts_survive_a_flush() {
         "every node holds accounts: {per_node:?}"
     );
 
-    // A failed-over or restarted node comes back without scripts: NOSCRIPT → load on that
-    // node → run, invisibly to the caller.
-    for node in &cluster.nodes {
-        assert_eq!(node.cli(&["SCRIPT", "FLUSH"]), "OK");
+    // A node that lost its functions (restarted without persistence, or new) answers
+    // "Function not found" → the library is loaded (on every primary) → the call runs,
+    // invisibly to the caller.
+    let library = s.library().name().to_string();
+    assert_eq!(cluster.nodes[1].cli(&["FUNCTION", "FLUSH"]), "OK");
+    assert!(!cluster.nodes[1]
+        .cli(&["FUNCTION", "LIST"])
+        .contains(&library));
+    for i in 0..ACCOUNTS / 2 {
+        let a = format!("studio-{i}");
+        let settled = s.settle(&a, "g1", None, NOW_MS + 1_000).await.unwrap();
+        assert_eq!(settled.charged_units, 4);
     }
-    for i in 0..ACCOUNTS {
+    for node in &cluster.nodes {
+        assert!(node.cli(&["FUNCTION", "LIST"]).contains(&library));
+        assert_eq!(node.cli(&["FUNCTION", "FLUSH"]), "OK");
+    }
+    for i in ACCOUNTS / 2..ACCOUNTS {
         let a = format!("studio-{i}");
         let settled = s.settle(&a, "g1", None, NOW_MS + 1_000).await.unwrap();
         assert_eq!(settled.charged_units, 4);

@@ -230,7 +230,7 @@ async fn a_durable_write_reloads_a_missing_script() {
     };
     let now_ms = 1_780_000_000_000;
     store.grant_credits(&grant("g1"), now_ms).await.unwrap();
-    assert_eq!(primary.cli(&["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(primary.cli(&["FUNCTION", "FLUSH"]), "OK");
     let granted = store.grant_credits(&grant("g2"), now_ms).await.unwrap();
     assert_eq!(granted.balance.credits_available, 20);
 }

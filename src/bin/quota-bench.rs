@@ -1,7 +1,7 @@
 //! `quota-bench`: load generator for a running quota-sidecar. Drives Reserve→Settle (or
 //! Reserve→Release) cycles over many accounts at a fixed concurrency and reports throughput and
 //! per-RPC latency. With `--baseline-redis` it also runs the same store operations directly
-//! against Redis (one `EVALSHA` each) to show what the sidecar costs on top of Redis.
+//! against Redis (one `FCALL` each) to show what the sidecar costs on top of Redis.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -549,7 +549,7 @@ async fn sidecar_phase(cli: &Cli) -> Result<Phase, String> {
 }
 
 /// The same cycles as [`sidecar_phase`], but through the Redis store in this process: each
-/// operation is exactly the one `EVALSHA` the sidecar would send.
+/// operation is exactly the one `FCALL` the sidecar would send.
 async fn raw_redis_phase(cli: &Cli, url: &str) -> Result<Phase, String> {
     let catalog = Arc::new(Catalog::builtin());
     let store = connect_store(cli, url, catalog).await?;

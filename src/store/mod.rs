@@ -2,7 +2,7 @@
 //!
 //! - [`memory::MemoryStore`]: in-process, single instance; also the model the Redis store is
 //!   held against.
-//! - [`redis::RedisStore`]: one atomic Lua script (one `EVALSHA`) per operation.
+//! - [`redis::RedisStore`]: one atomic Lua function (one `FCALL` of the store's Functions library) per operation.
 //!
 //! Every operation takes `now_ms` from the service's clock; nothing in a store reads the time.
 

@@ -5,8 +5,8 @@
 //! the primary is gone or no longer primary (connection refused or dropped, `READONLY`,
 //! `MASTERDOWN`, or a call abandoned at its deadline), the manager is dropped and the next call
 //! asks Sentinel again, so the sidecar follows a promotion by itself: calls fail `UNAVAILABLE`
-//! until Sentinel names a primary that answers as one. Scripts are not replicated as such;
-//! `Script::invoke_async` loads them on the new primary at its first `NOSCRIPT`.
+//! until Sentinel names a primary that answers as one. A promoted replica has the Functions
+//! library (functions replicate); one that lacks it gets it at its first "Function not found".
 
 use std::sync::{Arc, Mutex};
 

@@ -1,8 +1,10 @@
-//! Redis store: every operation is one `EVALSHA` of one Lua script (`lua/<op>.lua` behind the
-//! shared prelude `lua/lib.lua`), touching only keys of the account's `{s<shard>}` hash tag.
+//! Redis store: every operation is one `FCALL` of one function of the Functions library (see
+//! [`library`]: `lua/lib.lua` and `lua/<operation>.lua`), touching only keys of the account's
+//! `{s<shard>}` hash tag.
 //!
-//! Scripts are loaded once when the store is created and reloaded by redis-rs on `NOSCRIPT`
-//! (a restarted or failed-over Redis). Every call is bounded by a deadline: Redis down or slow
+//! The library is loaded when the store is created and again, one extra round trip, when Redis
+//! answers that the function is missing (a restarted or failed-over Redis without it, `FUNCTION
+//! FLUSH`, a new Cluster node). Every call is bounded by a deadline: Redis down or slow
 //! gives [`StoreError::Unavailable`] within it, and the connection reconnects in the
 //! background, so the store recovers by itself. On a Redis Cluster each call is for one slot
 //! (see `redis_conn.rs`).
@@ -992,7 +994,7 @@ impl Store for RedisStore {
                 )
                 .await
                 .and_then(|r| match r.status.as_str() {
-                    "ok" => ScriptReply::need(r.expired, "expired"),
+                    "ok" | "moved" => ScriptReply::need(r.expired, "expired"),
                     other => Err(anomaly(other)),
                 });
             match swept {

@@ -4,16 +4,25 @@
 -- account's due entries of the shard expiry index (`<account>/<gen>`), keys[5..] their
 -- finished-hold keys, in the same order. An entry whose hold another call found expired is
 -- moved to its key; any other that is not an open hold any more is dropped from the index.
--- Replies: ok {expired}
+-- Replies: ok {expired} | moved {expired: 0}
 local function expire_due()
+  -- No open hold was due: the entries are holds another call found expired (or stale ones).
+  -- Then only they are moved and nothing else this call computed is written, so the lazy work
+  -- (a rollover, a grant's expiry) waits for the account's next call, as on the memory store,
+  -- whose sweeper never visits such an account. Moving writes no ledger state and cannot break
+  -- an invariant, so it is done at once rather than queued for `finish()`, which writes nothing
+  -- for the `moved` reply.
+  local moved_only = RECLAIMED == 0
+  local perform = moved_only and redis.call or write
   for i = 9, #ARGV do
     local gen = string.sub(ARGV[i], #ACCOUNT_ID + 2)
     if EXPIRED_RAW[gen] then
-      move_expired(gen, KEYS[i - 4])
+      move_expired(gen, KEYS[i - 4], perform)
     elseif not OPEN_RAW[gen] and not HOLDS[gen] then
-      write('ZREM', K_EXPIRY, ARGV[i])
+      perform('ZREM', K_EXPIRY, ARGV[i])
     end
   end
+  if moved_only then return reply('moved', { expired = '0' }) end
   return reply('ok', { expired = n2s(RECLAIMED) })
 end
 

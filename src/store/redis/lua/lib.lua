@@ -600,14 +600,15 @@ local function reclaim_expired()
 end
 
 -- Moves an expired hold waiting in the account hash to its own key `key` (the sweeper's work,
--- with the key declared), or forgets it past retention.
-local function move_expired(gen, key)
+-- with the key declared), or forgets it past retention. `perform` queues the writes (`write`)
+-- or runs them at once (`redis.call`).
+local function move_expired(gen, key, perform)
   local v = EXPIRED_RAW[gen]
   local forget = from36(string.match(v, '|(%w+)$'))
-  if forget > NOW then write('SET', key, v, 'PX', n2s(forget - NOW)) end
+  if forget > NOW then perform('SET', key, v, 'PX', n2s(forget - NOW)) end
   EXPIRED_RAW[gen] = nil
-  write('HDEL', K_ACCOUNT, 'x:' .. gen)
-  write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. gen)
+  perform('HDEL', K_ACCOUNT, 'x:' .. gen)
+  perform('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. gen)
 end
 
 -- Account::announce_thresholds: `usage.threshold` for every alert threshold (percent of the
