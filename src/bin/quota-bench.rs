@@ -95,6 +95,11 @@ struct Cli {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// With `--baseline-redis`: what each operation costs inside Redis, measured from its
+    /// command counters (`INFO commandstats`: µs per `FCALL`, commands each runs), one
+    /// operation at a time and with `--concurrency` in flight; then exit.
+    #[arg(long, requires = "baseline_redis")]
+    inside_redis: bool,
     /// The deployment's shard count, as the sidecars run with it (`--setup-redis` and
     /// `--redis` use it; a Redis that recorded another count is refused).
     #[arg(
@@ -672,6 +677,213 @@ fn other_calls(
         .collect()
 }
 
+/// One operation's cost inside Redis, from `INFO commandstats` around a phase of its calls.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+struct InsideCost {
+    calls: u64,
+    usec_per_call: f64,
+    commands_per_call: f64,
+}
+
+/// Redis's counters for `FCALL`/`FCALL_RO` (calls, µs) and every other command (calls).
+async fn function_stats(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Result<(u64, f64, u64), String> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut calls, mut usec, mut others) = (0, 0.0, 0);
+    for line in info.lines() {
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(key))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if name.starts_with("fcall") {
+            calls += field("calls=") as u64;
+            usec += field("usec=");
+        } else if !matches!(name, "info" | "config|resetstat") {
+            others += field("calls=") as u64;
+        }
+    }
+    Ok((calls, usec, others))
+}
+
+/// Runs `op` for `items` with `concurrency` calls in flight; what it cost inside Redis.
+async fn inside_phase<T, F, Fut>(
+    conn: &mut redis::aio::MultiplexedConnection,
+    items: Vec<T>,
+    concurrency: usize,
+    op: F,
+) -> Result<InsideCost, String>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let op = Arc::new(op);
+    let queue = Arc::new(std::sync::Mutex::new(items));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (op, queue) = (op.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                match next {
+                    Some(item) => op(item).await?,
+                    None => return Ok::<(), String>(()),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let (calls, usec, others) = function_stats(conn).await?;
+    Ok(InsideCost {
+        calls,
+        usec_per_call: usec / calls.max(1) as f64,
+        commands_per_call: others as f64 / calls.max(1) as f64,
+    })
+}
+
+/// `--inside-redis`: Reserve, Settle, Reserve, Release and GetBalance in phases of their own on
+/// fresh accounts (allowance pays, nothing due: the common case), each phase's cost read from
+/// Redis's counters; one call at a time, then `--concurrency` at once.
+async fn inside_redis(cli: &Cli, url: &str) -> Result<Value, String> {
+    let store = Arc::new(connect_store(cli, url, Arc::new(Catalog::builtin())).await?);
+    let client = redis::Client::open(url).map_err(|e| format!("Redis {url}: {e}"))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("Redis {url}: {e}"))?;
+    let run = run_prefix();
+    let mut out = serde_json::Map::new();
+    for concurrency in [1, cli.concurrency as usize] {
+        let accounts: Vec<String> = (0..cli.accounts)
+            .map(|i| format!("inside-{run}-{concurrency}-{i}"))
+            .collect();
+        for a in &accounts {
+            setup_one(&store, a).await?;
+        }
+        // Per operation: calls, µs and commands inside, summed over its phases.
+        let mut costs: BTreeMap<&str, (u64, f64, f64)> = BTreeMap::new();
+        let mut add = |name, c: InsideCost| {
+            let total = costs.entry(name).or_default();
+            total.0 += c.calls;
+            total.1 += c.usec_per_call * c.calls as f64;
+            total.2 += c.commands_per_call * c.calls as f64;
+        };
+        // Rounds of one hold per account (the plan caps open holds), settled or released.
+        for round in 0..(2_000 / cli.accounts.max(1)).max(4) {
+            let holds: Vec<(String, String)> = accounts
+                .iter()
+                .map(|a| (a.clone(), format!("{a}-{round}")))
+                .collect();
+            let reserve = {
+                let store = store.clone();
+                move |(account, generation): (String, String)| {
+                    let store = store.clone();
+                    async move {
+                        let cmd = ReserveCmd {
+                            account_id: account,
+                            generation_id: generation,
+                            kind: Kind::CharacterImage,
+                            model: "standard".into(),
+                            quantity: 1,
+                            ttl_seconds: quota_sidecar::ledger::DEFAULT_HOLD_TTL_SECONDS,
+                            labels: BTreeMap::new(),
+                        };
+                        store
+                            .reserve(&cmd, now_ms())
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            };
+            add(
+                "reserve",
+                inside_phase(&mut conn, holds.clone(), concurrency, reserve).await?,
+            );
+            let release = round % 2 == 1;
+            let end = {
+                let store = store.clone();
+                move |(account, generation): (String, String)| {
+                    let store = store.clone();
+                    async move {
+                        if release {
+                            store
+                                .release(&account, &generation, ReleaseReason::Cancelled, now_ms())
+                                .await
+                                .map(drop)
+                        } else {
+                            store
+                                .settle(&account, &generation, None, now_ms())
+                                .await
+                                .map(drop)
+                        }
+                        .map_err(|e| e.to_string())
+                    }
+                }
+            };
+            let name = if release { "release" } else { "settle" };
+            add(
+                name,
+                inside_phase(&mut conn, holds, concurrency, end).await?,
+            );
+            let balance = {
+                let store = store.clone();
+                move |account: String| {
+                    let store = store.clone();
+                    async move {
+                        store
+                            .balance(&account, now_ms())
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            };
+            add(
+                "balance",
+                inside_phase(&mut conn, accounts.clone(), concurrency, balance).await?,
+            );
+        }
+        let mut level = serde_json::Map::new();
+        println!("inside Redis, {concurrency} call(s) in flight:");
+        for (name, (calls, usec, commands)) in costs {
+            let n = calls.max(1) as f64;
+            let cost = InsideCost {
+                calls,
+                usec_per_call: usec / n,
+                commands_per_call: commands / n,
+            };
+            println!(
+                "  {name:<8} {:>6} calls  {:>6.2} µs per call  {:>4.1} commands inside",
+                cost.calls, cost.usec_per_call, cost.commands_per_call
+            );
+            level.insert(name.to_string(), json!(cost));
+        }
+        out.insert(format!("concurrency_{concurrency}"), Value::Object(level));
+    }
+    Ok(Value::Object(out))
+}
+
 fn latency_json(h: &Histogram<u64>) -> Value {
     json!({
         "count": h.len(),
@@ -732,6 +944,13 @@ async fn run(cli: Cli) -> Result<bool, String> {
         }
     }
     if cli.setup_only {
+        return Ok(true);
+    }
+    if let (true, Some(url)) = (cli.inside_redis, &cli.baseline_redis) {
+        let costs = inside_redis(&cli, url).await?;
+        if cli.json {
+            println!("{costs}");
+        }
         return Ok(true);
     }
 
