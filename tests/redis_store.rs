@@ -425,8 +425,9 @@ async fn a_broken_invariant_leaves_every_key_as_it_was() {
     harness::corruption::broken_invariants_write_nothing(&*s, &[server.port()], NOW_MS).await;
 }
 
-/// An account the first version stored (its own layout: no `v`, holds in hashes of their
-/// own) is refused as INTERNAL, naming the layout, and nothing is written to it.
+/// Accounts earlier versions stored (the first: no `v`, holds in hashes of their own; the
+/// second: `v` 2, a field per counter and per hold) are refused as INTERNAL, naming the
+/// layout, and nothing is written to them.
 #[tokio::test]
 async fn an_account_in_the_first_layout_is_refused() {
     let server = harness::RedisServer::start();
@@ -446,10 +447,29 @@ async fn an_account_in_the_first_layout_is_refused() {
         "tot",
         "0",
     ]);
+    let second = "second-layout";
+    let second_keys = quota_sidecar::store::keys::AccountKeys::new(
+        second,
+        quota_sidecar::store::keys::Shards::DEFAULT,
+    );
+    server.cli(&[
+        "HSET",
+        &second_keys.account,
+        "v",
+        "2",
+        "plan",
+        "none",
+        "h:g1",
+        "1|c|standard|1|4|4||1|1|1",
+    ]);
     let before = harness::corruption::snapshot(&[server.port()]).await;
     for result in [
         s.balance(a, NOW_MS).await.err(),
         s.reserve(&image(a, "g"), NOW_MS).await.err(),
+        s.balance(second, NOW_MS).await.err(),
+        s.release(second, "g1", ReleaseReason::Failed, NOW_MS)
+            .await
+            .err(),
     ] {
         match result {
             Some(StoreError::Internal(m)) => assert!(m.contains("layout"), "{m}"),
@@ -488,7 +508,13 @@ async fn the_sweeper_skips_a_broken_account() {
     s.reserve(&image(broken, "g"), NOW_MS).await.unwrap();
     s.reserve(&image(&other, "g"), NOW_MS + 10).await.unwrap();
     let keys = AccountKeys::new(broken, quota_sidecar::store::keys::Shards::DEFAULT);
-    server.cli(&["HSET", &keys.account, "held", "oops"]);
+    harness::corruption::set_counter_where_it_lives(
+        &[server.port()],
+        &keys.account,
+        "held",
+        "oops",
+    )
+    .await;
     let later = NOW_MS + 3_600_000;
     let expired = s
         .expire_due(Shards::DEFAULT.of(broken), later, 100)

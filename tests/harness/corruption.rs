@@ -1,4 +1,4 @@
-//! Check-then-write, seen from Redis: corrupt one field of an account so that an operation
+//! Check-then-write, seen from Redis: corrupt one counter of an account so that an operation
 //! breaks a ledger invariant, and show that the operation answers INTERNAL and leaves every key
 //! byte for byte as it was (`DUMP` of every key on every node, before and after).
 
@@ -31,8 +31,38 @@ pub async fn snapshot(ports: &[u16]) -> BTreeMap<String, Vec<u8>> {
     all
 }
 
+/// Sets counter `field` of the account state in `key` (the MessagePack value in its field `s`)
+/// to `value` (a number, or text when it is not one), on whichever of the nodes holds `key`.
+pub async fn set_counter_where_it_lives(ports: &[u16], key: &str, field: &str, value: &str) {
+    const SET_COUNTER: &str = "local t = cmsgpack.unpack(redis.call('HGET', KEYS[1], 's')) \
+        t[ARGV[1]] = tonumber(ARGV[2]) or ARGV[2] \
+        redis.call('HSET', KEYS[1], 's', cmsgpack.pack(t)) return 1";
+    let mut conn = node_of(ports, key).await;
+    let _: i64 = ::redis::cmd("EVAL")
+        .arg(SET_COUNTER)
+        .arg(1)
+        .arg(key)
+        .arg(field)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 /// `HSET key field value` on whichever of the nodes holds `key`.
 async fn hset_where_it_lives(ports: &[u16], key: &str, field: &str, value: &str) {
+    let mut conn = node_of(ports, key).await;
+    let _: () = ::redis::cmd("HSET")
+        .arg(key)
+        .arg(field)
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// A connection to the node of `ports` that holds `key`.
+async fn node_of(ports: &[u16], key: &str) -> ::redis::aio::MultiplexedConnection {
     for port in ports {
         let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -43,14 +73,7 @@ async fn hset_where_it_lives(ports: &[u16], key: &str, field: &str, value: &str)
             .await
             .ok();
         if exists == Some(true) {
-            let _: () = ::redis::cmd("HSET")
-                .arg(key)
-                .arg(field)
-                .arg(value)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            return;
+            return conn;
         }
     }
     panic!("no node holds {key}");
@@ -114,7 +137,7 @@ pub async fn broken_invariants_write_nothing(store: &dyn Store, ports: &[u16], n
     assert_eq!(held.hold.from_credits, 50, "{held:?}");
 
     // 1. The allowance counter says more is used than the cycle has.
-    hset_where_it_lives(ports, &keys.account, "used", "999999").await;
+    set_counter_where_it_lives(ports, &keys.account, "used", "999999").await;
     let before = snapshot(ports).await;
     let at = now_ms + 1_000;
     assert_internal("settle", store.settle(a, "held", None, at).await);
@@ -140,7 +163,7 @@ pub async fn broken_invariants_write_nothing(store: &dyn Store, ports: &[u16], n
         before,
         "a broken invariant wrote something"
     );
-    hset_where_it_lives(ports, &keys.account, "used", "1000").await;
+    set_counter_where_it_lives(ports, &keys.account, "used", "1000").await;
 
     // 2. A grant claims more units than it was granted.
     hset_where_it_lives(ports, &keys.grants, "pack", "L|purchased|500|600|50||0|0").await;

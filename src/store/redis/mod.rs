@@ -964,8 +964,13 @@ impl Store for RedisStore {
         cmd.arg(max_accounts.saturating_mul(SWEEP_ENTRIES_PER_ACCOUNT));
         let mut conn = self.conn.clone();
         let due: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
-        let mut expired = 0;
-        for (account, members) in due_accounts(due, max_accounts) {
+        let (mut expired, mut swept_accounts) = (0, 0);
+        // An account whose entries were only holds another call found expired (`moved`) is
+        // not one the memory store would visit: it does not count against `max_accounts`.
+        for (account, members) in due_accounts(due, usize::MAX) {
+            if swept_accounts == max_accounts {
+                break;
+            }
             let keys = AccountKeys::new(&account, self.shards);
             // Each due entry's finished-hold key, declared: the expiry is written there.
             let finished: Vec<String> = members
@@ -994,14 +999,22 @@ impl Store for RedisStore {
                 )
                 .await
                 .and_then(|r| match r.status.as_str() {
-                    "ok" | "moved" => ScriptReply::need(r.expired, "expired"),
+                    "ok" => Ok(Some(ScriptReply::need(r.expired, "expired")?)),
+                    "moved" => Ok(None),
                     other => Err(anomaly(other)),
                 });
             match swept {
-                Ok(n) => expired += n,
+                Ok(Some(n)) => {
+                    expired += n;
+                    swept_accounts += 1;
+                }
+                Ok(None) => {}
                 Err(e @ StoreError::Unavailable(_)) => return Err(e),
                 // One broken account must not stop the expiry of every other one.
-                Err(e) => super::sweeper::skipped(&account, &e),
+                Err(e) => {
+                    super::sweeper::skipped(&account, &e);
+                    swept_accounts += 1;
+                }
             }
         }
         Ok(expired)

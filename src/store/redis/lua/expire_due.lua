@@ -14,15 +14,23 @@ local function expire_due()
   -- for the `moved` reply.
   local moved_only = RECLAIMED == 0
   local perform = moved_only and redis.call or write
+  -- The state the moves are made in: as loaded when nothing else is written.
+  local state = moved_only and LOADED_STATE and cmsgpack.unpack(LOADED_STATE) or acct
+  local moved = false
   for i = 9, #ARGV do
     local gen = string.sub(ARGV[i], #ACCOUNT_ID + 2)
-    if EXPIRED_RAW[gen] then
-      move_expired(gen, KEYS[i - 4], perform)
+    if state.x[gen] then
+      move_expired(state, gen, KEYS[i - 4], perform)
+      moved = true
     elseif not OPEN_RAW[gen] and not HOLDS[gen] then
       perform('ZREM', K_EXPIRY, ARGV[i])
     end
   end
-  if moved_only then return reply('moved', { expired = '0' }) end
+  if moved_only then
+    if moved then redis.call('HSET', K_ACCOUNT, 's', cmsgpack.pack(state)) end
+    return reply('moved', { expired = '0' })
+  end
+  if moved then acct_dirty = true end
   return reply('ok', { expired = n2s(RECLAIMED) })
 end
 

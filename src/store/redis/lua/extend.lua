@@ -11,11 +11,11 @@ local function extend()
   if exp > h.exp then
     h.exp = exp
     OPEN_RAW[h.gen] = pack_open(h)
-    set_account_field('h:' .. h.gen, OPEN_RAW[h.gen])
+    acct_dirty = true
     write('ZADD', K_EXPIRY, n2s(exp), ACCOUNT_ID .. '/' .. h.gen)
     emit('hold.extended', keyed_id(h.gen, h.created, 'extended:' .. n2s(exp)), {
       'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(h.qty), 'expires', n2s(exp),
-      'labels', h.labels,
+      'labels', hold_labels(h),
     })
   end
   return reply('ok', { hold = hold_reply(h) })

@@ -33,13 +33,13 @@
 -- JSON objects whose numbers are strings, so no precision is lost on the way.
 
 -- Per-call state: set by `begin()` from the call's keys and arguments.
-local KEYS, ARGV, NOW, ACCOUNT_ID, WINDOW, RETENTION_MS
+local KEYS, ARGV, NOW, ACCOUNT_ID, RETENTION_MS
 local K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN
 -- Generation id -> the declared key of its finished hold, for the holds this call may finish.
 local FINISHED_KEYS
 local DAY_MS = 86400000
--- The account hash's layout, stored in its field `v`.
-local ACCOUNT_LAYOUT = '3'
+-- The layout of the account's state, stored in it as `l`.
+local ACCOUNT_LAYOUT = 3
 
 local function n2s(n)
   return string.format('%d', n)
@@ -139,59 +139,51 @@ end
 -- grants), gx (earliest expiry of a grant with units left, 0: none), ng (live grants), tp (the
 -- highest usage alert threshold, in percent, announced in this cycle).
 
-local NUMERIC = {
-  ad = true, at = true, cs = true, ce = true, cn = true, tot = true, used = true, held = true,
-  seq = true, ca = true, cc = true, cr = true, ch = true, gx = true, ng = true, tp = true,
-}
--- The account of this call, its counters as stored (so `finish()` writes only those that
--- changed), and more account fields for the one HSET of `finish()` (an open hold's field).
-local acct, acct_dirty, LOADED, LOADED_EXISTS, ACCT_FIELDS
+-- The account of this call (the counters above, its open holds in `acct.h` and the expired
+-- holds waiting for the sweeper in `acct.x`), stored as one MessagePack value in the account
+-- hash's field `s`: one field read and one written per call, decoded and encoded in C.
+-- `ACCT_FIELDS`: more fields for the one HSET of `finish()` (an open hold's labels).
+local acct, acct_dirty, LOADED_STATE, ACCT_FIELDS
 local function set_account_field(k, v)
   ACCT_FIELDS[#ACCT_FIELDS + 1] = k
   ACCT_FIELDS[#ACCT_FIELDS + 1] = v
   acct_dirty = true
 end
--- Open holds (`h:` fields, their labels in `l:` fields when they have any) and expired ones
--- waiting for the sweeper (`x:` fields): generation id -> packed text; parsed on demand.
+-- Open holds (generation id -> record, see `open_hold`), expired ones waiting for the sweeper
+-- (generation id -> packed finished hold), and the labels of open holds read so far (each in
+-- the account field `l:<gen>`, read only when the hold's event needs them).
 local OPEN_RAW, EXPIRED_RAW, LABELS_RAW, OPEN_COUNT
 
--- Loads the account hash: a handful of counters and the open holds, whatever the account did
--- before.
-local function load_account()
-  acct = {
-    plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0, used = 0, held = 0,
-    seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
-  }
-  acct_dirty, LOADED, ACCT_FIELDS = false, {}, {}
-  OPEN_RAW, EXPIRED_RAW, LABELS_RAW, OPEN_COUNT = {}, {}, {}, 0
-  local raw = redis.call('HGETALL', K_ACCOUNT)
-  local layout = nil
-  for i = 1, #raw, 2 do
-    local k, v = raw[i], raw[i + 1]
-    local prefix = string.sub(k, 1, 2)
-    if prefix == 'h:' then
-      OPEN_RAW[string.sub(k, 3)] = v
-      OPEN_COUNT = OPEN_COUNT + 1
-    elseif prefix == 'x:' then
-      EXPIRED_RAW[string.sub(k, 3)] = v
-    elseif prefix == 'l:' then
-      LABELS_RAW[string.sub(k, 3)] = v
-    elseif k == 'v' then
-      layout = v
-    elseif NUMERIC[k] then
-      acct[k] = tonumber(v)
-      if acct[k] == nil then broken('account field ' .. k .. ' reads `' .. v .. '`') end
-    else
-      acct[k] = v
+-- Loads the account: a handful of counters and the open holds, whatever the account did
+-- before; with the labels of generation `own` (the call's own hold), in the same read.
+local function load_account(own)
+  acct_dirty, ACCT_FIELDS, LABELS_RAW = false, {}, {}
+  local stored = redis.call('HMGET', K_ACCOUNT, 's', 'v', 'l:' .. (own or ''))
+  LOADED_STATE = stored[1]
+  if own and stored[3] then LABELS_RAW[own] = stored[3] end
+  -- Earlier versions stored accounts in other layouts (one field per counter and per hold,
+  -- `v` naming the layout): such an account is refused rather than misread. (Only an account
+  -- without a state can be one, so the common call pays nothing for the check.)
+  if stored[2] or (not LOADED_STATE and redis.call('EXISTS', K_ACCOUNT) == 1) then
+    error('account ' .. ACCOUNT_ID .. ' is not in this version\'s layout (v=' .. (stored[2] or 'none') .. ')')
+  end
+  if LOADED_STATE then
+    acct = cmsgpack.unpack(LOADED_STATE)
+    -- A counter of another type raises at its first use (Lua compares and adds numbers with
+    -- numbers only), so a corrupt state is refused, never misread.
+    if type(acct) ~= 'table' or acct.l ~= ACCOUNT_LAYOUT then
+      broken('account state of ' .. ACCOUNT_ID .. ' is not of layout ' .. ACCOUNT_LAYOUT)
     end
+  else
+    acct = {
+      l = ACCOUNT_LAYOUT, plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0,
+      used = 0, held = 0, seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
+      h = {}, x = {},
+    }
   end
-  for k, v in pairs(acct) do LOADED[k] = v end
-  LOADED_EXISTS = #raw > 0
-  -- Earlier versions stored accounts in other layouts (holds in hashes of their own; expired
-  -- holds kept in the account hash): such an account is refused rather than misread.
-  if #raw > 0 and layout ~= ACCOUNT_LAYOUT then
-    error('account ' .. ACCOUNT_ID .. ' is not in this version\'s layout (v=' .. tostring(layout) .. ')')
-  end
+  OPEN_RAW, EXPIRED_RAW = acct.h, acct.x
+  OPEN_COUNT = 0
+  for _ in pairs(OPEN_RAW) do OPEN_COUNT = OPEN_COUNT + 1 end
 end
 
 local function check_allowance()
@@ -240,8 +232,10 @@ end
 
 -- ledger::cycle::cycle_containing, on the window the service computed for NOW.
 local function cycle_start_in(i)
-  local days_in_month = (WINDOW[i + 1] - WINDOW[i]) / DAY_MS
-  return WINDOW[i] + (math.min(acct.ad, days_in_month) - 1) * DAY_MS + acct.at
+  -- The month window is args[4..7]: read only by a call that starts or rolls a cycle.
+  local month, next_month = tonumber(ARGV[3 + i]), tonumber(ARGV[4 + i])
+  local days_in_month = (next_month - month) / DAY_MS
+  return month + (math.min(acct.ad, days_in_month) - 1) * DAY_MS + acct.at
 end
 
 local function cycle_containing_now()
@@ -424,18 +418,21 @@ end
 local KIND_CODE = { character_image = 'c', location_image = 'l', first_frame = 'f', video = 'v' }
 local CODE_KIND = { c = 'character_image', l = 'location_image', f = 'first_frame', v = 'video' }
 
+-- An open hold is stored as a record: e expiry, k kind (one letter), m model, q quantity,
+-- u unit cost, a units from the allowance, d draws ({id, units} in burn order), c created,
+-- y cycle start, n cycle number, l true when it has labels.
 local function open_hold(gen)
   if HOLDS[gen] then return HOLDS[gen] end
-  local v = OPEN_RAW[gen]
-  if not v then return nil end
-  local exp, kind, model, qty, unit, fa, draws, created, cycle, cn = string.match(v,
-    '^(%w+)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)$')
-  if not exp or not CODE_KIND[kind] then broken('open hold ' .. gen .. ' reads `' .. v .. '`') end
+  local r = OPEN_RAW[gen]
+  if not r then return nil end
+  if type(r) ~= 'table' or not CODE_KIND[r.k] or type(r.q) ~= 'number' or type(r.u) ~= 'number'
+    or type(r.a) ~= 'number' or type(r.d) ~= 'table' then
+    broken('open hold ' .. gen .. ' is not a hold record')
+  end
   local h = {
-    gen = gen, state = 'held', kind = CODE_KIND[kind], model = model, qty = tonumber(qty),
-    unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws), exp = from36(exp),
-    created = from36(created), cycle = from36(cycle), cn = tonumber(cn),
-    labels = LABELS_RAW[gen] or '{}', charged = 0,
+    gen = gen, state = 'held', kind = CODE_KIND[r.k], model = r.m, qty = r.q, unit = r.u,
+    fa = r.a, draws = r.d, exp = r.e, created = r.c, cycle = r.y, cn = r.n, has_labels = r.l,
+    charged = 0,
   }
   h.cost = h.unit * h.qty
   h.fc = h.cost - h.fa
@@ -443,10 +440,21 @@ local function open_hold(gen)
   return h
 end
 
+-- The labels of hold `h` (JSON), read from the account hash the first time they are needed.
+local function hold_labels(h)
+  if h.labels then return h.labels end
+  h.labels = '{}'
+  if h.has_labels then
+    h.labels = LABELS_RAW[h.gen] or redis.call('HGET', K_ACCOUNT, 'l:' .. h.gen) or '{}'
+  end
+  return h.labels
+end
+
 local function pack_open(h)
-  return b36(h.exp) .. '|' .. KIND_CODE[h.kind] .. '|' .. h.model .. '|' .. n2s(h.qty) .. '|' ..
-    n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. b36(h.created) ..
-    '|' .. b36(h.cycle) .. '|' .. n2s(h.cn)
+  return {
+    e = h.exp, k = KIND_CODE[h.kind], m = h.model, q = h.qty, u = h.unit, a = h.fa, d = h.draws,
+    c = h.created, y = h.cycle, n = h.cn, l = h.has_labels or nil,
+  }
 end
 
 local STATE_CODE = { settled = 's', released = 'r', expired = 'x' }
@@ -504,7 +512,7 @@ local function hold_event(h, event_type, qty, units, fa, draws, reason, lost)
   emit(event_type, keyed_id(h.gen, h.created, string.sub(event_type, 6)), {
     'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(qty), 'units', n2s(units),
     'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws_text(draws), 'reason', reason or '',
-    'cycle', n2s(h.cycle), 'labels', h.labels, 'lost', n2s(lost or 0),
+    'cycle', n2s(h.cycle), 'labels', hold_labels(h), 'lost', n2s(lost or 0),
   })
 end
 
@@ -557,20 +565,14 @@ local function finalize(h, state, charge, reason, own_key)
   end
   OPEN_RAW[h.gen] = nil
   OPEN_COUNT = OPEN_COUNT - 1
-  if LABELS_RAW[h.gen] then
-    LABELS_RAW[h.gen] = nil
-    write('HDEL', K_ACCOUNT, 'h:' .. h.gen, 'l:' .. h.gen)
-  else
-    write('HDEL', K_ACCOUNT, 'h:' .. h.gen)
-  end
+  if h.has_labels then write('HDEL', K_ACCOUNT, 'l:' .. h.gen) end
   if own_key then
     write('SET', own_key, pack_finished(h), 'PX', RETENTION_MS)
     write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
   else
-    -- An expiry whose key this call could not declare: kept in the account hash, and in the
-    -- expiry index, until the sweeper moves it to its own key (`move_expired`).
+    -- An expiry whose key this call could not declare: kept in the account's state, and in
+    -- the expiry index, until the sweeper moves it to its own key (`move_expired`).
     EXPIRED_RAW[h.gen] = pack_finished(h)
-    write('HSET', K_ACCOUNT, 'x:' .. h.gen, EXPIRED_RAW[h.gen])
   end
 end
 
@@ -579,9 +581,8 @@ end
 local RECLAIMED    -- holds this call expired
 local function reclaim_expired()
   local due = {}
-  for gen, v in pairs(OPEN_RAW) do
-    local exp = from36(string.match(v, '^(%w+)|'))
-    if exp <= NOW then due[#due + 1] = { exp = exp, gen = gen } end
+  for gen, r in pairs(OPEN_RAW) do
+    if r.e <= NOW then due[#due + 1] = { exp = r.e, gen = gen } end
   end
   table.sort(due, function(a, b)
     if a.exp ~= b.exp then return a.exp < b.exp end
@@ -594,20 +595,19 @@ local function reclaim_expired()
   for gen, v in pairs(EXPIRED_RAW) do
     if from36(string.match(v, '|(%w+)$')) <= NOW then
       EXPIRED_RAW[gen] = nil
-      write('HDEL', K_ACCOUNT, 'x:' .. gen)
+      acct_dirty = true
     end
   end
 end
 
--- Moves an expired hold waiting in the account hash to its own key `key` (the sweeper's work,
--- with the key declared), or forgets it past retention. `perform` queues the writes (`write`)
--- or runs them at once (`redis.call`).
-local function move_expired(gen, key, perform)
-  local v = EXPIRED_RAW[gen]
+-- Moves expired hold `gen` waiting in the account's state `state` to its own key `key` (the
+-- sweeper's work, with the key declared), or forgets it past retention. `perform` queues the
+-- writes (`write`) or runs them at once (`redis.call`).
+local function move_expired(state, gen, key, perform)
+  local v = state.x[gen]
   local forget = from36(string.match(v, '|(%w+)$'))
   if forget > NOW then perform('SET', key, v, 'PX', n2s(forget - NOW)) end
-  EXPIRED_RAW[gen] = nil
-  perform('HDEL', K_ACCOUNT, 'x:' .. gen)
+  state.x[gen] = nil
   perform('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. gen)
 end
 
@@ -715,13 +715,14 @@ local function reserve_new(gen, kind, model, qty, unit, ttl_ms, labels)
     fa = from_allowance, fc = cost - from_allowance, draws = draws, exp = NOW + ttl_ms,
     created = NOW, charged = 0, cycle = acct.cs, cn = acct.cn, labels = labels,
   }
+  h.has_labels = labels ~= '{}'
   HOLDS[gen] = h
   OPEN_RAW[gen] = pack_open(h)
   OPEN_COUNT = OPEN_COUNT + 1
-  set_account_field('h:' .. gen, OPEN_RAW[gen])
-  if h.labels ~= '{}' then
-    LABELS_RAW[gen] = h.labels
-    set_account_field('l:' .. gen, h.labels)
+  acct_dirty = true
+  if h.has_labels then
+    LABELS_RAW[gen] = labels
+    set_account_field('l:' .. gen, labels)
   end
   hold_event(h, 'hold.reserved', qty, cost, h.fa, draws, '', 0)
   write('ZADD', K_EXPIRY, n2s(h.exp), ACCOUNT_ID .. '/' .. gen)
@@ -771,19 +772,9 @@ local function finish(result)
     check_invariants()
     -- Every argument is built before the first write, so nothing can fail half way.
     if acct_dirty then
-      -- Only what changed (each argument costs inside Redis), everything for a new account.
-      local args = { 'HSET', K_ACCOUNT }
-      if not LOADED_EXISTS then
-        args[3], args[4] = 'v', ACCOUNT_LAYOUT
-      end
-      for k, v in pairs(acct) do
-        if not LOADED_EXISTS or v ~= LOADED[k] then
-          args[#args + 1] = k
-          args[#args + 1] = NUMERIC[k] and n2s(v) or v
-        end
-      end
+      local args = { 'HSET', K_ACCOUNT, 's', cmsgpack.pack(acct) }
       for _, v in ipairs(ACCT_FIELDS) do args[#args + 1] = v end
-      if #args > 2 then WRITES[#WRITES + 1] = args end
+      WRITES[#WRITES + 1] = args
     end
     for id in pairs(grants_dirty) do
       local g = grants[id]
@@ -801,19 +792,19 @@ local function finish(result)
 end
 
 -- Every operation starts here: the call's state from its keys and arguments (`finished_keys`:
--- generation id -> the declared key of its finished hold), the account, then the lazy work:
+-- generation id -> the declared key of its finished hold; `own`: the call's own generation),
+-- the account, then the lazy work:
 -- roll the cycle over, reclaim expired holds, expire grants.
-local function begin(keys, args, finished_keys)
+local function begin(keys, args, finished_keys, own)
   KEYS, ARGV = keys, args
   NOW, ACCOUNT_ID = tonumber(args[1]), args[2]
   if args[3] ~= PLAN_TABLE then PLAN_TABLE, PLANS = args[3], {} end
-  WINDOW = { tonumber(args[4]), tonumber(args[5]), tonumber(args[6]), tonumber(args[7]) }
   RETENTION_MS = tonumber(args[8])
   K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN = keys[1], keys[2], keys[3], keys[4], keys[5]
   FINISHED_KEYS = finished_keys or {}
   WRITES, HOLDS, RECLAIMED = {}, {}, 0
   grants, tombs, grants_dirty = nil, nil, {}
-  load_account()
+  load_account(own)
   -- A corrupt account is refused before anything is computed from it.
   check_allowance()
   rollover()
@@ -833,7 +824,9 @@ local function register(name, op, finished_keys, flags)
   redis.register_function({
     function_name = LIBRARY .. '_' .. name,
     callback = function(keys, args)
-      begin(keys, args, finished_keys and finished_keys(keys, args))
+      -- An operation on its own generation may need that hold's labels for its event.
+      local own = finished_keys == own_generation and args[9] or nil
+      begin(keys, args, finished_keys and finished_keys(keys, args), own)
       return finish(op())
     end,
     flags = flags,
