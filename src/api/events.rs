@@ -119,7 +119,10 @@ impl pb::usage_events_server::UsageEvents for EventsService {
                     tonic::Code::DataLoss,
                     loss_message(&req.group, &losses),
                     status::reason::EVENTS_LOST,
-                    [("group", req.group.clone()), ("lost_events", total.to_string())],
+                    [
+                        ("group", req.group.clone()),
+                        ("lost_events", total.to_string()),
+                    ],
                 ));
             }
         }

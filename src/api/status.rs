@@ -463,7 +463,10 @@ mod tests {
         let violation = &details.bad_request().unwrap().field_violations[0];
         assert_eq!(violation.field, "items[2].quantity");
         assert_eq!(violation.description, "images are 1-16");
-        assert_eq!(details.error_info().unwrap().metadata["field"], "items[2].quantity");
+        assert_eq!(
+            details.error_info().unwrap().metadata["field"],
+            "items[2].quantity"
+        );
     }
 
     #[test]
