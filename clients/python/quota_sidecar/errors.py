@@ -12,7 +12,7 @@ status code, with the fields `None`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -52,17 +52,13 @@ class ErrorDetails:
     # `ErrorInfo.reason` (e.g. "HOLD_NOT_FOUND"); `None` when the answer had no details.
     reason: str | None = None
     # `ErrorInfo.metadata`: the numbers and names, as strings.
-    metadata: Mapping[str, str] = None  # type: ignore[assignment]
+    metadata: Mapping[str, str] = field(default_factory=dict)
     # `BadRequest` field violations as (field, description).
     field_violations: tuple[tuple[str, str], ...] = ()
     # `QuotaFailure` violations as (subject, description).
     quota_violations: tuple[tuple[str, str], ...] = ()
     # `RetryInfo.retry_delay` in seconds, when the server suggested one.
     retry_delay_seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.metadata is None:
-            object.__setattr__(self, "metadata", {})
 
 
 def _trailers(err: grpc.RpcError) -> Iterable[tuple[str, object]]:
