@@ -821,6 +821,13 @@ mod cases {
             "{}",
             status.message()
         );
+        // For programs: the reason and the count, in the error details.
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.metadata["lost_events"].as_str()),
+            ("EVENTS_LOST", "8")
+        );
         // Told once: it reads on from what is kept.
         let mut sub = server.subscribe("billing", "c1").await;
         let kept = sub.take(4).await;

@@ -48,10 +48,10 @@ impl Run {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
     }
 
-    /// Asserts exit status 1 with exactly one `quotactl: ...` line on stderr and nothing on
-    /// stdout; returns that line.
-    fn failure(self) -> String {
-        assert_eq!(self.code, Some(1), "{self:?}");
+    /// Asserts exit status `exit` (as `quotactl --help` lists them) with exactly one
+    /// `quotactl: ...` line on stderr and nothing on stdout; returns that line.
+    fn failure(self, exit: i32) -> String {
+        assert_eq!(self.code, Some(exit), "{self:?}");
         assert!(self.stdout.is_empty(), "{self:?}");
         let lines: Vec<&str> = self.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line expected: {self:?}");
@@ -396,11 +396,11 @@ async fn quote_answers_and_denials_exit_0_and_change_nothing() {
     assert_eq!(denied["cost_units"], 100, "{denied}");
     let reserve = ctl
         .run(&["reserve", a, "gen-pro", "video", "5", "--model", "pro"])
-        .failure();
+        .failure(3);
     assert_eq!(
         reserve,
         format!(
-            "quotactl: not allowed by the plan: {}",
+            "quotactl: not allowed by the plan: {} [PLAN_DENIED]",
             denied["denial_message"].as_str().unwrap()
         )
     );
@@ -432,7 +432,7 @@ async fn quote_answers_and_denials_exit_0_and_change_nothing() {
     );
 
     // A call that fails is still a failure.
-    let line = ctl.run(&["quote", "acct{1}", "video", "5"]).failure();
+    let line = ctl.run(&["quote", "acct{1}", "video", "5"]).failure(2);
     assert!(
         line.starts_with("quotactl: invalid request: account_id: "),
         "{line}"
@@ -517,7 +517,7 @@ async fn reserve_batch_holds_all_or_none() {
             "--item",
             "x2:video:5:pro",
         ])
-        .failure();
+        .failure(3);
     assert!(
         line.starts_with("quotactl: not allowed by the plan: item 1 (generation `x2`): "),
         "{line}"
@@ -527,7 +527,7 @@ async fn reserve_batch_holds_all_or_none() {
         (&b["open_holds"], &b["allowance_held"]),
         (&Value::from(0), &Value::from(0))
     );
-    let line = ctl.run(&["settle", a, "x1"]).failure();
+    let line = ctl.run(&["settle", a, "x1"]).failure(4);
     assert!(line.starts_with("quotactl: not found: "), "{line}");
 
     // An item that is not GEN:KIND:QUANTITY[:MODEL] never reaches the sidecar.
@@ -616,32 +616,32 @@ async fn refunds_go_back_to_the_allowance_and_as_credits() {
     // Refusals: more than is left (the message says how much is), and a hold not settled.
     let line = ctl
         .run(&["refund", a, "gen-1", "r2", "--units", "31"])
-        .failure();
+        .failure(5);
     assert_eq!(
         line,
         "quotactl: not possible now: cannot refund 31 units of generation `gen-1`: 30 of its \
-         charge are left to refund"
+         charge are left to refund [REFUND_ABOVE_CHARGE]"
     );
     ctl.run(&["reserve", a, "gen-2", "first-frame", "1"]).ok();
-    let line = ctl.run(&["refund", a, "gen-2", "r3"]).failure();
+    let line = ctl.run(&["refund", a, "gen-2", "r3"]).failure(5);
     assert!(
         line.starts_with("quotactl: not possible now: cannot refund generation `gen-2`: "),
         "{line}"
     );
-    let line = ctl.run_with(None, &["refund", a, "gen-1", "r4"]).failure();
+    let line = ctl.run_with(None, &["refund", a, "gen-1", "r4"]).failure(2);
     assert!(line.contains("QUOTA_ADMIN_TOKEN is not set"), "{line}");
     let b = ctl.run(&["balance", a, "--json"]).json();
     assert_eq!(b["allowance_used"], 30, "the refusals changed nothing: {b}");
 }
 
 #[tokio::test]
-async fn errors_are_one_line_and_exit_1() {
+async fn errors_are_one_line_with_an_exit_status_per_kind() {
     let ctl = Ctl::start("memory").await;
     let a = "acct-ctl-errors";
 
     let line = ctl
         .run_with(Some("not-the-token"), &["account", a])
-        .failure();
+        .failure(3);
     assert!(
         line.starts_with("quotactl: the admin listener refused the token"),
         "{line}"
@@ -650,7 +650,9 @@ async fn errors_are_one_line_and_exit_1() {
         !line.contains("not-the-token"),
         "never echo a token: {line}"
     );
-    let line = ctl.run_with(None, &["grant", a, "pack-1", "100"]).failure();
+    let line = ctl
+        .run_with(None, &["grant", a, "pack-1", "100"])
+        .failure(2);
     assert_eq!(
         line,
         "quotactl: QUOTA_ADMIN_TOKEN is not set: admin commands need the sidecar's admin token"
@@ -665,14 +667,15 @@ async fn errors_are_one_line_and_exit_1() {
     // Refusals by the sidecar are explained, each in one line.
     let line = ctl
         .run(&["reserve", a, "gen-1", "character-image", "1"])
-        .failure();
+        .failure(3);
     assert_eq!(
         line,
-        "quotactl: not enough funds: generation costs 4 units, account has 0 available"
+        "quotactl: not enough funds: generation costs 4 units, account has 0 available \
+         [INSUFFICIENT_FUNDS]"
     );
     let line = ctl
         .run(&["reserve", a, "gen-1", "video", "5", "--model", "cinema"])
-        .failure();
+        .failure(3);
     assert!(
         line.starts_with("quotactl: not allowed by the plan: "),
         "{line}"
@@ -681,28 +684,38 @@ async fn errors_are_one_line_and_exit_1() {
         line.contains("hollywood"),
         "names the plan that allows it: {line}"
     );
-    let line = ctl.run(&["settle", a, "gen-unknown"]).failure();
+    let line = ctl.run(&["settle", a, "gen-unknown"]).failure(4);
     assert!(line.starts_with("quotactl: not found: "), "{line}");
-    let line = ctl.run(&["set-plan", a, "platinum"]).failure();
+    assert!(line.ends_with(" [HOLD_NOT_FOUND]"), "{line}");
+    let line = ctl.run(&["revoke", a, "no-such-grant"]).failure(4);
+    assert!(line.ends_with(" [GRANT_NOT_FOUND]"), "{line}");
+    // One grant id with other terms is a conflict.
+    ctl.run(&["grant", a, "pack-2", "10"]).ok();
+    let line = ctl.run(&["grant", a, "pack-2", "11"]).failure(5);
+    assert!(line.starts_with("quotactl: already exists: "), "{line}");
+    assert!(line.ends_with(" [GRANT_CONFLICT]"), "{line}");
+    ctl.run(&["revoke", a, "pack-2"]).ok();
+    let line = ctl.run(&["set-plan", a, "platinum"]).failure(2);
+    assert!(line.ends_with(" [INVALID_ARGUMENT]"), "{line}");
     assert!(
         line.starts_with("quotactl: invalid request: plan: "),
         "{line}"
     );
     let line = ctl
         .run(&["grant", a, "pack-1", "10", "--expires", "next week"])
-        .failure();
+        .failure(2);
     assert!(line.contains("RFC 3339"), "{line}");
 
     // Nothing listening: one line naming the address.
     let nobody = SocketAddr::from(([127, 0, 0, 1], harness::free_port()));
-    let line = quotactl(nobody, nobody, Some(TOKEN), &["balance", a]).failure();
+    let line = quotactl(nobody, nobody, Some(TOKEN), &["balance", a]).failure(6);
     assert!(
         line.starts_with(&format!(
             "quotactl: cannot reach the sidecar at http://{nobody}"
         )),
         "{line}"
     );
-    let line = quotactl(nobody, nobody, Some(TOKEN), &["account", a]).failure();
+    let line = quotactl(nobody, nobody, Some(TOKEN), &["account", a]).failure(6);
     assert!(line.contains(&nobody.to_string()), "{line}");
 }
 
@@ -923,7 +936,7 @@ async fn catalog_as_a_table_and_json_from_targets_without_a_scheme() {
         .json();
     assert_eq!(set["change"], "started", "{set}");
     // A target that is neither is still one line.
-    let bad = ctl.run(&["--target", "not a target", "catalog"]).failure();
+    let bad = ctl.run(&["--target", "not a target", "catalog"]).failure(2);
     assert!(bad.contains("not a target"), "{bad}");
 }
 
@@ -1037,7 +1050,7 @@ async fn event_groups_through_quotactl(store: &str) {
     assert_eq!(ctl.run(&["events", "groups"]).ok(), "(none)\n");
     let line = ctl
         .run(&["events", "groups", "delete", "billing"])
-        .failure();
+        .failure(4);
     assert!(line.contains("no consumer group `billing`"), "{line}");
 }
 
@@ -1139,10 +1152,64 @@ async fn quotactl_on_redis_and_through_an_outage() {
 
     // Redis gone: the sidecar answers, and quotactl says what is wrong in one line.
     redis.stop();
-    let line = ctl.run(&["balance", a]).failure();
+    let line = ctl.run(&["balance", a]).failure(6);
     assert!(line.contains("store"), "{line}");
     assert!(
         !line.contains("cannot reach the sidecar"),
         "the sidecar is up: {line}"
     );
+}
+
+/// `--help` lists the exit statuses; arguments have help text; `--model` names where its
+/// values come from and the built-in ones.
+#[test]
+fn help_lists_exit_statuses_and_argument_values() {
+    let help = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_quotactl"))
+            .args(args)
+            .output()
+            .expect("run quotactl");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    for line in [
+        "  2  usage:",
+        "  3  denied:",
+        "  4  not found:",
+        "  5  conflict:",
+        "  6  unavailable:",
+    ] {
+        assert!(top.contains(line), "{line:?} missing from:\n{top}");
+    }
+    let reserve = help(&["reserve", "--help"]);
+    assert!(reserve.contains("<ACCOUNT>        Account id"), "{reserve}");
+    assert!(
+        reserve.contains("<GENERATION_ID>  Id of the generation"),
+        "{reserve}"
+    );
+    assert!(reserve.contains("`quotactl catalog`"), "{reserve}");
+    assert!(reserve.contains("cinema, pro, standard"), "{reserve}");
+    let set_plan = help(&["set-plan", "--help"]);
+    assert!(set_plan.contains("microbudget"), "{set_plan}");
+    // Every positional argument of every command says what it is.
+    for command in [
+        "balance", "account", "set-plan", "grant", "revoke", "reserve", "quote", "settle",
+        "release", "refund",
+    ] {
+        // `-h`: the short form, one line per argument.
+        let text = help(&[command, "-h"]);
+        let arguments = text
+            .split("Arguments:\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap_or_else(|| panic!("{command} has arguments:\n{text}"));
+        for line in arguments.lines() {
+            let described = line.trim_start().split_once('>').map(|(_, d)| d.trim());
+            assert!(
+                described.is_some_and(|d| !d.is_empty()),
+                "{command}: argument without help: {line:?}"
+            );
+        }
+    }
 }

@@ -46,8 +46,11 @@ impl Interceptor for BearerAuth {
             Ok(request)
         } else {
             tracing::debug!("admin call without a valid bearer token");
-            Err(Status::unauthenticated(
+            Err(super::status::with_reason(
+                tonic::Code::Unauthenticated,
                 "admin API needs `authorization: Bearer <token>` with the configured token",
+                super::status::reason::UNAUTHENTICATED,
+                [],
             ))
         }
     }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::{convert, validate};
+use super::{convert, status, validate};
 use crate::clock::Clock;
 use crate::config::{
     DEFAULT_EVENTS_CLAIM_IDLE_MS, DEFAULT_EVENTS_MAX_IN_FLIGHT, DEFAULT_EVENTS_POLL_MS,
@@ -114,7 +114,16 @@ impl pb::usage_events_server::UsageEvents for EventsService {
         if !req.ephemeral {
             let losses = self.log.take_losses(&req.group).await?;
             if !losses.is_empty() {
-                return Err(Status::data_loss(loss_message(&req.group, &losses)));
+                let total: u64 = losses.iter().map(|l| l.count).sum();
+                return Err(status::with_reason(
+                    tonic::Code::DataLoss,
+                    loss_message(&req.group, &losses),
+                    status::reason::EVENTS_LOST,
+                    [
+                        ("group", req.group.clone()),
+                        ("lost_events", total.to_string()),
+                    ],
+                ));
             }
         }
         let span = tracing::Span::current();
@@ -202,7 +211,15 @@ fn ephemeral_group_name() -> Result<String, Status> {
     let mut bytes = [0u8; 8];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| Status::internal("no randomness for an ephemeral group name"))?;
+        .map_err(|_| {
+            tracing::error!("no randomness for an ephemeral group name");
+            status::with_reason(
+                tonic::Code::Internal,
+                status::INTERNAL_MESSAGE,
+                status::reason::INTERNAL,
+                [],
+            )
+        })?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!("{EPHEMERAL_PREFIX}{hex}"))
 }
@@ -316,8 +333,11 @@ impl Subscription {
                 tracing::info!("subscriber disconnected");
                 None
             }
-            End::Stopping => Some(Status::unavailable(
+            End::Stopping => Some(status::with_reason(
+                tonic::Code::Unavailable,
                 "the sidecar is shutting down; subscribe again",
+                status::reason::SHUTTING_DOWN,
+                [],
             )),
             End::Failed(status) => Some(status),
         };

@@ -1,9 +1,54 @@
-//! The one mapping from store errors to gRPC status codes. Messages are the error's `Display`,
-//! written for the caller.
+//! The one mapping from store errors to gRPC answers: a status code, a message written for
+//! people (the error's `Display`), and error details written for programs (`google.rpc.Status`
+//! in `grpc-status-details-bin`: an `ErrorInfo` of domain [`DOMAIN`] with a stable reason and
+//! the numbers as metadata, plus `BadRequest`, `QuotaFailure` or `RetryInfo` where they apply).
+//! Clients switch on the reason, never on the message.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::ledger::DenialReason;
 use crate::store::StoreError;
+
+/// The `ErrorInfo.domain` of every error this service answers.
+pub const DOMAIN: &str = "quota.v1";
+
+/// The `RetryInfo` delay of an unavailable store: about one reconnect of the store's
+/// connection, so a client comes back once it may have recovered, not in a tight loop.
+pub const STORE_RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// What an internal error answers: its detail may name scripts, keys or lines, which is for
+/// the log, not for callers.
+pub const INTERNAL_MESSAGE: &str = "internal error in the sidecar; its log has the detail";
+
+/// The stable `ErrorInfo.reason` of each error (API.md "Third version"), plus the few the
+/// edges answer without a store error.
+pub mod reason {
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    pub const PLAN_DENIED: &str = "PLAN_DENIED";
+    pub const INSUFFICIENT_FUNDS: &str = "INSUFFICIENT_FUNDS";
+    pub const GENERATION_CONFLICT: &str = "GENERATION_CONFLICT";
+    pub const GRANT_CONFLICT: &str = "GRANT_CONFLICT";
+    pub const REQUEST_CONFLICT: &str = "REQUEST_CONFLICT";
+    pub const REFUND_CONFLICT: &str = "REFUND_CONFLICT";
+    pub const HOLD_NOT_FOUND: &str = "HOLD_NOT_FOUND";
+    pub const GRANT_NOT_FOUND: &str = "GRANT_NOT_FOUND";
+    pub const HOLD_STATE: &str = "HOLD_STATE";
+    pub const SETTLE_ABOVE_HOLD: &str = "SETTLE_ABOVE_HOLD";
+    pub const REFUND_ABOVE_CHARGE: &str = "REFUND_ABOVE_CHARGE";
+    pub const TOO_MANY_GRANTS: &str = "TOO_MANY_GRANTS";
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    pub const INTERNAL: &str = "INTERNAL";
+    /// The admin API without the configured bearer token.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// A consumer group missed events the retention cap dropped (`DATA_LOSS` on Subscribe).
+    pub const EVENTS_LOST: &str = "EVENTS_LOST";
+    /// The sidecar is stopping; the same call to a running one is safe.
+    pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+}
 
 /// The gRPC code of a store error.
 pub fn code(err: &StoreError) -> Code {
@@ -28,6 +73,175 @@ pub fn code(err: &StoreError) -> Code {
     }
 }
 
+/// The `ErrorInfo.reason` of a store error; a batch item's is its own error's.
+pub fn reason_of(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::InvalidArgument { .. } => reason::INVALID_ARGUMENT,
+        StoreError::Denied(_) => reason::PLAN_DENIED,
+        StoreError::InsufficientFunds { .. } => reason::INSUFFICIENT_FUNDS,
+        StoreError::GenerationConflict { .. } => reason::GENERATION_CONFLICT,
+        StoreError::GrantConflict { .. } => reason::GRANT_CONFLICT,
+        StoreError::RequestConflict { .. } => reason::REQUEST_CONFLICT,
+        StoreError::RefundConflict { .. } => reason::REFUND_CONFLICT,
+        StoreError::HoldNotFound { .. } => reason::HOLD_NOT_FOUND,
+        StoreError::GrantNotFound { .. } => reason::GRANT_NOT_FOUND,
+        StoreError::HoldState { .. } => reason::HOLD_STATE,
+        StoreError::SettleAboveHold { .. } => reason::SETTLE_ABOVE_HOLD,
+        StoreError::RefundAboveCharge { .. } => reason::REFUND_ABOVE_CHARGE,
+        StoreError::TooManyGrants { .. } => reason::TOO_MANY_GRANTS,
+        StoreError::BatchItem { source, .. } => reason_of(source),
+        StoreError::Unavailable(_) => reason::STORE_UNAVAILABLE,
+        StoreError::Internal(_) => reason::INTERNAL,
+    }
+}
+
+/// The error details of a store error: `ErrorInfo` with the numbers a program acts on, and
+/// the standard detail that fits. A batch item's details are its own error's, with `index`
+/// and `generation_id` of the item added and a bad field named as `items[i].field`.
+pub fn details(err: &StoreError) -> ErrorDetails {
+    let mut metadata = Metadata::new();
+    let mut details = ErrorDetails::new();
+    fill(err, &mut metadata, &mut details, "");
+    details.set_error_info(reason_of(err), DOMAIN, metadata.0);
+    details
+}
+
+/// `ErrorInfo.metadata` as it is built: string keys and values, numbers in decimal.
+struct Metadata(HashMap<String, String>);
+
+impl Metadata {
+    fn new() -> Self {
+        Metadata(HashMap::new())
+    }
+
+    fn put(&mut self, key: &str, value: impl ToString) {
+        self.0.insert(key.to_string(), value.to_string());
+    }
+}
+
+fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, prefix: &str) {
+    match err {
+        StoreError::InvalidArgument { field, message } => {
+            metadata.put("field", format!("{prefix}{field}"));
+            details.add_bad_request_violation(format!("{prefix}{field}"), message.clone());
+        }
+        StoreError::Denied(denial) => {
+            metadata.put("plan", &denial.plan);
+            if let Some(needs) = &denial.needs {
+                metadata.put("required_plan", needs);
+            }
+            metadata.put("feature", denial.code());
+            match &denial.reason {
+                DenialReason::Model { model } => metadata.put("model", model),
+                DenialReason::VideoSeconds {
+                    seconds,
+                    max_seconds,
+                } => {
+                    metadata.put("video_seconds", seconds);
+                    metadata.put("max_video_seconds", max_seconds);
+                }
+                DenialReason::ConcurrentHolds {
+                    open_holds,
+                    max_holds,
+                } => {
+                    metadata.put("open_holds", open_holds);
+                    metadata.put("max_open_holds", max_holds);
+                }
+            }
+        }
+        StoreError::InsufficientFunds { needed, available } => {
+            metadata.put("needed_units", needed);
+            metadata.put("available_units", available);
+            details.add_quota_failure_violation(
+                "allowance_and_credits",
+                format!("needs {needed} units, {available} available"),
+            );
+        }
+        StoreError::GenerationConflict {
+            generation_id,
+            existing,
+            requested,
+        } => {
+            metadata.put("generation_id", generation_id);
+            metadata.put("existing", existing);
+            metadata.put("requested", requested);
+        }
+        StoreError::GrantConflict { grant_id } => metadata.put("grant_id", grant_id),
+        StoreError::RequestConflict { request_id } => metadata.put("request_id", request_id),
+        StoreError::RefundConflict { refund_id } => metadata.put("refund_id", refund_id),
+        StoreError::HoldNotFound {
+            account_id,
+            generation_id,
+        } => {
+            metadata.put("account_id", account_id);
+            metadata.put("generation_id", generation_id);
+        }
+        StoreError::GrantNotFound {
+            account_id,
+            grant_id,
+        } => {
+            metadata.put("account_id", account_id);
+            metadata.put("grant_id", grant_id);
+        }
+        StoreError::HoldState {
+            generation_id,
+            state,
+            operation,
+        } => {
+            metadata.put("generation_id", generation_id);
+            metadata.put("state", state);
+            metadata.put("operation", operation);
+        }
+        StoreError::SettleAboveHold {
+            generation_id,
+            actual_quantity,
+            reserved_quantity,
+        } => {
+            metadata.put("generation_id", generation_id);
+            metadata.put("actual_quantity", actual_quantity);
+            metadata.put("reserved_quantity", reserved_quantity);
+        }
+        StoreError::RefundAboveCharge {
+            generation_id,
+            requested,
+            refundable,
+        } => {
+            metadata.put("generation_id", generation_id);
+            metadata.put("requested_units", requested);
+            metadata.put("refundable_units", refundable);
+        }
+        StoreError::TooManyGrants { account_id, limit } => {
+            metadata.put("account_id", account_id);
+            metadata.put("max_live_grants", limit);
+        }
+        StoreError::BatchItem {
+            index,
+            generation_id,
+            source,
+        } => {
+            metadata.put("index", index);
+            metadata.put("generation_id", generation_id);
+            fill(source, metadata, details, &format!("items[{index}]."));
+        }
+        StoreError::Unavailable(_) => {
+            details.set_retry_info(Some(STORE_RETRY_DELAY));
+        }
+        StoreError::Internal(_) => {}
+    }
+}
+
+/// The message for people: the error's `Display`, except an internal error's, whose detail
+/// stays in the log.
+fn message(err: &StoreError) -> String {
+    match err {
+        StoreError::Internal(_) => INTERNAL_MESSAGE.to_string(),
+        StoreError::BatchItem { source, .. } if matches!(**source, StoreError::Internal(_)) => {
+            INTERNAL_MESSAGE.to_string()
+        }
+        _ => err.to_string(),
+    }
+}
+
 impl From<StoreError> for Status {
     /// Logs by who has to act: the caller's mistakes and refusals at debug (they are answers,
     /// not incidents), an unreachable store at warn, a bug or corrupt state at error.
@@ -41,17 +255,75 @@ impl From<StoreError> for Status {
             }
             _ => tracing::debug!(code = ?code, error = %err, "refused by store"),
         }
-        Status::new(code, err.to_string())
+        Status::with_error_details(code, message(&err), details(&err))
     }
+}
+
+/// A status with an `ErrorInfo` of `reason` and `metadata`, for the errors the edges answer
+/// themselves.
+pub fn with_reason(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, metadata),
+    )
+}
+
+/// `INVALID_ARGUMENT` for `field` (its wire name, e.g. `items[2].quantity`), with a
+/// `BadRequest` violation naming it. The message starts with the field: `field: message`.
+pub fn invalid_argument(field: &str, message: &str) -> Status {
+    let mut details = ErrorDetails::with_bad_request_violation(field, message);
+    details.set_error_info(
+        reason::INVALID_ARGUMENT,
+        DOMAIN,
+        HashMap::from([("field".to_string(), field.to_string())]),
+    );
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {message}"),
+        details,
+    )
+}
+
+/// `UNAVAILABLE` because the store cannot answer yet, with `RetryInfo`.
+pub fn store_unavailable(message: impl Into<String>) -> Status {
+    let mut details = ErrorDetails::with_retry_info(Some(STORE_RETRY_DELAY));
+    details.set_error_info(reason::STORE_UNAVAILABLE, DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unavailable, message, details)
 }
 
 /// The ledger's time, or UNAVAILABLE while the store's clock has not been read (a sidecar
 /// started while its store was down): guessing from this machine's clock could expire holds or
 /// roll cycles early.
 pub fn ledger_now(clock: &dyn crate::clock::Clock) -> Result<i64, Status> {
-    clock.ledger_now_ms().ok_or_else(|| {
-        Status::unavailable("the store's clock has not been read yet; retry shortly")
-    })
+    clock
+        .ledger_now_ms()
+        .ok_or_else(|| store_unavailable("the store's clock has not been read yet; retry shortly"))
+}
+
+/// A field error of one batch item: the same error with the field named as
+/// `{prefix}{field}` (e.g. `items[2].quantity`) in the message and the details.
+pub fn in_item(status: Status, prefix: &str) -> Status {
+    let details = status.get_error_details();
+    match details
+        .bad_request()
+        .and_then(|bad| bad.field_violations.first())
+    {
+        Some(violation) => invalid_argument(
+            &format!("{prefix}{}", violation.field),
+            &violation.description,
+        ),
+        None => status,
+    }
 }
 
 #[cfg(test)]
@@ -147,13 +419,60 @@ mod tests {
         ];
         for (err, expected) in cases {
             let message = err.to_string();
-            let status = Status::from(err);
+            let reason = reason_of(&err);
+            let status = Status::from(err.clone());
             assert_eq!(status.code(), expected, "{message}");
-            assert_eq!(status.message(), message);
+            let details = status.get_error_details();
+            let info = details.error_info().expect("every error has an ErrorInfo");
+            assert_eq!(info.domain, DOMAIN, "{message}");
+            assert_eq!(info.reason, reason, "{message}");
+            if matches!(err, StoreError::Internal(_)) {
+                assert_eq!(status.message(), INTERNAL_MESSAGE);
+            } else {
+                assert_eq!(status.message(), message);
+            }
         }
         assert_eq!(
             Status::from(StoreError::Denied(denial)).message(),
             "model `cinema` needs plan `hollywood`; account is on `microbudget`"
         );
+    }
+
+    #[test]
+    fn batch_item_details_name_the_item() {
+        let err = StoreError::BatchItem {
+            index: 2,
+            generation_id: "g2".into(),
+            source: Box::new(StoreError::InsufficientFunds {
+                needed: 8,
+                available: 3,
+            }),
+        };
+        let details = Status::from(err).get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, reason::INSUFFICIENT_FUNDS);
+        assert_eq!(info.metadata["index"], "2");
+        assert_eq!(info.metadata["generation_id"], "g2");
+        assert_eq!(info.metadata["needed_units"], "8");
+        assert_eq!(info.metadata["available_units"], "3");
+        assert!(details.quota_failure().is_some());
+
+        let field = in_item(invalid_argument("quantity", "images are 1-16"), "items[2].");
+        assert_eq!(field.message(), "items[2].quantity: images are 1-16");
+        let details = field.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "items[2].quantity");
+        assert_eq!(violation.description, "images are 1-16");
+        assert_eq!(
+            details.error_info().unwrap().metadata["field"],
+            "items[2].quantity"
+        );
+    }
+
+    #[test]
+    fn internal_detail_stays_in_the_log() {
+        let status = Status::from(StoreError::Internal("script f_abc123 line 7".into()));
+        assert_eq!(status.message(), INTERNAL_MESSAGE);
+        assert!(!format!("{:?}", status.details()).contains("abc123"));
     }
 }

@@ -40,11 +40,11 @@ pub const MIN_TIMESTAMP_SECONDS: i64 = 946_684_800;
 /// Latest accepted timestamp, 9999-12-31T23:59:59Z, the end of RFC 3339's range.
 pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 
-/// `INVALID_ARGUMENT` naming `field`.
+/// `INVALID_ARGUMENT` naming `field`, in the message and as a `BadRequest` violation.
 pub fn invalid(field: &str, message: impl Display) -> Status {
-    let message = format!("{field}: {message}");
-    tracing::debug!(%message, "invalid request");
-    Status::invalid_argument(message)
+    let message = message.to_string();
+    tracing::debug!(field, %message, "invalid request");
+    super::status::invalid_argument(field, &message)
 }
 
 /// An account, generation, grant or request id: 1-128 characters of `[A-Za-z0-9._:-]`.
@@ -293,7 +293,8 @@ pub fn reserve_batch_cmd(
     let mut seen = std::collections::HashSet::new();
     let mut items = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.into_iter().enumerate() {
-        let named = |s: Status| Status::invalid_argument(format!("items[{i}].{}", s.message()));
+        let prefix = format!("items[{i}].");
+        let named = |s: Status| super::status::in_item(s, &prefix);
         id("generation_id", &item.generation_id).map_err(named)?;
         if !seen.insert(item.generation_id.clone()) {
             return Err(invalid(

@@ -12,9 +12,12 @@ use prost_types::Timestamp;
 use serde_json::{json, Value};
 use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
 
 use quota_sidecar::api::event_json::usage_event_json;
+use quota_sidecar::api::status;
 use quota_sidecar::client;
+use quota_sidecar::ledger::Catalog;
 use quota_sidecar::pb::{
     self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient,
     usage_events_client::UsageEventsClient,
@@ -28,7 +31,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 #[command(
     name = "quotactl",
     version,
-    about = "Operate a quota-sidecar: plans, credits, balances"
+    about = "Operate a quota-sidecar: plans, credits, balances",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     /// Worker listener of the sidecar: `host:port` (plaintext) or a URL (`https://` for TLS).
@@ -75,15 +79,46 @@ fn client_tls(cli: &Cli) -> Result<Option<ClientTlsConfig>, Failure> {
     )?)
 }
 
+/// `--model` help: the models come from the sidecar's catalog, which an operator may change,
+/// so the built-in ones are named as an example and `quotactl catalog` as the source.
+fn model_help() -> String {
+    let catalog = Catalog::builtin();
+    let models: Vec<&str> = catalog.model_ids().collect();
+    format!(
+        "Model from the sidecar's catalog (`quotactl catalog` lists the one in force; the \
+         built-in catalog has {})",
+        models.join(", ")
+    )
+}
+
+/// The plan argument's help, from the built-in catalog like [`model_help`].
+fn plan_help() -> String {
+    let catalog = Catalog::builtin();
+    let plans: Vec<&str> = catalog.plans().iter().map(|p| p.id.as_str()).collect();
+    format!(
+        "Plan id from the sidecar's catalog, or `none` to cancel (`quotactl catalog` lists the \
+         plans in force; the built-in catalog has {})",
+        plans.join(", ")
+    )
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Plan, cycle, allowance and credits of an account.
-    Balance { account: String },
+    Balance {
+        /// Account id.
+        account: String,
+    },
     /// Balance, grants and open holds of an account (admin).
-    Account { account: String },
+    Account {
+        /// Account id.
+        account: String,
+    },
     /// Start, upgrade, downgrade or cancel (`none`) a plan (admin).
     SetPlan {
+        /// Account id.
         account: String,
+        #[arg(help = plan_help())]
         plan: String,
         /// Idempotency key; a retry with the same id changes nothing.
         #[arg(long)]
@@ -94,8 +129,12 @@ enum Command {
     },
     /// Add credits (admin). The grant id is the idempotency key.
     Grant {
+        /// Account id.
         account: String,
+        /// Id of the grant, unique on the account; a retry with the same id and terms changes
+        /// nothing. Ids starting with `refund:` are reserved for refunds.
         grant_id: String,
+        /// Credits to add, in usage units.
         units: u64,
         #[arg(long, value_enum, default_value = "purchased")]
         source: Source,
@@ -104,17 +143,26 @@ enum Command {
         expires: Option<String>,
     },
     /// Take what is left of a grant (admin).
-    Revoke { account: String, grant_id: String },
+    Revoke {
+        /// Account id.
+        account: String,
+        /// Id of the grant, as `quotactl account` lists it.
+        grant_id: String,
+    },
     /// Hold the cost of a generation (debugging).
     Reserve {
+        /// Account id.
         account: String,
+        /// Id of the generation; a retry with the same id and request answers the same hold.
         generation_id: String,
+        /// What is generated.
         #[arg(value_enum)]
         kind: KindArg,
         /// Images, or video seconds.
         quantity: u32,
-        #[arg(long, default_value = "standard")]
+        #[arg(long, default_value = "standard", help = model_help())]
         model: String,
+        /// Seconds the hold lives unless extended (0: the sidecar's default).
         #[arg(long, default_value_t = 0)]
         ttl_seconds: u32,
     },
@@ -122,27 +170,33 @@ enum Command {
     ///
     /// A denial is an answer (exit status 0), not a failure.
     Quote {
+        /// Account id.
         account: String,
+        /// What would be generated.
         #[arg(value_enum)]
         kind: KindArg,
         /// Images, or video seconds.
         quantity: u32,
-        #[arg(long, default_value = "standard")]
+        #[arg(long, default_value = "standard", help = model_help())]
         model: String,
     },
     /// Hold several generations of one account, all or none (debugging).
     ReserveBatch {
+        /// Account id.
         account: String,
         /// One generation, `GEN:KIND:QUANTITY[:MODEL]` (e.g. `shot-1:video:5:pro`); repeat
         /// for each, in order. The model defaults to `standard`.
         #[arg(long = "item", value_name = "GEN:KIND:QUANTITY[:MODEL]", required = true, value_parser = parse_item)]
         items: Vec<ItemArg>,
+        /// Seconds the holds live unless extended (0: the sidecar's default).
         #[arg(long, default_value_t = 0)]
         ttl_seconds: u32,
     },
     /// Charge a hold (debugging).
     Settle {
+        /// Account id.
         account: String,
+        /// Id of the generation whose hold is charged.
         generation_id: String,
         /// What the job really produced (default: as reserved).
         #[arg(long)]
@@ -150,7 +204,9 @@ enum Command {
     },
     /// Give a hold back (debugging).
     Release {
+        /// Account id.
         account: String,
+        /// Id of the generation whose hold is given back.
         generation_id: String,
         #[arg(long, value_enum, default_value = "cancelled")]
         reason: ReasonArg,
@@ -158,8 +214,11 @@ enum Command {
     /// Give back a settled generation's charge, whole or in part (admin). The refund id is the
     /// idempotency key.
     Refund {
+        /// Account id.
         account: String,
+        /// Id of the settled generation.
         generation_id: String,
+        /// Id of this refund; a retry with the same id and units changes nothing.
         refund_id: String,
         /// Units to give back (default: all that is still refundable).
         #[arg(long, default_value_t = 0)]
@@ -285,47 +344,152 @@ fn parse_item(text: &str) -> Result<ItemArg, String> {
     })
 }
 
-/// What went wrong, said for an operator.
-struct Failure(String);
+/// Exit statuses beyond success, one per kind of failure a script may act on; listed in
+/// `--help` ([`EXIT_CODES_HELP`]).
+mod exit {
+    /// Anything else: an internal error of the sidecar, or an answer quotactl does not know.
+    pub const FAILURE: u8 = 1;
+    /// The command line or the request is wrong (clap's own usage errors exit 2 as well).
+    pub const USAGE: u8 = 2;
+    /// Refused: the plan does not allow it, not enough funds, too many grants, or a wrong
+    /// admin token.
+    pub const DENIED: u8 = 3;
+    /// No such hold, grant or consumer group.
+    pub const NOT_FOUND: u8 = 4;
+    /// An id already used differently, or a hold whose state does not allow the operation.
+    pub const CONFLICT: u8 = 5;
+    /// The sidecar or its store cannot answer now; the same command later may succeed.
+    pub const UNAVAILABLE: u8 = 6;
+}
+
+/// The exit statuses as `--help` shows them.
+const EXIT_CODES_HELP: &str = "Exit status:
+  0  success (a Quote that is denied is an answer, and exits 0)
+  1  other failure (an internal error of the sidecar)
+  2  usage: a wrong command line or request (INVALID_ARGUMENT)
+  3  denied: PLAN_DENIED, INSUFFICIENT_FUNDS, TOO_MANY_GRANTS, or a refused admin token
+  4  not found: HOLD_NOT_FOUND, GRANT_NOT_FOUND, no such consumer group
+  5  conflict: *_CONFLICT, HOLD_STATE, SETTLE_ABOVE_HOLD, REFUND_ABOVE_CHARGE
+  6  unavailable: the sidecar cannot be reached, or STORE_UNAVAILABLE
+
+A refusal by the sidecar is one line on stderr ending in its reason, e.g. `[HOLD_NOT_FOUND]`.";
+
+/// What went wrong, said for an operator, and the exit status it gives.
+struct Failure {
+    message: String,
+    exit: u8,
+}
+
+impl Failure {
+    fn usage(message: String) -> Failure {
+        Failure {
+            message,
+            exit: exit::USAGE,
+        }
+    }
+}
 
 impl From<client::ClientError> for Failure {
     fn from(e: client::ClientError) -> Failure {
-        Failure(e.to_string())
+        let exit = match e {
+            client::ClientError::Unreachable { .. } => exit::UNAVAILABLE,
+            _ => exit::USAGE,
+        };
+        Failure {
+            message: e.to_string(),
+            exit,
+        }
+    }
+}
+
+/// The exit status of an error reason (`ErrorInfo.reason`).
+fn exit_of_reason(reason: &str) -> u8 {
+    match reason {
+        "INVALID_ARGUMENT" => exit::USAGE,
+        "PLAN_DENIED" | "INSUFFICIENT_FUNDS" | "TOO_MANY_GRANTS" | "UNAUTHENTICATED" => {
+            exit::DENIED
+        }
+        "HOLD_NOT_FOUND" | "GRANT_NOT_FOUND" => exit::NOT_FOUND,
+        "GENERATION_CONFLICT"
+        | "GRANT_CONFLICT"
+        | "REQUEST_CONFLICT"
+        | "REFUND_CONFLICT"
+        | "HOLD_STATE"
+        | "SETTLE_ABOVE_HOLD"
+        | "REFUND_ABOVE_CHARGE" => exit::CONFLICT,
+        "STORE_UNAVAILABLE" | "SHUTTING_DOWN" => exit::UNAVAILABLE,
+        _ => exit::FAILURE,
+    }
+}
+
+/// The exit status of a status without error details (a transport error, an older server).
+fn exit_of_code(code: Code) -> u8 {
+    match code {
+        Code::InvalidArgument => exit::USAGE,
+        Code::PermissionDenied | Code::ResourceExhausted | Code::Unauthenticated => exit::DENIED,
+        Code::NotFound => exit::NOT_FOUND,
+        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => exit::CONFLICT,
+        Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
+        _ => exit::FAILURE,
     }
 }
 
 impl Failure {
     fn from_status(status: Status, target: &str) -> Failure {
         let message = status.message();
-        Failure(match status.code() {
-            // The sidecar answered, but its store did not (`StoreError::Unavailable`): the
-            // address is right and retrying later is the remedy.
-            Code::Unavailable if message.starts_with("store unavailable") => format!(
+        let reason = status
+            .get_error_details()
+            .error_info()
+            .filter(|info| info.domain == status::DOMAIN)
+            .map(|info| info.reason.clone());
+        let text = match (status.code(), reason.as_deref()) {
+            // The sidecar answered, but its store did not: the address is right and retrying
+            // later is the remedy.
+            (Code::Unavailable, Some(status::reason::STORE_UNAVAILABLE)) => format!(
                 "the sidecar at {target} cannot reach its store ({message}); calls fail until it is back"
             ),
-            Code::Unavailable => format!(
+            (Code::Unavailable, Some(status::reason::SHUTTING_DOWN)) => {
+                format!("the sidecar at {target} is shutting down ({message})")
+            }
+            (Code::Unavailable, _) => format!(
                 "cannot reach the sidecar at {target} ({message}); is it running and is the address right?"
             ),
-            Code::Unauthenticated => format!(
+            (Code::Unauthenticated, _) => format!(
                 "the admin listener refused the token ({message}); set QUOTA_ADMIN_TOKEN to the sidecar's token"
             ),
-            Code::InvalidArgument => format!("invalid request: {message}"),
-            Code::PermissionDenied => format!("not allowed by the plan: {message}"),
+            (Code::InvalidArgument, _) => format!("invalid request: {message}"),
+            (Code::PermissionDenied, _) => format!("not allowed by the plan: {message}"),
             // The sidecar's message already says what ran out (funds, or the grant limit).
-            Code::ResourceExhausted => message.to_string(),
-            Code::AlreadyExists => format!("already exists: {message}"),
-            Code::NotFound => format!("not found: {message}"),
-            Code::FailedPrecondition => format!("not possible now: {message}"),
-            Code::Unimplemented => format!("the sidecar does not support this yet: {message}"),
-            Code::DeadlineExceeded => format!("the sidecar did not answer in time: {message}"),
-            code => format!("{}: {message}", code.description()),
-        })
+            (Code::ResourceExhausted, _) => message.to_string(),
+            (Code::AlreadyExists, _) => format!("already exists: {message}"),
+            (Code::NotFound, _) => format!("not found: {message}"),
+            (Code::FailedPrecondition, _) => format!("not possible now: {message}"),
+            (Code::Unimplemented, _) => {
+                format!("the sidecar does not support this yet: {message}")
+            }
+            (Code::DeadlineExceeded, _) => {
+                format!("the sidecar did not answer in time: {message}")
+            }
+            (code, _) => format!("{}: {message}", code.description()),
+        };
+        match reason {
+            Some(reason) => Failure {
+                message: format!("{text} [{reason}]"),
+                exit: exit_of_reason(&reason),
+            },
+            None => Failure {
+                message: text,
+                exit: exit_of_code(status.code()),
+            },
+        }
     }
 }
 
 fn parse_time(field: &str, text: &str) -> Result<Timestamp, Failure> {
     let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| Failure(format!("--{field}: `{text}` is not an RFC 3339 time ({e})")))?;
+        .map_err(|e| {
+            Failure::usage(format!("--{field}: `{text}` is not an RFC 3339 time ({e})"))
+        })?;
     Ok(Timestamp {
         seconds: at.unix_timestamp(),
         nanos: at.nanosecond() as i32,
@@ -588,7 +752,10 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
             })?;
             let deleted = client.delete_group(request).await.map_err(admin)?;
             if !deleted.into_inner().deleted {
-                return Err(Failure(format!("no consumer group `{name}`")));
+                return Err(Failure {
+                    message: format!("no consumer group `{name}`"),
+                    exit: exit::NOT_FOUND,
+                });
             }
             Output::GroupDeleted(name)
         }
@@ -1297,9 +1464,9 @@ async fn main() -> ExitCode {
         Ok(tls) => {
             let _ = CLIENT_TLS.set(tls);
         }
-        Err(Failure(message)) => {
+        Err(Failure { message, exit }) => {
             eprintln!("quotactl: {message}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit);
         }
     }
     match run(cli).await {
@@ -1312,9 +1479,9 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(Failure(message)) => {
+        Err(Failure { message, exit }) => {
             eprintln!("quotactl: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(exit)
         }
     }
 }

@@ -2,7 +2,7 @@
 
     from quota_sidecar import QuotaClient, ContentFiltered
 
-    client = QuotaClient("127.0.0.1:50051")
+    client = QuotaClient()  # QUOTA_SIDECAR_URL, else 127.0.0.1:50051
     with client.hold(account_id, generation_id, "video", 10) as h:
         run_the_generation()
 
@@ -15,12 +15,14 @@ from .aio import AsyncHoldContext, AsyncQuotaClient
 from .client import HoldContext, QuotaClient
 from .errors import (
     ContentFiltered,
+    ErrorDetails,
     FailedPrecondition,
     FeatureNotInPlan,
     HoldConflict,
     HoldNotActive,
     HoldNotFound,
     InsufficientFunds,
+    InternalError,
     InvalidArgument,
     QuotaError,
     QuotaUnavailable,
@@ -57,6 +59,7 @@ __all__ = [
     "Catalog",
     "ContentFiltered",
     "DenialReason",
+    "ErrorDetails",
     "FailedPrecondition",
     "FeatureNotInPlan",
     "GrantDraw",
@@ -67,6 +70,7 @@ __all__ = [
     "HoldNotFound",
     "HoldState",
     "InsufficientFunds",
+    "InternalError",
     "InvalidArgument",
     "Kind",
     "Plan",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -19,6 +21,8 @@ from .types import BatchItem, Kind, ReleaseReason, kind_to_pb, reason_to_pb
 log = logging.getLogger("quota_sidecar")
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# Where the sidecar is when no target is given (a pod's environment sets it).
+TARGET_ENV = "QUOTA_SIDECAR_URL"
 DEFAULT_TIMEOUT_SECONDS = 2.0
 # The server's hold TTL when a Reserve or Extend sends none.
 SERVER_DEFAULT_TTL_SECONDS = 300
@@ -56,6 +60,72 @@ NO_RETRY = RetryPolicy(give_up_after_seconds=0.0)
 # Settle and Release at the end of a hold: giving up on a Settle gives the generation away,
 # so they keep trying for longer than an ordinary call.
 FINISH_RETRY = RetryPolicy(give_up_after_seconds=60.0)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: `address` is gRPC's `host:port`; `scheme` is `"https"`, `"http"`
+    or `None` for a bare `host:port` (plaintext unless credentials are given)."""
+
+    address: str
+    scheme: str | None
+
+    def credentials(
+        self, given: grpc.ChannelCredentials | None
+    ) -> grpc.ChannelCredentials | None:
+        """The channel's credentials: `given`, or the system's CA roots for `https://`;
+        `None` means plaintext. `http://` with credentials is a contradiction."""
+        if self.scheme == "https":
+            return given if given is not None else grpc.ssl_channel_credentials()
+        if self.scheme == "http" and given is not None:
+            raise ValueError(f"{self.address}: http:// is plaintext, but credentials were given")
+        return given
+
+
+def parse_target(target: str | None) -> Target:
+    """The sidecar's address from `target`, or from `QUOTA_SIDECAR_URL` when `target` is
+    `None` (then `127.0.0.1:50051`). Accepts `host:port` and `http://host:port` (plaintext)
+    and `https://host:port` (TLS); `[::1]:port` for IPv6. Anything else raises `ValueError`,
+    so a wrong address fails at construction rather than as retried UNAVAILABLE calls."""
+    origin = "target"
+    if target is None:
+        target = os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+        origin = TARGET_ENV
+    if not isinstance(target, str):
+        raise ValueError(f"{origin} must be a string, not {type(target).__name__}")
+    text = target.strip()
+    scheme, sep, _ = text.partition("://")
+    if sep:
+        scheme = scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(
+                f"{origin} {target!r}: the scheme must be http:// (plaintext) or https:// (TLS)"
+            )
+        parts = urlsplit(text)
+    else:
+        parts = urlsplit("//" + text)
+        scheme = None
+    bad = (
+        not text
+        or any(c.isspace() for c in text)
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or not parts.hostname
+    )
+    try:
+        port = parts.port
+    except ValueError:
+        bad, port = True, None
+    if bad or port is None or port == 0:
+        raise ValueError(
+            f"{origin} {target!r} is not host:port, http://host:port or https://host:port"
+        )
+    host = parts.hostname
+    if ":" in host:  # an IPv6 literal keeps its brackets in gRPC's host:port
+        host = f"[{host}]"
+    return Target(f"{host}:{port}", scheme)
 
 
 def ttl_seconds(ttl: Ttl) -> int:
@@ -162,6 +232,7 @@ def unavailable(method: str, last: Exception | None, waited_seconds: float) -> Q
     return QuotaUnavailable(
         f"{method}: sidecar unavailable after {waited_seconds:.1f} s of retries: {message}",
         getattr(last, "code", None),
+        getattr(last, "details", None),
     )
 
 

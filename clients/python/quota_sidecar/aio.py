@@ -42,7 +42,7 @@ class AsyncQuotaClient:
 
     def __init__(
         self,
-        target: str = c.DEFAULT_TARGET,
+        target: str | None = None,
         timeout: float = c.DEFAULT_TIMEOUT_SECONDS,
         *,
         retry: RetryPolicy = RetryPolicy(),
@@ -55,11 +55,13 @@ class AsyncQuotaClient:
         self.finish_retry = finish_retry
         self._owns_channel = channel is None
         if channel is None:
+            where = c.parse_target(target)
+            credentials = where.credentials(credentials)
             options = [("grpc.enable_retries", 0)]
             channel = (
-                grpc.aio.secure_channel(target, credentials, options)
+                grpc.aio.secure_channel(where.address, credentials, options)
                 if credentials is not None
-                else grpc.aio.insecure_channel(target, options)
+                else grpc.aio.insecure_channel(where.address, options)
             )
         self._channel = channel
         self._stub = pb_grpc.QuotaStub(channel)

@@ -41,15 +41,17 @@ RetryPolicy = c.RetryPolicy
 class QuotaClient:
     """Blocking client of the sidecar's worker API (`quota.v1.Quota`).
 
-    `target` is the worker listener (`host:port`); `timeout` is each attempt's deadline in
-    seconds. Calls that fail with `UNAVAILABLE` or a deadline are sent again with the same
+    `target` is the worker listener: `host:port` or `http://host:port` (plaintext),
+    `https://host:port` (TLS, with `credentials` or the system's CA roots); `None` reads
+    `QUOTA_SIDECAR_URL` (default `127.0.0.1:50051`). A malformed target raises `ValueError`
+    here. `timeout` is each attempt's deadline in seconds. Calls that fail with `UNAVAILABLE` or a deadline are sent again with the same
     ids under `retry` (they are all idempotent); other refusals raise a `QuotaError` subclass
     at once. Thread-safe; use one client per process and `close()` it (or use `with`).
     """
 
     def __init__(
         self,
-        target: str = c.DEFAULT_TARGET,
+        target: str | None = None,
         timeout: float = c.DEFAULT_TIMEOUT_SECONDS,
         *,
         retry: RetryPolicy = RetryPolicy(),
@@ -62,12 +64,14 @@ class QuotaClient:
         self.finish_retry = finish_retry
         self._owns_channel = channel is None
         if channel is None:
+            where = c.parse_target(target)
+            credentials = where.credentials(credentials)
             # The client retries by itself, on its own schedule and with the same ids.
             options = [("grpc.enable_retries", 0)]
             channel = (
-                grpc.secure_channel(target, credentials, options)
+                grpc.secure_channel(where.address, credentials, options)
                 if credentials is not None
-                else grpc.insecure_channel(target, options)
+                else grpc.insecure_channel(where.address, options)
             )
         self._channel = channel
         self._stub = pb_grpc.QuotaStub(channel)

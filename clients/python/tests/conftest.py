@@ -148,9 +148,11 @@ class Sidecar:
         for line in self.proc.stderr:
             self.log.append(line.rstrip())
             try:
-                fields = json.loads(line).get("fields", {})
+                record = json.loads(line)
             except ValueError:
                 continue
+            # The event's fields, nested under "fields" or flattened into the record.
+            fields = record.get("fields", record) if isinstance(record, dict) else {}
             if fields.get("message") == "listening":
                 self.listeners[fields.get("listener", "")] = fields.get("addr", "")
                 if {"worker", "admin", "metrics"} <= self.listeners.keys():

@@ -1,5 +1,5 @@
 """Each refusal of the server as its own exception type, with the server's message and the
-facts parsed from it."""
+facts read from its error details."""
 
 from __future__ import annotations
 

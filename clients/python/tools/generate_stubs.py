@@ -1,8 +1,9 @@
 """Generates the protobuf and gRPC modules of `quota_sidecar._proto` from the repository's
 `proto/` directory.
 
-Run it after changing a `.proto` file (it needs the `dev` extra, which pins grpcio-tools so
-that the output is reproducible):
+Run it after changing a `.proto` file (it needs the `stubs` extra, which pins grpcio-tools so
+that the output is reproducible; that grpcio-tools wants protobuf<5, so use an environment
+with the oldest supported runtimes):
 
     python tools/generate_stubs.py
 
@@ -17,6 +18,10 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+
+# The generator the committed stubs come from: the oldest whose output every supported
+# runtime loads (newer ones add a runtime version check that refuses older protobuf).
+GRPCIO_TOOLS_VERSION = "1.49.1"
 
 HERE = Path(__file__).resolve().parent
 PACKAGE_ROOT = HERE.parent

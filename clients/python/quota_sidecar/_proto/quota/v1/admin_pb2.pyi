@@ -1,91 +1,14 @@
-import datetime
-
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from quota_sidecar._proto.quota.v1 import quota_pb2 as _quota_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class SetPlanRequest(_message.Message):
-    __slots__ = ("request_id", "account_id", "plan", "cycle_anchor")
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
-    PLAN_FIELD_NUMBER: _ClassVar[int]
-    CYCLE_ANCHOR_FIELD_NUMBER: _ClassVar[int]
-    request_id: str
-    account_id: str
-    plan: str
-    cycle_anchor: _timestamp_pb2.Timestamp
-    def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., plan: _Optional[str] = ..., cycle_anchor: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
-
-class SetPlanResponse(_message.Message):
-    __slots__ = ("change", "effective_at", "allowance_added", "prorated_charge_cents", "replayed", "balance")
-    CHANGE_FIELD_NUMBER: _ClassVar[int]
-    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
-    ALLOWANCE_ADDED_FIELD_NUMBER: _ClassVar[int]
-    PRORATED_CHARGE_CENTS_FIELD_NUMBER: _ClassVar[int]
-    REPLAYED_FIELD_NUMBER: _ClassVar[int]
-    BALANCE_FIELD_NUMBER: _ClassVar[int]
-    change: _quota_pb2.PlanChange
-    effective_at: _timestamp_pb2.Timestamp
-    allowance_added: int
-    prorated_charge_cents: int
-    replayed: bool
-    balance: _quota_pb2.Balance
-    def __init__(self, change: _Optional[_Union[_quota_pb2.PlanChange, str]] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_added: _Optional[int] = ..., prorated_charge_cents: _Optional[int] = ..., replayed: _Optional[bool] = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
-
-class GrantCreditsRequest(_message.Message):
-    __slots__ = ("account_id", "grant_id", "units", "source", "expires_at")
-    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
-    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
-    UNITS_FIELD_NUMBER: _ClassVar[int]
-    SOURCE_FIELD_NUMBER: _ClassVar[int]
-    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
-    account_id: str
-    grant_id: str
-    units: int
-    source: _quota_pb2.CreditSource
-    expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., units: _Optional[int] = ..., source: _Optional[_Union[_quota_pb2.CreditSource, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
-
-class GrantCreditsResponse(_message.Message):
-    __slots__ = ("grant", "replayed", "balance")
-    GRANT_FIELD_NUMBER: _ClassVar[int]
-    REPLAYED_FIELD_NUMBER: _ClassVar[int]
-    BALANCE_FIELD_NUMBER: _ClassVar[int]
-    grant: _quota_pb2.Grant
-    replayed: bool
-    balance: _quota_pb2.Balance
-    def __init__(self, grant: _Optional[_Union[_quota_pb2.Grant, _Mapping]] = ..., replayed: _Optional[bool] = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
-
-class RevokeCreditsRequest(_message.Message):
-    __slots__ = ("account_id", "grant_id")
-    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
-    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
-    account_id: str
-    grant_id: str
-    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ...) -> None: ...
-
-class RevokeCreditsResponse(_message.Message):
-    __slots__ = ("revoked_units", "balance")
-    REVOKED_UNITS_FIELD_NUMBER: _ClassVar[int]
-    BALANCE_FIELD_NUMBER: _ClassVar[int]
-    revoked_units: int
-    balance: _quota_pb2.Balance
-    def __init__(self, revoked_units: _Optional[int] = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
-
-class GetAccountRequest(_message.Message):
-    __slots__ = ("account_id",)
-    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
-    account_id: str
-    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
-
 class Account(_message.Message):
-    __slots__ = ("balance", "grants", "holds", "lifetime_charged_allowance_units", "lifetime_charged_credit_units")
+    __slots__ = ["balance", "grants", "holds", "lifetime_charged_allowance_units", "lifetime_charged_credit_units"]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     HOLDS_FIELD_NUMBER: _ClassVar[int]
@@ -98,32 +21,106 @@ class Account(_message.Message):
     lifetime_charged_credit_units: int
     def __init__(self, balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ..., grants: _Optional[_Iterable[_Union[_quota_pb2.Grant, _Mapping]]] = ..., holds: _Optional[_Iterable[_Union[_quota_pb2.Hold, _Mapping]]] = ..., lifetime_charged_allowance_units: _Optional[int] = ..., lifetime_charged_credit_units: _Optional[int] = ...) -> None: ...
 
+class GetAccountRequest(_message.Message):
+    __slots__ = ["account_id"]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class GrantCreditsRequest(_message.Message):
+    __slots__ = ["account_id", "expires_at", "grant_id", "source", "units"]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    grant_id: str
+    source: _quota_pb2.CreditSource
+    units: int
+    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ..., units: _Optional[int] = ..., source: _Optional[_Union[_quota_pb2.CreditSource, str]] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GrantCreditsResponse(_message.Message):
+    __slots__ = ["balance", "grant", "replayed"]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    balance: _quota_pb2.Balance
+    grant: _quota_pb2.Grant
+    replayed: bool
+    def __init__(self, grant: _Optional[_Union[_quota_pb2.Grant, _Mapping]] = ..., replayed: bool = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
+
 class RefundRequest(_message.Message):
-    __slots__ = ("account_id", "generation_id", "refund_id", "units", "reason")
+    __slots__ = ["account_id", "generation_id", "reason", "refund_id", "units"]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     REFUND_ID_FIELD_NUMBER: _ClassVar[int]
     UNITS_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     generation_id: str
+    reason: str
     refund_id: str
     units: int
-    reason: str
     def __init__(self, account_id: _Optional[str] = ..., generation_id: _Optional[str] = ..., refund_id: _Optional[str] = ..., units: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RefundResponse(_message.Message):
-    __slots__ = ("refunded_units", "to_allowance", "to_credits", "grant_id", "replayed", "balance")
+    __slots__ = ["balance", "grant_id", "refunded_units", "replayed", "to_allowance", "to_credits"]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     REFUNDED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     TO_ALLOWANCE_FIELD_NUMBER: _ClassVar[int]
     TO_CREDITS_FIELD_NUMBER: _ClassVar[int]
-    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
-    REPLAYED_FIELD_NUMBER: _ClassVar[int]
-    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: _quota_pb2.Balance
+    grant_id: str
     refunded_units: int
+    replayed: bool
     to_allowance: int
     to_credits: int
+    def __init__(self, refunded_units: _Optional[int] = ..., to_allowance: _Optional[int] = ..., to_credits: _Optional[int] = ..., grant_id: _Optional[str] = ..., replayed: bool = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
+
+class RevokeCreditsRequest(_message.Message):
+    __slots__ = ["account_id", "grant_id"]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
     grant_id: str
-    replayed: bool
+    def __init__(self, account_id: _Optional[str] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
+class RevokeCreditsResponse(_message.Message):
+    __slots__ = ["balance", "revoked_units"]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_UNITS_FIELD_NUMBER: _ClassVar[int]
     balance: _quota_pb2.Balance
-    def __init__(self, refunded_units: _Optional[int] = ..., to_allowance: _Optional[int] = ..., to_credits: _Optional[int] = ..., grant_id: _Optional[str] = ..., replayed: _Optional[bool] = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
+    revoked_units: int
+    def __init__(self, revoked_units: _Optional[int] = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
+
+class SetPlanRequest(_message.Message):
+    __slots__ = ["account_id", "cycle_anchor", "plan", "request_id"]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_ANCHOR_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    cycle_anchor: _timestamp_pb2.Timestamp
+    plan: str
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., plan: _Optional[str] = ..., cycle_anchor: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetPlanResponse(_message.Message):
+    __slots__ = ["allowance_added", "balance", "change", "effective_at", "prorated_charge_cents", "replayed"]
+    ALLOWANCE_ADDED_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
+    PRORATED_CHARGE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    allowance_added: int
+    balance: _quota_pb2.Balance
+    change: _quota_pb2.PlanChange
+    effective_at: _timestamp_pb2.Timestamp
+    prorated_charge_cents: int
+    replayed: bool
+    def __init__(self, change: _Optional[_Union[_quota_pb2.PlanChange, str]] = ..., effective_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., allowance_added: _Optional[int] = ..., prorated_charge_cents: _Optional[int] = ..., replayed: bool = ..., balance: _Optional[_Union[_quota_pb2.Balance, _Mapping]] = ...) -> None: ...
