@@ -881,8 +881,64 @@ async fn inside_redis(cli: &Cli, url: &str) -> Result<Value, String> {
         }
         out.insert(format!("concurrency_{concurrency}"), Value::Object(level));
     }
+    // The cost of a call must not grow with the account's past: GetBalance on an account that
+    // saw 2,400 holds expire (every one expired by the sweeper), against a fresh account.
+    let (old, fresh) = (format!("inside-{run}-old"), format!("inside-{run}-fresh"));
+    setup_one(&store, &old).await?;
+    setup_one(&store, &fresh).await?;
+    let shard = store.shards().of(&old);
+    let mut at = now_ms();
+    for i in 0..EXPIRED_HOLDS_OF_THE_PAST {
+        let cmd = ReserveCmd {
+            account_id: old.clone(),
+            generation_id: format!("{old}-{i}"),
+            kind: Kind::CharacterImage,
+            model: "standard".into(),
+            quantity: 1,
+            ttl_seconds: 1,
+            labels: BTreeMap::new(),
+        };
+        store.reserve(&cmd, at).await.map_err(|e| e.to_string())?;
+        at += 1_001;
+        store
+            .expire_due(shard, at, 1_000)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut growth = serde_json::Map::new();
+    for account in [&fresh, &old] {
+        let balance = {
+            let store = store.clone();
+            move |account: String| {
+                let store = store.clone();
+                async move {
+                    store
+                        .balance(&account, at)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            }
+        };
+        let cost = inside_phase(&mut conn, vec![account.clone(); 2_000], 1, balance).await?;
+        let label = if account == &old {
+            "after_expired_holds"
+        } else {
+            "fresh"
+        };
+        println!(
+            "  balance, {label:<19} {:>6.2} µs per call",
+            cost.usec_per_call
+        );
+        growth.insert(label.to_string(), json!(cost));
+    }
+    out.insert("balance_growth".into(), Value::Object(growth));
     Ok(Value::Object(out))
 }
+
+/// Holds of the past for the growth check of `--inside-redis` (the figure the second version's
+/// growth was reported at).
+const EXPIRED_HOLDS_OF_THE_PAST: u64 = 2_400;
 
 fn latency_json(h: &Histogram<u64>) -> Value {
     json!({
