@@ -23,25 +23,27 @@ CREATE TABLE sequence_gaps (
 );
 
 -- Events written before this migration: the next expected sequence is one past the highest
--- received, and every number below it not received is a gap (found now).
+-- received, and every number below it not received is a gap (found now). A dead letter counts
+-- as received when its sequence is a number that fits (one dead-lettered for an out-of-range
+-- sequence does not).
+CREATE TEMPORARY TABLE received_before_v3 ON COMMIT DROP AS
+SELECT account_id, sequence FROM usage_events WHERE sequence >= 1
+UNION
+SELECT account_id, sequence FROM (
+    SELECT event->>'account_id' AS account_id,
+           CASE WHEN event->>'sequence' ~ '^[0-9]{1,18}$'
+                THEN (event->>'sequence')::bigint END AS sequence
+    FROM dead_letters
+) d
+WHERE account_id <> '' AND sequence >= 1;
+
 INSERT INTO account_sequences (account_id, next_seq)
-SELECT account_id, max(sequence) + 1 FROM (
-    SELECT account_id, sequence FROM usage_events
-    UNION ALL
-    SELECT event->>'account_id', (event->>'sequence')::bigint FROM dead_letters
-    WHERE event->>'account_id' <> '' AND (event->>'sequence')::bigint >= 1
-) received
-GROUP BY account_id;
+SELECT account_id, max(sequence) + 1 FROM received_before_v3 GROUP BY account_id;
 
 INSERT INTO sequence_gaps (account_id, first_seq, last_seq)
 SELECT account_id, previous + 1, sequence - 1 FROM (
     SELECT account_id, sequence,
            COALESCE(lag(sequence) OVER (PARTITION BY account_id ORDER BY sequence), 0) AS previous
-    FROM (
-        SELECT account_id, sequence FROM usage_events WHERE sequence >= 1
-        UNION
-        SELECT event->>'account_id', (event->>'sequence')::bigint FROM dead_letters
-        WHERE event->>'account_id' <> '' AND (event->>'sequence')::bigint >= 1
-    ) received
+    FROM received_before_v3
 ) steps
 WHERE sequence > previous + 1;
