@@ -24,6 +24,11 @@ use crate::api::events::MAX_ACK_IDS;
 use crate::client;
 use crate::pb::{self, usage_events_client::UsageEventsClient};
 
+/// The consumer group `quota-billing run` reads by default. Other readers must not ack in it:
+/// an event acked there is one billing never receives (`quotactl events tail --ack` refuses
+/// it without `--force`).
+pub const DEFAULT_GROUP: &str = "billing";
+
 /// Longest a Subscribe or an Ack may take before the consumer treats the sidecar as gone.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,7 +63,7 @@ impl ConsumerSettings {
             admin_target,
             tls: None,
             token,
-            group: "billing".into(),
+            group: DEFAULT_GROUP.into(),
             consumer: "quota-billing".into(),
             postgres,
             batch_max_events: 500,

@@ -73,7 +73,7 @@ enum Command {
         #[command(flatten)]
         postgres: Postgres,
         /// Consumer group (durable: events wait for it while it is down).
-        #[arg(long, env = "QUOTA_BILLING_GROUP", default_value = "billing")]
+        #[arg(long, env = "QUOTA_BILLING_GROUP", default_value = consumer::DEFAULT_GROUP)]
         group: String,
         /// Name within the group; keep it stable across restarts, distinct per replica.
         #[arg(long, env = "QUOTA_BILLING_CONSUMER", default_value = "quota-billing")]
