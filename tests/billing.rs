@@ -1,6 +1,9 @@
 //! quota-billing against the machine's PostgreSQL: a redelivered event is counted once, a
 //! broken one is dead-lettered without blocking the rest, and the binary takes a live
-//! sidecar's stream in, reports its health and metrics, and stops gracefully.
+//! sidecar's stream in, reports its health and metrics, and stops gracefully. Events acked
+//! elsewhere before billing read them are a gap its statements report (exit 3) until a
+//! redelivery fills it; a database or sidecar that refuses the consumer for good stops it with
+//! the server's own words.
 
 mod harness;
 
@@ -265,6 +268,8 @@ async fn a_redelivered_batch_is_counted_once_and_a_broken_event_is_dead_lettered
             duplicates: 0,
             dead_letters: 1,
             newest_event_at: first.newest_event_at,
+            // 1 to 18 with none skipped (the dead letter counts as received).
+            sequence_changes: vec![],
         }
     );
     let client = db.client().await;
@@ -890,4 +895,384 @@ async fn a_statement_says_what_an_account_used_and_owes() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no usage recorded for account `nobody`"));
+}
+
+/// Runs `quota-billing` with `args` (bounded); its exit code, stdout and stderr.
+fn billing_cli_status(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = harness::process::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_quota-billing"))
+            .args(args)
+            .env_remove("QUOTA_BILLING_POSTGRES")
+            .env_remove("QUOTA_CATALOG")
+            .env_remove("QUOTA_ADMIN_TARGET"),
+        Duration::from_secs(30),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `quota-billing statement ACCOUNT --json`: its exit code and the statement.
+fn statement_json(url: &str, account: &str) -> (Option<i32>, serde_json::Value) {
+    let (code, stdout, stderr) =
+        billing_cli_status(&["statement", "--postgres", url, account, "--json"]);
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("statement of {account}: {e}: {stdout} {stderr}"));
+    (code, json)
+}
+
+/// The open gaps in the database, as `account|first|last` rows.
+async fn gap_rows(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT account_id, first_seq, last_seq FROM sequence_gaps ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}|{}",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2)
+            )
+        })
+        .collect()
+}
+
+/// The quickstart's mistake: another reader acks the first events in billing's own group, so
+/// `quota-billing run` starts at sequence 5. The hole is logged, counted, recorded, and the
+/// statement names 1-4 and exits 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_acked_before_billing_started_are_a_gap_the_statement_reports() {
+    let db = TestDatabase::create().await;
+    // The other reader's unacked deliveries come to billing after half a second.
+    let sidecar = Sidecar::start_with(
+        "memory",
+        Some(TOKEN),
+        &["--events-claim-idle-ms", "500"],
+        &[],
+    );
+    wait_serving(sidecar.worker).await;
+    let mut admin_client =
+        pb::quota_admin_client::QuotaAdminClient::new(channel(sidecar.admin()).await);
+    let mut worker = pb::quota_client::QuotaClient::new(channel(sidecar.worker).await);
+    admin_client
+        .set_plan(admin(pb::SetPlanRequest {
+            request_id: "start".into(),
+            account_id: "acct-1".into(),
+            plan: "microbudget".into(),
+            cycle_anchor: None,
+        }))
+        .await
+        .unwrap();
+    admin_client
+        .grant_credits(admin(pb::GrantCreditsRequest {
+            account_id: "acct-1".into(),
+            grant_id: "welcome".into(),
+            units: 200,
+            source: pb::CreditSource::Promotional as i32,
+            expires_at: None,
+        }))
+        .await
+        .unwrap();
+    for g in ["gen-1", "gen-2"] {
+        worker
+            .reserve(pb::ReserveRequest {
+                account_id: "acct-1".into(),
+                generation_id: g.into(),
+                kind: pb::GenerationKind::Video as i32,
+                model: "standard".into(),
+                quantity: 5,
+                ttl_seconds: 0,
+                labels: Default::default(),
+            })
+            .await
+            .unwrap();
+        worker
+            .settle(pb::SettleRequest {
+                account_id: "acct-1".into(),
+                generation_id: g.into(),
+                actual_quantity: None,
+            })
+            .await
+            .unwrap();
+    }
+    // Six events (plan, grant, two reserved, two settled); someone else reads the first four
+    // in group `billing` and acks them.
+    let mut events_client =
+        pb::usage_events_client::UsageEventsClient::new(channel(sidecar.admin()).await);
+    let mut stream = events_client
+        .subscribe(admin(pb::SubscribeRequest {
+            group: "billing".into(),
+            consumer: "someone-else".into(),
+            ephemeral: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut acked = Vec::new();
+    while acked.len() < 4 {
+        let e = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        assert_eq!(e.sequence, acked.len() as u64 + 1, "{e:?}");
+        acked.push(e.ack_id);
+    }
+    events_client
+        .ack(admin(pb::AckRequest {
+            group: "billing".into(),
+            ack_ids: acked,
+        }))
+        .await
+        .unwrap();
+    drop(stream);
+
+    let billing = Billing::start(&sidecar.admin().to_string(), &db.url(), TOKEN, &[]);
+    let client = loop_until_schema(&db).await;
+    // 5 and 6 (delivered to the other reader too, unacked: claimed once idle).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&client, "SELECT count(*) FROM usage_events").await < 2 {
+        assert!(Instant::now() < deadline, "events not written in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gap_rows(&client).await, ["acct-1|1|4"]);
+    let (_, page) = http_get(billing.http, "/metrics").await;
+    assert_eq!(
+        sample(&page, "quota_billing_sequence_gaps_total"),
+        1.0,
+        "{page}"
+    );
+    assert!(
+        page.contains("quota_billing_sequence_gaps_closed_total 0"),
+        "from the start at zero: {page}"
+    );
+
+    let (code, s) = statement_json(&db.url(), "acct-1");
+    assert_eq!(code, Some(3), "{s}");
+    assert_eq!(s["complete"], json!(false), "{s}");
+    assert_eq!(s["missing_seq"], json!([[1, 4]]), "{s}");
+    let (code, text, stderr) =
+        billing_cli_status(&["statement", "--postgres", &db.url(), "acct-1"]);
+    assert_eq!(code, Some(3), "{text} {stderr}");
+    assert!(text.contains("INCOMPLETE"), "{text}");
+    assert!(text.contains("sequence 1-4"), "{text}");
+    assert!(stderr.contains("incomplete"), "{stderr}");
+}
+
+/// A batch with a hole, then the missing events delivered again (a claim after another
+/// consumer of the group died): the gap closes and the statement is whole again. The state
+/// lives in the database, so a new connection (a restarted consumer) carries on from it, and
+/// two consumers writing one account's events at once leave no gap and no deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_filled_by_redelivery_clears_it() {
+    let db = TestDatabase::create().await;
+    let settings = PgSettings {
+        url: db.url(),
+        ca_file: None,
+    };
+    let mut writer = Writer::connect(&settings).await.unwrap();
+    let all = a_day();
+    // 1-3, then 7-18: 4, 5, 6 were delivered to a consumer that died before writing them.
+    let mut first: Vec<_> = all[..3].to_vec();
+    first.extend_from_slice(&all[6..]);
+    let outcome = writer.write_batch(&first).await.unwrap();
+    assert_eq!(outcome.sequence_changes.len(), 1, "{outcome:?}");
+    let change = &outcome.sequence_changes[0];
+    assert_eq!(change.account_id, "a");
+    assert_eq!(
+        (
+            change.change.opened.len(),
+            change.change.opened[0].first_seq,
+            change.change.opened[0].last_seq
+        ),
+        (1, 4, 6)
+    );
+    let client = db.client().await;
+    assert_eq!(gap_rows(&client).await, ["a|4|6"]);
+    let (code, s) = statement_json(&db.url(), "a");
+    assert_eq!(
+        (code, &s["complete"], &s["missing_seq"]),
+        (Some(3), &json!(false), &json!([[4, 6]])),
+        "{s}"
+    );
+
+    // Redelivered on a new connection, the middle one first: the gap splits, then closes.
+    let mut restarted = Writer::connect(&settings).await.unwrap();
+    restarted.write_batch(&all[4..5]).await.unwrap();
+    assert_eq!(gap_rows(&client).await, ["a|4|4", "a|6|6"]);
+    let outcome = restarted.write_batch(&all[3..6]).await.unwrap();
+    assert_eq!(
+        (
+            outcome.written,
+            outcome.duplicates,
+            outcome.sequence_changes[0].change.closed
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(gap_rows(&client).await, Vec::<String>::new());
+    let (code, s) = statement_json(&db.url(), "a");
+    assert_eq!(
+        (code, &s["complete"], &s["missing_seq"]),
+        (Some(0), &json!(true), &json!([])),
+        "{s}"
+    );
+    // The filled events count: g1's settle (sequence 5) is in the usage now.
+    assert_eq!(
+        count(
+            &client,
+            "SELECT sum(allowance_units)::bigint FROM cycle_usage WHERE account_id = 'a'"
+        )
+        .await,
+        40
+    );
+    // Everything again changes nothing.
+    assert!(restarted
+        .write_batch(&all)
+        .await
+        .unwrap()
+        .sequence_changes
+        .is_empty());
+
+    // Two consumers, three accounts, batches in opposite account orders and committed in any
+    // order: once all are in, no gap is left and every account expects its next event.
+    let event = |account: &str, seq: u64| pb::UsageEvent {
+        id: format!("{account}/c{seq}@1000:granted"),
+        r#type: "credits.granted".into(),
+        account_id: account.into(),
+        time: at(seq as i64),
+        sequence: seq,
+        grant_id: format!("c{seq}"),
+        units: 1,
+        source: "promotional".into(),
+        ack_id: format!("2/{seq}-0"),
+        ..Default::default()
+    };
+    let batches: Vec<Vec<pb::UsageEvent>> = (0..20u64)
+        .map(|b| {
+            let mut batch: Vec<_> = ["x", "y", "z"]
+                .iter()
+                .flat_map(|a| (1..=5).map(move |i| event(a, b * 5 + i)))
+                .collect();
+            if b % 2 == 1 {
+                batch.reverse();
+            }
+            batch
+        })
+        .collect();
+    let (odd, even): (Vec<_>, Vec<_>) = batches
+        .into_iter()
+        .enumerate()
+        .partition(|(b, _)| b % 2 == 1);
+    let second = Writer::connect(&settings).await.unwrap();
+    // Newest first, so most batches find a hole that a batch of the other consumer fills.
+    let drive = |mut writer: Writer, batches: Vec<(usize, Vec<pb::UsageEvent>)>| async move {
+        for (_, batch) in batches.into_iter().rev() {
+            writer.write_batch(&batch).await.unwrap();
+        }
+    };
+    let (one, two) = (
+        tokio::spawn(drive(restarted, odd)),
+        tokio::spawn(drive(second, even)),
+    );
+    tokio::time::timeout(Duration::from_secs(60), async {
+        one.await.unwrap();
+        two.await.unwrap();
+    })
+    .await
+    .expect("concurrent batches finish (no deadlock)");
+    assert_eq!(gap_rows(&client).await, Vec::<String>::new());
+    let next: Vec<String> = client
+        .query(
+            "SELECT account_id, next_seq FROM account_sequences ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}|{}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    assert_eq!(next, ["a|19", "x|101", "y|101", "z|101"]);
+}
+
+/// A role that does not exist, a database that does not exist, and an admin token the
+/// sidecar refuses: `run` stops at once, non-zero, saying what is wrong (it used to retry
+/// forever, logging `PostgreSQL: db error`); statements say it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusals_stop_the_consumer_with_the_servers_message() {
+    let db = TestDatabase::create().await;
+    let sidecar = Sidecar::start("memory", Some(TOKEN));
+    wait_serving(sidecar.worker).await;
+    let admin_target = sidecar.admin().to_string();
+    let run = |postgres: &str, token: &str| {
+        let out = harness::process::output_within(
+            std::process::Command::new(env!("CARGO_BIN_EXE_quota-billing"))
+                .args([
+                    "run",
+                    "--admin-target",
+                    &admin_target,
+                    "--postgres",
+                    postgres,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--backoff-max-ms",
+                    "200",
+                ])
+                .env("QUOTA_ADMIN_TOKEN", token)
+                .env("RUST_LOG", "info")
+                .env_remove("QUOTA_BILLING_GROUP")
+                .env_remove("QUOTA_BILLING_CONSUMER")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Duration::from_secs(30),
+        );
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let wrong_role = format!("postgres://no_such_role_b1@127.0.0.1:5432/{}", db.name);
+    let (status, stderr) = run(&wrong_role, TOKEN);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("quota-billing: "), "{stderr}");
+    assert!(last.contains("no_such_role_b1"), "names the role: {last}");
+    assert!(last.contains("28"), "the SQLSTATE: {last}");
+    assert!(!stderr.contains("db error"), "{stderr}");
+    assert!(!stderr.contains("retry_in_ms"), "not retried: {stderr}");
+
+    let wrong_db = "postgres://postgres@127.0.0.1:5432/no_such_database_b1";
+    let (status, stderr) = run(wrong_db, TOKEN);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains("no_such_database_b1"),
+        "{stderr}"
+    );
+
+    // The database is right, the token is not: UNAUTHENTICATED from the sidecar.
+    let (status, stderr) = run(&db.url(), "not-the-token");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("Subscribe") && last.contains("valid authentication credentials"),
+        "{last}"
+    );
+
+    // Reports say it too.
+    let (code, _, stderr) = billing_cli_status(&["statement", "--postgres", &wrong_role, "acct-1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("role \"no_such_role_b1\" does not exist"),
+        "{stderr}"
+    );
 }

@@ -3,8 +3,8 @@
 //! same refund id) and plan upgrades on Redis. After restarts and once the stream is drained,
 //! per account: Σ usage in PostgreSQL net of refunds equals the ledger's lifetime charge
 //! (allowance and credits separately), refunds equal Σ `hold.refunded`, refund grants hold what
-//! did not go back to the allowance, upgrade charges equal Σ `plan.upgraded` cents, and every
-//! event of the streams is in PostgreSQL exactly once.
+//! did not go back to the allowance, upgrade charges equal Σ `plan.upgraded` cents, every
+//! event of the streams is in PostgreSQL exactly once, and no sequence gap is left open.
 
 mod harness;
 
@@ -537,6 +537,33 @@ async fn sigkills_and_a_lost_database_lose_and_double_count_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(dead, 0, "dead letters");
+
+    // Each account's sequence arrived whole through the kills, cuts and redeliveries (gaps
+    // opened on the way were filled): none open, and billing expects one past the last.
+    let mut expected_next: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &stream {
+        let next = expected_next.entry(e.account_id.clone()).or_default();
+        *next = (*next).max(e.sequence as i64 + 1);
+    }
+    let tracked: BTreeMap<String, i64> = client
+        .query("SELECT account_id, next_seq FROM account_sequences", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(tracked, expected_next);
+    let open_gaps: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT account_id, first_seq, last_seq FROM sequence_gaps ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(open_gaps.is_empty(), "gaps left open: {open_gaps:?}");
 
     // Per account: usage against the ledger, upgrade charges against the events.
     let mut upgrade_cents: BTreeMap<&str, i64> = BTreeMap::new();

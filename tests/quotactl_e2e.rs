@@ -994,7 +994,8 @@ async fn admin_api_needs_the_token_and_stays_off_the_worker_listener() {
     }
 }
 
-/// `events groups`, `events groups delete` and an ephemeral `events tail`, on `store`.
+/// `events groups`, `events groups delete`, an ephemeral `events tail`, and `--ack` refused
+/// where others read (quota-billing's group, an existing group) unless `--force`, on `store`.
 async fn event_groups_through_quotactl(store: &str) {
     let ctl = Ctl::start(store).await;
     let a = "acct-groups";
@@ -1010,9 +1011,7 @@ async fn event_groups_through_quotactl(store: &str) {
         .ok();
     }
     // A durable group: the sidecar hands it all three, quotactl prints and acks two.
-    let tail = ctl.run(&[
-        "events", "tail", "--group", "billing", "--max", "2", "--ack",
-    ]);
+    let tail = ctl.run(&["events", "tail", "--group", "audit", "--max", "2", "--ack"]);
     assert_eq!(tail.ok().lines().count(), 3, "a header and two events");
 
     // Ephemeral without --group: every event, and its group is gone once the stream ends.
@@ -1027,16 +1026,13 @@ async fn event_groups_through_quotactl(store: &str) {
         assert!(Instant::now() < deadline, "ephemeral group left: {groups}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let billing = &groups[0];
-    assert_eq!(billing["name"], "billing");
-    assert_eq!(
-        (&billing["pending"], &billing["lag"]),
-        (&1.into(), &0.into())
-    );
-    assert!(billing["oldest_unacked_ack_id"].is_string(), "{billing}");
-    assert!(billing["oldest_unacked_age_ms"].as_u64().unwrap() < 60_000);
+    let audit = &groups[0];
+    assert_eq!(audit["name"], "audit");
+    assert_eq!((&audit["pending"], &audit["lag"]), (&1.into(), &0.into()));
+    assert!(audit["oldest_unacked_ack_id"].is_string(), "{audit}");
+    assert!(audit["oldest_unacked_age_ms"].as_u64().unwrap() < 60_000);
     let table = ctl.run(&["events", "groups"]).ok();
-    let cells = row(&table, "billing");
+    let cells = row(&table, "audit");
     assert_eq!((cells[1], cells[3]), ("1", "0"), "{table}");
     assert!(cells[2].ends_with('s'), "an age: {table}");
 
@@ -1045,13 +1041,57 @@ async fn event_groups_through_quotactl(store: &str) {
     assert_eq!(refused.code, Some(2), "{refused:?}");
     assert!(refused.stderr.contains("--group"), "{refused:?}");
 
-    let deleted = ctl.run(&["events", "groups", "delete", "billing"]).ok();
-    assert!(deleted.contains("billing"), "{deleted}");
-    assert_eq!(ctl.run(&["events", "groups"]).ok(), "(none)\n");
+    // The group exists now: acking in it again takes events from whoever reads it.
     let line = ctl
-        .run(&["events", "groups", "delete", "billing"])
-        .failure(4);
-    assert!(line.contains("no consumer group `billing`"), "{line}");
+        .run(&["events", "tail", "--group", "audit", "--max", "1", "--ack"])
+        .failure(5);
+    assert!(line.contains("refusing to ack in `audit`"), "{line}");
+    assert!(line.contains("1 pending, 0 not delivered yet"), "{line}");
+    assert!(line.contains("--force"), "{line}");
+
+    let deleted = ctl.run(&["events", "groups", "delete", "audit"]).ok();
+    assert!(deleted.contains("audit"), "{deleted}");
+    assert_eq!(ctl.run(&["events", "groups"]).ok(), "(none)\n");
+    let line = ctl.run(&["events", "groups", "delete", "audit"]).failure(4);
+    assert!(line.contains("no consumer group `audit`"), "{line}");
+
+    // quota-billing's group is refused even before it exists, and nothing is created...
+    let line = ctl
+        .run(&[
+            "events", "tail", "--group", "billing", "--max", "1", "--ack",
+        ])
+        .failure(5);
+    assert!(line.contains("quota-billing's group"), "{line}");
+    assert_eq!(ctl.run(&["events", "groups"]).ok(), "(none)\n");
+    // ...unless forced; --force means nothing without --ack.
+    let forced = ctl
+        .run(&[
+            "events", "tail", "--group", "billing", "--max", "1", "--ack", "--force",
+        ])
+        .ok();
+    assert_eq!(
+        forced.lines().count(),
+        2,
+        "a header and one event: {forced}"
+    );
+    let refused = ctl.run(&["events", "tail", "--group", "billing", "--force"]);
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("--ack"), "{refused:?}");
+    // Forced in a group that exists too (another consumer name: it takes what the group has
+    // not been handed yet).
+    ctl.run(&["grant", a, "pack-3", "10", "--source", "purchased"])
+        .ok();
+    let forced = ctl
+        .run(&[
+            "events", "tail", "--group", "billing", "--max", "1", "--ack", "--force",
+        ])
+        .ok();
+    assert_eq!(
+        forced.lines().count(),
+        2,
+        "a header and one event: {forced}"
+    );
+    ctl.run(&["events", "groups", "delete", "billing"]).ok();
 }
 
 #[tokio::test]
@@ -1093,9 +1133,7 @@ async fn group_lag_is_on_every_sidecar_s_metrics() {
     }
     // Handed all three, acks two, goes away; two more events arrive for nobody.
     first
-        .run(&[
-            "events", "tail", "--group", "billing", "--max", "2", "--ack",
-        ])
+        .run(&["events", "tail", "--group", "audit", "--max", "2", "--ack"])
         .ok();
     for i in 3..5 {
         first
@@ -1121,15 +1159,11 @@ async fn group_lag_is_on_every_sidecar_s_metrics() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(
-        group_sample(&page, "quota_events_group_lag", "billing"),
+        group_sample(&page, "quota_events_group_lag", "audit"),
         Some(2.0),
         "{page}"
     );
-    let age = group_sample(
-        &page,
-        "quota_events_group_oldest_unacked_seconds",
-        "billing",
-    );
+    let age = group_sample(&page, "quota_events_group_oldest_unacked_seconds", "audit");
     assert!(age.is_some_and(|age| (0.0..60.0).contains(&age)), "{page}");
 }
 

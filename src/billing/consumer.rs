@@ -4,7 +4,9 @@
 //! Nothing is acked that is not committed, so a crash at any point leaves the uncommitted
 //! events pending in the sidecar, which delivers them again; the writer counts a redelivered
 //! event once. When the sidecar or the database goes away the loop keeps the batch it has,
-//! waits (backoff) and tries again.
+//! waits (backoff with jitter, so that replicas do not retry in step) and tries again. What
+//! no retry can cure (a wrong role, password or database, a role without privileges, an
+//! admin token the sidecar refuses) ends the loop with the error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +18,16 @@ use tonic::Streaming;
 
 use super::db::PgSettings;
 use super::health::{Health, RETRIES};
-use super::writer::Writer;
+use super::writer::{BatchOutcome, Writer};
 use super::BillingError;
 use crate::api::events::MAX_ACK_IDS;
 use crate::client;
 use crate::pb::{self, usage_events_client::UsageEventsClient};
+
+/// The consumer group `quota-billing run` reads by default. Other readers must not ack in it:
+/// an event acked there is one billing never receives (`quotactl events tail --ack` refuses
+/// it without `--force`).
+pub const DEFAULT_GROUP: &str = "billing";
 
 /// Longest a Subscribe or an Ack may take before the consumer treats the sidecar as gone.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +63,7 @@ impl ConsumerSettings {
             admin_target,
             tls: None,
             token,
-            group: "billing".into(),
+            group: DEFAULT_GROUP.into(),
             consumer: "quota-billing".into(),
             postgres,
             batch_max_events: 500,
@@ -73,9 +80,81 @@ struct Subscription {
     events: Streaming<pb::UsageEvent>,
 }
 
+/// Why an attempt failed: retried after a backoff, or (permanent) the end of the loop.
+struct Failure {
+    message: String,
+    permanent: Option<BillingError>,
+}
+
+impl Failure {
+    fn transient(message: String) -> Failure {
+        Failure {
+            message,
+            permanent: None,
+        }
+    }
+
+    /// `e` in the context `what`: permanent when no retry can cure it.
+    fn from_billing(what: &str, e: BillingError) -> Failure {
+        let message = format!("{what}: {e}");
+        if e.is_permanent() {
+            Failure {
+                message: message.clone(),
+                permanent: Some(e),
+            }
+        } else {
+            Failure::transient(message)
+        }
+    }
+
+    /// A refusal by the sidecar: a token it does not take is permanent.
+    fn from_status(what: String, status: &tonic::Status) -> Failure {
+        let message = format!("{what}: {}: {}", status.code(), status.message());
+        match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Failure {
+                message: message.clone(),
+                permanent: Some(BillingError::SidecarRefused(message)),
+            },
+            _ => Failure::transient(message),
+        }
+    }
+}
+
+/// A wait of between half and all of `backoff`, at random: replicas that failed together do
+/// not come back together.
+fn jittered(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// Logs what a committed batch found about sequence gaps.
+fn log_sequence_changes(outcome: &BatchOutcome) {
+    for a in &outcome.sequence_changes {
+        for gap in &a.change.opened {
+            tracing::warn!(
+                account_id = %a.account_id,
+                first_seq = gap.first_seq,
+                last_seq = gap.last_seq,
+                missing_events = gap.events(),
+                "events of the account were not received: statements report it until they arrive"
+            );
+        }
+        if a.change.filled > 0 {
+            tracing::info!(
+                account_id = %a.account_id,
+                filled = a.change.filled,
+                closed_gaps = a.change.closed,
+                open_gaps = a.open.len(),
+                "missing events of the account arrived"
+            );
+        }
+    }
+}
+
 /// Runs until `stop` turns true: then the batch in hand is committed and acked (when the
-/// database and the sidecar answer), and it returns. Errors are retried, never returned;
-/// only a setting that can never work (e.g. an unreadable CA file) ends it early.
+/// database and the sidecar answer), and it returns. Transient errors are retried; one that
+/// no retry can cure (see [`BillingError::is_permanent`], and the sidecar refusing the token)
+/// is returned at once.
 pub async fn run(
     settings: ConsumerSettings,
     health: Arc<Health>,
@@ -98,8 +177,7 @@ pub async fn run(
                 health.set_database_up(false);
                 match Writer::connect(&settings.postgres).await {
                     Ok(w) => writer = Some(w),
-                    Err(e @ BillingError::PostgresCa { .. }) => return Err(e),
-                    Err(e) => break 'attempt format!("cannot reach PostgreSQL: {e}"),
+                    Err(e) => break 'attempt Failure::from_billing("cannot use PostgreSQL", e),
                 }
                 health.set_database_up(true);
                 tracing::info!("connected to PostgreSQL");
@@ -111,17 +189,19 @@ pub async fn run(
                     Err(e) => {
                         writer = None;
                         health.set_database_up(false);
-                        break 'attempt format!("writing a batch of {}: {e}", batch.len());
+                        let what = format!("writing a batch of {}", batch.len());
+                        break 'attempt Failure::from_billing(&what, e);
                     }
                 };
                 health.committed(&outcome);
+                log_sequence_changes(&outcome);
                 tracing::debug!(?outcome, "batch committed");
                 let ack_ids: Vec<String> = batch.drain(..).map(|e| e.ack_id).collect();
                 if let Err(e) = ack(&settings, subscription.as_mut(), ack_ids).await {
                     // Committed: a redelivery is harmless. Subscribe again.
                     subscription = None;
                     health.set_stream_up(false);
-                    break 'attempt format!("acking a committed batch: {e}");
+                    break 'attempt e;
                 }
                 backoff = settings.backoff_initial;
                 continue 'events;
@@ -146,16 +226,27 @@ pub async fn run(
                     health.set_stream_up(false);
                     // Events already gathered are still written and acked.
                     if batch.is_empty() {
-                        break 'attempt format!("usage event stream ended: {why}");
+                        break 'attempt why;
                     }
                 }
             }
             continue 'events;
         };
+        if let Some(e) = failure.permanent {
+            tracing::error!("{}; no retry can cure this, stopping", failure.message);
+            if !batch.is_empty() {
+                tracing::warn!(
+                    events = batch.len(),
+                    "stopping with an uncommitted batch; the sidecar delivers it again"
+                );
+            }
+            return Err(e);
+        }
         metrics::counter!(RETRIES).increment(1);
-        tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "{failure}");
+        let wait = jittered(backoff);
+        tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{}", failure.message);
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             // While stopping, one more attempt at the batch in hand, then out.
             _ = stop.wait_for(|s| *s), if !stopping => {}
         }
@@ -177,7 +268,7 @@ enum Gathered {
     Batch,
     /// Asked to stop; `batch` may have events.
     Stopping,
-    StreamEnded(String),
+    StreamEnded(Failure),
 }
 
 /// Waits for a first event, then takes more until the batch is full or `batch_wait` passed.
@@ -201,8 +292,13 @@ async fn gather(
                     batch.push(event);
                     deadline.get_or_insert_with(|| Instant::now() + settings.batch_wait);
                 }
-                Ok(None) => return Gathered::StreamEnded("closed by the sidecar".into()),
-                Err(status) => return Gathered::StreamEnded(format!("{}: {}", status.code(), status.message())),
+                Ok(None) => return Gathered::StreamEnded(Failure::transient(
+                    "usage event stream ended: closed by the sidecar".into(),
+                )),
+                Err(status) => return Gathered::StreamEnded(Failure::from_status(
+                    "usage event stream ended".into(),
+                    &status,
+                )),
             },
             _ = wait_more => break,
             _ = stop.wait_for(|s| *s) => return Gathered::Stopping,
@@ -211,10 +307,10 @@ async fn gather(
     Gathered::Batch
 }
 
-async fn subscribe(settings: &ConsumerSettings) -> Result<Subscription, String> {
+async fn subscribe(settings: &ConsumerSettings) -> Result<Subscription, Failure> {
     let channel = client::connect(&settings.admin_target, settings.tls.as_ref(), None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::from_billing("subscribing", e.into()))?;
     let mut client = UsageEventsClient::new(channel);
     let request = client::with_token(
         pb::SubscribeRequest {
@@ -224,17 +320,14 @@ async fn subscribe(settings: &ConsumerSettings) -> Result<Subscription, String> 
         },
         &settings.token,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Failure::from_billing("the admin token", e.into()))?;
     let events = tokio::time::timeout(CALL_TIMEOUT, client.subscribe(request))
         .await
-        .map_err(|_| format!("Subscribe to {} timed out", settings.admin_target))?
+        .map_err(|_| {
+            Failure::transient(format!("Subscribe to {} timed out", settings.admin_target))
+        })?
         .map_err(|status| {
-            format!(
-                "Subscribe to {}: {}: {}",
-                settings.admin_target,
-                status.code(),
-                status.message()
-            )
+            Failure::from_status(format!("Subscribe to {}", settings.admin_target), &status)
         })?
         .into_inner();
     Ok(Subscription { client, events })
@@ -246,14 +339,15 @@ async fn ack(
     settings: &ConsumerSettings,
     subscription: Option<&mut Subscription>,
     ack_ids: Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    let what = "acking a committed batch";
     let mut fresh;
     let client = match subscription {
         Some(s) => &mut s.client,
         None => {
             let channel = client::connect(&settings.admin_target, settings.tls.as_ref(), None)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::from_billing(what, e.into()))?;
             fresh = UsageEventsClient::new(channel);
             &mut fresh
         }
@@ -266,12 +360,12 @@ async fn ack(
             },
             &settings.token,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::from_billing(what, e.into()))?;
         request.set_timeout(CALL_TIMEOUT);
         client
             .ack(request)
             .await
-            .map_err(|status| format!("Ack: {}: {}", status.code(), status.message()))?;
+            .map_err(|status| Failure::from_status(format!("{what}: Ack"), &status))?;
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ pub const RETRIES: &str = "quota_billing_retries_total";
 pub const LAG_SECONDS: &str = "quota_billing_lag_seconds";
 /// Unix time of the last commit, in seconds.
 pub const LAST_COMMIT_SECONDS: &str = "quota_billing_last_commit_timestamp_seconds";
+/// Runs of an account's sequence numbers found missing (events billing has not received).
+pub const SEQUENCE_GAPS: &str = "quota_billing_sequence_gaps_total";
+/// Of those, the runs whose every event arrived later (a redelivery, a late batch).
+pub const SEQUENCE_GAPS_CLOSED: &str = "quota_billing_sequence_gaps_closed_total";
 
 /// Writes the `# HELP` lines.
 pub fn describe_metrics() {
@@ -44,6 +48,26 @@ pub fn describe_metrics() {
         LAST_COMMIT_SECONDS,
         "Unix time of the last commit, in seconds"
     );
+    metrics::describe_counter!(
+        SEQUENCE_GAPS,
+        "Runs of an account's event sequence found missing"
+    );
+    metrics::describe_counter!(
+        SEQUENCE_GAPS_CLOSED,
+        "Runs of missing sequence numbers whose events all arrived later"
+    );
+    // From the start at zero, so that an alert on an increase sees the first one.
+    for counter in [
+        EVENTS_WRITTEN,
+        EVENTS_DUPLICATE,
+        DEAD_LETTERS,
+        BATCHES,
+        RETRIES,
+        SEQUENCE_GAPS,
+        SEQUENCE_GAPS_CLOSED,
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
 }
 
 /// What the consumer is connected to, for `/healthz`.
@@ -70,6 +94,10 @@ impl Health {
         metrics::counter!(EVENTS_DUPLICATE).increment(outcome.duplicates);
         metrics::counter!(DEAD_LETTERS).increment(outcome.dead_letters);
         metrics::counter!(BATCHES).increment(1);
+        for a in &outcome.sequence_changes {
+            metrics::counter!(SEQUENCE_GAPS).increment(a.change.opened.len() as u64);
+            metrics::counter!(SEQUENCE_GAPS_CLOSED).increment(a.change.closed);
+        }
         metrics::gauge!(LAST_COMMIT_SECONDS).set(now_ms as f64 / 1000.0);
         if let Some(newest) = outcome.newest_event_at {
             metrics::gauge!(LAG_SECONDS).set((now - newest).as_seconds_f64().max(0.0));

@@ -1,13 +1,16 @@
 //! What an account used and owes for a cycle: the subscription price of the plan the cycle
 //! started with, prorated upgrade charges, usage by kind and model split by allowance and
 //! credits, refunds (the parts of the charge they refund, and what went back to the allowance
-//! or became a refund grant), and credits remaining per grant.
+//! or became a refund grant), and credits remaining per grant. A statement of an account with
+//! events billing has not received says which ([`Statement::missing_seq`]): its sums may be
+//! short of what the ledger charged.
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use super::record::NO_CYCLE;
+use super::sequence::{self, Gap};
 use super::BillingError;
 use crate::api::event_json::rfc3339_ms;
 use crate::ledger::Catalog;
@@ -80,12 +83,21 @@ pub struct Statement {
     pub upgrade_charges_cents: i64,
     pub usage: Vec<UsageLine>,
     pub grants: Vec<GrantLine>,
+    /// The account's sequence numbers not received (in any cycle: a missing event's cycle is
+    /// not known), oldest first. Empty when billing has every event of the account up to the
+    /// newest it received.
+    pub missing_seq: Vec<Gap>,
 }
 
 impl Statement {
     /// Subscription price plus upgrade charges.
     pub fn total_cents(&self) -> i64 {
         self.subscription_price_cents + self.upgrade_charges_cents
+    }
+
+    /// Whether every event of the account has been received (no sequence gap).
+    pub fn is_complete(&self) -> bool {
+        self.missing_seq.is_empty()
     }
 
     /// Reads the statement of `account_id` for the cycle starting at `cycle_start` (default:
@@ -192,6 +204,7 @@ impl Statement {
                 }
             })
             .collect();
+        let missing_seq = sequence::missing(client, account_id).await?;
         Ok(Statement {
             account_id: account_id.to_string(),
             cycle_start,
@@ -202,6 +215,7 @@ impl Statement {
             upgrades,
             usage,
             grants,
+            missing_seq,
         })
     }
 
@@ -209,6 +223,10 @@ impl Statement {
     pub fn to_json(&self) -> Value {
         json!({
             "account_id": self.account_id,
+            "complete": self.is_complete(),
+            "missing_seq": self.missing_seq.iter()
+                .map(|g| [g.first_seq, g.last_seq])
+                .collect::<Vec<_>>(),
             "cycle_start": cycle_json(self.cycle_start),
             "starting_plan": self.starting_plan,
             "current_plan": self.current_plan,
@@ -264,6 +282,13 @@ impl Statement {
             cycle.as_str().unwrap_or("none (no plan)"),
             self.current_plan
         );
+        if !self.is_complete() {
+            out += &format!(
+                "INCOMPLETE: events of this account not received, sequence {}; the sums below \
+                 may be short of what the ledger charged\n\n",
+                missing_text(&self.missing_seq)
+            );
+        }
         out += &format!(
             "subscription            {}\n",
             dollars(self.subscription_price_cents)
@@ -350,6 +375,20 @@ fn cycle_json(cycle_start: OffsetDateTime) -> Value {
     }
 }
 
+/// `1-4, 9, 12-13`.
+fn missing_text(gaps: &[Gap]) -> String {
+    gaps.iter()
+        .map(|g| {
+            if g.first_seq == g.last_seq {
+                g.first_seq.to_string()
+            } else {
+                format!("{}-{}", g.first_seq, g.last_seq)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `1234` cents → `$12.34`.
 pub fn dollars(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
@@ -365,5 +404,17 @@ mod tests {
         assert_eq!(dollars(1234), "$12.34");
         assert_eq!(dollars(5), "$0.05");
         assert_eq!(dollars(-250), "-$2.50");
+    }
+
+    #[test]
+    fn missing_numbers_as_ranges() {
+        let gap = |first_seq, last_seq| Gap {
+            first_seq,
+            last_seq,
+        };
+        assert_eq!(
+            missing_text(&[gap(1, 4), gap(9, 9), gap(12, 13)]),
+            "1-4, 9, 12-13"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One batch of events in one transaction. Each event is inserted by its id with
 //! `ON CONFLICT DO NOTHING RETURNING`; only a row that came back moves the aggregates, so an
-//! event delivered again (after a crash before the ack) is counted once.
+//! event delivered again (after a crash before the ack) is counted once. The batch's sequences
+//! are tracked first ([`sequence::track`]), in the same transaction.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use tokio_postgres::{Client, Statement, Transaction};
 
 use super::db::{self, PgSettings};
 use super::record::{self, EventRecord};
+use super::sequence::{self, AccountChange};
 use super::{aggregate, BillingError};
 use crate::api::event_json::usage_event_json;
 use crate::pb;
@@ -55,6 +57,8 @@ pub struct BatchOutcome {
     pub dead_letters: u64,
     /// Time of the newest event of the batch.
     pub newest_event_at: Option<OffsetDateTime>,
+    /// Accounts whose sequence gaps the batch opened or filled.
+    pub sequence_changes: Vec<AccountChange>,
 }
 
 /// A connection that writes batches.
@@ -86,7 +90,16 @@ impl Writer {
         events: &[pb::UsageEvent],
     ) -> Result<BatchOutcome, BillingError> {
         let tx = self.client.transaction().await?;
-        let mut outcome = BatchOutcome::default();
+        let mut outcome = BatchOutcome {
+            // Dead letters count as received: they are in the database, with their reason.
+            sequence_changes: sequence::track(
+                &tx,
+                &mut self.prepared,
+                events.iter().filter_map(sequence_of),
+            )
+            .await?,
+            ..BatchOutcome::default()
+        };
         for e in events {
             match record::parse(e) {
                 Ok(r) => {
@@ -111,6 +124,13 @@ impl Writer {
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// The account and sequence of an event, when it has both.
+fn sequence_of(e: &pb::UsageEvent) -> Option<(String, i64)> {
+    let seq = i64::try_from(e.sequence).ok()?;
+    (!e.account_id.is_empty() && seq >= sequence::FIRST_SEQUENCE)
+        .then(|| (e.account_id.clone(), seq))
 }
 
 async fn insert_event(

@@ -3,7 +3,8 @@
 //! - `run`: takes the `UsageEvents` stream into PostgreSQL exactly once (a durable consumer
 //!   group; each batch in one transaction, acked after the commit), serving `/healthz` and
 //!   `/metrics` until SIGTERM or Ctrl-C.
-//! - `statement`: what an account used and owes for a cycle.
+//! - `statement`: what an account used and owes for a cycle; exit status 3 when events of the
+//!   account are missing (the statement names their sequence numbers).
 //! - `export`: billable events for OpenMeter (CloudEvents), Stripe, Lago, or as CSV.
 
 use std::net::SocketAddr;
@@ -72,7 +73,7 @@ enum Command {
         #[command(flatten)]
         postgres: Postgres,
         /// Consumer group (durable: events wait for it while it is down).
-        #[arg(long, env = "QUOTA_BILLING_GROUP", default_value = "billing")]
+        #[arg(long, env = "QUOTA_BILLING_GROUP", default_value = consumer::DEFAULT_GROUP)]
         group: String,
         /// Name within the group; keep it stable across restarts, distinct per replica.
         #[arg(long, env = "QUOTA_BILLING_CONSUMER", default_value = "quota-billing")]
@@ -141,6 +142,10 @@ enum Command {
     },
 }
 
+/// Exit status of a statement over an account with missing events: printed, but not to be
+/// billed as it is (1 stays "no statement at all", 2 a usage error).
+const INCOMPLETE_STATEMENT: u8 = 3;
+
 fn parse_time(flag: &str, text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("{flag}: `{text}` is not an RFC 3339 time ({e})"))
@@ -168,12 +173,12 @@ fn main() -> ExitCode {
             let telemetry = Telemetry::init(*log_format, Some(runtime.handle()));
             let result = runtime.block_on(run(cli.command));
             telemetry.shutdown();
-            result
+            result.map(|()| ExitCode::SUCCESS)
         }
         command => runtime.block_on(report(command)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("quota-billing: {message}");
             ExitCode::FAILURE
@@ -257,7 +262,7 @@ async fn wait_for_signal() {
 }
 
 /// `statement` and `export`.
-async fn report(command: Command) -> Result<(), String> {
+async fn report(command: Command) -> Result<ExitCode, String> {
     let failed = |e: BillingError| e.to_string();
     match command {
         Command::Statement {
@@ -282,7 +287,15 @@ async fn report(command: Command) -> Result<(), String> {
             } else {
                 print!("{}", statement.to_text());
             }
-            Ok(())
+            if statement.is_complete() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "quota-billing: the statement of `{account}` is incomplete: events of it \
+                     were not received (missing_seq)"
+                );
+                Ok(ExitCode::from(INCOMPLETE_STATEMENT))
+            }
         }
         Command::Export {
             postgres,
@@ -305,7 +318,7 @@ async fn report(command: Command) -> Result<(), String> {
             export::export(&client, &options, &mut out)
                 .await
                 .map_err(failed)?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { .. } => unreachable!("run is not a report"),
     }

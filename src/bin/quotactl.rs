@@ -16,6 +16,7 @@ use tonic_types::StatusExt;
 
 use quota_sidecar::api::event_json::usage_event_json;
 use quota_sidecar::api::status;
+use quota_sidecar::billing::consumer::DEFAULT_GROUP as DEFAULT_BILLING_GROUP;
 use quota_sidecar::client;
 use quota_sidecar::ledger::Catalog;
 use quota_sidecar::pb::{
@@ -251,9 +252,14 @@ enum EventsCommand {
         #[arg(long)]
         consumer: Option<String>,
         /// Acknowledge each event once printed, so that the group does not see it again
-        /// (with `--group`: without it, nothing is kept for later anyway).
+        /// (with `--group`: without it, nothing is kept for later anyway). Refused for
+        /// quota-billing's group and for a group that already exists (others read it, and
+        /// an event acked here never reaches them) unless `--force`.
         #[arg(long, requires = "group")]
         ack: bool,
+        /// With `--ack`: ack even in a group that others read.
+        #[arg(long, requires = "ack")]
+        force: bool,
         /// Stop after this many events.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max: Option<u64>,
@@ -765,6 +771,7 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                     group,
                     consumer,
                     ack,
+                    force,
                     max,
                 },
         } => {
@@ -773,6 +780,7 @@ async fn run(cli: Cli) -> Result<Output, Failure> {
                 group,
                 consumer,
                 ack,
+                force,
                 max,
                 json: cli.json,
             };
@@ -788,16 +796,56 @@ struct Tail {
     group: Option<String>,
     consumer: String,
     ack: bool,
+    /// Ack even in a group others read.
+    force: bool,
     max: Option<u64>,
     json: bool,
 }
 
 impl Tail {
+    /// Refuses `--ack` in a group others read, unless `--force`: quota-billing's group, or
+    /// any durable group that exists already (someone subscribed to it; the sidecar does not
+    /// say who, so an existing group counts as read by others).
+    async fn check_ack_group(
+        &self,
+        client: &mut UsageEventsClient<Channel>,
+        target: &str,
+    ) -> Result<(), Failure> {
+        let (true, false, Some(group)) = (self.ack, self.force, &self.group) else {
+            return Ok(());
+        };
+        let remedy = "tail without --group to watch (nothing is taken from anyone), use a \
+                      group of your own, or pass --force";
+        if group == DEFAULT_BILLING_GROUP {
+            return Err(Failure(format!(
+                "refusing to ack in `{group}`, quota-billing's group: every event acked here is \
+                 one billing never receives; {remedy}"
+            )));
+        }
+        let request = admin_request(pb::ListGroupsRequest {})?;
+        let groups = client
+            .list_groups(request)
+            .await
+            .map_err(|status| Failure::from_status(status, target))?
+            .into_inner()
+            .groups;
+        if let Some(g) = groups.iter().find(|g| &g.name == group) {
+            return Err(Failure(format!(
+                "refusing to ack in `{group}`: the group exists ({} pending, {} not delivered \
+                 yet), so others may read it and every event acked here is one they never \
+                 receive; {remedy} if the group is yours",
+                g.pending, g.lag
+            )));
+        }
+        Ok(())
+    }
+
     /// Streams until `max` events, Ctrl-C, or the sidecar ends the stream. An event is acked
     /// only after its line is written, so a failed write leaves it for redelivery.
     async fn run(&self, target: &str) -> Result<(), Failure> {
         let failed = |status| Failure::from_status(status, target);
         let mut client = UsageEventsClient::new(connect(target, None).await?);
+        self.check_ack_group(&mut client, target).await?;
         let request = admin_request(pb::SubscribeRequest {
             group: self.group.clone().unwrap_or_default(),
             consumer: self.consumer.clone(),
