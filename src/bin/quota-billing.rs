@@ -5,6 +5,7 @@
 //!   `/metrics` until SIGTERM or Ctrl-C.
 //! - `statement`: what an account used and owes for a cycle.
 //! - `export`: billable events for OpenMeter (CloudEvents), Stripe, Lago, or as CSV.
+//! - `migrate`: brings the schema up to date and exits (`run` does it too, at start).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,6 +140,11 @@ enum Command {
         #[arg(long, default_value = "plan_upgrade_cents")]
         upgrade_meter: String,
     },
+    /// Bring the PostgreSQL schema up to date and exit (a deployment's migration job).
+    Migrate {
+        #[command(flatten)]
+        postgres: Postgres,
+    },
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<OffsetDateTime, String> {
@@ -217,6 +223,13 @@ async fn run(command: Command) -> Result<(), String> {
 
     let handle = sidecar_metrics::install()?;
     health::describe_metrics();
+    sidecar_metrics::register_counters(&[
+        health::EVENTS_WRITTEN,
+        health::EVENTS_DUPLICATE,
+        health::DEAD_LETTERS,
+        health::BATCHES,
+        health::RETRIES,
+    ]);
     let health = Arc::new(Health::default());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -305,6 +318,12 @@ async fn report(command: Command) -> Result<(), String> {
             export::export(&client, &options, &mut out)
                 .await
                 .map_err(failed)?;
+            Ok(())
+        }
+        Command::Migrate { postgres } => {
+            let mut client = db::connect(&postgres.settings()).await.map_err(failed)?;
+            db::migrate(&mut client).await.map_err(failed)?;
+            println!("schema up to date");
             Ok(())
         }
         Command::Run { .. } => unreachable!("run is not a report"),

@@ -148,7 +148,7 @@ class Sidecar:
         for line in self.proc.stderr:
             self.log.append(line.rstrip())
             try:
-                fields = json.loads(line).get("fields", {})
+                fields = json.loads(line)
             except ValueError:
                 continue
             if fields.get("message") == "listening":
