@@ -439,7 +439,9 @@ impl ListenerHealth {
     fn new(services: &[&'static str], common: &[&'static str]) -> ListenerHealth {
         ListenerHealth {
             reporter: HealthReporter::new(),
-            follows_store: std::iter::once("").chain(services.iter().copied()).collect(),
+            follows_store: std::iter::once("")
+                .chain(services.iter().copied())
+                .collect(),
             steady: std::iter::once(LIVENESS_SERVICE)
                 .chain(common.iter().copied())
                 .collect(),
@@ -471,8 +473,12 @@ impl ListenerHealth {
     /// its connection, and the drain, until [`DRAIN_TIMEOUT`]. A Check on a connection still
     /// open answers NOT_FOUND from then on, which probes count as a failure, as they should.
     async fn stop(&mut self) {
-        let services: Vec<&'static str> =
-            self.follows_store.iter().chain(&self.steady).copied().collect();
+        let services: Vec<&'static str> = self
+            .follows_store
+            .iter()
+            .chain(&self.steady)
+            .copied()
+            .collect();
         for service in &services {
             self.reporter
                 .set_service_status(*service, ServingStatus::NotServing)

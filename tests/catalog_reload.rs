@@ -123,12 +123,7 @@ fn reload_warnings_now(sidecar: &Sidecar) -> Vec<String> {
                 .as_str()
                 .is_some_and(|m| m.starts_with("catalog not reloaded"))
         })
-        .map(|l| {
-            l["error"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|l| l["error"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 

@@ -439,7 +439,13 @@ async fn assert_known_counters_at_zero(metrics: SocketAddr) {
         "noreplicas",
         "misconf",
     ];
-    for op in ["reserve", "settle", "release", "health_probe", "events_read"] {
+    for op in [
+        "reserve",
+        "settle",
+        "release",
+        "health_probe",
+        "events_read",
+    ] {
         for kind in kinds {
             assert_sample(
                 &samples,
@@ -501,7 +507,10 @@ async fn build_info_and_process_metrics_are_scraped() {
     assert_sample(
         &samples,
         "quota_build_info",
-        &[("version", env!("CARGO_PKG_VERSION")), ("revision", revision)],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", revision),
+        ],
         1.0,
     );
     let now_seconds = std::time::SystemTime::now()
@@ -571,7 +580,11 @@ async fn json_log_lines_are_flat_without_source_paths() {
     let logs = sidecar.logs();
     let bridged = logs
         .iter()
-        .filter(|l| l["target"].as_str().is_some_and(|t| t.starts_with("rustls")))
+        .filter(|l| {
+            l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("rustls"))
+        })
         .count();
     assert!(bridged > 0, "no record of a library logging through `log`");
     let listening = logs
@@ -626,7 +639,10 @@ fn plan_set_line(sidecar: &Sidecar, account: &str) -> serde_json::Value {
         if let Some(line) = found {
             return line;
         }
-        assert!(Instant::now() < deadline, "no `plan set` line for {account}");
+        assert!(
+            Instant::now() < deadline,
+            "no `plan set` line for {account}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

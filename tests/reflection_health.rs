@@ -51,17 +51,16 @@ macro_rules! reflect {
                 answers
             }
         };
-        let listed: Vec<String> = match answers(vec![ask(MessageRequest::ListServices(
-            String::new(),
-        ))])
-        .await
-        .pop()
-        {
-            Some(MessageResponse::ListServicesResponse(list)) => {
-                list.service.into_iter().map(|s| s.name).collect()
-            }
-            other => panic!("ListServices answered {other:?}"),
-        };
+        let listed: Vec<String> =
+            match answers(vec![ask(MessageRequest::ListServices(String::new()))])
+                .await
+                .pop()
+            {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!("ListServices answered {other:?}"),
+            };
         let requests = listed
             .iter()
             .map(|name| ask(MessageRequest::FileContainingSymbol(name.clone())))
@@ -190,7 +189,13 @@ async fn without_an_admin_token_no_listener_answers_for_the_admin_services() {
     let mut sidecar = Sidecar::start_with("memory", None, &["--health-listen", "127.0.0.1:0"], &[]);
     wait_serving(sidecar.worker).await;
     let ch = channel(sidecar.health.expect("health listener")).await;
-    assert_health(ch.clone(), "health-only", &["", QUOTA], ServingStatus::Serving).await;
+    assert_health(
+        ch.clone(),
+        "health-only",
+        &["", QUOTA],
+        ServingStatus::Serving,
+    )
+    .await;
     assert_unknown(ch.clone(), "health-only", ADMIN).await;
     assert_unknown(ch, "health-only", EVENTS).await;
     let status = sidecar.terminate().await;

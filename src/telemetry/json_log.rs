@@ -64,7 +64,8 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
         let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(&line) else {
             // Not expected from the JSON format; the line as it came is better than none.
             return writer.write_str(&line);
