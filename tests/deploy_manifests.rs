@@ -1062,7 +1062,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             _ => {}
         }
     }
-    // Label lists after by/without/on/ignoring/group_*.
+    // Words with the character after each; label lists after by, without, on, ignoring and
+    // group_* are skipped to their closing parenthesis.
     let mut names = BTreeSet::new();
     let tokens: Vec<(String, char)> = {
         let mut tokens = Vec::new();
@@ -1082,7 +1083,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         tokens
     };
     let mut skip_list = false;
-    let mut previous_word = String::new();
     for (word, next) in &tokens {
         if word.is_empty() {
             if *next == ')' {
@@ -1104,7 +1104,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         ];
         if label_list.contains(&lower.as_str()) {
             skip_list = true;
-            previous_word = lower;
             continue;
         }
         let is_function = *next == '(';
@@ -1113,9 +1112,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         if !(is_function || is_number || is_variable || PROMQL_WORDS.contains(&lower.as_str())) {
             names.insert(word.clone());
         }
-        previous_word = lower;
     }
-    let _ = previous_word;
     names
 }
 

@@ -31,7 +31,7 @@ macro_rules! reflect {
         use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
         use tonic_reflection::pb::$version::ServerReflectionRequest;
 
-        let mut client = ServerReflectionClient::new($channel);
+        let client = ServerReflectionClient::new($channel);
         let ask = |request: MessageRequest| ServerReflectionRequest {
             host: String::new(),
             message_request: Some(request),
@@ -84,7 +84,6 @@ macro_rules! reflect {
                 (name, result)
             })
             .collect();
-        let _ = &mut client;
         resolved
     }};
 }
