@@ -12,9 +12,11 @@
 //! admin listener may also require client certificates.
 //!
 //! Health follows the store: a background probe checks it (on Redis whether every primary
-//! would take a write, see [`crate::store::health_probe`]) and turns `""` and `quota.v1.Quota`
+//! would take a write, see [`crate::store::health_probe`]) and turns `""` and the listener's
+//! own services (`quota.v1.Quota`; `quota.v1.QuotaAdmin` and `quota.v1.UsageEvents`)
 //! NOT_SERVING while it does not answer or refuses writes, SERVING again when it takes them.
-//! `liveness` stays SERVING until shutdown, for liveness probes.
+//! `liveness` and the health and reflection services stay SERVING until shutdown. The
+//! health-only listener answers for every service of the process.
 //!
 //! Also in the background while serving: the expiry sweeper (so `hold.expired` is emitted for
 //! accounts nobody touches) and the event-log trimmer. Everything stops on shutdown.
@@ -73,9 +75,19 @@ pub const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 /// anyway; below Kubernetes' default 30 s grace period.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Names of the worker API and of the services health reports on.
+/// Name of the worker API.
 const QUOTA_SERVICE: &str = pb::quota_server::SERVICE_NAME;
-const HEALTH_SERVICES: [&str; 2] = ["", QUOTA_SERVICE];
+/// Names of the admin listener's own services.
+const ADMIN_SERVICES: [&str; 2] = [
+    <pb::quota_admin_server::QuotaAdminServer<AdminService> as NamedService>::NAME,
+    <pb::usage_events_server::UsageEventsServer<EventsService> as NamedService>::NAME,
+];
+/// The health and reflection services every gRPC listener serves besides its own.
+const COMMON_SERVICES: [&str; 3] = [
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
 /// Health service name for liveness probes: SERVING for as long as the process serves,
 /// whatever the store does. A liveness probe on `""` would restart every sidecar during a
 /// Redis outage, which restarts cannot fix; readiness probes use `""`. The name is the one
@@ -266,16 +278,34 @@ impl Server {
             ..parts
         };
         let probe = probe.unwrap_or_else(|| Arc::new(PingProbe(parts.store.clone())));
-        let mut reporter = HealthReporter::new();
+        // Each listener answers health for the services it serves; the health-only listener
+        // for every service of the process.
+        let admin_services: &[&'static str] = if admin.is_some() {
+            &ADMIN_SERVICES
+        } else {
+            &[]
+        };
+        let worker_health = ListenerHealth::new(&[QUOTA_SERVICE], &COMMON_SERVICES);
+        let admin_health = ListenerHealth::new(admin_services, &COMMON_SERVICES);
+        let process_services: Vec<&'static str> = std::iter::once(QUOTA_SERVICE)
+            .chain(admin_services.iter().copied())
+            .collect();
+        let health_only = ListenerHealth::new(
+            &process_services,
+            &[tonic_health::pb::health_server::SERVICE_NAME],
+        );
+        let mut healths = vec![worker_health.clone(), health_only.clone()];
+        if admin.is_some() {
+            healths.push(admin_health.clone());
+        }
         let store_ok = check(probe.as_ref()).await;
-        set_health(&reporter, store_ok).await;
-        reporter
-            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
-            .await;
+        for listener in &healths {
+            listener.start(store_ok).await;
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut probe = tokio::spawn(probe_store(
             probe,
-            reporter.clone(),
+            healths.clone(),
             store_ok,
             stop_rx.clone(),
         ));
@@ -301,14 +331,14 @@ impl Server {
             stop_rx.clone(),
         ));
 
-        let worker = worker_router(&parts, &reporter, tls.worker())?
+        let worker = worker_router(&parts, &worker_health.reporter, tls.worker())?
             .serve_with_incoming_shutdown(incoming(worker), stopped(stop_rx.clone()));
         let admin = match admin {
             Some((listener, token)) => Some(
                 admin_router(
                     &parts,
                     &settings,
-                    &reporter,
+                    &admin_health.reporter,
                     &token,
                     tls.admin(),
                     stop_rx.clone(),
@@ -320,7 +350,7 @@ impl Server {
         let health = health.map(|listener| {
             TonicServer::builder()
                 .layer(RpcLayer)
-                .add_service(health_server(&reporter))
+                .add_service(health_server(&health_only.reporter))
                 .serve_with_incoming_shutdown(incoming(listener), stopped(stop_rx.clone()))
         });
         let servers = async {
@@ -348,15 +378,8 @@ impl Server {
                 // The probe must not turn health back to SERVING once shutdown has begun.
                 probe.abort();
                 let _ = (&mut probe).await;
-                for service in HEALTH_SERVICES.into_iter().chain([LIVENESS_SERVICE]) {
-                    reporter.set_service_status(service, ServingStatus::NotServing).await;
-                }
-                // Ends open health watches (after they send NOT_SERVING): a watch never ends
-                // by itself, so a watching client would hold its connection, and the drain,
-                // until DRAIN_TIMEOUT. A Check on a connection still open answers NOT_FOUND
-                // from here on, which probes count as a failure, as they should.
-                for service in HEALTH_SERVICES.into_iter().chain([LIVENESS_SERVICE]) {
-                    reporter.clear_service_status(service).await;
+                for listener in &mut healths {
+                    listener.stop().await;
                 }
                 let _ = stop_tx.send(true);
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut servers).await {
@@ -402,21 +425,75 @@ async fn check(probe: &dyn HealthProbe) -> bool {
     }
 }
 
-async fn set_health(reporter: &HealthReporter, serving: bool) {
-    let status = if serving {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    for service in HEALTH_SERVICES {
-        reporter.set_service_status(service, status).await;
+/// What one listener's health service reports: `""` and the listener's own services follow
+/// the store; [`LIVENESS_SERVICE`] and the health and reflection services are SERVING until
+/// shutdown.
+#[derive(Clone)]
+struct ListenerHealth {
+    reporter: HealthReporter,
+    follows_store: Vec<&'static str>,
+    steady: Vec<&'static str>,
+}
+
+impl ListenerHealth {
+    fn new(services: &[&'static str], common: &[&'static str]) -> ListenerHealth {
+        ListenerHealth {
+            reporter: HealthReporter::new(),
+            follows_store: std::iter::once("")
+                .chain(services.iter().copied())
+                .collect(),
+            steady: std::iter::once(LIVENESS_SERVICE)
+                .chain(common.iter().copied())
+                .collect(),
+        }
+    }
+
+    async fn start(&self, store_ok: bool) {
+        self.set_store(store_ok).await;
+        for service in &self.steady {
+            self.reporter
+                .set_service_status(*service, ServingStatus::Serving)
+                .await;
+        }
+    }
+
+    async fn set_store(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in &self.follows_store {
+            self.reporter.set_service_status(*service, status).await;
+        }
+    }
+
+    /// Every service NOT_SERVING, then forgotten. Forgetting ends open health watches (after
+    /// they send NOT_SERVING): a watch never ends by itself, so a watching client would hold
+    /// its connection, and the drain, until [`DRAIN_TIMEOUT`]. A Check on a connection still
+    /// open answers NOT_FOUND from then on, which probes count as a failure, as they should.
+    async fn stop(&mut self) {
+        let services: Vec<&'static str> = self
+            .follows_store
+            .iter()
+            .chain(&self.steady)
+            .copied()
+            .collect();
+        for service in &services {
+            self.reporter
+                .set_service_status(*service, ServingStatus::NotServing)
+                .await;
+        }
+        for service in &services {
+            self.reporter.clear_service_status(service).await;
+        }
     }
 }
 
 /// Checks the store every [`HEALTH_PROBE_INTERVAL`] and reports changes until shutdown.
 async fn probe_store(
     probe: Arc<dyn HealthProbe>,
-    reporter: HealthReporter,
+    healths: Vec<ListenerHealth>,
     mut serving: bool,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -439,7 +516,9 @@ async fn probe_store(
         } else {
             tracing::warn!("store does not answer or refuses writes; health NOT_SERVING");
         }
-        set_health(&reporter, ok).await;
+        for listener in &healths {
+            listener.set_store(ok).await;
+        }
     }
 }
 
@@ -448,22 +527,23 @@ fn health_server(reporter: &HealthReporter) -> HealthServer<HealthService> {
 }
 
 /// Adds health and reflection (v1 and v1alpha) to a router; reflection lists `services`, the
-/// listener's own services, plus health and reflection.
+/// listener's own services, plus health and reflection, and resolves every one it lists.
 fn with_common_services(
     router: ObservedRouter,
     reporter: &HealthReporter,
     services: &[&str],
 ) -> Result<ObservedRouter, ServerError> {
     let builder = || {
+        // Both reflection versions are listed by both, so both carry both descriptors: each
+        // builder adds only its own version's by itself.
         let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-            .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
-            .with_service_name(
-                tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             );
-        for service in services {
+        for service in COMMON_SERVICES.iter().chain(services) {
             builder = builder.with_service_name(*service);
         }
         builder
@@ -527,12 +607,8 @@ fn admin_router(
         ),
         auth,
     );
-    let services = [
-        <pb::quota_admin_server::QuotaAdminServer<AdminService> as NamedService>::NAME,
-        <pb::usage_events_server::UsageEventsServer<EventsService> as NamedService>::NAME,
-    ];
     let router = builder(tls)?.add_service(admin).add_service(events);
-    with_common_services(router, reporter, &services)
+    with_common_services(router, reporter, &ADMIN_SERVICES)
 }
 
 /// Loads the catalog named by `--catalog`, or the built-in one.
@@ -694,6 +770,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let metrics = bind("metrics", config.metrics_listen).await?;
     let metrics_handle = crate::telemetry::metrics::install().map_err(ServerError::Metrics)?;
+    crate::telemetry::metrics::register_sidecar_series();
     let OpenedStore {
         store,
         events,

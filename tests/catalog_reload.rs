@@ -119,16 +119,11 @@ fn reload_warnings_now(sidecar: &Sidecar) -> Vec<String> {
         .into_iter()
         .filter(|l| l["level"] == "WARN")
         .filter(|l| {
-            l["fields"]["message"]
+            l["message"]
                 .as_str()
                 .is_some_and(|m| m.starts_with("catalog not reloaded"))
         })
-        .map(|l| {
-            l["fields"]["error"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|l| l["error"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -271,7 +266,7 @@ async fn sighup_with_the_builtin_catalog_reloads_nothing() {
     sidecar.signal("HUP");
     let deadline = Instant::now() + RELOAD_TIMEOUT;
     while !sidecar.logs().iter().any(|l| {
-        l["fields"]["message"]
+        l["message"]
             .as_str()
             .is_some_and(|m| m.contains("nothing to reload"))
     }) {

@@ -376,3 +376,324 @@ async fn buffered_spans_are_flushed_on_sigterm() {
     let spans = reserve_spans(&trace).unwrap_or_else(|| panic!("not flushed: {trace:?}"));
     assert_continues_the_trace(&spans[0]);
 }
+
+/// Present with exactly this value (unlike [`value`], absence fails).
+fn assert_sample(samples: &Samples, name: &str, labels: &[(&str, &str)], expected: f64) {
+    let key = (
+        name.to_string(),
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    match samples.get(&key) {
+        Some(found) => assert_eq!(*found, expected, "{name}{labels:?}"),
+        None => panic!("{name}{labels:?} is not scraped"),
+    }
+}
+
+/// Every counter whose labels are known is scraped at 0 before anything happened, so that
+/// `increase()` sees its first move.
+async fn assert_known_counters_at_zero(metrics: SocketAddr) {
+    let samples = scrape(metrics).await;
+    for name in [
+        "quota_events_dropped_unacked_total",
+        "quota_sweeper_expired_total",
+        "quota_sweeper_skipped_accounts_total",
+        "quota_holds_opened_total",
+    ] {
+        assert_sample(&samples, name, &[], 0.0);
+    }
+    for result in ["ok", "invalid", "unreadable"] {
+        assert_sample(
+            &samples,
+            "quota_catalog_reloads_total",
+            &[("result", result)],
+            0.0,
+        );
+    }
+    for reason in [
+        "model",
+        "video_seconds",
+        "concurrent_holds",
+        "insufficient_funds",
+    ] {
+        assert_sample(
+            &samples,
+            "quota_reserve_denials_total",
+            &[("reason", reason)],
+            0.0,
+        );
+    }
+    for how in ["settled", "released", "expired"] {
+        assert_sample(&samples, "quota_holds_closed_total", &[("how", how)], 0.0);
+    }
+    let kinds = [
+        "internal",
+        "unavailable",
+        "oom",
+        "readonly",
+        "masterdown",
+        "loading",
+        "busy",
+        "noreplicas",
+        "misconf",
+    ];
+    for op in [
+        "reserve",
+        "settle",
+        "release",
+        "health_probe",
+        "events_read",
+    ] {
+        for kind in kinds {
+            assert_sample(
+                &samples,
+                "quota_store_errors_total",
+                &[("op", op), ("kind", kind)],
+                0.0,
+            );
+        }
+    }
+    // Every op the binary counts errors for has every kind.
+    let ops: std::collections::BTreeSet<&String> = samples
+        .keys()
+        .filter(|(name, _)| name == "quota_store_errors_total")
+        .map(|(_, labels)| &labels["op"])
+        .collect();
+    for op in &ops {
+        for kind in kinds {
+            assert_sample(
+                &samples,
+                "quota_store_errors_total",
+                &[("op", op.as_str()), ("kind", kind)],
+                0.0,
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn fresh_sidecar_on_memory_scrapes_known_counters_at_zero() {
+    let mut sidecar = Sidecar::start("memory", Some(TOKEN));
+    wait_serving(sidecar.worker).await;
+    assert_known_counters_at_zero(sidecar.metrics()).await;
+    let status = sidecar.terminate().await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn fresh_sidecar_on_redis_scrapes_known_counters_at_zero() {
+    let redis = harness::RedisServer::start();
+    let mut sidecar = Sidecar::start(&redis.url(), Some(TOKEN));
+    wait_serving(sidecar.worker).await;
+    assert_known_counters_at_zero(sidecar.metrics()).await;
+    let status = sidecar.terminate().await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn build_info_and_process_metrics_are_scraped() {
+    let mut sidecar = Sidecar::start("memory", None);
+    wait_serving(sidecar.worker).await;
+    let samples = scrape(sidecar.metrics()).await;
+    // The revision build.rs found: 12 hex digits of the commit, or `unknown` outside git.
+    let revision = env!("QUOTA_GIT_REVISION");
+    assert!(
+        revision == "unknown"
+            || (revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit())),
+        "{revision}"
+    );
+    assert_sample(
+        &samples,
+        "quota_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", revision),
+        ],
+        1.0,
+    );
+    let now_seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value(&samples, "process_start_time_seconds", &[]);
+    assert!(
+        (now_seconds - 60.0..=now_seconds).contains(&started),
+        "process_start_time_seconds {started}, now {now_seconds}"
+    );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_threads",
+    ] {
+        assert!(value(&samples, name, &[]) > 0.0, "{name}: {samples:?}");
+    }
+    assert!(
+        samples.contains_key(&("process_cpu_seconds_total".to_string(), BTreeMap::new())),
+        "process_cpu_seconds_total"
+    );
+    let status = sidecar.terminate().await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+/// A TLS channel to `addr` trusting `pki`'s CA.
+async fn tls_channel(addr: SocketAddr, pki: &harness::certs::TestPki) -> tonic::transport::Channel {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    tonic::transport::Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("TLS connect")
+}
+
+#[tokio::test]
+async fn json_log_lines_are_flat_without_source_paths() {
+    // rustls logs its handshakes through the `log` crate, whose records carry `log.file`.
+    let pki = harness::certs::TestPki::new("log test CA");
+    let mut sidecar = Sidecar::start_with(
+        "memory",
+        Some(TOKEN),
+        &[
+            "--tls-cert",
+            &pki.server_cert_path(),
+            "--tls-key",
+            &pki.server_key_path(),
+        ],
+        &[("RUST_LOG", "info,rustls=debug")],
+    );
+    QuotaClient::new(tls_channel(sidecar.worker, &pki).await)
+        .get_balance(pb::GetBalanceRequest {
+            account_id: "acct-logs".into(),
+        })
+        .await
+        .expect("balance over TLS");
+    let status = sidecar.terminate().await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+
+    let logs = sidecar.logs();
+    let bridged = logs
+        .iter()
+        .filter(|l| {
+            l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("rustls"))
+        })
+        .count();
+    assert!(bridged > 0, "no record of a library logging through `log`");
+    let listening = logs
+        .iter()
+        .find(|l| l["message"] == "listening" && l["listener"] == "worker")
+        .expect("the worker's listening line, flat");
+    assert_eq!(listening["addr"], sidecar.worker.to_string());
+    for line in &logs {
+        let object = line.as_object().expect("one JSON object per line");
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(object.contains_key(key), "no {key}: {line}");
+        }
+        assert!(!object.contains_key("fields"), "nested fields: {line}");
+        assert!(
+            !object.keys().any(|k| k.starts_with("log.")),
+            "source location of a library: {line}"
+        );
+        assert!(
+            !object.contains_key("filename") && !object.contains_key("line_number"),
+            "{line}"
+        );
+    }
+}
+
+/// Sends a SetPlan (which logs "plan set" inside its span) with `traceparent`, if any.
+async fn set_plan_traced(sidecar: &Sidecar, account: &str, traceparent: Option<String>) {
+    let mut request = authed(pb::SetPlanRequest {
+        request_id: format!("plan-{account}"),
+        account_id: account.into(),
+        plan: "microbudget".into(),
+        cycle_anchor: None,
+    });
+    if let Some(traceparent) = traceparent {
+        request
+            .metadata_mut()
+            .insert("traceparent", traceparent.parse().unwrap());
+    }
+    QuotaAdminClient::new(channel(sidecar.admin()).await)
+        .set_plan(request)
+        .await
+        .expect("set plan");
+}
+
+/// The "plan set" log line of `account`'s SetPlan.
+fn plan_set_line(sidecar: &Sidecar, account: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = sidecar
+            .logs()
+            .into_iter()
+            .find(|l| l["message"] == "plan set" && l["span"]["account_id"] == account);
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `plan set` line for {account}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn log_lines_in_a_sampled_span_carry_its_trace_and_span_ids() {
+    let (_collector, addr) = Collector::start().await;
+    let endpoint = format!("http://{addr}");
+    let mut sidecar = Sidecar::start_with(
+        "memory",
+        Some(TOKEN),
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
+    wait_serving(sidecar.worker).await;
+
+    set_plan_traced(
+        &sidecar,
+        "acct-sampled",
+        Some(format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")),
+    )
+    .await;
+    let line = plan_set_line(&sidecar, "acct-sampled");
+    assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+    let span_id = line["span_id"].as_str().expect("a span id");
+    assert!(
+        span_id.len() == 16 && span_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert_ne!(span_id, PARENT_SPAN_ID, "the sidecar's own span: {line}");
+
+    // The caller decided not to sample: no ids to follow.
+    let unsampled_trace = "0af7651916cd43dd8448eb211c80319c";
+    set_plan_traced(
+        &sidecar,
+        "acct-unsampled",
+        Some(format!("00-{unsampled_trace}-{PARENT_SPAN_ID}-00")),
+    )
+    .await;
+    let line = plan_set_line(&sidecar, "acct-unsampled");
+    assert!(line.get("trace_id").is_none(), "{line}");
+    assert!(line.get("span_id").is_none(), "{line}");
+
+    // Lines outside any span (start-up) carry none either.
+    let catalog = sidecar
+        .logs()
+        .into_iter()
+        .find(|l| l["message"] == "catalog loaded")
+        .expect("the catalog line");
+    assert!(catalog.get("trace_id").is_none(), "{catalog}");
+
+    let status = sidecar.terminate().await;
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}

@@ -110,7 +110,7 @@ async fn a_running_sidecar_follows_its_recorded_count() {
     let stopped = sidecar
         .logs()
         .into_iter()
-        .filter_map(|l| l["fields"]["message"].as_str().map(str::to_string))
+        .filter_map(|l| l["message"].as_str().map(str::to_string))
         .find(|m| m.starts_with("stopped with an error"))
         .expect("a last error line");
     assert!(

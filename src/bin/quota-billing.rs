@@ -6,6 +6,7 @@
 //! - `statement`: what an account used and owes for a cycle; exit status 3 when events of the
 //!   account are missing (the statement names their sequence numbers).
 //! - `export`: billable events for OpenMeter (CloudEvents), Stripe, Lago, or as CSV.
+//! - `migrate`: brings the schema up to date and exits (`run` does it too, at start).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -140,6 +141,11 @@ enum Command {
         #[arg(long, default_value = "plan_upgrade_cents")]
         upgrade_meter: String,
     },
+    /// Bring the PostgreSQL schema up to date and exit (a deployment's migration job).
+    Migrate {
+        #[command(flatten)]
+        postgres: Postgres,
+    },
 }
 
 /// Exit status of a statement over an account with missing events: printed, but not to be
@@ -222,6 +228,13 @@ async fn run(command: Command) -> Result<(), String> {
 
     let handle = sidecar_metrics::install()?;
     health::describe_metrics();
+    sidecar_metrics::register_counters(&[
+        health::EVENTS_WRITTEN,
+        health::EVENTS_DUPLICATE,
+        health::DEAD_LETTERS,
+        health::BATCHES,
+        health::RETRIES,
+    ]);
     let health = Arc::new(Health::default());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -318,6 +331,12 @@ async fn report(command: Command) -> Result<ExitCode, String> {
             export::export(&client, &options, &mut out)
                 .await
                 .map_err(failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { postgres } => {
+            let mut client = db::connect(&postgres.settings()).await.map_err(failed)?;
+            db::migrate(&mut client).await.map_err(failed)?;
+            println!("schema up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { .. } => unreachable!("run is not a report"),

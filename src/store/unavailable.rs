@@ -28,6 +28,18 @@ pub enum UnavailableKind {
 }
 
 impl UnavailableKind {
+    /// Every kind, refusals first.
+    pub const ALL: [UnavailableKind; 8] = [
+        UnavailableKind::OutOfMemory,
+        UnavailableKind::ReadOnly,
+        UnavailableKind::MasterDown,
+        UnavailableKind::Loading,
+        UnavailableKind::Busy,
+        UnavailableKind::NoReplicas,
+        UnavailableKind::CannotPersist,
+        UnavailableKind::Unreachable,
+    ];
+
     const REFUSALS: [UnavailableKind; 7] = [
         UnavailableKind::OutOfMemory,
         UnavailableKind::ReadOnly,
@@ -175,6 +187,13 @@ mod tests {
             UnavailableKind::Unreachable
         );
         assert_eq!(UnavailableKind::OutOfMemory.label(), "oom");
+    }
+
+    #[test]
+    fn all_is_every_refusal_and_unreachable() {
+        let mut expected = UnavailableKind::REFUSALS.to_vec();
+        expected.push(UnavailableKind::Unreachable);
+        assert_eq!(UnavailableKind::ALL.to_vec(), expected);
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! hold that expires is counted only when the sweeper expires it, not when an operation on the
 //! same account reclaims it first (at most one sweep interval after its expiry).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::instrumented::INSUFFICIENT_FUNDS;
+use crate::store::unavailable::UnavailableKind;
 
 /// Counter `{service, method, code}`: finished gRPC calls by their status code
 /// (`OK`, `RESOURCE_EXHAUSTED`, ...).
@@ -46,10 +49,65 @@ pub const EVENTS_GROUP_LAG: &str = "quota_events_group_lag";
 pub const EVENTS_GROUP_OLDEST_UNACKED: &str = "quota_events_group_oldest_unacked_seconds";
 /// Counter: holds the expiry sweeper of this process expired.
 pub const SWEEPER_EXPIRED: &str = "quota_sweeper_expired_total";
+/// Counter: accounts the sweeper could not change (a broken invariant) and skipped.
 pub const SWEEPER_SKIPPED: &str = "quota_sweeper_skipped_accounts_total";
 /// Counter `{result}`: catalog reloads on SIGHUP: `ok`, `invalid` (the catalog in force
 /// stays), `unreadable` (the file could not be read; the catalog in force stays).
 pub const CATALOG_RELOADS: &str = "quota_catalog_reloads_total";
+/// Gauge `{version, revision}`, always 1: the running build (the package version and the git
+/// revision it was built from, `unknown` when built outside a git checkout).
+pub const BUILD_INFO: &str = "quota_build_info";
+
+/// The git revision the binary was built from (see `build.rs`).
+pub const REVISION: &str = env!("QUOTA_GIT_REVISION");
+
+/// Every `op` label of the store metrics: the store calls of [`crate::store::instrumented`],
+/// the event-log calls of [`crate::events::instrumented`] and the health probe.
+pub const STORE_OPS: &[&str] = &[
+    "reserve",
+    "reserve_batch",
+    "settle",
+    "release",
+    "extend",
+    "balance",
+    "account",
+    "set_plan",
+    "grant_credits",
+    "refund",
+    "revoke_credits",
+    "expire_due",
+    "ping",
+    "lease",
+    "time",
+    "quote",
+    "events_read",
+    "events_ack",
+    "events_abandon",
+    "events_trim",
+    "events_pending",
+    "events_cap",
+    "events_losses",
+    "events_delete_group",
+    "events_groups",
+    "health_probe",
+];
+
+/// Every `kind` label of [`STORE_ERRORS`]: `internal` and the reasons Redis may be unavailable.
+pub fn store_error_kinds() -> impl Iterator<Item = &'static str> {
+    std::iter::once("internal").chain(UnavailableKind::ALL.iter().map(|kind| kind.label()))
+}
+
+/// `reason` labels of [`RESERVE_DENIALS`].
+pub const DENIAL_REASONS: &[&str] = &[
+    "model",
+    "video_seconds",
+    "concurrent_holds",
+    INSUFFICIENT_FUNDS,
+];
+/// `how` labels of [`HOLDS_CLOSED`].
+pub const CLOSE_HOWS: &[&str] = &["settled", "released", "expired"];
+/// `result` labels of [`CATALOG_RELOADS`].
+pub const RELOAD_RESULTS: &[&str] = &["ok", "invalid", "unreadable"];
 
 /// Bucket bounds of the RPC latency histogram, in seconds: sub-millisecond answers from a local
 /// Redis up to the longest sane call deadline.
@@ -89,8 +147,61 @@ pub fn install() -> Result<PrometheusHandle, String> {
     metrics::set_global_recorder(recorder)
         .map_err(|_| "another metrics recorder is already installed".to_string())?;
     describe();
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "revision" => REVISION
+    )
+    .set(1.0);
+    process_collector().describe();
     *installed = Some(handle.clone());
     Ok(handle)
+}
+
+/// The collector of the standard `process_*` metrics, sampled on every scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of `handle`, with the process metrics sampled now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
+}
+
+/// Registers `names` (counters without labels) at zero, so that they are scraped before they
+/// first move: `increase()` over a series that appears at 1 misses that first 1.
+pub fn register_counters(names: &[&'static str]) {
+    for name in names {
+        metrics::counter!(*name).absolute(0);
+    }
+}
+
+/// Registers every sidecar counter whose label values are known in advance at zero (see
+/// [`register_counters`]). RPC counters are left out: their codes are many and most never
+/// occur per method.
+pub fn register_sidecar_series() {
+    register_counters(&[
+        EVENTS_DROPPED_UNACKED,
+        HOLDS_OPENED,
+        SWEEPER_EXPIRED,
+        SWEEPER_SKIPPED,
+    ]);
+    for op in STORE_OPS {
+        for kind in store_error_kinds() {
+            metrics::counter!(STORE_ERRORS, "op" => *op, "kind" => kind).absolute(0);
+        }
+    }
+    for reason in DENIAL_REASONS {
+        metrics::counter!(RESERVE_DENIALS, "reason" => *reason).absolute(0);
+    }
+    for how in CLOSE_HOWS {
+        metrics::counter!(HOLDS_CLOSED, "how" => *how).absolute(0);
+    }
+    for result in RELOAD_RESULTS {
+        metrics::counter!(CATALOG_RELOADS, "result" => *result).absolute(0);
+    }
 }
 
 /// The `# HELP` lines.
@@ -133,4 +244,51 @@ fn describe() {
         CATALOG_RELOADS,
         "Catalog reloads on SIGHUP by result (ok, invalid, unreadable)"
     );
+    metrics::describe_gauge!(BUILD_INFO, "The running build: version and git revision");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `op` of every `observe("op", ...)` call in `source`.
+    fn observed_ops(source: &str) -> Vec<String> {
+        source
+            .split("observe(")
+            .skip(1)
+            .filter_map(|rest| {
+                let rest = rest.trim_start().strip_prefix('"')?;
+                Some(rest.split('"').next()?.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn store_ops_name_every_observed_call() {
+        let sources = [
+            include_str!("../store/instrumented.rs"),
+            include_str!("../events/instrumented.rs"),
+            include_str!("../server.rs"),
+        ];
+        let observed: Vec<String> = sources.iter().flat_map(|s| observed_ops(s)).collect();
+        assert!(observed.len() >= STORE_OPS.len(), "{observed:?}");
+        for op in &observed {
+            assert!(STORE_OPS.contains(&op.as_str()), "{op} is not in STORE_OPS");
+        }
+        for op in STORE_OPS {
+            assert!(observed.iter().any(|o| o == op), "{op} is never observed");
+        }
+    }
+
+    #[test]
+    fn store_error_kinds_are_distinct_and_include_every_reason() {
+        let kinds: Vec<&str> = store_error_kinds().collect();
+        for expected in ["internal", "unavailable", "oom", "misconf", "readonly"] {
+            assert!(kinds.contains(&expected), "{kinds:?}");
+        }
+        let mut unique = kinds.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), kinds.len(), "{kinds:?}");
+    }
 }

@@ -1,4 +1,5 @@
-//! `GET /metrics` over HTTP/1.1: the exporter's Prometheus text, served by hyper on a listener
+//! `GET /metrics` over HTTP/1.1: the exporter's Prometheus text (with the process metrics
+//! sampled at the scrape), served by hyper on a listener
 //! the caller bound; optionally `GET /healthz` from a check the caller gives. (The exporter's own listener binds internally and cannot tell which port
 //! it got, which a port-0 listener needs.)
 
@@ -15,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use super::metrics::UPKEEP_INTERVAL;
+use super::metrics::{render, UPKEEP_INTERVAL};
 
 /// The path Prometheus scrapes.
 pub const METRICS_PATH: &str = "/metrics";
@@ -108,7 +109,7 @@ async fn answer(
     }
     let status = match (request.method(), request.uri().path()) {
         (&Method::GET, METRICS_PATH) => {
-            let mut response = Response::new(Full::new(Bytes::from(handle.render())));
+            let mut response = Response::new(Full::new(Bytes::from(render(&handle))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(TEXT_FORMAT),

@@ -1,10 +1,11 @@
-//! What the sidecar tells operators: logs (text or JSON) on stderr, traces over OTLP when the
-//! standard `OTEL_*` environment asks for them, and Prometheus metrics.
+//! What the sidecar tells operators: logs (text or JSON, see [`json_log`]) on stderr, traces
+//! over OTLP when the standard `OTEL_*` environment asks for them, and Prometheus metrics.
 //!
 //! Every gRPC call gets a server span that continues the caller's W3C trace
 //! ([`rpc_layer`]), the handler's span below it carries the ids, and every store call below
 //! that gets its own span (`store.<op>`, see [`crate::store::instrumented`]).
 
+pub mod json_log;
 pub mod metrics;
 pub mod metrics_endpoint;
 pub mod otlp;
@@ -71,7 +72,7 @@ impl Telemetry {
             .with_ansi(std::io::stderr().is_terminal());
         let logs = match format {
             LogFormat::Text => logs.boxed(),
-            LogFormat::Json => logs.json().boxed(),
+            LogFormat::Json => logs.json().event_format(json_log::FlatJson::new()).boxed(),
         };
         let traces = provider.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
@@ -83,6 +84,7 @@ impl Telemetry {
             .with(logs.with_filter(filter))
             .with(traces)
             .try_init();
+        json_log::remember_dispatch();
 
         if provider.is_some() {
             let endpoint = [

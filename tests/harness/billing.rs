@@ -59,8 +59,8 @@ impl Billing {
                 let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
-                if json["fields"]["message"] == "listening" {
-                    let addr = json["fields"]["addr"].as_str().unwrap_or_default();
+                if json["message"] == "listening" {
+                    let addr = json["addr"].as_str().unwrap_or_default();
                     let _ = tx.send(addr.to_string());
                 }
             }

@@ -95,7 +95,8 @@ impl Sidecar {
                 let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
-                let fields = &json["fields"];
+                // JSON log lines are flat: the event's fields sit beside `level`.
+                let fields = &json;
                 if fields["message"] == "listening" {
                     let listener = fields["listener"].as_str().unwrap_or_default().to_string();
                     let addr = fields["addr"].as_str().unwrap_or_default().to_string();
