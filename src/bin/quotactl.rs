@@ -393,6 +393,14 @@ impl Failure {
             exit: exit::USAGE,
         }
     }
+
+    /// A step refused because it would take what another reader is owed (a conflict).
+    fn conflict(message: String) -> Failure {
+        Failure {
+            message,
+            exit: exit::CONFLICT,
+        }
+    }
 }
 
 impl From<client::ClientError> for Failure {
@@ -817,7 +825,7 @@ impl Tail {
         let remedy = "tail without --group to watch (nothing is taken from anyone), use a \
                       group of your own, or pass --force";
         if group == DEFAULT_BILLING_GROUP {
-            return Err(Failure(format!(
+            return Err(Failure::conflict(format!(
                 "refusing to ack in `{group}`, quota-billing's group: every event acked here is \
                  one billing never receives; {remedy}"
             )));
@@ -830,7 +838,7 @@ impl Tail {
             .into_inner()
             .groups;
         if let Some(g) = groups.iter().find(|g| &g.name == group) {
-            return Err(Failure(format!(
+            return Err(Failure::conflict(format!(
                 "refusing to ack in `{group}`: the group exists ({} pending, {} not delivered \
                  yet), so others may read it and every event acked here is one they never \
                  receive; {remedy} if the group is yours",

@@ -17,6 +17,13 @@ local function expire_due()
   -- The state the moves are made in: as loaded when nothing else is written.
   local state = moved_only and LOADED_STATE and cmsgpack.unpack(LOADED_STATE) or acct
   local moved = false
+  -- Check, then write (the moves below run at once): every record to move must read.
+  for i = 9, #ARGV do
+    local v = state.x[string.sub(ARGV[i], #ACCOUNT_ID + 2)]
+    if v and not from36(string.match(v, '|(%w+)$') or '') then
+      broken('expired hold ' .. ARGV[i] .. ' reads `' .. v .. '`')
+    end
+  end
   for i = 9, #ARGV do
     local gen = string.sub(ARGV[i], #ACCOUNT_ID + 2)
     if state.x[gen] then
