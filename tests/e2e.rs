@@ -81,9 +81,15 @@ async fn binary_serves_health_reflection_admin_and_quota_then_exits_cleanly() {
     let worker = channel(sidecar.worker).await;
     let admin = channel(sidecar.admin()).await;
 
-    // Health: both services on both listeners.
-    for ch in [&worker, &admin] {
-        for service in ["", "quota.v1.Quota"] {
+    // Health: `""` and each listener's own services.
+    for (ch, services) in [
+        (&worker, &["", "quota.v1.Quota"][..]),
+        (
+            &admin,
+            &["", "quota.v1.QuotaAdmin", "quota.v1.UsageEvents"][..],
+        ),
+    ] {
+        for service in services.iter().copied() {
             assert_eq!(
                 health_status(ch.clone(), service).await,
                 ServingStatus::Serving as i32,
