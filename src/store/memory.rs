@@ -499,3 +499,61 @@ impl Store for MemoryStore {
         Ok(crate::clock::Clock::now_ms(&crate::clock::SystemClock))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::account::Tombstone;
+    use crate::ledger::model::Grant;
+    use crate::ledger::CreditSource;
+
+    fn tombstone(grant_id: &str, forget_at_ms: i64) -> Tombstone {
+        Tombstone {
+            grant: Grant {
+                grant_id: grant_id.into(),
+                source: CreditSource::Promotional,
+                units_granted: 1,
+                units_remaining: 0,
+                units_held: 0,
+                expires_at_ms: None,
+                created_at_ms: 0,
+            },
+            forget_at_ms,
+        }
+    }
+
+    fn past_of(records: &[(&str, i64)]) -> Past {
+        Past {
+            tombstones: records
+                .iter()
+                .map(|&(id, at)| (id.to_string(), tombstone(id, at)))
+                .collect(),
+            ..Past::default()
+        }
+    }
+
+    #[test]
+    fn forgetting_is_bounded_earliest_first_and_follows_replacements() {
+        let mut history = History::default();
+        history.remember("a", past_of(&[("x", 30), ("y", 10), ("z", 20)]));
+        history.remember("b", past_of(&[("x", 15)]));
+        // "x" of "a" kept again with a later forget time: its old index entry goes.
+        history.remember("a", past_of(&[("x", 40)]));
+        assert_eq!(history.due.len(), 4);
+
+        assert_eq!(history.forget_due(100, 2), 2, "at most the bound");
+        let recall = Recall {
+            grants: ["x", "y", "z"].map(String::from).to_vec(),
+            ..Recall::default()
+        };
+        let left: Vec<String> = history.recall("a", &recall).tombstones.into_keys().collect();
+        assert_eq!(left.len(), 2, "y (10) went first: {left:?}");
+        assert_eq!(history.len_of("b"), 0, "b's x (15) went second");
+        assert!(!history.by_account.contains_key("b"), "an empty past is dropped");
+
+        assert_eq!(history.forget_due(30, 10), 1, "z (20); x waits for 40");
+        assert_eq!(history.len_of("a"), 1);
+        assert_eq!(history.forget_due(40, 10), 1);
+        assert!(history.by_account.is_empty() && history.due.is_empty());
+    }
+}
