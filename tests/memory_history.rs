@@ -101,7 +101,11 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
         released_ids.push(id);
         now += S;
     }
-    assert_eq!(store.retained_holds(old), 0, "no finished hold in the live state");
+    assert_eq!(
+        store.retained_holds(old),
+        0,
+        "no finished hold in the live state"
+    );
     assert_eq!(
         store.remembered_records(old),
         EXPIRED + RELEASED + 1,
@@ -170,7 +174,13 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
         assert_eq!(released.returned_units, 0, "expiry gave everything back");
         let err = store.settle(old, id, None, replay_at).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::HoldState { state: HoldState::Expired, .. }),
+            matches!(
+                err,
+                StoreError::HoldState {
+                    state: HoldState::Expired,
+                    ..
+                }
+            ),
             "{id}: {err:?}"
         );
     }
@@ -191,7 +201,11 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
             "{id}: {err:?}"
         );
     }
-    assert_eq!(store.retained_holds(old), 0, "replays bring nothing back to life");
+    assert_eq!(
+        store.retained_holds(old),
+        0,
+        "replays bring nothing back to life"
+    );
 
     // Past retention they are not answered, even while a record still waits to be dropped
     // (a call forgets only a few, earliest first: the last released hold is still there).
@@ -206,10 +220,17 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
         .expire_due(shard, late, SWEEP_ACCOUNTS_PER_SHARD)
         .await
         .unwrap();
-    assert_eq!(store.remembered_records(old), 0, "retention forgot the past");
+    assert_eq!(
+        store.remembered_records(old),
+        0,
+        "retention forgot the past"
+    );
     assert_eq!(store.remembered_records(fresh), 0);
     for id in expired_ids.iter().chain(&released_ids) {
         let err = store.settle(old, id, None, late).await.unwrap_err();
-        assert!(matches!(err, StoreError::HoldNotFound { .. }), "{id}: {err:?}");
+        assert!(
+            matches!(err, StoreError::HoldNotFound { .. }),
+            "{id}: {err:?}"
+        );
     }
 }

@@ -1741,16 +1741,21 @@ mod tests {
         run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
         assert_eq!(a.retained_holds(), 1, "an open hold is live state");
         assert!(a.past.holds.is_empty());
-        let (released, events) = run(&mut a, T0, |x| {
-            x.release("g", ReleaseReason::Failed, T0)
-        })
-        .unwrap();
+        let (released, events) =
+            run(&mut a, T0, |x| x.release("g", ReleaseReason::Failed, T0)).unwrap();
         assert!(!released.replayed);
         assert_eq!(events[0].labels.get("job").map(String::as_str), Some("j-1"));
-        assert_eq!(a.retained_holds(), 0, "the finished hold left the live state");
+        assert_eq!(
+            a.retained_holds(),
+            0,
+            "the finished hold left the live state"
+        );
         let finished = &a.past.holds["g"];
         assert_eq!(finished.hold.state, HoldState::Released);
-        assert!(finished.labels.is_empty(), "a finished hold keeps no labels");
+        assert!(
+            finished.labels.is_empty(),
+            "a finished hold keeps no labels"
+        );
 
         // Recalled, the finished hold answers the replay; not recalled, it is not there.
         let catalog = Catalog::builtin();
@@ -1759,7 +1764,11 @@ mod tests {
         let t = a.live.execute(recalled, &catalog, T0 + 1, replay).unwrap();
         assert!(t.reply.replayed);
         assert!(t.events.is_empty());
-        assert_eq!(t.remembered.holds.len(), 1, "the recalled record is handed back");
+        assert_eq!(
+            t.remembered.holds.len(),
+            1,
+            "the recalled record is handed back"
+        );
         let err = a
             .live
             .execute(Past::default(), &catalog, T0 + 1, replay)
@@ -1781,7 +1790,10 @@ mod tests {
             .live
             .execute(recalled, &catalog, later, |x| Ok(x.balance()))
             .unwrap();
-        assert!(t.remembered.holds.is_empty(), "a forgotten record is not kept");
+        assert!(
+            t.remembered.holds.is_empty(),
+            "a forgotten record is not kept"
+        );
     }
 
     #[test]

@@ -113,7 +113,13 @@ impl History {
         }
         let past = self.by_account.entry(account_id.to_string()).or_default();
         let due = &mut self.due;
-        keep(&mut past.holds, due, account_id, RecordKind::Hold, remembered.holds);
+        keep(
+            &mut past.holds,
+            due,
+            account_id,
+            RecordKind::Hold,
+            remembered.holds,
+        );
         keep(
             &mut past.tombstones,
             due,
@@ -380,7 +386,9 @@ impl Store for MemoryStore {
     }
 
     async fn balance(&self, account_id: &str, now_ms: i64) -> StoreResult<Balance> {
-        self.with_account(account_id, &Recall::nothing(), now_ms, |_, a| Ok(a.balance()))
+        self.with_account(account_id, &Recall::nothing(), now_ms, |_, a| {
+            Ok(a.balance())
+        })
     }
 
     async fn account(&self, account_id: &str, now_ms: i64) -> StoreResult<AccountView> {
@@ -546,10 +554,17 @@ mod tests {
             grants: ["x", "y", "z"].map(String::from).to_vec(),
             ..Recall::default()
         };
-        let left: Vec<String> = history.recall("a", &recall).tombstones.into_keys().collect();
+        let left: Vec<String> = history
+            .recall("a", &recall)
+            .tombstones
+            .into_keys()
+            .collect();
         assert_eq!(left.len(), 2, "y (10) went first: {left:?}");
         assert_eq!(history.len_of("b"), 0, "b's x (15) went second");
-        assert!(!history.by_account.contains_key("b"), "an empty past is dropped");
+        assert!(
+            !history.by_account.contains_key("b"),
+            "an empty past is dropped"
+        );
 
         assert_eq!(history.forget_due(30, 10), 1, "z (20); x waits for 40");
         assert_eq!(history.len_of("a"), 1);
