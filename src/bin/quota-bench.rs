@@ -1,7 +1,9 @@
 //! `quota-bench`: load generator for a running quota-sidecar. Drives Reserve→Settle (or
 //! Reserve→Release) cycles over many accounts at a fixed concurrency and reports throughput and
 //! per-RPC latency. With `--baseline-redis` it also runs the same store operations directly
-//! against Redis (one `FCALL` each) to show what the sidecar costs on top of Redis.
+//! against Redis (one `FCALL` each) to show what the sidecar costs on top of Redis. With
+//! `--memory-history` it loads no sidecar: it times GetBalance and Reserve on the in-process
+//! memory store for an account with a long past against a fresh account.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -20,6 +22,7 @@ use quota_sidecar::client;
 use quota_sidecar::ledger::{Catalog, CreditSource, Kind, MAX_GRANT_UNITS};
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
 use quota_sidecar::store::keys::Shards;
+use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::{GrantCmd, ReleaseReason, ReserveCmd, SetPlanCmd, Store};
 
@@ -31,6 +34,14 @@ const MAX_HOLDS_PER_ACCOUNT: usize = 8;
 const GRANT_UNITS: u64 = MAX_GRANT_UNITS / 10;
 /// Longest a single RPC may take before it counts as an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--memory-history`: how much slower a call on the account with a past may be than on a
+/// fresh account (the cost of a call must not grow with the account's past).
+const HISTORY_SLOWDOWN_LIMIT: f64 = 1.5;
+/// `--memory-history`: timed calls per operation and account.
+const HISTORY_SAMPLES: u64 = 30_000;
+/// `--memory-history`: timed calls in a row on one account before the other's turn, so noise
+/// of the machine falls on both alike.
+const HISTORY_ROUND: u64 = 500;
 
 #[derive(Parser, Clone)]
 #[command(
@@ -109,6 +120,13 @@ struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(Shards::MAX))
     )]
     shards: u32,
+    /// Load no sidecar: give an account of the in-process memory store this many finished
+    /// holds (a third settled, a third released, a third expired by the sweeper), then time
+    /// GetBalance and Reserve (each followed by an untimed Release) on it and on fresh
+    /// accounts (a new one every 500 calls). Fails unless both stay within 1.5× of the fresh
+    /// accounts (medians).
+    #[arg(long, value_name = "HOLDS")]
+    memory_history: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -355,7 +373,7 @@ async fn setup_via_redis(cli: &Cli, url: &str) -> Result<(), String> {
 }
 
 /// [`PLAN`] and a large purchased grant for `account`, through the store.
-async fn setup_one(store: &RedisStore, account: &str) -> Result<(), String> {
+async fn setup_one(store: &dyn Store, account: &str) -> Result<(), String> {
     store
         .set_plan(
             &SetPlanCmd {
@@ -566,7 +584,7 @@ async fn raw_redis_phase(cli: &Cli, url: &str) -> Result<Phase, String> {
     // Own accounts, so the two phases do not share hold limits or counters.
     let raw_account = |i: u64| format!("bench-raw-{i}");
     for i in 0..cli.accounts {
-        setup_one(&store, &raw_account(i)).await?;
+        setup_one(store.as_ref(), &raw_account(i)).await?;
     }
     let run = run_prefix();
     let (accounts, ratio) = (cli.accounts, cli.release_ratio);
@@ -778,7 +796,7 @@ async fn inside_redis(cli: &Cli, url: &str) -> Result<Value, String> {
             .map(|i| format!("inside-{run}-{concurrency}-{i}"))
             .collect();
         for a in &accounts {
-            setup_one(&store, a).await?;
+            setup_one(store.as_ref(), a).await?;
         }
         // Per operation: calls, µs and commands inside, summed over its phases.
         let mut costs: BTreeMap<&str, (u64, f64, f64)> = BTreeMap::new();
@@ -884,8 +902,8 @@ async fn inside_redis(cli: &Cli, url: &str) -> Result<Value, String> {
     // The cost of a call must not grow with the account's past: GetBalance on an account that
     // saw 2,400 holds expire (every one expired by the sweeper), against a fresh account.
     let (old, fresh) = (format!("inside-{run}-old"), format!("inside-{run}-fresh"));
-    setup_one(&store, &old).await?;
-    setup_one(&store, &fresh).await?;
+    setup_one(store.as_ref(), &old).await?;
+    setup_one(store.as_ref(), &fresh).await?;
     let shard = store.shards().of(&old);
     let mut at = now_ms();
     for i in 0..EXPIRED_HOLDS_OF_THE_PAST {
@@ -982,7 +1000,206 @@ fn print_phase(label: &str, phase: &Phase) {
     }
 }
 
+/// Medians and 99th percentiles of one operation on both accounts, in nanoseconds.
+struct Timed {
+    fresh: Histogram<u64>,
+    past: Histogram<u64>,
+}
+
+impl Timed {
+    fn new() -> Timed {
+        let h = || Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds");
+        Timed {
+            fresh: h(),
+            past: h(),
+        }
+    }
+
+    /// Median on the account with a past over median on the fresh one.
+    fn slowdown(&self) -> f64 {
+        self.past.value_at_quantile(0.5) as f64 / self.fresh.value_at_quantile(0.5).max(1) as f64
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "fresh_p50_ns": self.fresh.value_at_quantile(0.5),
+            "fresh_p99_ns": self.fresh.value_at_quantile(0.99),
+            "past_p50_ns": self.past.value_at_quantile(0.5),
+            "past_p99_ns": self.past.value_at_quantile(0.99),
+            "slowdown": self.slowdown(),
+        })
+    }
+}
+
+/// `--memory-history`: GetBalance and Reserve on an account with `finished_holds` finished
+/// holds against a fresh account, on the in-process memory store and a clock of its own (the
+/// sweeper's expiries need time to pass, far faster than the wall clock).
+async fn memory_history_bench(cli: &Cli, finished_holds: u64) -> Result<bool, String> {
+    let store =
+        MemoryStore::new(Arc::new(Catalog::builtin())).with_shards(Shards::new(cli.shards)?);
+    let past = "history-past";
+    setup_one(&store, past).await?;
+    let shard = store.shards().of(past);
+    let fail = |what: &str, e: quota_sidecar::store::StoreError| format!("{what}: {e}");
+    let image = |account: &str, generation: String, ttl_seconds: u32| ReserveCmd {
+        account_id: account.to_string(),
+        generation_id: generation,
+        kind: Kind::CharacterImage,
+        model: "standard".into(),
+        quantity: 1,
+        ttl_seconds,
+        labels: BTreeMap::from([("job".to_string(), "history-bench".to_string())]),
+    };
+
+    let started = Instant::now();
+    let mut now = now_ms();
+    let mut made = 0;
+    while made < finished_holds {
+        // One step: up to the plan's open holds at once, a third of each ending.
+        let batch = (MAX_HOLDS_PER_ACCOUNT as u64).min(finished_holds - made);
+        let mut expiring = false;
+        for i in 0..batch {
+            let n = made + i;
+            let generation = format!("past-{n}");
+            match n % 3 {
+                0 => {
+                    store
+                        .reserve(&image(past, generation.clone(), 300), now)
+                        .await
+                        .map_err(|e| fail("reserve", e))?;
+                    store
+                        .settle(past, &generation, None, now)
+                        .await
+                        .map_err(|e| fail("settle", e))?;
+                }
+                1 => {
+                    store
+                        .reserve(&image(past, generation.clone(), 300), now)
+                        .await
+                        .map_err(|e| fail("reserve", e))?;
+                    store
+                        .release(past, &generation, ReleaseReason::Cancelled, now)
+                        .await
+                        .map_err(|e| fail("release", e))?;
+                }
+                _ => {
+                    store
+                        .reserve(&image(past, generation, 1), now)
+                        .await
+                        .map_err(|e| fail("reserve", e))?;
+                    expiring = true;
+                }
+            }
+            now += 1;
+        }
+        if expiring {
+            now += 1_000;
+            store
+                .expire_due(shard, now, MAX_HOLDS_PER_ACCOUNT)
+                .await
+                .map_err(|e| fail("expire_due", e))?;
+        }
+        made += batch;
+    }
+    let view = store
+        .account(past, now)
+        .await
+        .map_err(|e| fail("account", e))?;
+    if !view.holds.is_empty() {
+        return Err(format!(
+            "{} holds still open after the set-up",
+            view.holds.len()
+        ));
+    }
+    eprintln!(
+        "[history] {finished_holds} finished holds in {:.1} s; {} records of the past kept",
+        started.elapsed().as_secs_f64(),
+        store.remembered_records(past)
+    );
+
+    let (mut balance, mut reserve) = (Timed::new(), Timed::new());
+    let mut n = 0;
+    while n < HISTORY_SAMPLES {
+        // A new fresh account each round: its own few finished holds stay under one round's.
+        let fresh = format!("history-fresh-{n}");
+        setup_one(&store, &fresh).await?;
+        for (account, on_past) in [(fresh.as_str(), false), (past, true)] {
+            for i in 0..HISTORY_ROUND {
+                let at = Instant::now();
+                store
+                    .balance(account, now)
+                    .await
+                    .map_err(|e| fail("balance", e))?;
+                let ns = at.elapsed().as_nanos() as u64;
+                let h = if on_past {
+                    &mut balance.past
+                } else {
+                    &mut balance.fresh
+                };
+                h.saturating_record(ns.max(1));
+
+                let generation = format!("timed-{}", n + i);
+                let cmd = image(account, generation.clone(), 300);
+                let at = Instant::now();
+                store
+                    .reserve(&cmd, now)
+                    .await
+                    .map_err(|e| fail("reserve", e))?;
+                let ns = at.elapsed().as_nanos() as u64;
+                let h = if on_past {
+                    &mut reserve.past
+                } else {
+                    &mut reserve.fresh
+                };
+                h.saturating_record(ns.max(1));
+                store
+                    .release(account, &generation, ReleaseReason::Cancelled, now)
+                    .await
+                    .map_err(|e| fail("release", e))?;
+                now += 1;
+            }
+        }
+        n += HISTORY_ROUND;
+    }
+
+    let within = balance.slowdown() <= HISTORY_SLOWDOWN_LIMIT
+        && reserve.slowdown() <= HISTORY_SLOWDOWN_LIMIT;
+    for (name, t) in [("GetBalance", &balance), ("Reserve", &reserve)] {
+        println!(
+            "  {name:<10} fresh p50 {:>7} ns p99 {:>7} ns | {finished_holds} finished holds \
+             p50 {:>7} ns p99 {:>7} ns | slowdown {:.2}×",
+            t.fresh.value_at_quantile(0.5),
+            t.fresh.value_at_quantile(0.99),
+            t.past.value_at_quantile(0.5),
+            t.past.value_at_quantile(0.99),
+            t.slowdown()
+        );
+    }
+    println!(
+        "memory store, {HISTORY_SAMPLES} calls per operation and account: {}",
+        if within {
+            format!("within {HISTORY_SLOWDOWN_LIMIT}× of a fresh account")
+        } else {
+            format!("SLOWER than {HISTORY_SLOWDOWN_LIMIT}× a fresh account")
+        }
+    );
+    if cli.json {
+        let out = json!({
+            "finished_holds": finished_holds,
+            "samples": HISTORY_SAMPLES,
+            "balance": balance.json(),
+            "reserve": reserve.json(),
+            "limit": HISTORY_SLOWDOWN_LIMIT,
+        });
+        println!("{out}");
+    }
+    Ok(within)
+}
+
 async fn run(cli: Cli) -> Result<bool, String> {
+    if let Some(finished_holds) = cli.memory_history {
+        return memory_history_bench(&cli, finished_holds).await;
+    }
     let per_account = cli.concurrency.div_ceil(cli.accounts) as usize;
     // With --spread, tasks share accounts at random; more tasks than accounts would collide.
     let crowded = cli.spread && cli.concurrency > cli.accounts;

@@ -3,11 +3,17 @@
 //!
 //! [`Account::execute`] is the only way in: it runs the lazy work every operation starts with
 //! (forgetting what retention dropped, cycle rollover, reclaiming expired holds, expiring
-//! grants), the operation itself and the grant sweep after it on a copy of the state, checks
-//! every invariant, and hands back the new state with its events only when all of that
+//! grants), the operation itself and the grant sweep after it on a copy of the live state,
+//! checks every invariant, and hands back the new state with its events only when all of that
 //! succeeded. A refused or failed operation leaves the caller's state untouched and emits
 //! nothing. The memory store is a lock around this; the Lua scripts in `store/lua/` are its
 //! twin, and the conformance suite holds the two together.
+//!
+//! An [`Account`] is its live state only: counters, grants and open holds, all bounded. What it
+//! remembers of its past for replays (finished holds, tombstones of dropped grants, SetPlan
+//! requests, refunds) is a [`Past`] kept apart by the store: a call is handed the few records
+//! its ids name ([`Recall`]) and hands back those it read or made, so no call reads or copies
+//! more of the past than that, however long the account has lived.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -105,7 +111,9 @@ pub struct Tombstone {
     pub forget_at_ms: i64,
 }
 
-/// Everything about one account.
+/// One account's live state: counters, grants and open holds. Between calls it holds nothing
+/// of the past; during a call also the records of the past the call recalled or made, which
+/// [`Account::execute`] hands back apart ([`Transition::remembered`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     account_id: String,
@@ -123,8 +131,10 @@ pub struct Account {
     allowance_held: u64,
     lifetime_charged: ChargedTotals,
     grants: BTreeMap<String, GrantState>,
-    tombstones: HashMap<String, Tombstone>,
+    /// Open holds; during a call also the recalled finished holds and those it finishes.
     holds: HashMap<String, HoldRecord>,
+    /// During a call only: the recalled records of the past and those the call makes.
+    tombstones: HashMap<String, Tombstone>,
     plan_requests: HashMap<String, PlanRecord>,
     refunds: HashMap<String, RefundRecord>,
     /// The highest usage alert threshold (percent) already announced in this cycle.
@@ -136,10 +146,138 @@ pub struct Account {
 /// What a successful operation produced.
 #[derive(Debug)]
 pub struct Transition<T> {
+    /// The new live state: counters, grants and open holds, nothing of the past.
     pub account: Account,
     pub reply: T,
     /// In sequence order.
     pub events: Vec<UsageEvent>,
+    /// The records of the past the call read or made, to be kept (replacing those of the same
+    /// ids) until their forget times. Records the call found forgotten are not among them.
+    pub remembered: Past,
+}
+
+/// What an account remembers of its past, each record until its forget time: finished holds
+/// (settled, released, expired), tombstones of dropped grants, SetPlan requests and refunds,
+/// each by its id. Stores keep it apart from the live [`Account`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Past {
+    /// Finished holds by generation id. A finished hold keeps no labels: nothing after the
+    /// hold's end reads them.
+    pub holds: HashMap<String, HoldRecord>,
+    /// Dropped grants by grant id.
+    pub tombstones: HashMap<String, Tombstone>,
+    /// SetPlan requests by request id.
+    pub plan_requests: HashMap<String, PlanRecord>,
+    /// Refunds by refund id.
+    pub refunds: HashMap<String, RefundRecord>,
+}
+
+impl Past {
+    /// No record at all.
+    pub fn is_empty(&self) -> bool {
+        self.holds.is_empty()
+            && self.tombstones.is_empty()
+            && self.plan_requests.is_empty()
+            && self.refunds.is_empty()
+    }
+
+    /// How many records, of every kind.
+    pub fn len(&self) -> usize {
+        self.holds.len() + self.tombstones.len() + self.plan_requests.len() + self.refunds.len()
+    }
+
+    /// Copies of the records `recall` names (those this past has).
+    pub fn recall(&self, recall: &Recall) -> Past {
+        fn pick<R: Clone>(map: &HashMap<String, R>, ids: &[String]) -> HashMap<String, R> {
+            ids.iter()
+                .filter_map(|id| map.get_key_value(id))
+                .map(|(id, r)| (id.clone(), r.clone()))
+                .collect()
+        }
+        Past {
+            holds: pick(&self.holds, &recall.holds),
+            tombstones: pick(&self.tombstones, &recall.grants),
+            plan_requests: pick(&self.plan_requests, &recall.plan_requests),
+            refunds: pick(&self.refunds, &recall.refunds),
+        }
+    }
+
+    /// Takes `other`'s records, replacing those of the same ids.
+    pub fn absorb(&mut self, other: Past) {
+        self.holds.extend(other.holds);
+        self.tombstones.extend(other.tombstones);
+        self.plan_requests.extend(other.plan_requests);
+        self.refunds.extend(other.refunds);
+    }
+}
+
+/// The ids of the records of the past one operation may read: a store hands the operation
+/// these records and no others, the twin of the keys a Redis script declares. An operation
+/// given fewer would answer as if they were forgotten, so each operation's recall is built
+/// here, beside the operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recall {
+    /// Finished holds, by generation id.
+    pub holds: Vec<String>,
+    /// Tombstones, by grant id.
+    pub grants: Vec<String>,
+    /// SetPlan requests, by request id.
+    pub plan_requests: Vec<String>,
+    /// Refunds, by refund id.
+    pub refunds: Vec<String>,
+}
+
+impl Recall {
+    /// Reads of the live state only (balance, account view, quote, the sweep).
+    pub fn nothing() -> Recall {
+        Recall::default()
+    }
+
+    /// Reserve, Settle, Release and Extend of one generation.
+    pub fn hold(generation_id: &str) -> Recall {
+        Recall {
+            holds: vec![generation_id.to_string()],
+            ..Recall::default()
+        }
+    }
+
+    /// ReserveBatch: every item's generation.
+    pub fn batch(cmd: &ReserveBatchCmd) -> Recall {
+        Recall {
+            holds: cmd
+                .items
+                .iter()
+                .map(|item| item.generation_id.clone())
+                .collect(),
+            ..Recall::default()
+        }
+    }
+
+    /// GrantCredits and RevokeCredits of one grant.
+    pub fn grant(grant_id: &str) -> Recall {
+        Recall {
+            grants: vec![grant_id.to_string()],
+            ..Recall::default()
+        }
+    }
+
+    /// SetPlan.
+    pub fn plan_request(request_id: &str) -> Recall {
+        Recall {
+            plan_requests: vec![request_id.to_string()],
+            ..Recall::default()
+        }
+    }
+
+    /// Refund: the refund, its generation, and the name its credits' grant would take.
+    pub fn refund(cmd: &RefundCmd) -> Recall {
+        Recall {
+            holds: vec![cmd.generation_id.clone()],
+            grants: vec![refund_grant_id(&cmd.generation_id, &cmd.refund_id)],
+            refunds: vec![cmd.refund_id.clone()],
+            ..Recall::default()
+        }
+    }
 }
 
 fn broken(what: String) -> LedgerError {
@@ -185,7 +323,8 @@ impl Account {
         }
     }
 
-    /// Nothing worth keeping: a store may drop such an account.
+    /// No live state worth keeping: a store may drop such an account (its past, kept apart,
+    /// is not part of this).
     pub fn is_empty(&self) -> bool {
         self.seq == 0
             && self.plan == NO_PLAN
@@ -197,27 +336,66 @@ impl Account {
             && self.refunds.is_empty()
     }
 
-    /// Runs `op` at `now_ms` on a copy of this account, between the lazy work every operation
-    /// starts with and the grant sweep it ends with, and checks every invariant. Returns the
-    /// new state and its events, or the error with nothing changed.
+    /// Hold entries the live state keeps: its open holds, since finished ones leave it.
+    pub fn retained_holds(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// Runs `op` at `now_ms` on a copy of this account's live state given the `recalled`
+    /// records of its past (those the operation's [`Recall`] names), between the lazy work
+    /// every operation starts with and the grant sweep it ends with, and checks every
+    /// invariant. Returns the new live state, its events and the records of the past to keep,
+    /// or the error with nothing changed. The copy is of bounded size (counters, grants, open
+    /// holds): the past is never copied beyond what `recalled` holds.
     pub fn execute<T>(
         &self,
+        recalled: Past,
         catalog: &Catalog,
         now_ms: i64,
         op: impl FnOnce(&mut Account) -> LedgerResult<T>,
     ) -> LedgerResult<Transition<T>> {
         let mut next = self.clone();
         next.outbox.clear();
+        next.holds.extend(recalled.holds);
+        next.tombstones = recalled.tombstones;
+        next.plan_requests = recalled.plan_requests;
+        next.refunds = recalled.refunds;
         next.touch(catalog, now_ms)?;
         let reply = op(&mut next)?;
         next.sweep_grants(now_ms);
         next.check_invariants()?;
         let events = std::mem::take(&mut next.outbox);
+        let remembered = next.split_past();
         Ok(Transition {
             account: next,
             reply,
             events,
+            remembered,
         })
+    }
+
+    /// Moves the finished holds and every other record of the past out of the live state.
+    fn split_past(&mut self) -> Past {
+        let finished: Vec<String> = self
+            .holds
+            .iter()
+            .filter(|(_, r)| r.hold.state != HoldState::Held)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let holds = finished
+            .into_iter()
+            .filter_map(|id| self.holds.remove_entry(&id))
+            .map(|(id, mut r)| {
+                r.labels.clear();
+                (id, r)
+            })
+            .collect();
+        Past {
+            holds,
+            tombstones: std::mem::take(&mut self.tombstones),
+            plan_requests: std::mem::take(&mut self.plan_requests),
+            refunds: std::mem::take(&mut self.refunds),
+        }
     }
 
     /// Open holds that are due at `now_ms`: (expiry, generation id), earliest first.
@@ -1398,13 +1576,45 @@ mod tests {
     const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     const DAY: i64 = 86_400_000;
 
+    /// An account with its whole past, every call recalling all of it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Ledger {
+        live: Account,
+        past: Past,
+    }
+
+    impl Ledger {
+        fn new(account_id: &str) -> Ledger {
+            Ledger {
+                live: Account::new(account_id),
+                past: Past::default(),
+            }
+        }
+    }
+
+    impl std::ops::Deref for Ledger {
+        type Target = Account;
+        fn deref(&self) -> &Account {
+            &self.live
+        }
+    }
+
+    impl std::ops::DerefMut for Ledger {
+        fn deref_mut(&mut self) -> &mut Account {
+            &mut self.live
+        }
+    }
+
     fn run<T>(
-        a: &mut Account,
+        a: &mut Ledger,
         now_ms: i64,
         op: impl FnOnce(&mut Account) -> LedgerResult<T>,
     ) -> LedgerResult<(T, Vec<UsageEvent>)> {
-        let t = a.execute(&Catalog::builtin(), now_ms, op)?;
-        *a = t.account;
+        let t = a
+            .live
+            .execute(a.past.clone(), &Catalog::builtin(), now_ms, op)?;
+        a.live = t.account;
+        a.past.absorb(t.remembered);
         Ok((t.reply, t.events))
     }
 
@@ -1420,7 +1630,7 @@ mod tests {
         }
     }
 
-    fn plan(a: &mut Account, id: &str, plan: &str, anchor: Option<i64>, now: i64) -> PlanSet {
+    fn plan(a: &mut Ledger, id: &str, plan: &str, anchor: Option<i64>, now: i64) -> PlanSet {
         let cmd = SetPlanCmd {
             request_id: id.into(),
             account_id: "a".into(),
@@ -1434,7 +1644,7 @@ mod tests {
 
     #[test]
     fn refused_operation_changes_nothing() {
-        let mut a = Account::new("a");
+        let mut a = Ledger::new("a");
         plan(&mut a, "p1", "microbudget", None, T0);
         let before = a.clone();
         // Lazy work (a rollover) would happen, but the reserve is refused: nothing sticks.
@@ -1458,7 +1668,7 @@ mod tests {
         // Finding: cancel, extend a last-day hold past the rollover, start a plan whose clamped
         // anchor makes the new cycle start at the old cycle's end. Releasing the old hold must
         // give nothing to the new cycle.
-        let mut a = Account::new("a");
+        let mut a = Ledger::new("a");
         let jan31 = T0 + 30 * DAY;
         plan(&mut a, "p1", "hollywood", Some(jan31), jan31);
         plan(&mut a, "p2", "none", None, jan31 + DAY);
@@ -1498,7 +1708,7 @@ mod tests {
 
     #[test]
     fn expired_grant_reports_expired_and_lost_units() {
-        let mut a = Account::new("a");
+        let mut a = Ledger::new("a");
         let grant = GrantCmd {
             account_id: "a".into(),
             grant_id: "promo".into(),
@@ -1523,8 +1733,72 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_hold_leaves_the_live_state_and_answers_only_when_recalled() {
+        let mut a = Ledger::new("a");
+        plan(&mut a, "p1", "microbudget", None, T0);
+        let mut cmd = reserve_cmd("g", Kind::CharacterImage, "standard", 1, 300);
+        cmd.labels.insert("job".into(), "j-1".into());
+        run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
+        assert_eq!(a.retained_holds(), 1, "an open hold is live state");
+        assert!(a.past.holds.is_empty());
+        let (released, events) =
+            run(&mut a, T0, |x| x.release("g", ReleaseReason::Failed, T0)).unwrap();
+        assert!(!released.replayed);
+        assert_eq!(events[0].labels.get("job").map(String::as_str), Some("j-1"));
+        assert_eq!(
+            a.retained_holds(),
+            0,
+            "the finished hold left the live state"
+        );
+        let finished = &a.past.holds["g"];
+        assert_eq!(finished.hold.state, HoldState::Released);
+        assert!(
+            finished.labels.is_empty(),
+            "a finished hold keeps no labels"
+        );
+
+        // Recalled, the finished hold answers the replay; not recalled, it is not there.
+        let catalog = Catalog::builtin();
+        let replay = |x: &mut Account| x.release("g", ReleaseReason::Failed, T0 + 1);
+        let recalled = a.past.recall(&Recall::hold("g"));
+        let t = a.live.execute(recalled, &catalog, T0 + 1, replay).unwrap();
+        assert!(t.reply.replayed);
+        assert!(t.events.is_empty());
+        assert_eq!(
+            t.remembered.holds.len(),
+            1,
+            "the recalled record is handed back"
+        );
+        let err = a
+            .live
+            .execute(Past::default(), &catalog, T0 + 1, replay)
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::HoldNotFound { .. }), "{err:?}");
+
+        // Past its forget time a recalled record is forgotten: not answered, not handed back.
+        let later = T0 + RETENTION_MS + 1;
+        let recalled = a.past.recall(&Recall::hold("g"));
+        let err = a
+            .live
+            .execute(recalled, &catalog, later, |x| {
+                x.release("g", ReleaseReason::Failed, later)
+            })
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::HoldNotFound { .. }), "{err:?}");
+        let recalled = a.past.recall(&Recall::hold("g"));
+        let t = a
+            .live
+            .execute(recalled, &catalog, later, |x| Ok(x.balance()))
+            .unwrap();
+        assert!(
+            t.remembered.holds.is_empty(),
+            "a forgotten record is not kept"
+        );
+    }
+
+    #[test]
     fn a_broken_invariant_is_internal_and_changes_nothing() {
-        let mut a = Account::new("a");
+        let mut a = Ledger::new("a");
         plan(&mut a, "p1", "microbudget", None, T0);
         let cmd = reserve_cmd("g", Kind::CharacterImage, "standard", 1, 300);
         run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
