@@ -354,7 +354,8 @@ async fn store_failures_are_internal_or_unavailable() {
         .await
         .unwrap();
     let keys = AccountKeys::new(broken, Shards::DEFAULT);
-    redis.cli(&["HSET", &keys.account, "held", "oops"]);
+    harness::corruption::set_counter_where_it_lives(&[redis.port()], &keys.account, "held", "oops")
+        .await;
     let balance = |account: &str| pb::GetBalanceRequest {
         account_id: account.into(),
     };
