@@ -228,10 +228,12 @@ async fn admin_client_ca_requires_a_client_certificate_on_the_admin_listener_onl
     );
     let account: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(account["balance"]["plan"], "none", "{account}");
-    for (args, why) in [(&ca[..], "no client certificate"), (&[][..], "no CA")] {
+    // Exit statuses as `quotactl --help` lists them: a refused handshake is a failure (1), a
+    // TLS target without --ca-cert a usage error (2).
+    for (args, why, exit) in [(&ca[..], "no client certificate", 1), (&[][..], "no CA", 2)] {
         let out = quotactl(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{why}: {stderr}");
+        assert_eq!(out.status.code(), Some(exit), "{why}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{why}: {stderr}");
         assert!(stderr.starts_with("quotactl: "), "{why}: {stderr}");
     }
