@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Transaction;
 
+use super::prepared::Prepared;
 use super::record::{EventRecord, GrantUnits, CREDITS_EXPIRED, HOLD_REFUNDED};
-use super::writer::Prepared;
 use crate::events;
 
 /// Grant row that takes lost units no grant can be named for (the hold's reserve event is

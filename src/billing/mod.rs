@@ -23,6 +23,8 @@ pub mod consumer;
 pub mod db;
 pub mod export;
 pub mod health;
+pub mod pg_error;
+pub mod prepared;
 pub mod record;
 pub mod sequence;
 pub mod statement;
@@ -33,7 +35,7 @@ pub mod writer;
 pub enum BillingError {
     /// With the server's own message (`tokio_postgres::Error`'s Display alone says only
     /// "db error").
-    #[error("PostgreSQL: {}", db::describe(.0))]
+    #[error("PostgreSQL: {}", pg_error::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL migrations: {message}")]
     Migration {
@@ -60,7 +62,7 @@ impl BillingError {
     /// an unreadable CA file.
     pub fn is_permanent(&self) -> bool {
         match self {
-            BillingError::Postgres(e) => db::is_permanent(e),
+            BillingError::Postgres(e) => pg_error::is_permanent(e),
             BillingError::Migration { permanent, .. } => *permanent,
             BillingError::PostgresCa { .. } | BillingError::SidecarRefused(_) => true,
             // A bad address, TLS file or token stays bad; an unreachable sidecar may come back.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Transaction;
 
-use super::writer::Prepared;
+use super::prepared::Prepared;
 
 /// Sequences start at 1: the first event of an account.
 pub const FIRST_SEQUENCE: i64 = 1;

@@ -3,12 +3,11 @@
 //! event delivered again (after a crash before the ack) is counted once. The batch's sequences
 //! are tracked first ([`sequence::track`]), in the same transaction.
 
-use std::collections::HashMap;
-
 use time::OffsetDateTime;
-use tokio_postgres::{Client, Statement, Transaction};
+use tokio_postgres::{Client, Transaction};
 
 use super::db::{self, PgSettings};
+use super::prepared::Prepared;
 use super::record::{self, EventRecord};
 use super::sequence::{self, AccountChange};
 use super::{aggregate, BillingError};
@@ -25,26 +24,6 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events (event_id, event_type, acco
 const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters (dead_letter_key, event_id, reason, \
      event) VALUES ($1, $2, $3, $4) ON CONFLICT (dead_letter_key) DO NOTHING \
      RETURNING dead_letter_key";
-
-/// Statements prepared on one connection, by their SQL.
-#[derive(Default)]
-pub struct Prepared(HashMap<String, Statement>);
-
-impl Prepared {
-    /// `sql` prepared once per connection.
-    pub async fn get(
-        &mut self,
-        tx: &Transaction<'_>,
-        sql: &str,
-    ) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.0.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = tx.prepare(sql).await?;
-        self.0.insert(sql.to_string(), s.clone());
-        Ok(s)
-    }
-}
 
 /// What one committed batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
