@@ -186,8 +186,7 @@ fn the_quickstart_runs_as_written_and_ends_clean() {
     let script = replace_required(&script, "cargo build --release --bins\n", "");
     let script = replace_required(&script, "target/release/", &format!("{bin_dir}/"));
 
-    let (worker, admin, metrics, billing) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (worker, admin, metrics, billing) = (free_port(), free_port(), free_port(), free_port());
     let mut bash = Command::new("bash");
     bash.arg("-c").arg(&script).current_dir(root);
     // Nothing of the caller's configuration: the quickstart runs on the defaults.
@@ -212,6 +211,21 @@ fn the_quickstart_runs_as_written_and_ends_clean() {
         "the quickstart failed ({}):\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
+    // Shown with --nocapture.
+    println!("{stdout}");
+    // It ends clean: the last account shown (after the Python worker) has no open hold.
+    let last_open_holds = stdout.lines().rfind(|line| line.starts_with("open holds "));
+    assert_eq!(
+        last_open_holds,
+        Some("open holds 0"),
+        "the quickstart leaves holds open:\n{stdout}"
+    );
+    if with_postgres {
+        assert!(
+            stdout.contains("account acct-1  cycle"),
+            "the billing step printed no statement for acct-1:\n{stdout}\n{stderr}"
+        );
+    }
     // The Python worker's hold was settled for the first frame's cost (2 units on standard).
     assert!(
         stdout.contains("job-7 charged 2 units"),

@@ -16,54 +16,54 @@ struct GroupRun {
 /// group, past `limit` or when any member of the group is still running once the leader has
 /// exited (a script that leaves a server behind).
 pub fn output_of_group_within(command: &mut Command, limit: Duration) -> Output {
-        let mut child = command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the process");
-        let group = GroupRun { pgid: child.id() };
-        // Drain both pipes meanwhile, so a chatty process never blocks on a full pipe. A
-        // background member keeps the pipes open; the readers are joined only once the group
-        // is empty, which the guard makes sure of.
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let read = |mut pipe: Box<dyn std::io::Read + Send>| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                bytes
-            })
-        };
-        let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the process") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                group.kill();
-                let _ = child.wait();
-                panic!("{command:?} still running after {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let leftovers = group.members();
-        // Whatever is left holds the pipes open: kill it before reading to the end.
-        group.kill();
-        let output = Output {
-            status,
-            stdout: stdout.join().expect("stdout reader"),
-            stderr: stderr.join().expect("stderr reader"),
-        };
-        assert!(
-            leftovers.is_empty(),
-            "processes still running after the script exited ({status}): {leftovers:?}\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the process");
+    let group = GroupRun { pgid: child.id() };
+    // Drain both pipes meanwhile, so a chatty process never blocks on a full pipe. A
+    // background member keeps the pipes open; the readers are joined only once the group
+    // is empty, which the guard makes sure of.
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the process") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            group.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let leftovers = group.members();
+    // Whatever is left holds the pipes open: kill it before reading to the end.
+    group.kill();
+    let output = Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    assert!(
+        leftovers.is_empty(),
+        "processes still running after the script exited ({status}): {leftovers:?}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 impl GroupRun {
