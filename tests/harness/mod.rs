@@ -12,6 +12,7 @@ pub mod http;
 pub mod in_process;
 pub mod postgres;
 pub mod process;
+pub mod process_group;
 pub mod proxy;
 pub mod sentinel;
 pub mod sidecar;
