@@ -286,7 +286,12 @@ impl Server {
             &[]
         };
         let worker_health = ListenerHealth::new(&[QUOTA_SERVICE], &COMMON_SERVICES);
-        let admin_health = ListenerHealth::new(admin_services, &COMMON_SERVICES);
+        // API.md: health is served on both listeners for `""` and `quota.v1.Quota`; the admin
+        // listener adds the services it serves itself.
+        let admin_health_services: Vec<&'static str> = std::iter::once(QUOTA_SERVICE)
+            .chain(admin_services.iter().copied())
+            .collect();
+        let admin_health = ListenerHealth::new(&admin_health_services, &COMMON_SERVICES);
         let process_services: Vec<&'static str> = std::iter::once(QUOTA_SERVICE)
             .chain(admin_services.iter().copied())
             .collect();

@@ -81,12 +81,18 @@ async fn binary_serves_health_reflection_admin_and_quota_then_exits_cleanly() {
     let worker = channel(sidecar.worker).await;
     let admin = channel(sidecar.admin()).await;
 
-    // Health: `""` and each listener's own services.
+    // Health: `""` and `quota.v1.Quota` on both listeners (API.md), and each listener's own
+    // services.
     for (ch, services) in [
         (&worker, &["", "quota.v1.Quota"][..]),
         (
             &admin,
-            &["", "quota.v1.QuotaAdmin", "quota.v1.UsageEvents"][..],
+            &[
+                "",
+                "quota.v1.Quota",
+                "quota.v1.QuotaAdmin",
+                "quota.v1.UsageEvents",
+            ][..],
         ),
     ] {
         for service in services.iter().copied() {

@@ -161,14 +161,14 @@ async fn every_listed_service_resolves_and_answers_serving_on_its_listener() {
     let ch = channel(sidecar.admin()).await;
     let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
     assert_health(ch.clone(), "admin", &listed, ServingStatus::Serving).await;
+    // API.md: `""` and `quota.v1.Quota` on both listeners.
     assert_health(
-        ch.clone(),
+        ch,
         "admin",
-        &["", LIVENESS_SERVICE],
+        &["", LIVENESS_SERVICE, QUOTA],
         ServingStatus::Serving,
     )
     .await;
-    assert_unknown(ch, "admin", QUOTA).await;
 
     let ch = channel(sidecar.health.expect("health listener")).await;
     assert_health(

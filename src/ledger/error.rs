@@ -80,7 +80,8 @@ pub enum LedgerError {
     /// The refund id was already used for another refund.
     #[error("refund `{refund_id}` was already used for a different refund")]
     RefundConflict { refund_id: String },
-    /// The store cannot be reached in time; nothing is known to have changed.
+    /// The store did not answer in time: the call may or may not have taken effect, so only
+    /// the same call with the same ids may be sent again.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A bug or corrupt state; never expected.

@@ -227,8 +227,9 @@ class SettleAboveHold(FailedPrecondition):
 
 class QuotaUnavailable(QuotaError):
     """The sidecar or its store did not answer in time, retries included
-    (`STORE_UNAVAILABLE`, or no answer at all). Nothing is known to have changed; the same
-    call with the same ids is safe to send again. `retry_delay_seconds` is the server's
+    (`STORE_UNAVAILABLE`, or no answer at all). The call may or may not have taken effect
+    (a write can reach the primary before its replicas, or answer after the deadline): only
+    the same call with the same ids is safe to send again, never one with new ids. `retry_delay_seconds` is the server's
     suggestion, when it made one."""
 
     @property
