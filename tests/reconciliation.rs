@@ -5,7 +5,8 @@
 //!
 //! From the events alone it also rebuilds every account's allowance (total, used, held), each
 //! grant's remaining and held credits and the open holds, and compares them with GetAccount:
-//! every change of funds is an event.
+//! every change of funds is an event; and that every `hold.settled` split its charge anew
+//! (credits only once no allowance of the cycle was free).
 //!
 //! `RECONCILE_SEED` and `RECONCILE_OPS` replay or lengthen a run.
 
@@ -605,6 +606,21 @@ impl Rebuilt {
                     self.allowance_held -= held_allowance;
                     if settled {
                         self.allowance_used += e.from_allowance;
+                        // The re-split (DESIGN.md §9): what the hold drew from the allowance
+                        // first, credits only once no allowance is free.
+                        assert!(
+                            e.from_allowance >= e.units.min(held_allowance),
+                            "{}: charged {} from the allowance, the hold drew {held_allowance}",
+                            e.id,
+                            e.from_allowance
+                        );
+                        let free = self.allowance_total - self.allowance_used - self.allowance_held;
+                        assert!(
+                            e.from_credits == 0 || free == 0,
+                            "{}: {} charged from credits while {free} allowance is free",
+                            e.id,
+                            e.from_credits
+                        );
                     } else {
                         assert_eq!(e.from_allowance, held_allowance, "{}", e.id);
                     }
