@@ -71,12 +71,22 @@ fn recent<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> Option<&'a T> {
     }
 }
 
-/// The default catalog with usage alerts low enough that the random mix crosses them.
+/// The default catalog with usage alerts low enough that the random mix crosses them, and
+/// allowances small enough that holds run out of allowance and draw credits while others are
+/// open, so that settles meet allowance freed since their Reserve (the re-split).
 fn catalog() -> Catalog {
-    let text = include_str!("../deploy/catalog.toml").replace(
+    let mut text = include_str!("../deploy/catalog.toml").replace(
         "alert_thresholds_percent = [80, 100]",
         "alert_thresholds_percent = [2, 10, 50]",
     );
+    for (was, now) in [(1000, 60), (2500, 100), (5000, 150)] {
+        let (was, now) = (
+            format!("allowance_units = {was}\n"),
+            format!("allowance_units = {now}\n"),
+        );
+        assert!(text.contains(&was));
+        text = text.replace(&was, &now);
+    }
     let catalog = Catalog::from_toml_str(&text).expect("the default catalog parses");
     assert_eq!(catalog.alert_thresholds_percent(), [2, 10, 50]);
     catalog
