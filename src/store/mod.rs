@@ -6,16 +6,12 @@
 //!
 //! Every operation takes `now_ms` from the service's clock; nothing in a store reads the time.
 
-pub mod durability;
 pub mod health_probe;
 pub mod instrumented;
 pub mod keys;
 pub mod lease;
 pub mod memory;
 pub mod redis;
-pub mod redis_conn;
-pub mod redis_reply;
-pub mod sentinel_conn;
 pub mod sweeper;
 pub mod unavailable;
 

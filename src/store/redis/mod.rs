@@ -7,7 +7,7 @@
 //! FLUSH`, a new Cluster node). Every call is bounded by a deadline: Redis down or slow
 //! gives [`StoreError::Unavailable`] within it, and the connection reconnects in the
 //! background, so the store recovers by itself. On a Redis Cluster each call is for one slot
-//! (see `redis_conn.rs`).
+//! (see `conn.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +15,16 @@ use std::time::Duration;
 use ::redis::Script;
 use async_trait::async_trait;
 
+pub mod conn;
+pub mod durability;
+pub mod event_log;
 pub mod library;
+pub mod reply;
+pub mod sentinel;
 
 use library::{is_function_missing, Call, Function, Library};
 
-use super::durability::Durability;
 use super::keys::{AccountKeys, Shards, SHARD_COUNT_RECORD};
-use super::redis_conn::RedisConn;
-use super::redis_reply::{anomaly, parse_state, ScriptReply};
 use super::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
 use super::unavailable::{no_answer_within, store_error};
 use super::*;
@@ -31,12 +33,15 @@ use crate::ledger::cycle::{month_window, Anchor};
 use crate::ledger::{
     Catalog, Kind, SharedCatalog, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
+use conn::RedisConn;
+use durability::Durability;
+use reply::{anomaly, parse_state, ScriptReply};
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 
 /// Takes or extends a fleet task's lease (see `lease.lua`).
 static LEASE: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("../lease.lua")));
+    std::sync::LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
 
 /// Why [`RedisStore::check_shards`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +76,7 @@ pub struct RedisStore {
     /// The plan table the scripts read, built once per catalog version (a reload changes it).
     plan_table: std::sync::Mutex<(String, Arc<str>)>,
     /// Consumer groups this process has created on every shard's stream.
-    pub(crate) known_groups: std::sync::Mutex<std::collections::HashSet<String>>,
+    known_groups: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The deployment's shard count (see [`Shards`]).
     shards: Shards,
     /// Whether `shards` was found (or made) the count recorded in Redis; until then every call
@@ -146,7 +151,7 @@ impl RedisStore {
     }
 
     /// Runs `call` within the store's deadline, mapping failures to store errors.
-    pub(crate) async fn bounded<T>(
+    async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = ::redis::RedisResult<T>>,
     ) -> StoreResult<T> {
@@ -366,7 +371,7 @@ impl RedisStore {
     }
 
     /// Checks the shard count before the first real call (one load after that).
-    pub(crate) async fn shards_ready(&self) -> StoreResult<()> {
+    async fn shards_ready(&self) -> StoreResult<()> {
         if self
             .shards_checked
             .load(std::sync::atomic::Ordering::Acquire)

@@ -15,10 +15,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+mod event_log;
+mod log;
+
+use self::log::MemoryLog;
 use super::keys::Shards;
 use super::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
 use super::*;
-use crate::events::memory_log::MemoryLog;
 use crate::events::{self, UsageEvent};
 use crate::ledger::account::{Account, LedgerResult, Past, Recall, Transition};
 use crate::ledger::{Catalog, SharedCatalog};
@@ -258,7 +261,7 @@ impl MemoryStore {
     }
 
     /// Runs `op` on the event log, under the store's lock.
-    pub(crate) fn with_log<T>(&self, op: impl FnOnce(&mut MemoryLog) -> T) -> T {
+    fn with_log<T>(&self, op: impl FnOnce(&mut MemoryLog) -> T) -> T {
         let mut state = self.lock();
         op(&mut state.log)
     }
