@@ -193,32 +193,6 @@ impl Store for InstrumentedStore {
         result
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        observe("ping", store_span!("ping"), self.inner.ping()).await
-    }
-
-    async fn lease(
-        &self,
-        task: super::lease::FleetTask,
-        owner: &str,
-        ttl_ms: u64,
-    ) -> StoreResult<bool> {
-        observe(
-            "lease",
-            store_span!("lease"),
-            self.inner.lease(task, owner, ttl_ms),
-        )
-        .await
-    }
-
-    fn shards(&self) -> super::keys::Shards {
-        self.inner.shards()
-    }
-
-    async fn time_ms(&self) -> StoreResult<i64> {
-        observe("time", store_span!("time"), self.inner.time_ms()).await
-    }
-
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         observe("quote", store_span!("quote"), self.inner.quote(cmd, now_ms)).await
     }
@@ -249,6 +223,30 @@ impl Store for InstrumentedStore {
             self.inner.refund(cmd, now_ms),
         )
         .await
+    }
+}
+
+#[async_trait]
+impl Fleet for InstrumentedStore {
+    fn shards(&self) -> super::keys::Shards {
+        self.inner.shards()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        observe("ping", store_span!("ping"), self.inner.ping()).await
+    }
+
+    async fn lease(&self, task: FleetTask, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+        observe(
+            "lease",
+            store_span!("lease"),
+            self.inner.lease(task, owner, ttl_ms),
+        )
+        .await
+    }
+
+    async fn time_ms(&self) -> StoreResult<i64> {
+        observe("time", store_span!("time"), self.inner.time_ms()).await
     }
 }
 

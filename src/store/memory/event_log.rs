@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::MemoryStore;
 use crate::events::{AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
-use crate::store::{Store, StoreResult};
+use crate::store::{Fleet, StoreResult};
 
 #[async_trait]
 impl EventLog for MemoryStore {

@@ -464,14 +464,6 @@ impl Store for MemoryStore {
         Ok(expired)
     }
 
-    fn shards(&self) -> Shards {
-        self.shards
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        Ok(())
-    }
-
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         self.peek_account(&cmd.account_id, now_ms, |catalog, a| {
             a.quote(catalog, cmd, now_ms)
@@ -494,13 +486,19 @@ impl Store for MemoryStore {
             a.refund(cmd, now_ms)
         })
     }
+}
 
-    async fn lease(
-        &self,
-        _task: lease::FleetTask,
-        _owner: &str,
-        _ttl_ms: u64,
-    ) -> StoreResult<bool> {
+#[async_trait]
+impl Fleet for MemoryStore {
+    fn shards(&self) -> Shards {
+        self.shards
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn lease(&self, _task: FleetTask, _owner: &str, _ttl_ms: u64) -> StoreResult<bool> {
         // One process is the whole store: it always does the fleet's work.
         Ok(true)
     }

@@ -14,7 +14,7 @@ use crate::events::{
     is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent,
 };
 use crate::store::keys::shard_prefix;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Fleet, StoreError, StoreResult};
 
 /// Idle time given to an abandoned consumer's events: longer than any claim threshold, so the
 /// next reader of the group claims them at once.
