@@ -61,7 +61,7 @@ use crate::store::sweeper::run_sweeper;
 use crate::store::Store;
 use crate::telemetry::metrics_endpoint::serve_metrics;
 use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
-use crate::tls::{read_redis_ca, ListenerTls, TlsError, REDIS_CA_FLAG};
+use crate::tls::{read_redis_ca, ListenerTls, ListenerTlsFiles, TlsError, REDIS_CA_FLAG};
 
 /// How often the health probe checks the store.
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -748,7 +748,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         read_redis_ca(path)?;
     }
-    let tls = ListenerTls::from_config(&config)?;
+    let tls = ListenerTls::from_files(ListenerTlsFiles {
+        cert: config.tls_cert.as_deref(),
+        key: config.tls_key.as_deref(),
+        admin_client_ca: config.admin_client_ca.as_deref(),
+    })?;
     let admin_token = match &config.admin_token {
         Some(token) if !token.is_sendable() => {
             return Err(ServerError::AdminToken(

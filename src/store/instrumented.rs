@@ -16,11 +16,8 @@ use tracing::{Instrument, Span};
 use super::unavailable::UnavailableKind;
 use super::*;
 use crate::telemetry::metrics::{
-    HOLDS_CLOSED, HOLDS_OPENED, RESERVE_DENIALS, STORE_DURATION, STORE_ERRORS,
+    HOLDS_CLOSED, HOLDS_OPENED, INSUFFICIENT_FUNDS, RESERVE_DENIALS, STORE_DURATION, STORE_ERRORS,
 };
-
-/// Reason label of a reserve refused for lack of funds; plan refusals use [`Denial::code`].
-pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
 
 /// A span for store operation `$op`: INFO inside a request, DEBUG in background work.
 macro_rules! store_span {
