@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::Store;
+use crate::store::fleet::Fleet;
 
 /// Milliseconds since the Unix epoch, UTC.
 pub trait Clock: Send + Sync + 'static {
@@ -88,7 +88,7 @@ impl StoreClock {
     }
 
     /// Reads the store's time once: the reading is dated half way through the round trip.
-    pub async fn sync(&self, store: &dyn Store) -> bool {
+    pub async fn sync<S: Fleet + ?Sized>(&self, store: &S) -> bool {
         let sent = Instant::now();
         match store.time_ms().await {
             Ok(store_ms) => {
@@ -104,7 +104,10 @@ impl StoreClock {
     }
 
     /// Keeps the clock in step with the store until the task is dropped.
-    pub fn spawn_sync(self: &Arc<Self>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_sync<S: Fleet + ?Sized>(
+        self: &Arc<Self>,
+        store: Arc<S>,
+    ) -> tokio::task::JoinHandle<()> {
         let clock = self.clone();
         tokio::spawn(async move {
             let mut synced_once = false;

@@ -12,10 +12,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::events::Retention;
-use crate::store::durability::Durability;
 use crate::store::keys::Shards;
-use crate::store::redis_conn::{cluster_nodes, CLUSTER_SCHEME};
-use crate::store::sentinel_conn::{SentinelTarget, SENTINEL_SCHEME};
+use crate::store::redis::conn::{cluster_nodes, CLUSTER_SCHEME};
+use crate::store::redis::durability::Durability;
+use crate::store::redis::sentinel::{SentinelTarget, SENTINEL_SCHEME};
 
 /// Environment variable holding the admin listener's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "QUOTA_ADMIN_TOKEN";

@@ -55,13 +55,13 @@ use crate::pb;
 use crate::store::health_probe::{HealthProbe, PingProbe, RedisWriteProbe};
 use crate::store::instrumented::{observe, store_span, InstrumentedStore};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::conn::TLS_SCHEME;
 use crate::store::redis::{RedisStore, ShardCheckError};
-use crate::store::redis_conn::TLS_SCHEME;
 use crate::store::sweeper::run_sweeper;
 use crate::store::Store;
 use crate::telemetry::metrics_endpoint::serve_metrics;
 use crate::telemetry::rpc_layer::{ObservedRouter, ObservedServer, RpcLayer};
-use crate::tls::{read_redis_ca, ListenerTls, TlsError, REDIS_CA_FLAG};
+use crate::tls::{read_redis_ca, ListenerTls, ListenerTlsFiles, TlsError, REDIS_CA_FLAG};
 
 /// How often the health probe checks the store.
 pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -744,7 +744,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         read_redis_ca(path)?;
     }
-    let tls = ListenerTls::from_config(&config)?;
+    let tls = ListenerTls::from_files(ListenerTlsFiles {
+        cert: config.tls_cert.as_deref(),
+        key: config.tls_key.as_deref(),
+        admin_client_ca: config.admin_client_ca.as_deref(),
+    })?;
     let admin_token = match &config.admin_token {
         Some(token) if !token.is_sendable() => {
             return Err(ServerError::AdminToken(

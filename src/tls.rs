@@ -19,8 +19,6 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::config::Config;
-
 /// Longest a client may take to finish the TLS handshake. A connection that never completes
 /// it would otherwise hold a socket and a task for as long as the peer likes; a real client on
 /// a healthy network needs a few round trips, far below this.
@@ -52,6 +50,15 @@ impl TlsError {
     }
 }
 
+/// The files of the listeners' TLS, as `--tls-cert`, `--tls-key` and `--admin-client-ca` name
+/// them; `None` where the flag is not given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenerTlsFiles<'a> {
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub admin_client_ca: Option<&'a Path>,
+}
+
 /// The TLS settings of the worker and admin listeners; `None` means plaintext.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerTls {
@@ -67,11 +74,11 @@ impl ListenerTls {
     }
 
     /// The settings named by `--tls-cert`, `--tls-key` and `--admin-client-ca`.
-    pub fn from_config(config: &Config) -> Result<ListenerTls, TlsError> {
-        let (cert_path, key_path) = match (&config.tls_cert, &config.tls_key) {
+    pub fn from_files(files: ListenerTlsFiles<'_>) -> Result<ListenerTls, TlsError> {
+        let (cert_path, key_path) = match (files.cert, files.key) {
             (Some(cert), Some(key)) => (cert, key),
             (None, None) => {
-                return match &config.admin_client_ca {
+                return match files.admin_client_ca {
                     Some(_) => Err(TlsError::new(
                         ADMIN_CLIENT_CA_FLAG,
                         "needs --tls-cert and --tls-key: client certificates are a TLS feature",
@@ -84,12 +91,12 @@ impl ListenerTls {
         };
         let cert = read_file(CERT_FLAG, cert_path)?;
         let key = read_file(KEY_FLAG, key_path)?;
-        let client_ca = match &config.admin_client_ca {
+        let client_ca = match files.admin_client_ca {
             Some(path) => Some(read_file(ADMIN_CLIENT_CA_FLAG, path)?),
             None => None,
         };
         ListenerTls::from_pem(&cert, &key, client_ca.as_deref()).map_err(|e| TlsError {
-            message: with_path(e.flag, config, e.message),
+            message: with_path(e.flag, files, e.message),
             ..e
         })
     }
@@ -191,11 +198,11 @@ fn pem_problem(error: pem::Error, expected: &str) -> String {
 }
 
 /// The path behind `flag`, prefixed to `message` when the message does not name one yet.
-fn with_path(flag: &'static str, config: &Config, message: String) -> String {
+fn with_path(flag: &'static str, files: ListenerTlsFiles<'_>, message: String) -> String {
     let path = match flag {
-        CERT_FLAG => config.tls_cert.as_deref(),
-        KEY_FLAG => config.tls_key.as_deref(),
-        ADMIN_CLIENT_CA_FLAG => config.admin_client_ca.as_deref(),
+        CERT_FLAG => files.cert,
+        KEY_FLAG => files.key,
+        ADMIN_CLIENT_CA_FLAG => files.admin_client_ca,
         _ => None,
     };
     match path {

@@ -208,7 +208,7 @@ async fn without_it_a_failover_may_lose_confirmed_writes() {
 #[tokio::test]
 async fn a_durable_write_reloads_a_missing_script() {
     use quota_sidecar::ledger::{Catalog, CreditSource};
-    use quota_sidecar::store::durability::Durability;
+    use quota_sidecar::store::redis::durability::Durability;
     use quota_sidecar::store::redis::RedisStore;
     use quota_sidecar::store::{GrantCmd, Store};
 

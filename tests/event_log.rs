@@ -685,8 +685,8 @@ async fn an_event_s_memory_fits_the_default_cap() {
 #[test]
 fn a_loss_record_counts_each_batch_once_and_is_taken_whole() {
     let redis = harness::RedisServer::start();
-    let record = include_str!("../src/events/record_loss.lua");
-    let take = include_str!("../src/events/take_loss.lua");
+    let record = include_str!("../src/store/redis/scripts/record_loss.lua");
+    let take = include_str!("../src/store/redis/scripts/take_loss.lua");
     let key = "q:{s3}:events:losses";
     let run = |script: &str, args: &[&str]| {
         let mut all = vec!["EVAL", script, "1", key];

@@ -765,8 +765,8 @@ fn check_batch_items(
 fn check_keys(keys: &BTreeSet<String>) {
     for key in keys {
         // The fleet's own keys: the leases and the shard count.
-        if key == quota_sidecar::store::lease::FleetTask::Sweep.lease_key()
-            || key == quota_sidecar::store::lease::FleetTask::Trim.lease_key()
+        if key == quota_sidecar::store::FleetTask::Sweep.lease_key()
+            || key == quota_sidecar::store::FleetTask::Trim.lease_key()
             || key == quota_sidecar::store::keys::SHARD_COUNT_RECORD
         {
             continue;

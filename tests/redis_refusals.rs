@@ -19,7 +19,7 @@ use harness::sidecar::{channel, health_status, wait_serving, Sidecar};
 use harness::RedisServer;
 use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client::QuotaClient};
 use quota_sidecar::store::health_probe::{HealthProbe, RedisWriteProbe, WRITE_INTENT_SCRIPT};
-use quota_sidecar::store::redis_conn::RedisConn;
+use quota_sidecar::store::redis::conn::RedisConn;
 use quota_sidecar::store::StoreError;
 
 const TOKEN: &str = "redis-refusals-admin-token";

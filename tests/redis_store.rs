@@ -160,7 +160,7 @@ async fn the_library_reloads_after_a_flush() {
     let durable = RedisStore::connect(&proxy.url(), Arc::new(Catalog::builtin()), DEADLINE)
         .await
         .expect("connect")
-        .with_durability(Some(quota_sidecar::store::durability::Durability {
+        .with_durability(Some(quota_sidecar::store::redis::durability::Durability {
             replicas: 0,
             timeout_ms: 100,
         }));

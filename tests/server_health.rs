@@ -88,17 +88,6 @@ impl Store for SwitchableStore {
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32> {
         self.inner.expire_due(shard, now_ms, max_accounts).await
     }
-    async fn lease(
-        &self,
-        task: quota_sidecar::store::lease::FleetTask,
-        owner: &str,
-        ttl_ms: u64,
-    ) -> StoreResult<bool> {
-        self.inner.lease(task, owner, ttl_ms).await
-    }
-    async fn time_ms(&self) -> StoreResult<i64> {
-        self.inner.time_ms().await
-    }
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         self.inner.quote(cmd, now_ms).await
     }
@@ -112,6 +101,10 @@ impl Store for SwitchableStore {
     async fn refund(&self, cmd: &RefundCmd, now_ms: i64) -> StoreResult<Refunded> {
         self.inner.refund(cmd, now_ms).await
     }
+}
+
+#[async_trait]
+impl Fleet for SwitchableStore {
     fn shards(&self) -> quota_sidecar::store::keys::Shards {
         self.inner.shards()
     }
@@ -121,6 +114,17 @@ impl Store for SwitchableStore {
         } else {
             Err(StoreError::Unavailable("switched off".into()))
         }
+    }
+    async fn lease(
+        &self,
+        task: quota_sidecar::store::FleetTask,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> StoreResult<bool> {
+        self.inner.lease(task, owner, ttl_ms).await
+    }
+    async fn time_ms(&self) -> StoreResult<i64> {
+        self.inner.time_ms().await
     }
 }
 

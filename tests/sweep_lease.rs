@@ -156,9 +156,10 @@ async fn five_sidecars_trim_the_event_log_like_one() {
 
 #[tokio::test]
 async fn a_pass_longer_than_its_lease_keeps_it() {
-    use quota_sidecar::store::lease::{run_leased, FleetTask};
+    use quota_sidecar::store::lease::run_leased;
     use quota_sidecar::store::redis::RedisStore;
-    use quota_sidecar::store::Store;
+    use quota_sidecar::store::Fleet;
+    use quota_sidecar::store::FleetTask;
 
     let redis = RedisServer::start();
     let store = RedisStore::connect(

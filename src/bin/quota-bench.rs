@@ -24,7 +24,7 @@ use quota_sidecar::pb::{self, quota_admin_client::QuotaAdminClient, quota_client
 use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::memory::MemoryStore;
 use quota_sidecar::store::redis::RedisStore;
-use quota_sidecar::store::{GrantCmd, ReleaseReason, ReserveCmd, SetPlanCmd, Store};
+use quota_sidecar::store::{Fleet, GrantCmd, ReleaseReason, ReserveCmd, SetPlanCmd, Store};
 
 /// Plan every bench account is put on: it allows the most concurrent holds per account.
 const PLAN: &str = "hollywood";

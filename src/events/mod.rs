@@ -3,9 +3,7 @@
 //! through consumer groups with acknowledgements (at-least-once).
 
 pub mod instrumented;
-pub mod memory_log;
 pub mod pending_gauge;
-pub mod redis_log;
 pub mod trimmer;
 
 use async_trait::async_trait;

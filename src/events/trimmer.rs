@@ -10,7 +10,8 @@ use tokio::sync::watch;
 
 use super::{EventLog, Retention};
 use crate::clock::Clock;
-use crate::store::lease::{run_fleet_task, FleetTask};
+use crate::store::fleet::FleetTask;
+use crate::store::lease::run_fleet_task;
 use crate::store::Store;
 use crate::telemetry::metrics::EVENTS_DROPPED_UNACKED;
 

@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::features::{Denial, DenialReason};
 use super::kind::Kind;
-pub use super::shared_catalog::SharedCatalog;
 
 /// Plan id of an account without a subscription.
 pub const NO_PLAN: &str = "none";
@@ -130,7 +129,7 @@ pub struct Price {
 }
 
 /// Plans, models, costs and usage thresholds. Immutable once loaded; a reload builds a new one
-/// (see [`SharedCatalog`]).
+/// (see [`SharedCatalog`](super::SharedCatalog)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
     image_costs: BTreeMap<Kind, u64>,

@@ -1,6 +1,6 @@
 //! Why a ledger or store operation did not happen.
 
-use super::model::HoldState;
+use super::hold_state::HoldState;
 use super::Denial;
 
 /// Why an operation did not happen. A refused or failed operation changes nothing: not the

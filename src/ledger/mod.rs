@@ -9,6 +9,7 @@ pub mod cycle;
 pub mod error;
 pub mod event;
 pub mod features;
+pub mod hold_state;
 pub mod kind;
 pub mod model;
 pub mod proration;

@@ -26,7 +26,7 @@ use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use ::redis::{Cmd, RedisError, Value};
 use async_trait::async_trait;
 
-use super::redis_conn::RedisConn;
+use super::redis::conn::RedisConn;
 use super::unavailable::{no_answer_within, store_error};
 use super::{Store, StoreError, StoreResult};
 

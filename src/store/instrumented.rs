@@ -16,11 +16,8 @@ use tracing::{Instrument, Span};
 use super::unavailable::UnavailableKind;
 use super::*;
 use crate::telemetry::metrics::{
-    HOLDS_CLOSED, HOLDS_OPENED, RESERVE_DENIALS, STORE_DURATION, STORE_ERRORS,
+    HOLDS_CLOSED, HOLDS_OPENED, INSUFFICIENT_FUNDS, RESERVE_DENIALS, STORE_DURATION, STORE_ERRORS,
 };
-
-/// Reason label of a reserve refused for lack of funds; plan refusals use [`Denial::code`].
-pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
 
 /// A span for store operation `$op`: INFO inside a request, DEBUG in background work.
 macro_rules! store_span {
@@ -193,32 +190,6 @@ impl Store for InstrumentedStore {
         result
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        observe("ping", store_span!("ping"), self.inner.ping()).await
-    }
-
-    async fn lease(
-        &self,
-        task: super::lease::FleetTask,
-        owner: &str,
-        ttl_ms: u64,
-    ) -> StoreResult<bool> {
-        observe(
-            "lease",
-            store_span!("lease"),
-            self.inner.lease(task, owner, ttl_ms),
-        )
-        .await
-    }
-
-    fn shards(&self) -> super::keys::Shards {
-        self.inner.shards()
-    }
-
-    async fn time_ms(&self) -> StoreResult<i64> {
-        observe("time", store_span!("time"), self.inner.time_ms()).await
-    }
-
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         observe("quote", store_span!("quote"), self.inner.quote(cmd, now_ms)).await
     }
@@ -249,6 +220,30 @@ impl Store for InstrumentedStore {
             self.inner.refund(cmd, now_ms),
         )
         .await
+    }
+}
+
+#[async_trait]
+impl Fleet for InstrumentedStore {
+    fn shards(&self) -> super::keys::Shards {
+        self.inner.shards()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        observe("ping", store_span!("ping"), self.inner.ping()).await
+    }
+
+    async fn lease(&self, task: FleetTask, owner: &str, ttl_ms: u64) -> StoreResult<bool> {
+        observe(
+            "lease",
+            store_span!("lease"),
+            self.inner.lease(task, owner, ttl_ms),
+        )
+        .await
+    }
+
+    async fn time_ms(&self) -> StoreResult<i64> {
+        observe("time", store_span!("time"), self.inner.time_ms()).await
     }
 }
 

@@ -10,31 +10,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Store, StoreResult};
+use super::error::StoreResult;
+use super::fleet::{Fleet, FleetTask};
 use crate::clock::Clock;
 
 /// How long a fleet task waits for the store's clock to be read (just after start) before
 /// trying again, when its interval is longer.
 const CLOCK_WAIT: Duration = Duration::from_secs(1);
-
-/// A fleet-wide background task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FleetTask {
-    /// The expiry sweeper ([`super::sweeper`]).
-    Sweep,
-    /// The event-log trimmer and its hard cap ([`crate::events::trimmer`]).
-    Trim,
-}
-
-impl FleetTask {
-    /// The task's lease key: a hash tag of its own, one slot on a Cluster.
-    pub fn lease_key(self) -> &'static str {
-        match self {
-            FleetTask::Sweep => "q:{sweep}:lease",
-            FleetTask::Trim => "q:{trim}:lease",
-        }
-    }
-}
 
 /// This process's name as a lease owner: its pid and start time, unique in a fleet.
 pub fn lease_owner() -> String {
@@ -54,8 +36,8 @@ pub fn lease_ms(interval: Duration) -> u64 {
 /// every third of `lease_ms` while `work` runs, so that a pass longer than its lease (many
 /// shards, a slow network) is not joined by another sidecar's. `None` when another sidecar
 /// holds it.
-pub async fn run_leased<T>(
-    store: &dyn Store,
+pub async fn run_leased<S: Fleet + ?Sized, T>(
+    store: &S,
     task: FleetTask,
     owner: &str,
     lease_ms: u64,
@@ -94,14 +76,15 @@ pub async fn run_leased<T>(
 /// Runs `pass` (given the store's time) every `interval` until `stop` turns true, in the
 /// passes whose lease of `task` this sidecar holds. Without the store's time there is no pass
 /// (a guess could expire holds or drop events early): it waits for it.
-pub async fn run_fleet_task<F, Fut>(
+pub async fn run_fleet_task<S, F, Fut>(
     task: FleetTask,
-    store: Arc<dyn Store>,
+    store: Arc<S>,
     clock: Arc<dyn Clock>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
     mut pass: F,
 ) where
+    S: Fleet + ?Sized,
     F: FnMut(i64) -> Fut,
     Fut: Future<Output = ()>,
 {

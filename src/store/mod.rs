@@ -6,30 +6,27 @@
 //!
 //! Every operation takes `now_ms` from the service's clock; nothing in a store reads the time.
 
-pub mod durability;
+pub mod error;
+pub mod fleet;
 pub mod health_probe;
 pub mod instrumented;
 pub mod keys;
 pub mod lease;
 pub mod memory;
 pub mod redis;
-pub mod redis_conn;
-pub mod redis_reply;
-pub mod sentinel_conn;
 pub mod sweeper;
 pub mod unavailable;
 
-pub use crate::ledger::error::LedgerError as StoreError;
 pub use crate::ledger::model::*;
 use async_trait::async_trait;
-
-/// Result of a store operation.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub use error::{StoreError, StoreResult};
+pub use fleet::{Fleet, FleetTask};
 
 /// The ledger's state. Every method is one atomic step; retries are safe where the API says
-/// the call is idempotent.
+/// the call is idempotent. The store's plumbing for the fleet (its clock, leases, shard count,
+/// liveness) is the supertrait [`Fleet`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: fleet::Fleet {
     /// Checks features and funds and holds the cost; replays return the first hold.
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved>;
     /// Charges a hold, or `actual_quantity` of it; returns the rest (credits first).
@@ -76,16 +73,6 @@ pub trait Store: Send + Sync + 'static {
     /// `hold.expired`. Safe with many sweepers at once: a hold expires once. Returns how many
     /// holds it expired.
     async fn expire_due(&self, shard: u32, now_ms: i64, max_accounts: usize) -> StoreResult<u32>;
-    /// The deployment's shard count: the shards [`Store::expire_due`] and the event log know.
-    fn shards(&self) -> keys::Shards;
-    /// Cheap round trip that proves the store answers.
-    async fn ping(&self) -> StoreResult<()>;
-    /// The store's own clock (Redis `TIME`), which every sidecar of a fleet runs the ledger on.
-    async fn time_ms(&self) -> StoreResult<i64>;
-    /// Takes the lease of fleet task `task` for `ttl_ms` unless someone else holds it (extends
-    /// it when `owner` holds it already); whether `owner` holds it now. One sidecar a pass does
-    /// the task for the whole store (see [`lease`]).
-    async fn lease(&self, task: lease::FleetTask, owner: &str, ttl_ms: u64) -> StoreResult<bool>;
     /// What Reserve would answer now; changes nothing at all (not even lazy work).
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted>;
     /// Holds every item or none, in one atomic step; replays return the first holds.

@@ -8,7 +8,8 @@ use tokio::sync::watch;
 
 use futures::StreamExt;
 
-use super::lease::{run_fleet_task, FleetTask};
+use super::fleet::FleetTask;
+use super::lease::run_fleet_task;
 use super::Store;
 use super::StoreError;
 use crate::clock::Clock;

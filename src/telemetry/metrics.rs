@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::store::instrumented::INSUFFICIENT_FUNDS;
 use crate::store::unavailable::UnavailableKind;
 
 /// Counter `{service, method, code}`: finished gRPC calls by their status code
@@ -96,6 +95,10 @@ pub const STORE_OPS: &[&str] = &[
 pub fn store_error_kinds() -> impl Iterator<Item = &'static str> {
     std::iter::once("internal").chain(UnavailableKind::ALL.iter().map(|kind| kind.label()))
 }
+
+/// Reason label of a reserve refused for lack of funds; plan refusals use their
+/// [`Denial::code`](crate::ledger::Denial::code).
+pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
 
 /// `reason` labels of [`RESERVE_DENIALS`].
 pub const DENIAL_REASONS: &[&str] = &[

@@ -15,10 +15,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+mod event_log;
+mod log;
+
+use self::log::MemoryLog;
 use super::keys::Shards;
 use super::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
 use super::*;
-use crate::events::memory_log::MemoryLog;
 use crate::events::{self, UsageEvent};
 use crate::ledger::account::{Account, LedgerResult, Past, Recall, Transition};
 use crate::ledger::{Catalog, SharedCatalog};
@@ -258,7 +261,7 @@ impl MemoryStore {
     }
 
     /// Runs `op` on the event log, under the store's lock.
-    pub(crate) fn with_log<T>(&self, op: impl FnOnce(&mut MemoryLog) -> T) -> T {
+    fn with_log<T>(&self, op: impl FnOnce(&mut MemoryLog) -> T) -> T {
         let mut state = self.lock();
         op(&mut state.log)
     }
@@ -461,14 +464,6 @@ impl Store for MemoryStore {
         Ok(expired)
     }
 
-    fn shards(&self) -> Shards {
-        self.shards
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        Ok(())
-    }
-
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         self.peek_account(&cmd.account_id, now_ms, |catalog, a| {
             a.quote(catalog, cmd, now_ms)
@@ -491,13 +486,19 @@ impl Store for MemoryStore {
             a.refund(cmd, now_ms)
         })
     }
+}
 
-    async fn lease(
-        &self,
-        _task: lease::FleetTask,
-        _owner: &str,
-        _ttl_ms: u64,
-    ) -> StoreResult<bool> {
+#[async_trait]
+impl Fleet for MemoryStore {
+    fn shards(&self) -> Shards {
+        self.shards
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn lease(&self, _task: FleetTask, _owner: &str, _ttl_ms: u64) -> StoreResult<bool> {
         // One process is the whole store: it always does the fleet's work.
         Ok(true)
     }

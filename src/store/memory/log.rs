@@ -3,16 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use async_trait::async_trait;
-
-use super::{is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
+use crate::events::{is_ephemeral, AckId, CapTrim, GroupInfo, Loss, Retention, UsageEvent};
 use crate::store::keys::Shards;
-use crate::store::memory::MemoryStore;
-use crate::store::{Store, StoreResult};
 
 /// Per-shard logs and the groups reading them.
 #[derive(Debug)]
-pub(crate) struct MemoryLog {
+pub(super) struct MemoryLog {
     shards: Vec<ShardLog>,
     groups: HashMap<String, Group>,
     /// Per group: what the retention cap dropped before it read it, until it is told.
@@ -46,7 +42,7 @@ struct Group {
 }
 
 impl MemoryLog {
-    pub(crate) fn new(shards: Shards) -> MemoryLog {
+    pub(super) fn new(shards: Shards) -> MemoryLog {
         MemoryLog {
             shards: vec![ShardLog::default(); shards.count() as usize],
             groups: HashMap::new(),
@@ -55,14 +51,14 @@ impl MemoryLog {
     }
 
     /// Appends an event to its shard's log and gives it its ack id.
-    pub(crate) fn append(&mut self, shard: u32, mut event: UsageEvent) {
+    pub(super) fn append(&mut self, shard: u32, mut event: UsageEvent) {
         let log = &mut self.shards[shard as usize];
         event.ack_id = AckId::format(shard, &format!("{}-0", log.last() + 1));
         log.entries.push_back(event);
     }
 
     /// Every retained event, shard 0 first.
-    pub(crate) fn all(&self) -> Vec<UsageEvent> {
+    pub(super) fn all(&self) -> Vec<UsageEvent> {
         self.shards
             .iter()
             .flat_map(|s| s.entries.iter().cloned())
@@ -79,7 +75,7 @@ impl MemoryLog {
             })
     }
 
-    fn read(
+    pub(super) fn read(
         &mut self,
         group: &str,
         consumer: &str,
@@ -131,7 +127,7 @@ impl MemoryLog {
             .collect()
     }
 
-    fn ack(&mut self, group: &str, ids: &[AckId]) -> u32 {
+    pub(super) fn ack(&mut self, group: &str, ids: &[AckId]) -> u32 {
         let Some(g) = self.groups.get_mut(group) else {
             return 0;
         };
@@ -150,7 +146,7 @@ impl MemoryLog {
         acked
     }
 
-    fn abandon(&mut self, group: &str, consumer: &str) {
+    pub(super) fn abandon(&mut self, group: &str, consumer: &str) {
         if let Some(g) = self.groups.get_mut(group) {
             for (owner, at) in g.pending.values_mut() {
                 if owner == consumer {
@@ -160,7 +156,7 @@ impl MemoryLog {
         }
     }
 
-    fn enforce_cap(&mut self, max_retained: u64) -> CapTrim {
+    pub(super) fn enforce_cap(&mut self, max_retained: u64) -> CapTrim {
         let mut out = CapTrim::default();
         for (shard, log) in self.shards.iter_mut().enumerate() {
             let shard_u32 = shard as u32;
@@ -203,7 +199,7 @@ impl MemoryLog {
         out
     }
 
-    fn trim(&mut self, retention: Retention, now_ms: i64) -> u64 {
+    pub(super) fn trim(&mut self, retention: Retention, now_ms: i64) -> u64 {
         let mut dropped = 0;
         for (shard, log) in self.shards.iter_mut().enumerate() {
             // Nothing a durable group still needs: below every such group's next entry and
@@ -239,7 +235,25 @@ impl MemoryLog {
 }
 
 impl MemoryLog {
-    fn groups(&self, now_ms: i64) -> Vec<GroupInfo> {
+    /// Events delivered to `group` and not acked yet.
+    pub(super) fn pending(&self, group: &str) -> u64 {
+        self.groups.get(group).map_or(0, |g| g.pending.len() as u64)
+    }
+
+    /// What the cap dropped before `group` read it, shard by shard; the record is cleared.
+    pub(super) fn take_losses(&mut self, group: &str) -> Vec<Loss> {
+        let mut losses = self.losses.remove(group).unwrap_or_default();
+        losses.sort_by_key(|l| l.shard);
+        losses
+    }
+
+    /// Removes `group` (its position, its pending events, its losses); whether it existed.
+    pub(super) fn delete_group(&mut self, group: &str) -> bool {
+        self.losses.remove(group);
+        self.groups.remove(group).is_some()
+    }
+
+    pub(super) fn groups(&self, now_ms: i64) -> Vec<GroupInfo> {
         let mut out: Vec<GroupInfo> = self
             .groups
             .iter()
@@ -278,62 +292,5 @@ fn record_loss(record: &mut Vec<Loss>, loss: Loss) {
             l.count += loss.count;
         }
         None => record.push(loss),
-    }
-}
-
-#[async_trait]
-impl EventLog for MemoryStore {
-    async fn read(
-        &self,
-        group: &str,
-        consumer: &str,
-        max: usize,
-        resume: bool,
-        claim_idle_ms: u64,
-        now_ms: i64,
-    ) -> StoreResult<Vec<UsageEvent>> {
-        Ok(self.with_log(|log| log.read(group, consumer, max, resume, claim_idle_ms, now_ms)))
-    }
-
-    async fn ack(&self, group: &str, ack_ids: &[String]) -> StoreResult<u32> {
-        let ids = ack_ids
-            .iter()
-            .map(|id| AckId::parse_in(id, self.shards()))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(self.with_log(|log| log.ack(group, &ids)))
-    }
-
-    async fn abandon(&self, group: &str, consumer: &str) -> StoreResult<()> {
-        self.with_log(|log| log.abandon(group, consumer));
-        Ok(())
-    }
-
-    async fn trim(&self, retention: Retention, now_ms: i64) -> StoreResult<u64> {
-        Ok(self.with_log(|log| log.trim(retention, now_ms)))
-    }
-
-    async fn pending(&self, group: &str) -> StoreResult<u64> {
-        Ok(self.with_log(|log| log.groups.get(group).map_or(0, |g| g.pending.len() as u64)))
-    }
-
-    async fn enforce_cap(&self, max_retained_per_shard: u64) -> StoreResult<CapTrim> {
-        Ok(self.with_log(|log| log.enforce_cap(max_retained_per_shard)))
-    }
-
-    async fn take_losses(&self, group: &str) -> StoreResult<Vec<Loss>> {
-        let mut losses = self.with_log(|log| log.losses.remove(group).unwrap_or_default());
-        losses.sort_by_key(|l| l.shard);
-        Ok(losses)
-    }
-
-    async fn delete_group(&self, group: &str) -> StoreResult<bool> {
-        Ok(self.with_log(|log| {
-            log.losses.remove(group);
-            log.groups.remove(group).is_some()
-        }))
-    }
-
-    async fn groups(&self, now_ms: i64) -> StoreResult<Vec<GroupInfo>> {
-        Ok(self.with_log(|log| log.groups(now_ms)))
     }
 }

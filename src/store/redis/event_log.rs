@@ -9,10 +9,12 @@ use ::redis::Value;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent};
+use super::RedisStore;
+use crate::events::{
+    is_ephemeral, AckId, CapTrim, EventLog, GroupInfo, Loss, Retention, UsageEvent,
+};
 use crate::store::keys::shard_prefix;
-use crate::store::redis::RedisStore;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Fleet, StoreError, StoreResult};
 
 /// Idle time given to an abandoned consumer's events: longer than any claim threshold, so the
 /// next reader of the group claims them at once.
@@ -72,10 +74,10 @@ fn parse_loss(group: &str, shard: u32, text: &str) -> Option<Loss> {
 
 /// Reads and clears a group's loss record on a shard in one step (see the script).
 static TAKE_LOSS: std::sync::LazyLock<::redis::Script> =
-    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("take_loss.lua")));
+    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("scripts/take_loss.lua")));
 /// Adds a cap batch to a group's loss record on a shard in one step (see the script).
 static RECORD_LOSS: std::sync::LazyLock<::redis::Script> =
-    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("record_loss.lua")));
+    std::sync::LazyLock::new(|| ::redis::Script::new(include_str!("scripts/record_loss.lua")));
 
 /// Which reads a shard needs for a group (see [`RedisStore::shard_work`]).
 #[derive(Debug, Clone, Copy)]

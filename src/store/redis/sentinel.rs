@@ -14,7 +14,7 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{Cmd, ConnectionAddr, Pipeline, RedisError, RedisResult, Value};
 
-use super::unavailable::UnavailableKind;
+use crate::store::unavailable::UnavailableKind;
 
 /// URL scheme of a primary found through Sentinel.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";

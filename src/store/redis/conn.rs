@@ -7,7 +7,7 @@
 //! and no command ever needs keys of two nodes.
 //!
 //! Or a primary found through Redis Sentinel (`redis+sentinel://host:port,…/name`), followed
-//! across failovers (see `sentinel_conn.rs`).
+//! across failovers (see `sentinel.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,8 @@ use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
-use super::sentinel_conn::{SentinelConn, SentinelTarget, SENTINEL_SCHEME};
-use super::{StoreError, StoreResult};
+use super::sentinel::{SentinelConn, SentinelTarget, SENTINEL_SCHEME};
+use crate::store::{StoreError, StoreResult};
 
 /// URL scheme of a Redis Cluster: the seed nodes, comma-separated.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";

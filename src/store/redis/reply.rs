@@ -8,8 +8,8 @@ use std::str::FromStr;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
-use super::{Balance, Grant, Hold, HoldState, StoreError, StoreResult};
 use crate::ledger::{CreditSource, GrantDraw, Kind};
+use crate::store::{Balance, Grant, Hold, HoldState, StoreError, StoreResult};
 
 /// A script's answer: a status (`ok`, `replayed`, or the refusal) and the fields it carries.
 #[derive(Debug, Deserialize)]
