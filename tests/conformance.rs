@@ -2174,6 +2174,51 @@ mod cases {
         assert_eq!((refunded.to_allowance, refunded.to_credits), (200, 100));
     }
 
+    /// Credits held from a grant that expired meanwhile cannot go back: the re-split charges
+    /// them before free allowance (DESIGN.md §2: a grant that expired while held is still
+    /// charged), so no unit is lost beside free allowance.
+    pub async fn settle_charges_expired_credits_before_free_allowance(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "start", "hollywood", now).await;
+        let soon = Some(now + 60 * S);
+        grant(&s, a, "soon", 1000, CreditSource::Promotional, soon, now).await;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        for i in 0..6 {
+            let g = format!("busy-{i}");
+            s.reserve(&video(a, &g, "cinema", 20), now).await.unwrap();
+        }
+        let r = s
+            .reserve(&video(a, "seventh", "cinema", 10), now)
+            .await
+            .unwrap();
+        assert_eq!(r.hold.grants, draws(&[("soon", 200)]));
+        for i in 0..6 {
+            let g = format!("busy-{i}");
+            s.release(a, &g, ReleaseReason::Failed, now + S)
+                .await
+                .unwrap();
+        }
+        let settled = s.settle(a, "seventh", None, now + 120 * S).await.unwrap();
+        assert_eq!(settled.charged_units, 400);
+        let b = &settled.balance;
+        assert_eq!((b.allowance_used, b.allowance_available), (200, 4800));
+        assert_eq!(
+            b.credits_available, 1000,
+            "`soon` expired; `pack` untouched"
+        );
+        let events = s.events().await;
+        let e = events
+            .iter()
+            .find(|e| e.event_type == events::HOLD_SETTLED && e.generation_id == "seventh")
+            .expect("hold.settled");
+        assert_eq!(
+            (e.from_allowance, e.from_credits, e.units_lost),
+            (200, 200, 0)
+        );
+        assert_eq!(e.grants, draws(&[("soon", 200)]));
+    }
+
     /// DESIGN.md §9: an account keeps the terms it bought. A reload that removes the plan (and
     /// a model) neither turns an upgrade into an overcharge nor stops replays being answered.
     pub async fn a_removed_plan_keeps_its_terms_and_replays_answer(s: Subject) {
@@ -2367,6 +2412,7 @@ conformance!(
     zero_ids_survive_in_events,
     settle_takes_allowance_freed_since_the_reserve,
     settle_takes_free_allowance_then_credits,
+    settle_charges_expired_credits_before_free_allowance,
     a_removed_plan_keeps_its_terms_and_replays_answer,
     a_long_past_changes_no_answer,
 );

@@ -523,8 +523,9 @@ impl Account {
     }
 
     /// Ends a held hold, charging `charge_units` (split anew: what it drew from the allowance,
-    /// then allowance free now in its own cycle, then its draws in burn order; see
-    /// [`split_charge`]) and giving the rest back: allowance only to the hold's own cycle, credits only
+    /// then draws of grants that expired or were revoked while held, then allowance free now in
+    /// its own cycle, then its other draws in burn order; see [`split_charge`]) and giving the
+    /// rest back: allowance only to the hold's own cycle, credits only
     /// to grants that can still be spent; what cannot go back is lost, and the event says so.
     fn finalize(
         &mut self,
@@ -556,7 +557,12 @@ impl Account {
         } else {
             0
         };
-        let split = split_charge(charge_units, &held, allowance_free);
+        let returnable = |d: &GrantDraw| {
+            self.grants
+                .get(&d.grant_id)
+                .is_some_and(|g| g.spendable(now_ms))
+        };
+        let split = split_charge(charge_units, &held, allowance_free, returnable);
         let mut allowance_back = 0;
         if same_cycle {
             self.allowance_held =

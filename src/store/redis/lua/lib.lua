@@ -538,14 +538,33 @@ end
 local function finalize(h, state, charge, reason, own_key)
   if charge > h.cost then broken('charge ' .. n2s(charge) .. ' above hold ' .. n2s(h.cost)) end
   local same_cycle = acct.ce ~= 0 and h.cn == acct.cn
-  -- ledger::allocation::split_charge: what the hold drew from the allowance, then allowance
-  -- free now (beside this hold) in its own cycle, then credits in burn order.
+  -- ledger::allocation::split_charge: what the hold drew from the allowance, then draws that
+  -- cannot go back (grant expired or revoked while held), then allowance free now (beside this
+  -- hold) in its own cycle, then the other draws in burn order.
   local allowance_free = 0
   if same_cycle then allowance_free = allowance_available() end
   local from_held_allowance = math.min(charge, h.fa)
   local rest = charge - from_held_allowance
+  if #h.draws > 0 then load_grants() end
+  local taken, returnable = {}, {}
+  for i, d in ipairs(h.draws) do
+    local g = grants[d.id]
+    returnable[i] = g ~= nil and grant_spendable(g)
+    taken[i] = 0
+    if not returnable[i] then
+      taken[i] = math.min(rest, d.units)
+      rest = rest - taken[i]
+    end
+  end
   local from_free_allowance = math.min(rest, allowance_free)
   rest = rest - from_free_allowance
+  for i, d in ipairs(h.draws) do
+    if returnable[i] then
+      taken[i] = math.min(rest, d.units)
+      rest = rest - taken[i]
+    end
+  end
+  if rest > 0 then broken('charge ' .. n2s(charge) .. ' exceeds what hold ' .. h.gen .. ' drew') end
   local fa_charged = from_held_allowance + from_free_allowance
   local charged_draws, back, lost = {}, {}, 0
   local allowance_back = 0
@@ -554,10 +573,8 @@ local function finalize(h, state, charge, reason, own_key)
     acct.used = acct.used + fa_charged
     allowance_back = h.fa - from_held_allowance
   end
-  if #h.draws > 0 then load_grants() end
-  for _, d in ipairs(h.draws) do
-    local take = math.min(rest, d.units)
-    rest = rest - take
+  for i, d in ipairs(h.draws) do
+    local take = taken[i]
     if take > 0 then charged_draws[#charged_draws + 1] = { id = d.id, units = take } end
     acct.ch = acct.ch - d.units
     local g = grants[d.id]
@@ -567,7 +584,7 @@ local function finalize(h, state, charge, reason, own_key)
     end
     local left = d.units - take
     if left > 0 then
-      if g and grant_spendable(g) then
+      if returnable[i] then
         g.rem = g.rem + left
         acct.cr = acct.cr + left
         back[#back + 1] = { id = d.id, units = left }
