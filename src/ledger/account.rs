@@ -619,7 +619,7 @@ impl Account {
         };
         let suffix = event_type.trim_start_matches("hold.");
         let id =
-            events::keyed_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
+            events::hold_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
         self.emit(event_type, id, now_ms, event);
     }
 
@@ -644,7 +644,7 @@ impl Account {
                 expires_at_ms: g.grant.expires_at_ms,
                 ..UsageEvent::default()
             };
-            let id = events::keyed_event_id(
+            let id = events::grant_event_id(
                 &self.account_id,
                 &g.grant.grant_id,
                 g.grant.created_at_ms,
@@ -1020,7 +1020,7 @@ impl Account {
             ..UsageEvent::default()
         };
         let hold = hold.clone();
-        let id = events::keyed_event_id(
+        let id = events::hold_event_id(
             &self.account_id,
             generation_id,
             hold.created_at_ms,
@@ -1198,7 +1198,7 @@ impl Account {
             expires_at_ms: cmd.expires_at_ms,
             ..UsageEvent::default()
         };
-        let id = events::keyed_event_id(&self.account_id, &cmd.grant_id, now_ms, "granted");
+        let id = events::grant_event_id(&self.account_id, &cmd.grant_id, now_ms, "granted");
         self.emit(events::CREDITS_GRANTED, id, now_ms, event);
         Ok(Granted {
             grant,
@@ -1221,7 +1221,7 @@ impl Account {
                     source: g.grant.source.as_str().to_string(),
                     ..UsageEvent::default()
                 };
-                let id = events::keyed_event_id(
+                let id = events::grant_event_id(
                     &self.account_id,
                     grant_id,
                     g.grant.created_at_ms,
@@ -1477,7 +1477,7 @@ impl Account {
             // which come after, carry none.
             ..UsageEvent::default()
         };
-        let id = events::keyed_event_id(
+        let id = events::hold_event_id(
             &self.account_id,
             &h.generation_id,
             h.created_at_ms,

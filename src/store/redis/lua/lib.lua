@@ -204,6 +204,14 @@ local function keyed_id(key, created, what)
   return ACCOUNT_ID .. '/' .. key .. '@' .. n2s(created) .. ':' .. what
 end
 
+-- events::hold_event_id and events::grant_event_id: the key says what the event is about.
+local function hold_event_id(gen, created, what)
+  return keyed_id('hold/' .. gen, created, what)
+end
+local function grant_event_id(id, created, what)
+  return keyed_id('grant/' .. id, created, what)
+end
+
 -- Outbox: one stream entry per event, appended in the same script as the change, with only the
 -- fields the event has (empty ones, zero numbers and empty labels are left out: readers
 -- default them). Plain stream
@@ -369,7 +377,7 @@ local function sweep_grants()
   table.sort(expired, function(a, b) return bytes_less(a.id, b.id) end)
   if #expired > 0 then acct_dirty = true end
   for _, g in ipairs(expired) do
-    emit('credits.expired', keyed_id(g.id, g.created, 'expired'), {
+    emit('credits.expired', grant_event_id(g.id, g.created, 'expired'), {
       'grant', g.id, 'units', n2s(g.rem), 'source', g.src, 'expires', n2s(g.exp),
     })
     acct.cr = acct.cr - g.rem
@@ -509,7 +517,7 @@ end
 local function hold_event(h, event_type, qty, units, fa, draws, reason, lost)
   local fc = 0
   for _, d in ipairs(draws) do fc = fc + d.units end
-  emit(event_type, keyed_id(h.gen, h.created, string.sub(event_type, 6)), {
+  emit(event_type, hold_event_id(h.gen, h.created, string.sub(event_type, 6)), {
     'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(qty), 'units', n2s(units),
     'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws_text(draws), 'reason', reason or '',
     'cycle', n2s(h.cycle), 'labels', hold_labels(h), 'lost', n2s(lost or 0),

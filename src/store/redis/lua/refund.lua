@@ -52,7 +52,7 @@ local function refund()
   write('SET', K_OWN, pack_finished(h), 'KEEPTTL')
   local draws = {}
   if to_credits > 0 then draws[1] = { id = grant_id, units = to_credits } end
-  emit('hold.refunded', keyed_id(gen, h.created, 'refunded:' .. refund_id), {
+  emit('hold.refunded', hold_event_id(gen, h.created, 'refunded:' .. refund_id), {
     'gen', gen, 'kind', h.kind, 'model', h.model, 'units', n2s(units), 'fa', n2s(of_allowance),
     'fc', n2s(of_credits), 'added', n2s(to_allowance), 'draws', draws_text(draws),
     'grant', grant_id, 'reason', reason, 'refund', refund_id, 'cycle', n2s(h.cycle),

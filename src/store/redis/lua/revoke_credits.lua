@@ -15,7 +15,7 @@ local function revoke_credits()
   g.rem, g.revoked = 0, true
   grants_dirty[id] = true
   acct.cr = acct.cr - revoked
-  emit('credits.revoked', keyed_id(id, g.created, 'revoked'), {
+  emit('credits.revoked', grant_event_id(id, g.created, 'revoked'), {
     'grant', id, 'units', n2s(revoked), 'source', g.src,
   })
   sweep_grants()
