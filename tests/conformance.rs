@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quota_sidecar::events::{self, EventLog, UsageEvent};
+use quota_sidecar::ledger::account::refund_grant_id;
 use quota_sidecar::ledger::{
     Catalog, CreditSource, GrantDraw, Kind, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
@@ -1351,7 +1352,7 @@ mod cases {
             (r.refunded_units, r.to_allowance, r.to_credits),
             (300, 200, 100)
         );
-        assert_eq!(r.grant_id.as_deref(), Some("refund:g1:r1"));
+        assert_eq!(r.grant_id, Some(refund_grant_id("g1", "r1")));
         assert_eq!(r.balance.allowance_used, 4800);
         assert_eq!(r.balance.credits_available, 400 + 100);
         let replay = s
@@ -1392,7 +1393,7 @@ mod cases {
         let refund_grant = view
             .grants
             .iter()
-            .find(|g| g.grant_id == "refund:g1:r2")
+            .find(|g| g.grant_id == refund_grant_id("g1", "r2"))
             .unwrap();
         assert_eq!(
             (
@@ -1414,11 +1415,12 @@ mod cases {
             (e.units, e.from_allowance, e.from_credits, e.allowance_added),
             (300, 200, 100, 200)
         );
+        let r1_grant = refund_grant_id("g1", "r1");
         assert_eq!(
             (e.refund_id.as_str(), e.grant_id.as_str()),
-            ("r1", "refund:g1:r1")
+            ("r1", r1_grant.as_str())
         );
-        assert_eq!(e.grants, draws(&[("refund:g1:r1", 100)]));
+        assert_eq!(e.grants, draws(&[(&r1_grant, 100)]));
         let e = &refunded[1];
         assert_eq!(
             (e.units, e.from_allowance, e.from_credits, e.allowance_added),
@@ -1634,7 +1636,16 @@ mod cases {
         c.ttl_seconds = 100;
         s.reserve(&c, now).await.unwrap();
         // A write after both expired: its lazy work expires the hold, then the grant.
-        let later = grant(&s, a, "later", 1, CreditSource::Purchased, None, now + 200 * S).await;
+        let later = grant(
+            &s,
+            a,
+            "later",
+            1,
+            CreditSource::Purchased,
+            None,
+            now + 200 * S,
+        )
+        .await;
         assert_eq!(
             (later.balance.open_holds, later.balance.credits_available),
             (0, 1)
@@ -1647,7 +1658,10 @@ mod cases {
                 .id
                 .clone()
         };
-        assert_eq!(id_of(events::HOLD_EXPIRED), format!("acct/hold/X@{now}:expired"));
+        assert_eq!(
+            id_of(events::HOLD_EXPIRED),
+            format!("acct/hold/X@{now}:expired")
+        );
         assert_eq!(
             id_of(events::CREDITS_EXPIRED),
             format!("acct/grant/X@{now}:expired")
@@ -1678,10 +1692,7 @@ mod cases {
             s.reserve(&image(a, gen), now).await.unwrap();
             s.settle(a, gen, None, now).await.unwrap();
         }
-        let first = s
-            .refund(&refund_cmd(a, "a:b", "c", 0), now)
-            .await
-            .unwrap();
+        let first = s.refund(&refund_cmd(a, "a:b", "c", 0), now).await.unwrap();
         let second = s
             .refund(&refund_cmd(a, "a", "b:c", 0), now)
             .await
@@ -1699,14 +1710,11 @@ mod cases {
             assert!(id.starts_with("refund:"), "{id}");
             assert!(quota_sidecar::ledger::is_valid_id(id), "{id}");
         }
-        assert_eq!(
-            ids[0],
-            quota_sidecar::ledger::account::refund_grant_id("a:b", "c")
-        );
+        assert_eq!(ids[0], refund_grant_id("a:b", "c"));
         let revoked = s.revoke_credits(a, &ids[2], now).await.unwrap();
         assert_eq!(revoked.revoked_units, 4);
 
-        let taken = quota_sidecar::ledger::account::refund_grant_id("clash", "r9");
+        let taken = refund_grant_id("clash", "r9");
         grant(&s, a, &taken, 7, CreditSource::Promotional, None, now).await;
         let before = s.account(a, now).await.unwrap();
         let events_before = s.events().await.len();
@@ -1788,7 +1796,10 @@ mod cases {
         s.settle(a, "g1", None, now + S).await.unwrap();
         assert!(s.account(a, now + S).await.unwrap().grants.is_empty());
         let dropped = s.revoke_credits(a, "promo", now + 2 * S).await.unwrap();
-        assert_eq!(dropped.revoked_units, 50, "retry after the grant was dropped");
+        assert_eq!(
+            dropped.revoked_units, 50,
+            "retry after the grant was dropped"
+        );
         let revoked: Vec<UsageEvent> = s
             .events()
             .await
@@ -1797,7 +1808,16 @@ mod cases {
             .collect();
         assert_eq!(revoked.len(), 1, "a retry writes nothing");
         // A grant spent to nothing, never revoked: nothing to take.
-        grant(&s, a, "exact", 4, CreditSource::Promotional, None, now + 2 * S).await;
+        grant(
+            &s,
+            a,
+            "exact",
+            4,
+            CreditSource::Promotional,
+            None,
+            now + 2 * S,
+        )
+        .await;
         s.reserve(&image(a, "g2"), now + 2 * S).await.unwrap();
         s.settle(a, "g2", None, now + 2 * S).await.unwrap();
         let spent = s.revoke_credits(a, "exact", now + 3 * S).await.unwrap();

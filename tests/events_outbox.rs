@@ -246,6 +246,9 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
         (renewed.plan.as_str(), renewed.allowance_added),
         ("independent", 2500)
     );
-    let extended = find(&format!("studio-1/hold/v1@{APR1}:extended:{}", APR1 + 330 * S));
+    let extended = find(&format!(
+        "studio-1/hold/v1@{APR1}:extended:{}",
+        APR1 + 330 * S
+    ));
     assert_eq!(extended.expires_at_ms, Some(APR1 + 330 * S));
 }

@@ -520,7 +520,10 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".repeat(64)))
             .collect();
         assert_eq!(labels(ok).unwrap().len(), MAX_LABELS);
-        let longest = HashMap::from([("k".repeat(MAX_LABEL_KEY_CHARS), "v".repeat(MAX_LABEL_VALUE_CHARS))]);
+        let longest = HashMap::from([(
+            "k".repeat(MAX_LABEL_KEY_CHARS),
+            "v".repeat(MAX_LABEL_VALUE_CHARS),
+        )]);
         assert!(labels(longest).is_ok());
         let too_many: HashMap<_, _> = (0..=MAX_LABELS)
             .map(|i| (format!("k{i}"), String::new()))
@@ -553,7 +556,12 @@ mod tests {
         assert!(message.contains("4096 bytes"), "{message}");
         // Bytes, not characters: 32 keys and values within their own limits, 4-byte UTF-8.
         let wide: HashMap<_, _> = (0..MAX_LABELS)
-            .map(|i| (format!("{i:02}{}", "𝄞".repeat(62)), "𝄞".repeat(MAX_LABEL_VALUE_CHARS)))
+            .map(|i| {
+                (
+                    format!("{i:02}{}", "𝄞".repeat(62)),
+                    "𝄞".repeat(MAX_LABEL_VALUE_CHARS),
+                )
+            })
             .collect();
         assert_names(labels(wide), "labels");
         // The same bound on a batch item, named as the item's field.
@@ -566,7 +574,9 @@ mod tests {
             labels,
         };
         let big = HashMap::from([("k".to_string(), "v".repeat(250))]);
-        let heavy: HashMap<_, _> = (0..17).map(|i| (format!("k{i}"), "v".repeat(250))).collect();
+        let heavy: HashMap<_, _> = (0..17)
+            .map(|i| (format!("k{i}"), "v".repeat(250)))
+            .collect();
         let req = pb::ReserveBatchRequest {
             account_id: "a1".into(),
             items: vec![item(big), item(heavy)],

@@ -618,8 +618,7 @@ impl Account {
             ..UsageEvent::default()
         };
         let suffix = event_type.trim_start_matches("hold.");
-        let id =
-            events::hold_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
+        let id = events::hold_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
         self.emit(event_type, id, now_ms, event);
     }
 
@@ -1379,7 +1378,7 @@ impl Account {
     /// Gives back a settled generation's charge, whole (`units` 0) or in part: the part that
     /// was charged from the allowance first, back to the allowance while the hold's cycle is
     /// the current one; everything else as credits to a new promotional grant
-    /// `refund:<generation_id>:<refund_id>` without expiry. Idempotent on the refund id; never
+    /// [`refund_grant_id`] without expiry. Idempotent on the refund id; never
     /// more than is left of the charge.
     pub fn refund(&mut self, cmd: &RefundCmd, now_ms: i64) -> LedgerResult<Refunded> {
         if let Some(r) = self.refunds.get(&cmd.refund_id) {
@@ -1426,8 +1425,12 @@ impl Account {
         let grant_id =
             (to_credits > 0).then(|| refund_grant_id(&cmd.generation_id, &cmd.refund_id));
         if let Some(id) = &grant_id {
+            // Only a grant made before the prefix was reserved can bear the name: a conflict
+            // with this refund's id, not a broken ledger.
             if self.grants.contains_key(id) || self.tombstones.contains_key(id) {
-                return Err(broken(format!("refund grant `{id}` exists already")));
+                return Err(LedgerError::RefundConflict {
+                    refund_id: cmd.refund_id.clone(),
+                });
             }
             self.add_grant(Grant {
                 grant_id: id.clone(),
@@ -1517,9 +1520,17 @@ pub fn unit_cost(catalog: &Catalog, kind: super::Kind, model: &str) -> LedgerRes
         })
 }
 
-/// The promotional grant a refund's credits go to.
+/// The promotional grant a refund's credits go to: `refund:` and the SHA-1, in hex, of
+/// `<length of generation_id>:<generation_id>:<refund_id>`. The length prefix makes the
+/// encoding unambiguous (`a:b` + `c` and `a` + `b:c` are two grants, where joining the ids
+/// would name one), and the digest keeps the name at 47 characters, a grant id RevokeCredits
+/// accepts, however long the two ids are. GrantCredits refuses the `refund:` prefix, so no
+/// other grant takes such a name; the Lua twin computes the same with `redis.sha1hex`.
 pub fn refund_grant_id(generation_id: &str, refund_id: &str) -> String {
-    format!("refund:{generation_id}:{refund_id}")
+    let encoded = format!("{}:{generation_id}:{refund_id}", generation_id.len());
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, encoded.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("refund:{hex}")
 }
 
 /// Id of a `usage.threshold` event: unique per account, cycle (by number) and threshold.

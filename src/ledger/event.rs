@@ -19,7 +19,12 @@ pub fn keyed_event_id(account_id: &str, key: &str, created_ms: i64, what: &str) 
 /// `studio-1/hold/gen-7@1768435200000:settled`. The `hold/` part keeps it apart from an event
 /// about a grant of the same id created in the same millisecond (both can expire at once).
 pub fn hold_event_id(account_id: &str, generation_id: &str, created_ms: i64, what: &str) -> String {
-    keyed_event_id(account_id, &format!("hold/{generation_id}"), created_ms, what)
+    keyed_event_id(
+        account_id,
+        &format!("hold/{generation_id}"),
+        created_ms,
+        what,
+    )
 }
 
 /// Id of an event about a grant: `<account>/grant/<grant>@<created_ms>:<what>`, e.g.

@@ -37,9 +37,11 @@ local function refund()
   local to_credits = units - to_allowance
   local grant_id = ''
   if to_credits > 0 then
-    grant_id = 'refund:' .. gen .. ':' .. refund_id
+    -- ledger::account::refund_grant_id: a digest of an unambiguous encoding of both ids.
+    grant_id = 'refund:' .. redis.sha1hex(n2s(#gen) .. ':' .. gen .. ':' .. refund_id)
     load_grants()
-    if grants[grant_id] or tombs[grant_id] then broken('refund grant ' .. grant_id .. ' exists already') end
+    -- Only a grant made before the prefix was reserved can bear the name: a conflict.
+    if grants[grant_id] or tombs[grant_id] then return reply('conflict') end
     if not add_grant(grant_id, 'promotional', to_credits, nil, tonumber(ARGV[13])) then
       return reply('too_many')
     end
