@@ -34,11 +34,12 @@ pub const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 /// Result of a ledger operation.
 pub type LedgerResult<T> = Result<T, LedgerError>;
 
-/// A credit grant and whether it was revoked.
+/// A credit grant and, once revoked, what the revocation took (a retried RevokeCredits
+/// answers it again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantState {
     pub grant: Grant,
-    pub revoked: bool,
+    pub revoked: Option<u64>,
 }
 
 impl GrantState {
@@ -48,7 +49,7 @@ impl GrantState {
 
     /// Returned units only go back to a grant that can still be spent.
     fn spendable(&self, now_ms: i64) -> bool {
-        !self.revoked && !self.expired(now_ms)
+        self.revoked.is_none() && !self.expired(now_ms)
     }
 
     fn burn_key(&self) -> BurnKey<'_> {
@@ -104,10 +105,12 @@ pub struct PlanRecord {
     pub forget_at_ms: i64,
 }
 
-/// A dropped grant's terms, remembered so GrantCredits stays idempotent.
+/// A dropped grant's terms, remembered so GrantCredits stays idempotent, and what its
+/// revocation took, if it was revoked, so RevokeCredits does too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
     pub grant: Grant,
+    pub revoked_units: Option<u64>,
     pub forget_at_ms: i64,
 }
 
@@ -547,7 +550,9 @@ impl Account {
             let r = self.holds.get_mut(generation_id).expect("read above");
             r.hold.state = state;
             r.hold.charged_units = charge_units;
-            r.returned_units = r.hold.cost_units - charge_units;
+            // What went back: credits whose grant can no longer be spent are lost, not
+            // returned (allowance of an ended cycle went back to that cycle).
+            r.returned_units = r.hold.cost_units - charge_units - lost;
             r.forget_at_ms = Some(now_ms + RETENTION_MS);
             r.clone()
         };
@@ -657,6 +662,7 @@ impl Account {
                 id,
                 Tombstone {
                     grant: g.grant,
+                    revoked_units: g.revoked,
                     forget_at_ms: now_ms + RETENTION_MS,
                 },
             );
@@ -757,7 +763,7 @@ impl Account {
             grant.grant_id.clone(),
             GrantState {
                 grant,
-                revoked: false,
+                revoked: None,
             },
         );
         Ok(())
@@ -955,6 +961,8 @@ impl Account {
     }
 
     /// Gives a whole hold back. Idempotent; after expiry it succeeds with nothing returned.
+    /// `returned_units` is what went back: the cost less the credits that could not, because
+    /// their grant had expired or been revoked (the event's `units_lost`).
     pub fn release(
         &mut self,
         generation_id: &str,
@@ -970,7 +978,6 @@ impl Account {
             // Expiry already gave everything back.
             HoldState::Expired => (false, 0),
             HoldState::Held => {
-                let cost = record.hold.cost_units;
                 self.finalize(
                     generation_id,
                     HoldState::Released,
@@ -978,7 +985,7 @@ impl Account {
                     reason.as_str(),
                     now_ms,
                 )?;
-                (false, cost)
+                (false, self.holds[generation_id].returned_units)
             }
         };
         self.sweep_grants(now_ms);
@@ -1207,13 +1214,17 @@ impl Account {
     }
 
     /// Takes what is left of a grant; units held by open holds stay chargeable, and what a
-    /// release would give back to it is lost.
+    /// release would give back to it is lost. A retry answers what the first call took, also
+    /// after the grant was dropped; a grant spent to nothing and never revoked answers 0.
     pub fn revoke_credits(&mut self, grant_id: &str, now_ms: i64) -> LedgerResult<Revoked> {
         let revoked_units = match self.grants.get_mut(grant_id) {
-            Some(g) if g.revoked => 0,
+            Some(GrantState {
+                revoked: Some(units),
+                ..
+            }) => *units,
             Some(g) => {
-                g.revoked = true;
                 let units = std::mem::take(&mut g.grant.units_remaining);
+                g.revoked = Some(units);
                 let event = UsageEvent {
                     grant_id: grant_id.to_string(),
                     units,
@@ -1229,7 +1240,9 @@ impl Account {
                 self.emit(events::CREDITS_REVOKED, id, now_ms, event);
                 units
             }
-            None if self.tombstones.contains_key(grant_id) => 0,
+            None if self.tombstones.contains_key(grant_id) => {
+                self.tombstones[grant_id].revoked_units.unwrap_or(0)
+            }
             None => {
                 return Err(LedgerError::GrantNotFound {
                     account_id: self.account_id.clone(),
