@@ -1353,12 +1353,17 @@ impl Account {
                     .unwrap_or(i);
                 let item = &cmd.items[existing];
                 let r = known[existing].expect("found above");
-                return Err(conflict(
+                // With no id used for another generation, item `i` is a new one.
+                let new_generation = known[i]
+                    .is_none()
+                    .then(|| cmd.items[i].generation_id.as_str());
+                return Err(batch_conflict(
                     &item.generation_id,
                     r.hold.kind,
                     &r.hold.model,
                     r.hold.quantity,
                     &cmd.reserve_cmd(existing),
+                    new_generation,
                 ));
             }
             return Ok(ReservedBatch {
@@ -1589,6 +1594,32 @@ pub fn conflict(
             "{} × {} on `{}`",
             requested.kind, requested.quantity, requested.model
         ),
+    }
+}
+
+/// The conflict of a ReserveBatch that names generation `generation_id`, reserved as `kind` ×
+/// `quantity` on `model`, for `requested`. When the batch asks for it exactly as reserved, what
+/// differs is the batch: `new_generation` is one of its items that is not reserved, and a batch
+/// is replayed only as a whole.
+pub fn batch_conflict(
+    generation_id: &str,
+    kind: super::Kind,
+    model: &str,
+    quantity: u32,
+    requested: &ReserveCmd,
+    new_generation: Option<&str>,
+) -> LedgerError {
+    let same = kind == requested.kind && model == requested.model && quantity == requested.quantity;
+    match new_generation {
+        Some(new) if same => LedgerError::GenerationConflict {
+            generation_id: generation_id.to_string(),
+            existing: format!("{kind} × {quantity} on `{model}`"),
+            requested: format!(
+                "the same in a batch that also holds `{new}`, which is not reserved (a batch \
+                 is replayed only as a whole)"
+            ),
+        },
+        _ => conflict(generation_id, kind, model, quantity, requested),
     }
 }
 
