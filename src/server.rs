@@ -596,11 +596,7 @@ fn admin_router(
 ) -> Result<ObservedRouter, ServerError> {
     let auth = BearerAuth::new(token);
     let admin = pb::quota_admin_server::QuotaAdminServer::with_interceptor(
-        AdminService::new(
-            parts.store.clone(),
-            parts.clock.clone(),
-            parts.catalog.clone(),
-        ),
+        AdminService::new(parts.store.clone(), parts.clock.clone()),
         auth.clone(),
     );
     let events = pb::usage_events_server::UsageEventsServer::with_interceptor(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use quota_sidecar::events::{self, EventLog, UsageEvent};
 use quota_sidecar::ledger::account::refund_grant_id;
 use quota_sidecar::ledger::{
-    Catalog, CreditSource, GrantDraw, Kind, MAX_LIVE_GRANTS, RETENTION_SECONDS,
+    Catalog, CreditSource, GrantDraw, Kind, SharedCatalog, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
 use quota_sidecar::store::keys::Shards;
 use quota_sidecar::store::memory::MemoryStore;
@@ -38,6 +38,8 @@ struct Subject {
     store: Arc<dyn Store>,
     /// The same store's event log.
     log: Arc<dyn EventLog>,
+    /// The store's catalog in force: a case may reload it.
+    catalog: SharedCatalog,
     /// Keeps the Redis server or cluster alive as long as the store.
     _redis: Option<Box<dyn std::any::Any>>,
 }
@@ -83,30 +85,33 @@ impl Subject {
 }
 
 fn memory() -> Subject {
-    let store = Arc::new(MemoryStore::new(Arc::new(Catalog::builtin())));
+    let catalog = SharedCatalog::new(Catalog::builtin());
+    let store = Arc::new(MemoryStore::new(catalog.clone()));
     Subject {
         store: store.clone(),
         log: store,
+        catalog,
         _redis: None,
     }
 }
 
 fn memory_of_256_shards() -> Subject {
-    let store = Arc::new(
-        MemoryStore::new(Arc::new(Catalog::builtin())).with_shards(Shards::new(256).unwrap()),
-    );
+    let catalog = SharedCatalog::new(Catalog::builtin());
+    let store = Arc::new(MemoryStore::new(catalog.clone()).with_shards(Shards::new(256).unwrap()));
     Subject {
         store: store.clone(),
         log: store,
+        catalog,
         _redis: None,
     }
 }
 
 async fn redis() -> Subject {
     let server = harness::RedisServer::start();
+    let catalog = SharedCatalog::new(Catalog::builtin());
     let store = RedisStore::connect(
         &server.url(),
-        Arc::new(Catalog::builtin()),
+        catalog.clone(),
         std::time::Duration::from_secs(2),
     )
     .await
@@ -115,6 +120,7 @@ async fn redis() -> Subject {
     Subject {
         store: store.clone(),
         log: store,
+        catalog,
         _redis: Some(Box::new(server)),
     }
 }
@@ -131,9 +137,10 @@ async fn cluster_of_256_shards() -> Subject {
 
 async fn cluster_of(shards: Shards) -> Subject {
     let cluster = harness::cluster::RedisCluster::start();
+    let catalog = SharedCatalog::new(Catalog::builtin());
     let store = RedisStore::connect(
         &cluster.url(),
-        Arc::new(Catalog::builtin()),
+        catalog.clone(),
         std::time::Duration::from_secs(2),
     )
     .await
@@ -143,6 +150,7 @@ async fn cluster_of(shards: Shards) -> Subject {
     Subject {
         store: store.clone(),
         log: store,
+        catalog,
         _redis: Some(Box::new(cluster)),
     }
 }
@@ -222,6 +230,25 @@ async fn grant(
     )
     .await
     .expect("grant")
+}
+
+/// The built-in catalog as a reload would leave it without plan `independent` and model `pro`.
+fn catalog_without_independent_and_pro() -> Catalog {
+    let text = include_str!("../deploy/catalog.toml");
+    let mut kept = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            skipping = line == "[plans.independent]" || line == "[models.pro]";
+        }
+        if !skipping {
+            kept.push_str(&line.replace("\"pro\", ", ""));
+            kept.push('\n');
+        }
+    }
+    let catalog = Catalog::from_toml_str(&kept).expect("catalog without independent");
+    assert!(catalog.plan("independent").is_none() && !catalog.has_model("pro"));
+    catalog
 }
 
 fn draws(list: &[(&str, u64)]) -> Vec<GrantDraw> {
@@ -2261,6 +2288,249 @@ mod cases {
             );
         }
     }
+
+    /// DESIGN.md §9: credits only after the allowance, also at the moment of the charge. A
+    /// hold that drew credits because other holds had the allowance is charged allowance freed
+    /// since, and its undrawn credits go back to their grant.
+    pub async fn settle_takes_allowance_freed_since_the_reserve(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "start", "hollywood", now).await;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        for i in 0..6 {
+            let g = format!("busy-{i}");
+            s.reserve(&video(a, &g, "cinema", 20), now).await.unwrap();
+        }
+        let r = s
+            .reserve(&video(a, "seventh", "cinema", 10), now)
+            .await
+            .unwrap();
+        assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 200));
+        for i in 0..6 {
+            let g = format!("busy-{i}");
+            s.release(a, &g, ReleaseReason::Failed, now + S)
+                .await
+                .unwrap();
+        }
+        let settled = s.settle(a, "seventh", None, now + 2 * S).await.unwrap();
+        assert_eq!((settled.charged_units, settled.returned_units), (400, 0));
+        let b = &settled.balance;
+        assert_eq!(
+            (b.allowance_used, b.allowance_held, b.allowance_available),
+            (400, 0, 4600),
+            "the whole charge from the allowance"
+        );
+        assert_eq!((b.credits_available, b.credits_held), (1000, 0));
+        let view = s.account(a, now + 2 * S).await.unwrap();
+        assert_eq!(
+            (
+                view.lifetime_charged.allowance_units,
+                view.lifetime_charged.credit_units
+            ),
+            (400, 0)
+        );
+        let events = s.events().await;
+        let e = events
+            .iter()
+            .find(|e| e.event_type == events::HOLD_SETTLED && e.generation_id == "seventh")
+            .expect("hold.settled");
+        assert_eq!((e.units, e.from_allowance, e.from_credits), (400, 400, 0));
+        assert!(e.grants.is_empty(), "{:?}", e.grants);
+        // The replay answers the same.
+        let again = s.settle(a, "seventh", None, now + 3 * S).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!((again.charged_units, again.returned_units), (400, 0));
+        // A refund gives the whole charge back to the allowance: it was all allowance.
+        let refunded = s
+            .refund(
+                &RefundCmd {
+                    account_id: a.into(),
+                    generation_id: "seventh".into(),
+                    refund_id: "r1".into(),
+                    units: 0,
+                    reason: String::new(),
+                },
+                now + 4 * S,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                refunded.to_allowance,
+                refunded.to_credits,
+                refunded.grant_id
+            ),
+            (400, 0, None)
+        );
+    }
+
+    /// The re-split takes only what is free: the rest of the charge from credits in burn order
+    /// from what the hold drew, the undrawn part back to its grant; a refund then gives back
+    /// the allowance part as it was charged.
+    pub async fn settle_takes_free_allowance_then_credits(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "start", "hollywood", now).await;
+        grant(&s, a, "early", 100, CreditSource::Promotional, None, now).await;
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        s.reserve(&video(a, "small", "standard", 5), now)
+            .await
+            .unwrap();
+        for i in 0..6 {
+            let g = format!("busy-{i}");
+            s.reserve(&video(a, &g, "cinema", 20), now).await.unwrap();
+        }
+        let big = s
+            .reserve(&video(a, "big", "cinema", 10), now)
+            .await
+            .unwrap();
+        assert_eq!((big.hold.from_allowance, big.hold.from_credits), (150, 250));
+        assert_eq!(big.hold.grants, draws(&[("early", 100), ("pack", 150)]));
+        s.release(a, "small", ReleaseReason::Cancelled, now + S)
+            .await
+            .unwrap();
+        let settled = s.settle(a, "big", None, now + 2 * S).await.unwrap();
+        assert_eq!(settled.charged_units, 400);
+        let b = &settled.balance;
+        assert_eq!(
+            (b.allowance_used, b.allowance_held, b.allowance_available),
+            (200, 4800, 0)
+        );
+        // 200 from credits: all of `early` (first in burn order), 100 of `pack`; 50 back.
+        assert_eq!((b.credits_available, b.credits_held), (900, 0));
+        let events = s.events().await;
+        let e = events
+            .iter()
+            .find(|e| e.event_type == events::HOLD_SETTLED && e.generation_id == "big")
+            .expect("hold.settled");
+        assert_eq!((e.from_allowance, e.from_credits), (200, 200));
+        assert_eq!(e.grants, draws(&[("early", 100), ("pack", 100)]));
+        let refunded = s
+            .refund(
+                &RefundCmd {
+                    account_id: a.into(),
+                    generation_id: "big".into(),
+                    refund_id: "r1".into(),
+                    units: 300,
+                    reason: String::new(),
+                },
+                now + 3 * S,
+            )
+            .await
+            .unwrap();
+        // The allowance part first (200, as charged), then 100 as credits.
+        assert_eq!((refunded.to_allowance, refunded.to_credits), (200, 100));
+    }
+
+    /// DESIGN.md §9: an account keeps the terms it bought. A reload that removes the plan (and
+    /// a model) neither turns an upgrade into an overcharge nor stops replays being answered.
+    pub async fn a_removed_plan_keeps_its_terms_and_replays_answer(s: Subject) {
+        let now = t0();
+        let (a, renews, downgrades) = ("acct", "renews", "downgrades");
+        set_plan(&s, a, "start", "independent", now).await;
+        set_plan(&s, renews, "start", "independent", now).await;
+        set_plan(&s, downgrades, "start", "hollywood", now).await;
+        let scheduled = set_plan(&s, downgrades, "down", "independent", now).await;
+        assert_eq!(scheduled.change, PlanChange::DowngradeScheduled);
+        let pro = s.reserve(&video(a, "g-pro", "pro", 5), now).await.unwrap();
+        s.catalog.replace(catalog_without_independent_and_pro());
+
+        // Replays are answered before the catalog is consulted.
+        let again = s
+            .reserve(&video(a, "g-pro", "pro", 5), now + S)
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.hold, pro.hold);
+        let again = s
+            .set_plan(
+                &SetPlanCmd {
+                    request_id: "start".into(),
+                    account_id: a.into(),
+                    plan: "independent".into(),
+                    cycle_anchor_ms: None,
+                },
+                now + S,
+            )
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.change, PlanChange::Started);
+        // A different generation on the same id is still a conflict, a new one on the removed
+        // model still unknown, with nothing written.
+        let conflict = s
+            .reserve(&video(a, "g-pro", "standard", 5), now + S)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(conflict, StoreError::GenerationConflict { .. }),
+            "{conflict:?}"
+        );
+        let before = s.account(a, now + S).await.unwrap();
+        match s.reserve(&video(a, "g-new", "pro", 5), now + S).await {
+            Err(StoreError::InvalidArgument { field, message }) => {
+                assert_eq!(field, "model");
+                assert!(message.contains("unknown model \"pro\""), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let batch = ReserveBatchCmd {
+            account_id: a.into(),
+            items: vec![BatchItem {
+                generation_id: "g-batch".into(),
+                kind: Kind::Video,
+                model: "pro".into(),
+                quantity: 5,
+                labels: BTreeMap::new(),
+            }],
+            ttl_seconds: 300,
+        };
+        match s.reserve_batch(&batch, now + S).await {
+            Err(StoreError::BatchItem {
+                index: 0, source, ..
+            }) => assert!(
+                matches!(*source, StoreError::InvalidArgument { field: "model", .. }),
+                "{source:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let new_request = SetPlanCmd {
+            request_id: "again".into(),
+            account_id: a.into(),
+            plan: "independent".into(),
+            cycle_anchor_ms: None,
+        };
+        match s.set_plan(&new_request, now + S).await {
+            Err(StoreError::InvalidArgument { field, message }) => {
+                assert_eq!(field, "plan");
+                assert!(
+                    message.contains("unknown plan \"independent\""),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.account(a, now + S).await.unwrap(), before);
+
+        // The upgrade is prorated from the recorded $25 / 2,500 units, not from `none`.
+        let up = set_plan(&s, a, "up", "hollywood", now + S).await;
+        assert_eq!(up.change, PlanChange::Upgraded);
+        assert!(up.allowance_added <= 2500, "{up:?}");
+        assert!(up.prorated_charge_cents <= 2500, "{up:?}");
+        assert!(
+            up.allowance_added >= 2499 && up.prorated_charge_cents >= 2499,
+            "{up:?}"
+        );
+        assert_eq!(up.balance.allowance_total, 2500 + up.allowance_added);
+
+        // A cycle of a removed plan renews with its recorded allowance; a downgrade scheduled
+        // to a plan removed since starts with the terms it was scheduled with.
+        let next = now + 32 * DAY;
+        let b = s.balance(renews, next).await.unwrap();
+        assert_eq!((b.plan.as_str(), b.allowance_total), ("independent", 2500));
+        let b = s.balance(downgrades, next).await.unwrap();
+        assert_eq!((b.plan.as_str(), b.allowance_total), ("independent", 2500));
+    }
 }
 
 macro_rules! conformance {
@@ -2348,5 +2618,8 @@ conformance!(
     refunds_give_back_a_charge,
     usage_thresholds_once_per_cycle,
     zero_ids_survive_in_events,
+    settle_takes_allowance_freed_since_the_reserve,
+    settle_takes_free_allowance_then_credits,
+    a_removed_plan_keeps_its_terms_and_replays_answer,
     a_long_past_changes_no_answer,
 );

@@ -1,7 +1,8 @@
 //! The README's quickstart, run as written: the shell blocks marked `<!-- quickstart: run -->`
 //! (and `<!-- quickstart: run with postgres -->`, when PostgreSQL is there), in order, in one
-//! `bash` with `set -euo pipefail`, from the repository root, against the memory store. It must
-//! exit 0 and leave no process running.
+//! `bash` with `set -euo pipefail`, from the repository root, against a fresh Redis of its own.
+//! It must exit 0 and leave no process running; with the billing step, the statement billing
+//! wrote must match what the ledger charged.
 //!
 //! What the test changes, and only this:
 //! - the line `cargo build --release --bins` is dropped and `target/release/` names the
@@ -12,6 +13,8 @@
 //!   `QUOTA_ADMIN_TARGET`, `QUOTA_SIDECAR_URL`, `QUOTA_BILLING_LISTEN`) to free loopback
 //!   ports, so it never meets a sidecar already running on the defaults; the blocks must
 //!   therefore name no address of their own (checked);
+//! - `QUOTA_STORE` names a `redis-server` this test starts, so that the ledger outlives the
+//!   sidecar the last block stops and can be compared with billing's statement;
 //! - the billing step's role and database `billing` get a name of their own, dropped after.
 //!
 //! The billing step runs when PostgreSQL on 127.0.0.1:5432 accepts `postgres` without a
@@ -105,6 +108,63 @@ fn postgres_trusts_loopback() -> bool {
     available
 }
 
+/// Billing's statement of `acct-1` (in the database of `role`) is complete and bills what the
+/// ledger in the Redis at `redis_url` charged: Σ net allowance and credit units of its usage
+/// lines equal the account's lifetime charges (the quickstart stays within one cycle).
+fn statement_matches_the_ledger(redis_url: &str, role: &str) {
+    let postgres = format!("postgres://{role}:change-me@127.0.0.1:5432/{role}");
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_quota-billing"))
+            .args(["statement", "--postgres", &postgres, "acct-1", "--json"])
+            .env_remove("QUOTA_BILLING_POSTGRES")
+            .env_remove("QUOTA_CATALOG"),
+        PSQL_LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "statement: {out:?}");
+    let statement: serde_json::Value = serde_json::from_str(&stdout).expect("statement JSON");
+    assert_eq!(statement["complete"], true, "{statement}");
+    let sum = |field: &str| -> i64 {
+        statement["usage"]
+            .as_array()
+            .expect("usage lines")
+            .iter()
+            .map(|u| u[field].as_i64().expect(field))
+            .sum()
+    };
+    let billed = (sum("net_allowance_units"), sum("net_credit_units"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let charged = runtime.block_on(async {
+        let catalog = std::sync::Arc::new(quota_sidecar::ledger::Catalog::builtin());
+        let store = quota_sidecar::store::redis::RedisStore::connect(
+            redis_url,
+            catalog,
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("connect to the quickstart's Redis");
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        use quota_sidecar::store::Store;
+        store
+            .account("acct-1", now_ms)
+            .await
+            .expect("the ledger's account")
+            .lifetime_charged
+    });
+    assert!(charged.allowance_units + charged.credit_units > 0);
+    assert_eq!(
+        billed,
+        (charged.allowance_units as i64, charged.credit_units as i64),
+        "billing's statement against the ledger: {statement}"
+    );
+}
+
 /// The billing step's role and database, dropped (database first) when the test ends.
 struct BillingRole {
     name: String,
@@ -195,7 +255,9 @@ fn the_quickstart_runs_as_written_and_ends_clean() {
             bash.env_remove(key);
         }
     }
-    bash.env("QUOTA_LISTEN", format!("127.0.0.1:{worker}"))
+    let redis = harness::RedisServer::start();
+    bash.env("QUOTA_STORE", redis.url())
+        .env("QUOTA_LISTEN", format!("127.0.0.1:{worker}"))
         .env("QUOTA_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .env("QUOTA_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
         .env("QUOTA_TARGET", format!("http://127.0.0.1:{worker}"))
@@ -225,6 +287,7 @@ fn the_quickstart_runs_as_written_and_ends_clean() {
             stdout.contains("account acct-1  cycle"),
             "the billing step printed no statement for acct-1:\n{stdout}\n{stderr}"
         );
+        statement_matches_the_ledger(&redis.url(), &role.name);
     }
     // The Python worker's hold was settled for the first frame's cost (2 units on standard).
     assert!(

@@ -5,7 +5,8 @@
 //!
 //! From the events alone it also rebuilds every account's allowance (total, used, held), each
 //! grant's remaining and held credits and the open holds, and compares them with GetAccount:
-//! every change of funds is an event.
+//! every change of funds is an event; and that every `hold.settled` split its charge anew
+//! (credits only once no allowance of the cycle was free).
 //!
 //! `RECONCILE_SEED` and `RECONCILE_OPS` replay or lengthen a run.
 
@@ -70,12 +71,22 @@ fn recent<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> Option<&'a T> {
     }
 }
 
-/// The default catalog with usage alerts low enough that the random mix crosses them.
+/// The default catalog with usage alerts low enough that the random mix crosses them, and
+/// allowances small enough that holds run out of allowance and draw credits while others are
+/// open, so that settles meet allowance freed since their Reserve (the re-split).
 fn catalog() -> Catalog {
-    let text = include_str!("../deploy/catalog.toml").replace(
+    let mut text = include_str!("../deploy/catalog.toml").replace(
         "alert_thresholds_percent = [80, 100]",
         "alert_thresholds_percent = [2, 10, 50]",
     );
+    for (was, now) in [(1000, 60), (2500, 100), (5000, 150)] {
+        let (was, now) = (
+            format!("allowance_units = {was}\n"),
+            format!("allowance_units = {now}\n"),
+        );
+        assert!(text.contains(&was));
+        text = text.replace(&was, &now);
+    }
     let catalog = Catalog::from_toml_str(&text).expect("the default catalog parses");
     assert_eq!(catalog.alert_thresholds_percent(), [2, 10, 50]);
     catalog
@@ -605,6 +616,21 @@ impl Rebuilt {
                     self.allowance_held -= held_allowance;
                     if settled {
                         self.allowance_used += e.from_allowance;
+                        // The re-split (DESIGN.md §9): what the hold drew from the allowance
+                        // first, credits only once no allowance is free.
+                        assert!(
+                            e.from_allowance >= e.units.min(held_allowance),
+                            "{}: charged {} from the allowance, the hold drew {held_allowance}",
+                            e.id,
+                            e.from_allowance
+                        );
+                        let free = self.allowance_total - self.allowance_used - self.allowance_held;
+                        assert!(
+                            e.from_credits == 0 || free == 0,
+                            "{}: {} charged from credits while {free} allowance is free",
+                            e.id,
+                            e.from_credits
+                        );
                     } else {
                         assert_eq!(e.from_allowance, held_allowance, "{}", e.id);
                     }

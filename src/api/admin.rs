@@ -9,7 +9,6 @@ use tracing::Span;
 
 use super::{convert, status, validate};
 use crate::clock::Clock;
-use crate::ledger::SharedCatalog;
 use crate::pb;
 use crate::store::Store;
 
@@ -19,18 +18,13 @@ use crate::store::Store;
 pub struct AdminService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    catalog: SharedCatalog,
 }
 
 impl AdminService {
-    /// A service over `store`, reading time from `clock` and plans from the catalog in force
-    /// at each call.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, catalog: SharedCatalog) -> Self {
-        AdminService {
-            store,
-            clock,
-            catalog,
-        }
+    /// A service over `store`, reading time from `clock` (the store checks plans against the
+    /// catalog in force, after a replay is answered).
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        AdminService { store, clock }
     }
 }
 
@@ -48,7 +42,7 @@ impl pb::quota_admin_server::QuotaAdmin for AdminService {
     ) -> Result<Response<pb::SetPlanResponse>, Status> {
         // One reading of the clock both validates the anchor and dates the change.
         let now_ms = status::ledger_now(&*self.clock)?;
-        let cmd = validate::set_plan_cmd(&self.catalog.current(), request.into_inner(), now_ms)?;
+        let cmd = validate::set_plan_cmd(request.into_inner(), now_ms)?;
         record_account(&cmd.account_id);
         Span::current().record("plan", cmd.plan.as_str());
         let set = self.store.set_plan(&cmd, now_ms).await?;

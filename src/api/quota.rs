@@ -49,7 +49,7 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let cmd = validate::reserve_cmd(&self.catalog.current(), request.into_inner())?;
+        let cmd = validate::reserve_cmd(request.into_inner())?;
         record_ids(&cmd.account_id, Some(&cmd.generation_id));
         let reserved = self
             .store
@@ -161,7 +161,7 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::QuoteRequest>,
     ) -> Result<Response<pb::QuoteResponse>, Status> {
-        let cmd = validate::quote_cmd(&self.catalog.current(), request.into_inner())?;
+        let cmd = validate::quote_cmd(request.into_inner())?;
         record_ids(&cmd.account_id, None);
         let quoted = self
             .store
@@ -175,7 +175,7 @@ impl pb::quota_server::Quota for QuotaService {
         &self,
         request: Request<pb::ReserveBatchRequest>,
     ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
-        let cmd = validate::reserve_batch_cmd(&self.catalog.current(), request.into_inner())?;
+        let cmd = validate::reserve_batch_cmd(request.into_inner())?;
         record_ids(&cmd.account_id, None);
         let reserved = self
             .store

@@ -238,6 +238,13 @@ fn message(err: &StoreError) -> String {
         StoreError::BatchItem { source, .. } if matches!(**source, StoreError::Internal(_)) => {
             INTERNAL_MESSAGE.to_string()
         }
+        // A bad field of an item reads as the edge names it: `items[2].model: ...`.
+        StoreError::BatchItem { index, source, .. } => match &**source {
+            StoreError::InvalidArgument { field, message } => {
+                format!("items[{index}].{field}: {message}")
+            }
+            _ => err.to_string(),
+        },
         _ => err.to_string(),
     }
 }

@@ -13,7 +13,7 @@ use crate::ledger::catalog::{
     DEFAULT_MODEL, MAX_IMAGES_PER_GENERATION, MAX_VIDEO_SECONDS, NO_PLAN,
 };
 use crate::ledger::{
-    is_valid_id, Catalog, CreditSource, Kind, DEFAULT_HOLD_TTL_SECONDS, MAX_GRANT_UNITS,
+    is_valid_id, CreditSource, Kind, DEFAULT_HOLD_TTL_SECONDS, MAX_GRANT_UNITS,
     MAX_HOLD_TTL_SECONDS, MAX_ID_LEN,
 };
 use crate::pb;
@@ -77,24 +77,16 @@ pub fn kind(value: i32) -> Result<Kind, Status> {
     }
 }
 
-/// A model id from the catalog; empty means the default model.
-pub fn model(catalog: &Catalog, value: &str) -> Result<String, Status> {
+/// A model id; empty means the default model. Whether the catalog has it is the ledger's
+/// check (`INVALID_ARGUMENT` naming `model` too), made after a replay is answered: a retried
+/// Reserve gets its first answer even after a reload removed the model.
+pub fn model(value: &str) -> Result<String, Status> {
     if value.is_empty() {
         return Ok(DEFAULT_MODEL.to_string());
     }
-    // Checked first so that the error never echoes arbitrary client bytes.
+    // Checked so that an error never echoes arbitrary client bytes.
     id("model", value)?;
-    if catalog.has_model(value) {
-        return Ok(value.to_string());
-    }
-    let known: Vec<&str> = catalog.model_ids().collect();
-    Err(invalid(
-        "model",
-        format!(
-            "unknown model \"{value}\" (catalog has: {})",
-            known.join(", ")
-        ),
-    ))
+    Ok(value.to_string())
 }
 
 /// Images are 1-16; video seconds at least 1 and at most the longest video any plan may
@@ -229,8 +221,9 @@ pub fn expires_at(value: Option<&Timestamp>, now_ms: i64) -> Result<Option<i64>,
     Ok(Some(ms))
 }
 
-/// A plan id from the catalog (`none` included).
-pub fn plan(catalog: &Catalog, value: &str) -> Result<String, Status> {
+/// A plan id (`none` included). Whether the catalog has it is the ledger's check, made after
+/// a replay is answered (as for [`model`]).
+pub fn plan(value: &str) -> Result<String, Status> {
     if value.is_empty() {
         return Err(invalid(
             "plan",
@@ -238,17 +231,7 @@ pub fn plan(catalog: &Catalog, value: &str) -> Result<String, Status> {
         ));
     }
     id("plan", value)?;
-    if catalog.plan(value).is_some() {
-        return Ok(value.to_string());
-    }
-    let known: Vec<&str> = catalog.plans().iter().map(|p| p.id.as_str()).collect();
-    Err(invalid(
-        "plan",
-        format!(
-            "unknown plan \"{value}\" (catalog has: {})",
-            known.join(", ")
-        ),
-    ))
+    Ok(value.to_string())
 }
 
 /// Start of a first cycle: unset (now) or not after `now_ms`. Strict on purpose: a cycle that
@@ -263,11 +246,11 @@ pub fn cycle_anchor(value: Option<&Timestamp>, now_ms: i64) -> Result<Option<i64
 }
 
 /// A Reserve request as a store command.
-pub fn reserve_cmd(catalog: &Catalog, req: pb::ReserveRequest) -> Result<ReserveCmd, Status> {
+pub fn reserve_cmd(req: pb::ReserveRequest) -> Result<ReserveCmd, Status> {
     id("account_id", &req.account_id)?;
     id("generation_id", &req.generation_id)?;
     let kind = kind(req.kind)?;
-    let model = model(catalog, &req.model)?;
+    let model = model(&req.model)?;
     let quantity = quantity(kind, req.quantity)?;
     let ttl_seconds = ttl_seconds(req.ttl_seconds)?;
     let labels = labels(req.labels)?;
@@ -283,10 +266,10 @@ pub fn reserve_cmd(catalog: &Catalog, req: pb::ReserveRequest) -> Result<Reserve
 }
 
 /// A Quote request as a store command.
-pub fn quote_cmd(catalog: &Catalog, req: pb::QuoteRequest) -> Result<QuoteCmd, Status> {
+pub fn quote_cmd(req: pb::QuoteRequest) -> Result<QuoteCmd, Status> {
     id("account_id", &req.account_id)?;
     let kind = kind(req.kind)?;
-    let model = model(catalog, &req.model)?;
+    let model = model(&req.model)?;
     let quantity = quantity(kind, req.quantity)?;
     Ok(QuoteCmd {
         account_id: req.account_id,
@@ -298,10 +281,7 @@ pub fn quote_cmd(catalog: &Catalog, req: pb::QuoteRequest) -> Result<QuoteCmd, S
 
 /// A ReserveBatch request as a store command: 1–64 items with distinct generation ids, each
 /// checked as a Reserve is; a bad field is named with its item (`items[3].quantity`).
-pub fn reserve_batch_cmd(
-    catalog: &Catalog,
-    req: pb::ReserveBatchRequest,
-) -> Result<ReserveBatchCmd, Status> {
+pub fn reserve_batch_cmd(req: pb::ReserveBatchRequest) -> Result<ReserveBatchCmd, Status> {
     id("account_id", &req.account_id)?;
     if req.items.is_empty() || req.items.len() > MAX_BATCH_ITEMS {
         return Err(invalid(
@@ -326,7 +306,7 @@ pub fn reserve_batch_cmd(
             ));
         }
         let kind = kind(item.kind).map_err(named)?;
-        let model = model(catalog, &item.model).map_err(named)?;
+        let model = model(&item.model).map_err(named)?;
         let quantity = quantity(kind, item.quantity).map_err(named)?;
         let labels = labels(item.labels).map_err(named)?;
         items.push(BatchItem {
@@ -373,14 +353,10 @@ pub fn refund_cmd(req: pb::RefundRequest) -> Result<RefundCmd, Status> {
 }
 
 /// A SetPlan request as a store command.
-pub fn set_plan_cmd(
-    catalog: &Catalog,
-    req: pb::SetPlanRequest,
-    now_ms: i64,
-) -> Result<SetPlanCmd, Status> {
+pub fn set_plan_cmd(req: pb::SetPlanRequest, now_ms: i64) -> Result<SetPlanCmd, Status> {
     id("request_id", &req.request_id)?;
     id("account_id", &req.account_id)?;
-    let plan = plan(catalog, &req.plan)?;
+    let plan = plan(&req.plan)?;
     let cycle_anchor_ms = cycle_anchor(req.cycle_anchor.as_ref(), now_ms)?;
     Ok(SetPlanCmd {
         request_id: req.request_id,
@@ -475,15 +451,12 @@ mod tests {
 
     #[test]
     fn models() {
-        let c = Catalog::builtin();
-        assert_eq!(model(&c, "").unwrap(), "standard");
-        assert_eq!(model(&c, "pro").unwrap(), "pro");
-        assert_eq!(
-            assert_names(model(&c, "ultra"), "model"),
-            "model: unknown model \"ultra\" (catalog has: cinema, pro, standard)"
-        );
+        assert_eq!(model("").unwrap(), "standard");
+        assert_eq!(model("pro").unwrap(), "pro");
+        // The catalog is the ledger's check, after replays are answered.
+        assert_eq!(model("ultra").unwrap(), "ultra");
         // Not an id: rejected without echoing it.
-        let msg = assert_names(model(&c, "<script>"), "model");
+        let msg = assert_names(model("<script>"), "model");
         assert!(!msg.contains("<script>"));
     }
 
@@ -565,7 +538,6 @@ mod tests {
             .collect();
         assert_names(labels(wide), "labels");
         // The same bound on a batch item, named as the item's field.
-        let c = Catalog::builtin();
         let item = |labels: HashMap<String, String>| pb::ReserveItem {
             generation_id: "g1".into(),
             kind: pb::GenerationKind::CharacterImage as i32,
@@ -584,7 +556,7 @@ mod tests {
         };
         let mut req = req;
         req.items[1].generation_id = "g2".into();
-        assert_names(reserve_batch_cmd(&c, req), "items[1].labels");
+        assert_names(reserve_batch_cmd(req), "items[1].labels");
     }
 
     #[test]
@@ -666,14 +638,11 @@ mod tests {
 
     #[test]
     fn plans() {
-        let c = Catalog::builtin();
-        assert_eq!(plan(&c, "none").unwrap(), "none");
-        assert_eq!(plan(&c, "hollywood").unwrap(), "hollywood");
-        assert_eq!(
-            assert_names(plan(&c, "x"), "plan"),
-            "plan: unknown plan \"x\" (catalog has: none, microbudget, independent, hollywood)"
-        );
-        assert_names(plan(&c, ""), "plan");
+        assert_eq!(plan("none").unwrap(), "none");
+        assert_eq!(plan("hollywood").unwrap(), "hollywood");
+        assert_eq!(plan("x").unwrap(), "x");
+        assert_names(plan(""), "plan");
+        assert_names(plan("no plan"), "plan");
         assert_eq!(cycle_anchor(None, NOW_MS).unwrap(), None);
         assert_eq!(
             cycle_anchor(Some(&ts(NOW_MS)), NOW_MS).unwrap(),
@@ -687,8 +656,7 @@ mod tests {
 
     #[test]
     fn reserve_requests() {
-        let c = Catalog::builtin();
-        let cmd = reserve_cmd(&c, reserve()).unwrap();
+        let cmd = reserve_cmd(reserve()).unwrap();
         assert_eq!(cmd.model, "standard");
         assert_eq!(cmd.ttl_seconds, DEFAULT_HOLD_TTL_SECONDS);
         assert_eq!(cmd.kind, Kind::CharacterImage);
@@ -696,16 +664,15 @@ mod tests {
         let mut req = reserve();
         req.account_id = "bad id".into();
         req.kind = 0;
-        assert_names(reserve_cmd(&c, req), "account_id");
+        assert_names(reserve_cmd(req), "account_id");
         let mut req = reserve();
         req.kind = 0;
         req.quantity = 0;
-        assert_names(reserve_cmd(&c, req), "kind");
+        assert_names(reserve_cmd(req), "kind");
     }
 
     #[test]
     fn admin_requests() {
-        let c = Catalog::builtin();
         let req = pb::SetPlanRequest {
             request_id: "r1".into(),
             account_id: "a1".into(),
@@ -713,12 +680,12 @@ mod tests {
             cycle_anchor: None,
         };
         assert_eq!(
-            set_plan_cmd(&c, req.clone(), NOW_MS).unwrap().plan,
+            set_plan_cmd(req.clone(), NOW_MS).unwrap().plan,
             "microbudget"
         );
         let mut bad = req;
         bad.request_id.clear();
-        assert_names(set_plan_cmd(&c, bad, NOW_MS), "request_id");
+        assert_names(set_plan_cmd(bad, NOW_MS), "request_id");
         let grant = pb::GrantCreditsRequest {
             account_id: "a1".into(),
             grant_id: "g1".into(),

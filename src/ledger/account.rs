@@ -73,6 +73,9 @@ pub struct HoldRecord {
     /// Start of that cycle, for events (`None`: no plan).
     pub cycle_start_ms: Option<i64>,
     pub returned_units: u64,
+    /// The part of the charge paid from the allowance, as Settle split it (0 until settled):
+    /// refunds give this part back to the allowance first.
+    pub charged_from_allowance: u64,
     /// Units of the charge given back by refunds so far.
     pub refunded_units: u64,
     pub labels: BTreeMap<String, String>,
@@ -105,6 +108,31 @@ pub struct PlanRecord {
     pub forget_at_ms: i64,
 }
 
+/// What a plan costs and gives per cycle, as recorded on the account when the plan started,
+/// changed or renewed: an upgrade is prorated from these, never from a catalog that may have
+/// repriced or removed the plan since (DESIGN.md §9, "an account keeps the terms it bought").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanTerms {
+    pub price_cents: u64,
+    pub allowance_units: u64,
+}
+
+impl PlanTerms {
+    /// The terms `plan` has in the catalog.
+    pub fn of(plan: &PlanSpec) -> PlanTerms {
+        PlanTerms {
+            price_cents: plan.price_cents,
+            allowance_units: plan.allowance_units,
+        }
+    }
+
+    /// The terms a cycle of plan `id` starts with: the catalog's while it has the plan (a
+    /// repricing applies from the next cycle on), else `recorded`.
+    fn renewed(catalog: &Catalog, id: &str, recorded: PlanTerms) -> PlanTerms {
+        catalog.plan(id).map_or(recorded, PlanTerms::of)
+    }
+}
+
 /// A dropped grant's terms, remembered so GrantCredits stays idempotent, and what its
 /// revocation took, if it was revoked, so RevokeCredits does too.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +151,11 @@ pub struct Account {
     /// Sequence of the last event.
     seq: u64,
     plan: String,
+    /// The terms of `plan` when it started, changed or last renewed.
+    terms: PlanTerms,
     scheduled_plan: Option<String>,
+    /// The terms of `scheduled_plan` when the change was scheduled.
+    scheduled_terms: PlanTerms,
     anchor: Anchor,
     cycle: Option<Cycle>,
     /// Counts cycles: every rollover and every plan start increments it. Holds pin their
@@ -293,11 +325,6 @@ fn minus(a: u64, b: u64, what: &str) -> LedgerResult<u64> {
         .ok_or_else(|| broken(format!("{what}: {a} - {b} is below zero")))
 }
 
-/// A plan removed from the catalog behaves like `none` (as in `Catalog::check_features`).
-fn plan_or_none<'a>(catalog: &'a Catalog, id: &str) -> &'a PlanSpec {
-    catalog.plan(id).unwrap_or_else(|| catalog.no_plan())
-}
-
 impl Account {
     /// An account nobody has given anything: on `none`, no grants, no holds.
     pub fn new(account_id: &str) -> Account {
@@ -305,7 +332,9 @@ impl Account {
             account_id: account_id.to_string(),
             seq: 0,
             plan: NO_PLAN.to_string(),
+            terms: PlanTerms::default(),
             scheduled_plan: None,
+            scheduled_terms: PlanTerms::default(),
             anchor: Anchor {
                 day: 1,
                 time_of_day_ms: 0,
@@ -460,6 +489,7 @@ impl Account {
         let previous = self.plan.clone();
         if let Some(plan) = self.scheduled_plan.take() {
             self.plan = plan;
+            self.terms = std::mem::take(&mut self.scheduled_terms);
         }
         if self.plan != previous {
             let event = UsageEvent {
@@ -475,11 +505,13 @@ impl Account {
         self.threshold_reached = 0;
         if self.plan == NO_PLAN {
             self.cycle = None;
+            self.terms = PlanTerms::default();
             self.allowance_total = 0;
         } else {
             let next = cycle_at(self.anchor, now_ms);
             self.cycle = Some(next);
-            self.allowance_total = plan_or_none(catalog, &self.plan).allowance_units;
+            self.terms = PlanTerms::renewed(catalog, &self.plan, self.terms);
+            self.allowance_total = self.terms.allowance_units;
             let event = UsageEvent {
                 plan: self.plan.clone(),
                 cycle_start_ms: Some(next.start_ms),
@@ -493,8 +525,9 @@ impl Account {
         self.allowance_held = 0;
     }
 
-    /// Ends a held hold, charging `charge_units` (allowance first, then its draws in burn
-    /// order) and giving the rest back: allowance only to the hold's own cycle, credits only
+    /// Ends a held hold, charging `charge_units` (split anew: what it drew from the allowance,
+    /// then allowance free now in its own cycle, then its draws in burn order; see
+    /// [`split_charge`]) and giving the rest back: allowance only to the hold's own cycle, credits only
     /// to grants that can still be spent; what cannot go back is lost, and the event says so.
     fn finalize(
         &mut self,
@@ -519,8 +552,14 @@ impl Account {
                 record.hold.cost_units
             )));
         }
-        let split = split_charge(charge_units, &held);
         let same_cycle = self.cycle.is_some() && record.cycle_number == self.cycle_number;
+        // Allowance free now, beside what this hold drew: a charge takes it before credits.
+        let allowance_free = if same_cycle {
+            self.allowance_available()
+        } else {
+            0
+        };
+        let split = split_charge(charge_units, &held, allowance_free);
         let mut allowance_back = 0;
         if same_cycle {
             self.allowance_held =
@@ -553,6 +592,7 @@ impl Account {
             // What went back: credits whose grant can no longer be spent are lost, not
             // returned (allowance of an ended cycle went back to that cycle).
             r.returned_units = r.hold.cost_units - charge_units - lost;
+            r.charged_from_allowance = split.charged.from_allowance;
             r.forget_at_ms = Some(now_ms + RETENTION_MS);
             r.clone()
         };
@@ -814,15 +854,14 @@ impl Account {
     // ---------------------------------------------------------------------------------------
     // Operations.
 
-    /// Checks features and funds and holds the cost; a replay returns the first hold.
+    /// Checks features and funds and holds the cost; a replay returns the first hold, before
+    /// anything is checked against the catalog (which may have dropped the model since).
     pub fn reserve(
         &mut self,
         catalog: &Catalog,
         cmd: &ReserveCmd,
         now_ms: i64,
     ) -> LedgerResult<Reserved> {
-        let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
-        let cost_units = unit_cost * u64::from(cmd.quantity);
         if let Some(existing) = self.holds.get(&cmd.generation_id) {
             let h = &existing.hold;
             if h.kind == cmd.kind && h.model == cmd.model && h.quantity == cmd.quantity {
@@ -840,6 +879,8 @@ impl Account {
                 cmd,
             ));
         }
+        let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
+        let cost_units = unit_cost * u64::from(cmd.quantity);
         catalog
             .check_features(
                 &self.plan,
@@ -892,6 +933,7 @@ impl Account {
             cycle_number: self.cycle_number,
             cycle_start_ms: self.cycle.map(|c| c.start_ms),
             returned_units: 0,
+            charged_from_allowance: 0,
             refunded_units: 0,
             labels: cmd.labels.clone(),
             forget_at_ms: None,
@@ -1043,12 +1085,7 @@ impl Account {
         cmd: &SetPlanCmd,
         now_ms: i64,
     ) -> LedgerResult<PlanSet> {
-        let new = catalog
-            .plan(&cmd.plan)
-            .ok_or_else(|| LedgerError::InvalidArgument {
-                field: "plan",
-                message: format!("unknown plan `{}`", cmd.plan),
-            })?;
+        // A replay gets its first answer, even after a reload dropped the plan.
         if let Some(r) = self.plan_requests.get(&cmd.request_id) {
             if r.plan != cmd.plan || r.requested_anchor_ms != cmd.cycle_anchor_ms {
                 return Err(LedgerError::RequestConflict {
@@ -1064,7 +1101,12 @@ impl Account {
                 balance: self.balance(),
             });
         }
-        let current = plan_or_none(catalog, &self.plan);
+        let new = catalog
+            .plan(&cmd.plan)
+            .ok_or_else(|| unknown_plan(catalog, &cmd.plan))?;
+        let new_terms = PlanTerms::of(new);
+        // Prorated from the terms the account has, not from what the catalog says now.
+        let current = self.terms;
         let previous = self.plan.clone();
         let (mut change, mut effective_at_ms, mut added, mut charge) =
             (PlanChange::Unchanged, now_ms, 0, 0);
@@ -1075,7 +1117,9 @@ impl Account {
                     change = PlanChange::Started;
                     added = new.allowance_units;
                     self.plan = cmd.plan.clone();
+                    self.terms = new_terms;
                     self.scheduled_plan = None;
+                    self.scheduled_terms = PlanTerms::default();
                     self.anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
                     self.cycle = Some(cycle_at(self.anchor, now_ms));
                     self.cycle_number += 1;
@@ -1087,6 +1131,7 @@ impl Account {
             }
             Some(_) if cmd.plan == self.plan => {
                 if self.scheduled_plan.take().is_some() {
+                    self.scheduled_terms = PlanTerms::default();
                     change = PlanChange::ScheduledChangeCancelled;
                 }
             }
@@ -1104,13 +1149,16 @@ impl Account {
                     cycle.length_ms(),
                 );
                 self.plan = cmd.plan.clone();
+                self.terms = new_terms;
                 self.scheduled_plan = None;
+                self.scheduled_terms = PlanTerms::default();
                 self.allowance_total += added;
             }
             Some(cycle) => {
                 change = PlanChange::DowngradeScheduled;
                 effective_at_ms = cycle.end_ms;
                 self.scheduled_plan = Some(cmd.plan.clone());
+                self.scheduled_terms = new_terms;
             }
         }
         let event_type = match change {
@@ -1375,6 +1423,15 @@ impl Account {
                 balance: self.balance(),
             });
         }
+        // A model the catalog lacks is a bad request, named before any item's funds or
+        // features are looked at (as the edge named it before replays came first).
+        for (i, item) in cmd.items.iter().enumerate() {
+            unit_cost(catalog, item.kind, &item.model).map_err(|e| LedgerError::BatchItem {
+                index: i,
+                generation_id: item.generation_id.clone(),
+                source: Box::new(e),
+            })?;
+        }
         let mut holds = Vec::with_capacity(cmd.items.len());
         for i in 0..cmd.items.len() {
             let reserved = self
@@ -1433,8 +1490,9 @@ impl Account {
             });
         }
         // Refunds give back the allowance part of the charge first.
-        let allowance_charged = charged.min(record.hold.from_allowance);
-        let allowance_left = allowance_charged.saturating_sub(record.refunded_units);
+        let allowance_left = record
+            .charged_from_allowance
+            .saturating_sub(record.refunded_units);
         let of_allowance = units.min(allowance_left);
         let of_credits = units - of_allowance;
         let same_cycle = self.cycle.is_some() && record.cycle_number == self.cycle_number;
@@ -1532,10 +1590,31 @@ impl Account {
 pub fn unit_cost(catalog: &Catalog, kind: super::Kind, model: &str) -> LedgerResult<u64> {
     catalog
         .unit_cost(kind, model)
-        .ok_or_else(|| LedgerError::InvalidArgument {
-            field: "model",
-            message: format!("unknown model `{model}`"),
-        })
+        .ok_or_else(|| unknown_model(catalog, model))
+}
+
+/// `model` is not in the catalog: the error names the field and the models there are.
+pub fn unknown_model(catalog: &Catalog, model: &str) -> LedgerError {
+    let known: Vec<&str> = catalog.model_ids().collect();
+    LedgerError::InvalidArgument {
+        field: "model",
+        message: format!(
+            "unknown model \"{model}\" (catalog has: {})",
+            known.join(", ")
+        ),
+    }
+}
+
+/// `plan` is not in the catalog: the error names the field and the plans there are.
+pub fn unknown_plan(catalog: &Catalog, plan: &str) -> LedgerError {
+    let known: Vec<&str> = catalog.plans().iter().map(|p| p.id.as_str()).collect();
+    LedgerError::InvalidArgument {
+        field: "plan",
+        message: format!(
+            "unknown plan \"{plan}\" (catalog has: {})",
+            known.join(", ")
+        ),
+    }
 }
 
 /// The promotional grant a refund's credits go to: `refund:` and the SHA-1, in hex, of

@@ -120,18 +120,27 @@ pub fn allocate(
 /// A hold's funds cut in two at settle time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettleSplit {
-    /// Charged: allowance first, then the draws in burn order.
+    /// Charged: the allowance first (what the hold drew, then allowance free at the charge),
+    /// then the draws in burn order.
     pub charged: Allocation,
-    /// Given back: what is left, credits before allowance.
+    /// Given back: what the hold drew and the charge does not take.
     pub returned: Allocation,
 }
 
-/// Splits a hold's funds when `charge_units` (≤ the hold) is charged. The charge takes the
-/// allowance first and then credits in burn order, so the credits go back first and allowance
-/// is what ends up spent.
-pub fn split_charge(charge_units: u64, held: &Allocation) -> SettleSplit {
-    let allowance_charged = charge_units.min(held.from_allowance);
-    let mut rest = charge_units - allowance_charged;
+/// Splits a hold's funds when `charge_units` (≤ the hold) is charged, anew at the moment of
+/// the charge (DESIGN.md §9: credits only after the allowance, also at the charge): first what
+/// the hold drew from the allowance, then up to `allowance_free_units` (allowance free now in
+/// the hold's own cycle, 0 in another), and credits only for the rest, in burn order from what
+/// the hold drew. Credits the hold drew but the charge does not take go back.
+pub fn split_charge(
+    charge_units: u64,
+    held: &Allocation,
+    allowance_free_units: u64,
+) -> SettleSplit {
+    let from_held_allowance = charge_units.min(held.from_allowance);
+    let mut rest = charge_units - from_held_allowance;
+    let from_free_allowance = rest.min(allowance_free_units);
+    rest -= from_free_allowance;
     let mut charged = Vec::new();
     let mut returned = Vec::new();
     for draw in &held.draws {
@@ -153,11 +162,11 @@ pub fn split_charge(charge_units: u64, held: &Allocation) -> SettleSplit {
     assert_eq!(rest, 0, "charge {charge_units} exceeds the hold");
     SettleSplit {
         charged: Allocation {
-            from_allowance: allowance_charged,
+            from_allowance: from_held_allowance + from_free_allowance,
             draws: charged,
         },
         returned: Allocation {
-            from_allowance: held.from_allowance - allowance_charged,
+            from_allowance: held.from_allowance - from_held_allowance,
             draws: returned,
         },
     }
@@ -260,18 +269,18 @@ mod tests {
             from_allowance: 10,
             draws: vec![draw("g1", 5), draw("g2", 5)],
         };
-        let s = split_charge(12, &held);
+        let s = split_charge(12, &held, 0);
         assert_eq!(s.charged.from_allowance, 10);
         assert_eq!(s.charged.draws, vec![draw("g1", 2)]);
         assert_eq!(s.returned.from_allowance, 0);
         assert_eq!(s.returned.draws, vec![draw("g1", 3), draw("g2", 5)]);
-        let s = split_charge(4, &held);
+        let s = split_charge(4, &held, 0);
         assert_eq!(
             (s.charged.from_allowance, s.returned.from_allowance),
             (4, 6)
         );
         assert_eq!(s.returned.from_credits(), 10);
-        let s = split_charge(20, &held);
+        let s = split_charge(20, &held, 0);
         assert_eq!(
             s.returned,
             Allocation {
@@ -279,7 +288,36 @@ mod tests {
                 draws: vec![]
             }
         );
-        let s = split_charge(0, &held);
+        let s = split_charge(0, &held, 0);
         assert_eq!(s.returned, held);
+    }
+
+    #[test]
+    fn free_allowance_pays_before_the_credits_the_hold_drew() {
+        // The case: 200 from the allowance + 200 credits held, 4,800 free at settle.
+        let held = Allocation {
+            from_allowance: 200,
+            draws: vec![draw("bought", 200)],
+        };
+        let s = split_charge(400, &held, 4_800);
+        assert_eq!(s.charged.from_allowance, 400);
+        assert!(s.charged.draws.is_empty());
+        assert_eq!(s.returned.draws, vec![draw("bought", 200)]);
+        assert_eq!(s.returned.from_allowance, 0);
+        // Less free than needed: the rest from credits, in burn order.
+        let held = Allocation {
+            from_allowance: 10,
+            draws: vec![draw("g1", 5), draw("g2", 5)],
+        };
+        let s = split_charge(20, &held, 3);
+        assert_eq!(s.charged.from_allowance, 13);
+        assert_eq!(s.charged.draws, vec![draw("g1", 5), draw("g2", 2)]);
+        assert_eq!(s.returned.draws, vec![draw("g2", 3)]);
+        // A charge within what the hold drew from the allowance takes nothing free.
+        let s = split_charge(8, &held, 100);
+        assert_eq!(
+            (s.charged.from_allowance, s.returned.from_allowance),
+            (8, 2)
+        );
     }
 }

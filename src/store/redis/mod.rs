@@ -26,7 +26,9 @@ use super::redis_reply::{anomaly, parse_state, ScriptReply};
 use super::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
 use super::unavailable::{no_answer_within, store_error};
 use super::*;
-use crate::ledger::account::{batch_conflict, conflict, unit_cost, wrong_state};
+use crate::ledger::account::{
+    batch_conflict, conflict, unit_cost, unknown_model, unknown_plan, wrong_state,
+};
 use crate::ledger::cycle::{month_window, Anchor};
 use crate::ledger::{
     Catalog, Kind, SharedCatalog, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS,
@@ -398,8 +400,18 @@ fn conflict_of(
     Ok(conflict(generation_id, kind, &model, qty, requested))
 }
 
-/// The refusal a script gave a generation (`denied` or `insufficient`). A denial is decided by
-/// the script; the catalog rebuilds the same denial with its message.
+/// The unit cost argument of a Reserve: the catalog's, or empty for a model the catalog does
+/// not have. The script answers a replay of a known generation before it looks at the cost,
+/// and `unknown_model` for a new one.
+fn unit_arg(catalog: &Catalog, kind: Kind, model: &str) -> String {
+    catalog
+        .unit_cost(kind, model)
+        .map(|unit| unit.to_string())
+        .unwrap_or_default()
+}
+
+/// The refusal a script gave a generation (`unknown_model`, `denied` or `insufficient`). A
+/// denial is decided by the script; the catalog rebuilds the same denial with its message.
 fn refusal(
     catalog: &Catalog,
     r: ScriptReply,
@@ -408,6 +420,7 @@ fn refusal(
     quantity: u32,
 ) -> StoreResult<StoreError> {
     match r.status.as_str() {
+        "unknown_model" => Ok(unknown_model(catalog, model)),
         "denied" => {
             let plan = ScriptReply::need(r.plan, "plan")?;
             let open_holds = ScriptReply::need(r.open, "open")?;
@@ -457,7 +470,7 @@ fn plan_table(catalog: &Catalog) -> String {
 impl Store for RedisStore {
     async fn reserve(&self, cmd: &ReserveCmd, now_ms: i64) -> StoreResult<Reserved> {
         let catalog = self.catalog.current();
-        let unit_cost = unit_cost(&catalog, cmd.kind, &cmd.model)?;
+        let unit_cost = unit_arg(&catalog, cmd.kind, &cmd.model);
         let labels = serde_json::to_string(&cmd.labels).map_err(anomaly)?;
         let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let own = keys.finished_hold(&cmd.account_id, &cmd.generation_id);
@@ -474,7 +487,7 @@ impl Store for RedisStore {
                         .arg(cmd.kind.as_str())
                         .arg(&cmd.model)
                         .arg(cmd.quantity)
-                        .arg(unit_cost)
+                        .arg(&unit_cost)
                         .arg(i64::from(cmd.ttl_seconds) * 1000)
                         .arg(&labels);
                 },
@@ -649,13 +662,8 @@ impl Store for RedisStore {
     }
 
     async fn set_plan(&self, cmd: &SetPlanCmd, now_ms: i64) -> StoreResult<PlanSet> {
+        // Whether the catalog has the plan is the script's check, after a replay is answered.
         let catalog = self.catalog.current();
-        if catalog.plan(&cmd.plan).is_none() {
-            return Err(StoreError::InvalidArgument {
-                field: "plan",
-                message: format!("unknown plan `{}`", cmd.plan),
-            });
-        }
         let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let own = keys.plan_request(&cmd.account_id, &cmd.request_id);
         let requested = cmd
@@ -695,6 +703,7 @@ impl Store for RedisStore {
             "conflict" => Err(StoreError::RequestConflict {
                 request_id: cmd.request_id.clone(),
             }),
+            "unknown_plan" => Err(unknown_plan(&catalog, &cmd.plan)),
             other => Err(anomaly(other)),
         }
     }
@@ -825,7 +834,7 @@ impl Store for RedisStore {
         let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let mut item_args = Vec::with_capacity(cmd.items.len());
         for item in &cmd.items {
-            let unit = unit_cost(&catalog, item.kind, &item.model)?;
+            let unit = unit_arg(&catalog, item.kind, &item.model);
             let labels = serde_json::to_string(&item.labels).map_err(anomaly)?;
             item_args.push((unit, labels));
         }
@@ -856,7 +865,7 @@ impl Store for RedisStore {
                             .arg(item.kind.as_str())
                             .arg(&item.model)
                             .arg(item.quantity)
-                            .arg(*unit)
+                            .arg(unit)
                             .arg(labels);
                     }
                 },

@@ -176,10 +176,15 @@ local function load_account(own)
     end
   else
     acct = {
-      l = ACCOUNT_LAYOUT, plan = 'none', sp = '', ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0,
+      l = ACCOUNT_LAYOUT, plan = 'none', pp = 0, pa = 0, sp = '', spp = 0, spa = 0, ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0,
       used = 0, held = 0, seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
       h = {}, x = {},
     }
+  end
+  if acct.pp == nil then
+    -- A state written before plan terms were recorded: the catalog's terms of its plans.
+    local p, q = plan_of(acct.plan), plan_of(acct.sp ~= '' and acct.sp or 'none')
+    acct.pp, acct.pa, acct.spp, acct.spa = p.price, p.allowance, q.price, q.allowance
   end
   OPEN_RAW, EXPIRED_RAW = acct.h, acct.x
   OPEN_COUNT = 0
@@ -252,13 +257,20 @@ local function cycle_containing_now()
   return cycle_start_in(1), this_month
 end
 
+-- PlanTerms::renewed: a cycle starts with the catalog's terms of the account's plan while the
+-- catalog has it, else with the terms recorded on the account (`pp` price, `pa` allowance).
+local function renew_terms()
+  local p = find_plan(acct.plan)
+  if p then acct.pp, acct.pa = p.price, p.allowance end
+end
+
 -- Account::rollover
 local function rollover()
   if acct.ce == 0 or NOW < acct.ce then return end
   local previous, ended = acct.plan, acct.ce
   if acct.sp ~= '' then
-    acct.plan = acct.sp
-    acct.sp = ''
+    acct.plan, acct.pp, acct.pa = acct.sp, acct.spp, acct.spa
+    acct.sp, acct.spp, acct.spa = '', 0, 0
   end
   if acct.plan ~= previous then
     emit('plan.changed', ACCOUNT_ID .. ':' .. n2s(ended) .. ':plan_changed',
@@ -268,9 +280,11 @@ local function rollover()
   acct.tp = 0
   if acct.plan == 'none' then
     acct.cs, acct.ce, acct.tot = 0, 0, 0
+    acct.pp, acct.pa = 0, 0
   else
     acct.cs, acct.ce = cycle_containing_now()
-    acct.tot = plan_of(acct.plan).allowance
+    renew_terms()
+    acct.tot = acct.pa
     emit('cycle.renewed', ACCOUNT_ID .. ':' .. n2s(acct.cs) .. ':renewed',
       { 'plan', acct.plan, 'cycle', n2s(acct.cs), 'added', n2s(acct.tot) })
   end
@@ -406,8 +420,8 @@ end
 --   "exp|kind|model|qty|unit|fa|draws|created|cycle_start|cn" (times in base 36, the kind as
 --   one letter), its labels (JSON) in `l:<gen>` when there are any.
 -- Finished: "state|kind|model|qty|unit|fa|draws|exp|created|charged|cycle_start|cn|refunded|
--- [lost|]forget" (`lost`: credits that could not go back, only when there were any, so a
--- record without is read by earlier versions too),
+-- cfa|[lost|]forget" (`cfa`: the part of the charge from the allowance; `lost`: credits that
+-- could not go back, only when there were any, so a record without reads as before),
 -- in `f:<account>/<gen>` when settled or released (the call's own key), in the account field
 -- `x:<gen>` when expired (reclaiming may expire holds of any generation, whose keys the call
 -- cannot declare).
@@ -480,18 +494,18 @@ local function pack_finished(h)
   return STATE_CODE[h.state] .. '|' .. KIND_CODE[h.kind] .. '|' .. h.model .. '|' .. n2s(h.qty) ..
     '|' .. n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. b36(h.exp) ..
     '|' .. b36(h.created) .. '|' .. n2s(h.charged) .. '|' .. b36(h.cycle) .. '|' .. n2s(h.cn) ..
-    '|' .. n2s(h.refunded or 0) .. ((h.lost or 0) > 0 and '|' .. n2s(h.lost) or '') ..
-    '|' .. b36(h.forget)
+    '|' .. n2s(h.refunded or 0) .. '|' .. n2s(h.cfa or 0) ..
+    ((h.lost or 0) > 0 and '|' .. n2s(h.lost) or '') .. '|' .. b36(h.forget)
 end
 
 local FINISHED_FIELDS =
-  '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%d+)|'
+  '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%d+)|(%d+)|'
 local function parse_finished(gen, v)
-  local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, lost, forget =
-    string.match(v, FINISHED_FIELDS .. '(%d+)|(%w+)$')
+  local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, cfa,
+    lost, forget = string.match(v, FINISHED_FIELDS .. '(%d+)|(%w+)$')
   if not state then
-    state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, forget =
-      string.match(v, FINISHED_FIELDS .. '(%w+)$')
+    state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, cfa,
+      forget = string.match(v, FINISHED_FIELDS .. '(%w+)$')
     lost = '0'
   end
   if not state or not CODE_KIND[kind] or not CODE_STATE[state] then
@@ -501,7 +515,8 @@ local function parse_finished(gen, v)
     gen = gen, state = CODE_STATE[state], kind = CODE_KIND[kind], model = model,
     qty = tonumber(qty), unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws),
     exp = from36(exp), created = from36(created), charged = tonumber(charged),
-    cycle = from36(cycle), cn = tonumber(cn), refunded = tonumber(refunded), lost = tonumber(lost),
+    cycle = from36(cycle), cn = tonumber(cn), refunded = tonumber(refunded), cfa = tonumber(cfa),
+    lost = tonumber(lost),
     forget = from36(forget), labels = '{}',
   }
   h.cost = h.unit * h.qty
@@ -546,14 +561,22 @@ end
 -- says how much. `own_key`: where a settled or released hold is kept.
 local function finalize(h, state, charge, reason, own_key)
   if charge > h.cost then broken('charge ' .. n2s(charge) .. ' above hold ' .. n2s(h.cost)) end
-  local fa_charged = math.min(charge, h.fa)
-  local rest = charge - fa_charged
+  local same_cycle = acct.ce ~= 0 and h.cn == acct.cn
+  -- ledger::allocation::split_charge: what the hold drew from the allowance, then allowance
+  -- free now (beside this hold) in its own cycle, then credits in burn order.
+  local allowance_free = 0
+  if same_cycle then allowance_free = allowance_available() end
+  local from_held_allowance = math.min(charge, h.fa)
+  local rest = charge - from_held_allowance
+  local from_free_allowance = math.min(rest, allowance_free)
+  rest = rest - from_free_allowance
+  local fa_charged = from_held_allowance + from_free_allowance
   local charged_draws, back, lost = {}, {}, 0
   local allowance_back = 0
-  if acct.ce ~= 0 and h.cn == acct.cn then
+  if same_cycle then
     acct.held = acct.held - h.fa
     acct.used = acct.used + fa_charged
-    allowance_back = h.fa - fa_charged
+    allowance_back = h.fa - from_held_allowance
   end
   if #h.draws > 0 then load_grants() end
   for _, d in ipairs(h.draws) do
@@ -577,7 +600,7 @@ local function finalize(h, state, charge, reason, own_key)
       end
     end
   end
-  h.state, h.charged, h.forget = state, charge, NOW + RETENTION_MS
+  h.state, h.charged, h.cfa, h.forget = state, charge, fa_charged, NOW + RETENTION_MS
   h.lost = lost
   acct.ca = acct.ca + fa_charged
   acct.cc = acct.cc + (charge - fa_charged)
@@ -706,6 +729,8 @@ end
 -- Account::reserve for a generation that is not known yet: checks features and funds and holds
 -- the cost. Returns the new hold, or nil and the refusal.
 local function reserve_new(gen, kind, model, qty, unit, ttl_ms, labels)
+  -- No unit cost: the catalog has no such model (checked after replays, as in Rust).
+  if not unit then return nil, reply('unknown_model') end
   local cost = unit * qty
   local refusal = features_refusal(kind, model, qty)
   if refusal then return nil, refusal end

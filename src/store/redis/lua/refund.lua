@@ -29,7 +29,7 @@ local function refund()
     return reply('above', { requested = n2s(units), refundable = n2s(refundable) })
   end
   -- Refunds give back the allowance part of the charge first.
-  local allowance_left = math.max(math.min(h.charged, h.fa) - h.refunded, 0)
+  local allowance_left = math.max(h.cfa - h.refunded, 0)
   local of_allowance = math.min(units, allowance_left)
   local of_credits = units - of_allowance
   local to_allowance = 0

@@ -1,7 +1,7 @@
 -- Reserve (Account::reserve). KEYS[5] the generation's finished-hold key. ARGV[9] generation
 -- id, [10] kind, [11] model, [12] quantity, [13] unit cost, [14] ttl_ms, [15] labels (JSON).
 -- Replies: ok|replayed {hold, balance} | conflict {kind, model, qty} | denied {plan, open}
---        | insufficient {needed, available}
+--        | insufficient {needed, available} | unknown_model
 local function reserve()
   local gen, kind, model = ARGV[9], ARGV[10], ARGV[11]
   local qty, unit, ttl_ms = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])

@@ -3,7 +3,7 @@
 -- model, quantity, unit cost, labels (JSON).
 -- Replies: ok|replayed {holds, balance} | conflict {gen, kind, model, qty, index: an item not
 -- reserved, when there is one}
---        | item {index, gen, refusal: {status: denied|insufficient, ...}}
+--        | item {index, gen, refusal: {status: unknown_model|denied|insufficient, ...}}
 local function reserve_batch()
   local ttl_ms, n = tonumber(ARGV[9]), tonumber(ARGV[10])
   local items, known, any_known = {}, {}, false
@@ -46,6 +46,12 @@ local function reserve_batch()
     return reply('conflict', {
       gen = items[name].gen, kind = h.kind, model = h.model, qty = n2s(h.qty), index = fresh,
     })
+  end
+  -- A model the catalog lacks (no unit cost) is named before any item's funds or features.
+  for i = 1, n do
+    if not items[i].unit then
+      return reply('item', { index = n2s(i - 1), gen = items[i].gen, refusal = reply('unknown_model') })
+    end
   end
   local holds = {}
   for i = 1, n do

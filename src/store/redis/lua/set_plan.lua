@@ -1,7 +1,7 @@
 -- SetPlan (Account::set_plan). KEYS[5] the request's record. ARGV[9] request id, [10] plan,
 -- [11] requested anchor_ms ('' = now), [12] anchor day, [13] anchor time of day ms (of the
 -- requested anchor, or of NOW).
--- Replies: ok|replayed {change, effective, added, charge, balance} | conflict
+-- Replies: ok|replayed {change, effective, added, charge, balance} | conflict | unknown_plan
 -- The record: "plan|requested_anchor|change|effective|added|charge|forget_ms".
 local function set_plan()
   local target, requested_anchor = ARGV[10], ARGV[11]
@@ -18,13 +18,19 @@ local function set_plan()
     end
   end
 
-  local new, cur, previous = find_plan(target), plan_of(acct.plan), acct.plan
+  -- Checked after a replay is answered: a retried SetPlan gets its first answer after a reload
+  -- that dropped the plan.
+  local new = find_plan(target)
+  if not new then return reply('unknown_plan') end
+  -- Prorated from the terms the account has (`pp`, `pa`), not from what the catalog says now.
+  local cur, previous = { price = acct.pp, allowance = acct.pa }, acct.plan
   local change, eff, added, charge = 'unchanged', NOW, 0, 0
   if acct.ce == 0 then
     if target ~= 'none' then
       -- none -> plan: a cycle anchored on the requested moment, with the full allowance.
       change, added = 'started', new.allowance
-      acct.plan, acct.sp = target, ''
+      acct.plan, acct.pp, acct.pa = target, new.price, new.allowance
+      acct.sp, acct.spp, acct.spa = '', 0, 0
       acct.ad, acct.at = tonumber(ARGV[12]), tonumber(ARGV[13])
       acct.cs, acct.ce = cycle_containing_now()
       acct.cn = acct.cn + 1
@@ -35,6 +41,7 @@ local function set_plan()
   elseif target == acct.plan then
     if acct.sp ~= '' then
       change, acct.sp, acct_dirty = 'scheduled_change_cancelled', '', true
+      acct.spp, acct.spa = 0, 0
     end
   elseif new.price > cur.price then
     -- Upgrade: at once, the allowance grows by the prorated difference.
@@ -42,13 +49,14 @@ local function set_plan()
     change = 'upgraded'
     added = prorate(math.max(new.allowance - cur.allowance, 0), remaining, length)
     charge = prorate(new.price - cur.price, remaining, length)
-    acct.plan, acct.sp = target, ''
+    acct.plan, acct.pp, acct.pa = target, new.price, new.allowance
+    acct.sp, acct.spp, acct.spa = '', 0, 0
     acct.tot = acct.tot + added
     acct_dirty = true
   else
     -- Downgrade or cancel: at the end of the cycle; nothing else changes now.
     change, eff = 'downgrade_scheduled', acct.ce
-    acct.sp, acct_dirty = target, true
+    acct.sp, acct.spp, acct.spa, acct_dirty = target, new.price, new.allowance, true
   end
   local event_types = {
     started = 'plan.changed', upgraded = 'plan.upgraded',
