@@ -139,6 +139,13 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
     let mut r = reserve("gen-bad");
     r.labels = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
     bad.push((r, "labels"));
+    // Each label within its own limits, over 4,096 bytes in all (4-byte UTF-8 values).
+    let mut r = reserve("gen-bad");
+    r.labels = (0..16)
+        .map(|i| (format!("k{i:02}"), "\u{1d11e}".repeat(64)))
+        .collect();
+    r.labels.insert("k".into(), String::new());
+    bad.push((r, "labels"));
     for (request, field) in bad {
         assert_invalid(s.quota.reserve(request).await, field);
     }
@@ -244,6 +251,40 @@ async fn invalid_input_names_the_field_and_changes_nothing() {
             }))
             .await,
         "source",
+    );
+
+    let heavy: std::collections::HashMap<String, String> = (0..17)
+        .map(|i| (format!("k{i:02}"), "v".repeat(240)))
+        .collect();
+    let item = |generation_id: &str, labels| pb::ReserveItem {
+        generation_id: generation_id.into(),
+        kind: pb::GenerationKind::CharacterImage as i32,
+        model: String::new(),
+        quantity: 1,
+        labels,
+    };
+    assert_invalid(
+        s.quota
+            .reserve_batch(pb::ReserveBatchRequest {
+                account_id: ACCOUNT.into(),
+                items: vec![item("gen-b1", Default::default()), item("gen-b2", heavy)],
+                ttl_seconds: 0,
+            })
+            .await,
+        "items[1].labels",
+    );
+    // The names of refund grants are reserved.
+    assert_invalid(
+        s.admin
+            .grant_credits(authed(pb::GrantCreditsRequest {
+                account_id: ACCOUNT.into(),
+                grant_id: "refund:x:r1".into(),
+                units: 10,
+                source: pb::CreditSource::Promotional as i32,
+                expires_at: None,
+            }))
+            .await,
+        "grant_id",
     );
 
     assert_eq!(s.balance().await, balance_before);

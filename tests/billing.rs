@@ -566,11 +566,12 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
         ),
         "{s}"
     );
+    let refund_grant_id = quota_sidecar::ledger::account::refund_grant_id("v21", "r-v21");
     let refund_grant = s["credits"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| g["grant_id"] == "refund:v21:r-v21")
+        .find(|g| g["grant_id"] == refund_grant_id.as_str())
         .unwrap_or_else(|| panic!("no refund grant: {s}"));
     assert_eq!(
         (&refund_grant["source"], &refund_grant["remaining_units"]),
@@ -597,8 +598,8 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
     );
     let credits_granted: i64 = client
         .query_one(
-            "SELECT granted_units FROM credit_grants WHERE grant_id = 'refund:v21:r-v21'",
-            &[],
+            "SELECT granted_units FROM credit_grants WHERE grant_id = $1",
+            &[&refund_grant_id],
         )
         .await
         .unwrap()
@@ -606,7 +607,7 @@ async fn takes_a_live_stream_in_reports_health_and_stops_gracefully() {
     let ledger_grant = ledger
         .grants
         .iter()
-        .find(|g| g.grant_id == "refund:v21:r-v21")
+        .find(|g| g.grant_id == refund_grant_id)
         .expect("the ledger has the refund grant");
     assert_eq!(credits_granted as u64, ledger_grant.units_granted);
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use quota_sidecar::events::{self, EventLog, UsageEvent};
+use quota_sidecar::ledger::account::refund_grant_id;
 use quota_sidecar::ledger::{
     Catalog, CreditSource, GrantDraw, Kind, SharedCatalog, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
@@ -1378,7 +1379,7 @@ mod cases {
             (r.refunded_units, r.to_allowance, r.to_credits),
             (300, 200, 100)
         );
-        assert_eq!(r.grant_id.as_deref(), Some("refund:g1:r1"));
+        assert_eq!(r.grant_id, Some(refund_grant_id("g1", "r1")));
         assert_eq!(r.balance.allowance_used, 4800);
         assert_eq!(r.balance.credits_available, 400 + 100);
         let replay = s
@@ -1419,7 +1420,7 @@ mod cases {
         let refund_grant = view
             .grants
             .iter()
-            .find(|g| g.grant_id == "refund:g1:r2")
+            .find(|g| g.grant_id == refund_grant_id("g1", "r2"))
             .unwrap();
         assert_eq!(
             (
@@ -1441,11 +1442,12 @@ mod cases {
             (e.units, e.from_allowance, e.from_credits, e.allowance_added),
             (300, 200, 100, 200)
         );
+        let r1_grant = refund_grant_id("g1", "r1");
         assert_eq!(
             (e.refund_id.as_str(), e.grant_id.as_str()),
-            ("r1", "refund:g1:r1")
+            ("r1", r1_grant.as_str())
         );
-        assert_eq!(e.grants, draws(&[("refund:g1:r1", 100)]));
+        assert_eq!(e.grants, draws(&[(&r1_grant, 100)]));
         let e = &refunded[1];
         assert_eq!(
             (e.units, e.from_allowance, e.from_credits, e.allowance_added),
@@ -1630,15 +1632,261 @@ mod cases {
             ),
             (0, 0)
         );
+        // A retry answers the first answer.
         assert_eq!(
             s.revoke_credits(a, "promo", now)
                 .await
                 .unwrap()
                 .revoked_units,
-            0
+            50
         );
         let err = s.revoke_credits(a, "never", now).await.unwrap_err();
         assert!(matches!(err, StoreError::GrantNotFound { .. }), "{err:?}");
+    }
+
+    /// A grant and a generation of one account with the same id, created in the same
+    /// millisecond and expiring in the same millisecond, write two events with two ids: an
+    /// event id says whether it is about a hold or a grant. Every id of the run is unique.
+    pub async fn hold_and_grant_event_ids_differ(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(
+            &s,
+            a,
+            "X",
+            100,
+            CreditSource::Promotional,
+            Some(now + 100 * S),
+            now,
+        )
+        .await;
+        let mut c = image(a, "X");
+        c.ttl_seconds = 100;
+        s.reserve(&c, now).await.unwrap();
+        // A write after both expired: its lazy work expires the hold, then the grant.
+        let later = grant(
+            &s,
+            a,
+            "later",
+            1,
+            CreditSource::Purchased,
+            None,
+            now + 200 * S,
+        )
+        .await;
+        assert_eq!(
+            (later.balance.open_holds, later.balance.credits_available),
+            (0, 1)
+        );
+        let all = s.events().await;
+        let id_of = |t: &str| {
+            all.iter()
+                .find(|e| e.event_type == t)
+                .unwrap_or_else(|| panic!("no {t} in {all:?}"))
+                .id
+                .clone()
+        };
+        assert_eq!(
+            id_of(events::HOLD_EXPIRED),
+            format!("acct/hold/X@{now}:expired")
+        );
+        assert_eq!(
+            id_of(events::CREDITS_EXPIRED),
+            format!("acct/grant/X@{now}:expired")
+        );
+        assert_eq!(
+            id_of(events::HOLD_RESERVED),
+            format!("acct/hold/X@{now}:reserved")
+        );
+        assert_eq!(
+            id_of(events::CREDITS_GRANTED),
+            format!("acct/grant/X@{now}:granted")
+        );
+        let ids: std::collections::HashSet<&str> = all.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), all.len(), "two events share an id: {all:?}");
+    }
+
+    /// Refund grant ids are a digest of the generation and refund ids: `a:b` + `c` and
+    /// `a` + `b:c` name two grants, and the longest ids still make a grant id RevokeCredits
+    /// accepts. A grant that already bears the name (the gRPC edge reserves the `refund:`
+    /// prefix, the store does not) makes the refund a conflict that changes nothing.
+    pub async fn refund_grant_ids_cannot_collide(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        let long_gen = "g".repeat(quota_sidecar::ledger::MAX_ID_LEN);
+        let long_refund = "r".repeat(quota_sidecar::ledger::MAX_ID_LEN);
+        for gen in ["a:b", "a", long_gen.as_str(), "clash"] {
+            s.reserve(&image(a, gen), now).await.unwrap();
+            s.settle(a, gen, None, now).await.unwrap();
+        }
+        let first = s.refund(&refund_cmd(a, "a:b", "c", 0), now).await.unwrap();
+        let second = s
+            .refund(&refund_cmd(a, "a", "b:c", 0), now)
+            .await
+            .expect("a refund of another generation is another grant");
+        let long = s
+            .refund(&refund_cmd(a, &long_gen, &long_refund, 0), now)
+            .await
+            .unwrap();
+        let ids: Vec<String> = [&first, &second, &long]
+            .iter()
+            .map(|r| r.grant_id.clone().expect("refunded as credits"))
+            .collect();
+        assert_ne!(ids[0], ids[1]);
+        for id in &ids {
+            assert!(id.starts_with("refund:"), "{id}");
+            assert!(quota_sidecar::ledger::is_valid_id(id), "{id}");
+        }
+        assert_eq!(ids[0], refund_grant_id("a:b", "c"));
+        let revoked = s.revoke_credits(a, &ids[2], now).await.unwrap();
+        assert_eq!(revoked.revoked_units, 4);
+
+        let taken = refund_grant_id("clash", "r9");
+        grant(&s, a, &taken, 7, CreditSource::Promotional, None, now).await;
+        let before = s.account(a, now).await.unwrap();
+        let events_before = s.events().await.len();
+        let err = s
+            .refund(&refund_cmd(a, "clash", "r9", 0), now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::RefundConflict { refund_id } if refund_id == "r9"),
+            "{err:?}"
+        );
+        assert_eq!(s.account(a, now).await.unwrap(), before);
+        assert_eq!(s.events().await.len(), events_before);
+    }
+
+    /// Release after the grant the hold drew from expired: `returned_units` is what went
+    /// back (cost − lost), as the event says, on the first answer and on the replay.
+    pub async fn release_returns_only_what_went_back(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(
+            &s,
+            a,
+            "short",
+            40,
+            CreditSource::Promotional,
+            Some(now + 100 * S),
+            now,
+        )
+        .await;
+        grant(&s, a, "long", 100, CreditSource::Purchased, None, now).await;
+        let mut c = video(a, "g1", "standard", 5); // 50: 40 from short, 10 from long
+        c.ttl_seconds = 3600;
+        let r = s.reserve(&c, now).await.unwrap();
+        assert_eq!(r.hold.grants, draws(&[("short", 40), ("long", 10)]));
+        let later = now + 200 * S;
+        let released = s
+            .release(a, "g1", ReleaseReason::Failed, later)
+            .await
+            .unwrap();
+        assert_eq!(released.returned_units, 10);
+        assert_eq!(released.balance.credits_available, 100);
+        let replay = s
+            .release(a, "g1", ReleaseReason::Failed, later + S)
+            .await
+            .unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.returned_units, 10);
+        let e = s
+            .events()
+            .await
+            .into_iter()
+            .find(|e| e.event_type == events::HOLD_RELEASED)
+            .unwrap();
+        assert_eq!((e.units, e.from_credits, e.units_lost), (50, 10, 40));
+        // Nothing lost: all of it.
+        s.reserve(&image(a, "g2"), later).await.unwrap();
+        let released = s
+            .release(a, "g2", ReleaseReason::Failed, later)
+            .await
+            .unwrap();
+        assert_eq!(released.returned_units, 4);
+    }
+
+    /// A retried RevokeCredits answers what the first took, while the grant is live and
+    /// after it was dropped.
+    pub async fn retried_revoke_answers_the_first_answer(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(&s, a, "promo", 100, CreditSource::Promotional, None, now).await;
+        s.reserve(&video(a, "g1", "standard", 5), now)
+            .await
+            .unwrap();
+        let first = s.revoke_credits(a, "promo", now).await.unwrap();
+        assert_eq!(first.revoked_units, 50);
+        let again = s.revoke_credits(a, "promo", now + S).await.unwrap();
+        assert_eq!(again.revoked_units, 50, "retry while the grant is live");
+        assert_eq!(again.balance, first.balance);
+        s.settle(a, "g1", None, now + S).await.unwrap();
+        assert!(s.account(a, now + S).await.unwrap().grants.is_empty());
+        let dropped = s.revoke_credits(a, "promo", now + 2 * S).await.unwrap();
+        assert_eq!(
+            dropped.revoked_units, 50,
+            "retry after the grant was dropped"
+        );
+        let revoked: Vec<UsageEvent> = s
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == events::CREDITS_REVOKED)
+            .collect();
+        assert_eq!(revoked.len(), 1, "a retry writes nothing");
+        // A grant spent to nothing, never revoked: nothing to take.
+        grant(
+            &s,
+            a,
+            "exact",
+            4,
+            CreditSource::Promotional,
+            None,
+            now + 2 * S,
+        )
+        .await;
+        s.reserve(&image(a, "g2"), now + 2 * S).await.unwrap();
+        s.settle(a, "g2", None, now + 2 * S).await.unwrap();
+        let spent = s.revoke_credits(a, "exact", now + 3 * S).await.unwrap();
+        assert_eq!(spent.revoked_units, 0);
+    }
+
+    /// A ReserveBatch that repeats a known generation exactly and adds a new one is refused,
+    /// and the message says what differs: the new generation, not two identical specs.
+    pub async fn mixed_batch_conflict_says_what_differs(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        set_plan(&s, a, "start", "hollywood", now).await;
+        s.reserve(&image(a, "known"), now).await.unwrap();
+        let item = |gen: &str| BatchItem {
+            generation_id: gen.into(),
+            kind: Kind::CharacterImage,
+            model: "standard".into(),
+            quantity: 1,
+            labels: BTreeMap::new(),
+        };
+        let batch = ReserveBatchCmd {
+            account_id: a.into(),
+            items: vec![item("known"), item("fresh")],
+            ttl_seconds: 300,
+        };
+        let err = s.reserve_batch(&batch, now).await.unwrap_err();
+        match &err {
+            StoreError::GenerationConflict {
+                generation_id,
+                existing,
+                requested,
+            } => {
+                assert_eq!(generation_id, "known");
+                assert_ne!(existing, requested, "{err}");
+                assert!(requested.contains("`fresh`"), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("`fresh`"), "{err}");
+        let b = s.balance(a, now).await.unwrap();
+        assert_eq!(b.open_holds, 1);
     }
 
     pub async fn idempotent_admin_calls(s: Subject) {
@@ -2396,6 +2644,11 @@ conformance!(
     holds_pin_their_cycle,
     grant_expiring_mid_hold,
     revoke_with_a_live_hold,
+    hold_and_grant_event_ids_differ,
+    refund_grant_ids_cannot_collide,
+    release_returns_only_what_went_back,
+    retried_revoke_answers_the_first_answer,
+    mixed_batch_conflict_says_what_differs,
     idempotent_admin_calls,
     unknown_account_reads_as_empty,
     retention_forgets_by_the_callers_clock,

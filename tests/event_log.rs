@@ -173,7 +173,7 @@ mod cases {
             .read("billing", "c2", 100, false, 60_000, NOW_MS)
             .await
             .unwrap();
-        assert_eq!(ids(&next), [format!("a/g9@{NOW_MS}:reserved")]);
+        assert_eq!(ids(&next), [format!("a/hold/g9@{NOW_MS}:reserved")]);
         let bad = s
             .log
             .ack("billing", &["not-an-id".to_string()])

@@ -279,7 +279,8 @@ fn ids(events: &[pb::UsageEvent]) -> Vec<String> {
     events.iter().map(|e| e.id.clone()).collect()
 }
 
-/// Asserts a deterministic id `<account>/<key>@<created>:<what>`.
+/// Asserts a deterministic id `<account>/<key>@<created>:<what>` (`key`: `hold/<generation>`,
+/// `grant/<grant>` or a plan request id).
 fn assert_keyed_id(e: &pb::UsageEvent, key: &str, what: &str) {
     let prefix = format!("{}/{key}@", e.account_id);
     assert!(
@@ -327,7 +328,7 @@ mod cases {
                 .unwrap();
         }
         let e = sub.expect(&["credits.granted"]).await.remove(0);
-        assert_keyed_id(&e, "welcome", "granted");
+        assert_keyed_id(&e, "grant/welcome", "granted");
         assert_eq!(
             (e.grant_id.as_str(), e.units, e.source.as_str()),
             ("welcome", 100, "promotional")
@@ -341,7 +342,7 @@ mod cases {
             quota.reserve(video.clone()).await.unwrap();
         }
         let e = sub.expect(&["hold.reserved"]).await.remove(0);
-        assert_keyed_id(&e, "v1", "reserved");
+        assert_keyed_id(&e, "hold/v1", "reserved");
         assert_eq!(e.generation_id, "v1");
         assert_eq!(e.kind, pb::GenerationKind::Video as i32);
         assert_eq!((e.model.as_str(), e.quantity), ("pro", 10));
@@ -375,7 +376,7 @@ mod cases {
             quota.settle(settle.clone()).await.unwrap();
         }
         let e = sub.expect(&["hold.settled"]).await.remove(0);
-        assert_keyed_id(&e, "v1", "settled");
+        assert_keyed_id(&e, "hold/v1", "settled");
         assert_eq!(
             (e.quantity, e.units, e.from_allowance, e.from_credits),
             (7, 140, 140, 0)
@@ -406,7 +407,7 @@ mod cases {
         }
         let mut events = sub.expect(&["hold.reserved", "hold.released"]).await;
         let e = events.remove(1);
-        assert_keyed_id(&e, "i1", "released");
+        assert_keyed_id(&e, "hold/i1", "released");
         assert_eq!((e.units, e.reason.as_str()), (8, "content_filtered"));
         assert_eq!(e.kind, pb::GenerationKind::CharacterImage as i32);
         all.extend(events);
@@ -427,7 +428,7 @@ mod cases {
         all.extend(sub.expect(&["hold.reserved"]).await);
         clock.advance_ms(61 * S);
         let e = sub.expect(&["hold.expired"]).await.remove(0);
-        assert_keyed_id(&e, "f1", "expired");
+        assert_keyed_id(&e, "hold/f1", "expired");
         assert_eq!((e.generation_id.as_str(), e.units), ("f1", 2));
         assert_eq!(e.time, ts(T0 + 121 * S));
         all.push(e);
@@ -477,7 +478,7 @@ mod cases {
                 .unwrap();
         }
         let e = sub.expect(&["credits.revoked"]).await.remove(0);
-        assert_keyed_id(&e, "welcome", "revoked");
+        assert_keyed_id(&e, "grant/welcome", "revoked");
         assert_eq!(
             (e.grant_id.as_str(), e.units, e.source.as_str()),
             ("welcome", 100, "promotional")

@@ -200,7 +200,7 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
             .find(|e| e.id == id)
             .unwrap_or_else(|| panic!("{id}"))
     };
-    let settled = find(&format!("studio-1/v1@{APR1}:settled"));
+    let settled = find(&format!("studio-1/hold/v1@{APR1}:settled"));
     assert_eq!(
         (
             settled.quantity,
@@ -216,12 +216,12 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
     );
     assert_eq!(settled.labels["job"], "job-v1");
     assert_eq!(settled.cycle_start_ms, Some(APR1));
-    let released = find(&format!("studio-1/i1@{APR1}:released"));
+    let released = find(&format!("studio-1/hold/i1@{APR1}:released"));
     assert_eq!(
         (released.units, released.reason.as_str()),
         (8, "content_filtered")
     );
-    let expired = find(&format!("indie:2/f1@{APR1}:expired"));
+    let expired = find(&format!("indie:2/hold/f1@{APR1}:expired"));
     assert_eq!(
         (expired.units, expired.from_credits, expired.grants.len()),
         (2, 2, 1)
@@ -236,7 +236,7 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
         (upgraded.plan.as_str(), upgraded.previous_plan.as_str()),
         ("hollywood", "independent")
     );
-    let revoked = find(&format!("indie:2/pack@{APR1}:revoked"));
+    let revoked = find(&format!("indie:2/grant/pack@{APR1}:revoked"));
     assert_eq!(
         (revoked.units, revoked.source.as_str()),
         (498, "promotional")
@@ -246,6 +246,9 @@ async fn every_change_writes_one_event_and_both_stores_agree() {
         (renewed.plan.as_str(), renewed.allowance_added),
         ("independent", 2500)
     );
-    let extended = find(&format!("studio-1/v1@{APR1}:extended:{}", APR1 + 330 * S));
+    let extended = find(&format!(
+        "studio-1/hold/v1@{APR1}:extended:{}",
+        APR1 + 330 * S
+    ));
     assert_eq!(extended.expires_at_ms, Some(APR1 + 330 * S));
 }

@@ -1080,6 +1080,16 @@ fn targeted() -> Vec<(Req, &'static str)> {
         HashMap::from([("k".into(), "a\nb".into())]),
         HashMap::from([("k\u{7f}".into(), "v".into())]),
         HashMap::from([("k".into(), long.clone())]),
+        // Each label within its own limits, 40 KiB in all (32 keys of 64 and values of 256
+        // 4-byte characters): beyond the 4,096 bytes a hold's labels may take.
+        (0..32)
+            .map(|i| {
+                (
+                    format!("{i:02}{}", "\u{1d11e}".repeat(62)),
+                    "\u{1d11e}".repeat(256),
+                )
+            })
+            .collect(),
     ];
     for labels in &label_sets {
         cases.push((reserve_with(&|r| r.labels = labels.clone()), "labels"));

@@ -579,37 +579,39 @@ async fn refunds_go_back_to_the_allowance_and_as_credits() {
 
     // Charged from credits: it comes back as a promotional grant named after the refund.
     let c = "acct-refund-credits";
+    let r1_grant = quota_sidecar::ledger::account::refund_grant_id("gen-1", "r1");
+    let r2_grant = quota_sidecar::ledger::account::refund_grant_id("gen-1", "r2");
     ctl.run(&["grant", c, "pack-1", "100"]).ok();
     ctl.run(&["reserve", c, "gen-1", "video", "5"]).ok();
     ctl.run(&["settle", c, "gen-1"]).ok();
     let table = ctl.run(&["refund", c, "gen-1", "r1", "--units", "20"]).ok();
     assert!(
-        table.starts_with(
-            "refunded 20 units: 0 to the allowance, 20 as credits (grant refund:gen-1:r1)\n\n"
-        ),
+        table.starts_with(&format!(
+            "refunded 20 units: 0 to the allowance, 20 as credits (grant {r1_grant})\n\n"
+        )),
         "{table}"
     );
     assert!(table.contains("credits    70 available, 0 held"), "{table}");
     // Units 0: all that is left. A retry of a refund id replays it.
     let table = ctl.run(&["refund", c, "gen-1", "r2"]).ok();
     assert!(
-        table.starts_with(
-            "refunded 30 units: 0 to the allowance, 30 as credits (grant refund:gen-1:r2)\n"
-        ),
+        table.starts_with(&format!(
+            "refunded 30 units: 0 to the allowance, 30 as credits (grant {r2_grant})\n"
+        )),
         "{table}"
     );
     let table = ctl.run(&["refund", c, "gen-1", "r1", "--units", "20"]).ok();
     assert!(
-        table.starts_with(
-            "refunded 20 units: 0 to the allowance, 20 as credits (grant refund:gen-1:r1) \
-             (replayed: nothing changed)\n"
-        ),
+        table.starts_with(&format!(
+            "refunded 20 units: 0 to the allowance, 20 as credits (grant {r1_grant}) \
+                 (replayed: nothing changed)\n"
+        )),
         "{table}"
     );
     let account = ctl.run(&["account", c]).ok();
     assert_eq!(
-        row(&account, "refund:gen-1:r2")[..5],
-        ["refund:gen-1:r2", "promotional", "30", "30", "0"],
+        row(&account, &r2_grant)[..5],
+        [r2_grant.as_str(), "promotional", "30", "30", "0"],
         "{account}"
     );
 

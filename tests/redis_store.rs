@@ -676,3 +676,58 @@ async fn commands_inside_scripts_meet_the_targets() {
         println!("{line}");
     }
 }
+
+/// The largest event the API lets through, as the retention cap multiplies it (the sizing in
+/// docs/operations.md): 128-character account, generation and grant ids, and 4,096 bytes of
+/// labels (the bound) made of `"`, which the event's JSON escapes to twice its size.
+#[tokio::test]
+async fn a_worst_case_event_has_a_known_size() {
+    use quota_sidecar::store::keys::shard_prefix;
+    let server = harness::RedisServer::start();
+    let s = store(&server).await;
+    let account = "a".repeat(128);
+    s.grant_credits(
+        &GrantCmd {
+            account_id: account.clone(),
+            grant_id: "p".repeat(128),
+            units: 1_000_000,
+            source: CreditSource::Purchased,
+            expires_at_ms: None,
+        },
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    let labels: BTreeMap<String, String> = (0..16)
+        .map(|i| (format!("k{i:03}"), "\"".repeat(252)))
+        .collect();
+    assert_eq!(
+        labels.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+        quota_sidecar::api::validate::MAX_LABELS_BYTES
+    );
+    let stream = format!("{}events", shard_prefix(s.shards().of(&account)));
+    let usage = || -> u64 {
+        let out = server.cli(&["MEMORY", "USAGE", &stream, "SAMPLES", "0"]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("MEMORY USAGE: {out}"))
+    };
+    let before = usage();
+    // A hold.reserved and a hold.released per generation, both with the labels.
+    let rounds = 100;
+    for i in 0..rounds {
+        let generation = format!("{i:03}{}", "g".repeat(125));
+        let mut c = reserve_cmd(&account, &generation, Kind::CharacterImage, "standard", 1);
+        c.labels = labels.clone();
+        s.reserve(&c, NOW_MS).await.unwrap();
+        s.release(&account, &generation, ReleaseReason::Failed, NOW_MS)
+            .await
+            .unwrap();
+    }
+    let per_event = (usage() - before) / (2 * rounds);
+    println!("worst-case event: {per_event} B");
+    assert!(
+        (8_000..=12_000).contains(&per_event),
+        "a worst-case event takes {per_event} B; update the sizing in docs/operations.md"
+    );
+}

@@ -33,6 +33,15 @@ pub const MAX_REFUND_REASON_CHARS: usize = 256;
 pub const MAX_LABEL_KEY_CHARS: usize = 64;
 /// Longest label value, in characters.
 pub const MAX_LABEL_VALUE_CHARS: usize = 256;
+/// Most bytes of a hold's labels in all: keys and values, UTF-8. Labels are copied into every
+/// event of the hold (reserved, extended, settled or released or expired), and the retention
+/// cap counts events, not bytes: without this bound 32 labels of 4-byte characters make one
+/// event ~46 KB, and the cap would bound Redis memory in events only. With it every event has
+/// a known worst-case size (see the README's sizing).
+pub const MAX_LABELS_BYTES: usize = 4096;
+/// Refund grants are named `refund:<digest>` (see `ledger::account::refund_grant_id`): no
+/// GrantCredits may take such a name, or a later refund would find its grant taken.
+pub const RESERVED_GRANT_PREFIX: &str = "refund:";
 
 /// Earliest accepted timestamp, 2000-01-01T00:00:00Z: anything older is a client bug (often
 /// an unset clock or seconds sent as milliseconds the other way round).
@@ -134,7 +143,21 @@ pub fn labels(value: HashMap<String, String>) -> Result<BTreeMap<String, String>
             ),
         ));
     }
+    let bytes = label_bytes(&value);
+    if bytes > MAX_LABELS_BYTES {
+        return Err(invalid(
+            "labels",
+            format!(
+                "at most {MAX_LABELS_BYTES} bytes in all (keys and values, UTF-8), not {bytes}"
+            ),
+        ));
+    }
     Ok(value.into_iter().collect())
+}
+
+/// The size [`MAX_LABELS_BYTES`] bounds: every key and value, in UTF-8 bytes.
+pub fn label_bytes(value: &HashMap<String, String>) -> usize {
+    value.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// Why a hold is released: set and known.
@@ -347,6 +370,12 @@ pub fn set_plan_cmd(req: pb::SetPlanRequest, now_ms: i64) -> Result<SetPlanCmd, 
 pub fn grant_cmd(req: pb::GrantCreditsRequest, now_ms: i64) -> Result<GrantCmd, Status> {
     id("account_id", &req.account_id)?;
     id("grant_id", &req.grant_id)?;
+    if req.grant_id.starts_with(RESERVED_GRANT_PREFIX) {
+        return Err(invalid(
+            "grant_id",
+            format!("`{RESERVED_GRANT_PREFIX}` is reserved for the grants refunds create"),
+        ));
+    }
     let units = grant_units(req.units)?;
     let source = credit_source(req.source)?;
     let expires_at_ms = expires_at(req.expires_at.as_ref(), now_ms)?;
@@ -461,9 +490,14 @@ mod tests {
     #[test]
     fn label_limits() {
         let ok: HashMap<_, _> = (0..MAX_LABELS)
-            .map(|i| (format!("k{i}"), "v".repeat(MAX_LABEL_VALUE_CHARS)))
+            .map(|i| (format!("k{i}"), "v".repeat(64)))
             .collect();
         assert_eq!(labels(ok).unwrap().len(), MAX_LABELS);
+        let longest = HashMap::from([(
+            "k".repeat(MAX_LABEL_KEY_CHARS),
+            "v".repeat(MAX_LABEL_VALUE_CHARS),
+        )]);
+        assert!(labels(longest).is_ok());
         let too_many: HashMap<_, _> = (0..=MAX_LABELS)
             .map(|i| (format!("k{i}"), String::new()))
             .collect();
@@ -479,6 +513,50 @@ mod tests {
         // Characters, not bytes.
         let wide = HashMap::from([("ключ".into(), "é".repeat(MAX_LABEL_VALUE_CHARS))]);
         assert!(labels(wide).is_ok());
+    }
+
+    #[test]
+    fn labels_are_bounded_in_bytes_in_all() {
+        // 16 labels of 4 + 252 bytes: exactly the bound.
+        let at_bound: HashMap<_, _> = (0..16)
+            .map(|i| (format!("k{i:03}"), "v".repeat(252)))
+            .collect();
+        assert_eq!(label_bytes(&at_bound), MAX_LABELS_BYTES);
+        assert_eq!(labels(at_bound.clone()).unwrap().len(), 16);
+        let mut over = at_bound;
+        over.insert("k".into(), String::new());
+        let message = assert_names(labels(over), "labels");
+        assert!(message.contains("4096 bytes"), "{message}");
+        // Bytes, not characters: 32 keys and values within their own limits, 4-byte UTF-8.
+        let wide: HashMap<_, _> = (0..MAX_LABELS)
+            .map(|i| {
+                (
+                    format!("{i:02}{}", "𝄞".repeat(62)),
+                    "𝄞".repeat(MAX_LABEL_VALUE_CHARS),
+                )
+            })
+            .collect();
+        assert_names(labels(wide), "labels");
+        // The same bound on a batch item, named as the item's field.
+        let item = |labels: HashMap<String, String>| pb::ReserveItem {
+            generation_id: "g1".into(),
+            kind: pb::GenerationKind::CharacterImage as i32,
+            model: String::new(),
+            quantity: 1,
+            labels,
+        };
+        let big = HashMap::from([("k".to_string(), "v".repeat(250))]);
+        let heavy: HashMap<_, _> = (0..17)
+            .map(|i| (format!("k{i}"), "v".repeat(250)))
+            .collect();
+        let req = pb::ReserveBatchRequest {
+            account_id: "a1".into(),
+            items: vec![item(big), item(heavy)],
+            ttl_seconds: 0,
+        };
+        let mut req = req;
+        req.items[1].generation_id = "g2".into();
+        assert_names(reserve_batch_cmd(req), "items[1].labels");
     }
 
     #[test]
@@ -616,8 +694,18 @@ mod tests {
             expires_at: None,
         };
         assert_eq!(grant_cmd(grant.clone(), NOW_MS).unwrap().units, 10);
-        let mut bad = grant;
+        let mut bad = grant.clone();
         bad.grant_id = "g/1".into();
         assert_names(grant_cmd(bad, NOW_MS), "grant_id");
+        // Refund grants are named `refund:…`: no GrantCredits can take such a name.
+        for reserved in ["refund:x:r1", "refund:"] {
+            let mut bad = grant.clone();
+            bad.grant_id = reserved.into();
+            let message = assert_names(grant_cmd(bad, NOW_MS), "grant_id");
+            assert!(message.contains("reserved"), "{message}");
+        }
+        let mut fine = grant;
+        fine.grant_id = "refunds:x".into();
+        assert!(grant_cmd(fine, NOW_MS).is_ok());
     }
 }

@@ -34,11 +34,12 @@ pub const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 /// Result of a ledger operation.
 pub type LedgerResult<T> = Result<T, LedgerError>;
 
-/// A credit grant and whether it was revoked.
+/// A credit grant and, once revoked, what the revocation took (a retried RevokeCredits
+/// answers it again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantState {
     pub grant: Grant,
-    pub revoked: bool,
+    pub revoked: Option<u64>,
 }
 
 impl GrantState {
@@ -48,7 +49,7 @@ impl GrantState {
 
     /// Returned units only go back to a grant that can still be spent.
     fn spendable(&self, now_ms: i64) -> bool {
-        !self.revoked && !self.expired(now_ms)
+        self.revoked.is_none() && !self.expired(now_ms)
     }
 
     fn burn_key(&self) -> BurnKey<'_> {
@@ -132,10 +133,12 @@ impl PlanTerms {
     }
 }
 
-/// A dropped grant's terms, remembered so GrantCredits stays idempotent.
+/// A dropped grant's terms, remembered so GrantCredits stays idempotent, and what its
+/// revocation took, if it was revoked, so RevokeCredits does too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
     pub grant: Grant,
+    pub revoked_units: Option<u64>,
     pub forget_at_ms: i64,
 }
 
@@ -592,7 +595,9 @@ impl Account {
             let r = self.holds.get_mut(generation_id).expect("read above");
             r.hold.state = state;
             r.hold.charged_units = charge_units;
-            r.returned_units = r.hold.cost_units - charge_units;
+            // What went back: credits whose grant can no longer be spent are lost, not
+            // returned (allowance of an ended cycle went back to that cycle).
+            r.returned_units = r.hold.cost_units - charge_units - lost;
             r.charged_from_allowance = split.charged.from_allowance;
             r.forget_at_ms = Some(now_ms + RETENTION_MS);
             r.clone()
@@ -664,8 +669,7 @@ impl Account {
             ..UsageEvent::default()
         };
         let suffix = event_type.trim_start_matches("hold.");
-        let id =
-            events::keyed_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
+        let id = events::hold_event_id(&self.account_id, &h.generation_id, h.created_at_ms, suffix);
         self.emit(event_type, id, now_ms, event);
     }
 
@@ -690,7 +694,7 @@ impl Account {
                 expires_at_ms: g.grant.expires_at_ms,
                 ..UsageEvent::default()
             };
-            let id = events::keyed_event_id(
+            let id = events::grant_event_id(
                 &self.account_id,
                 &g.grant.grant_id,
                 g.grant.created_at_ms,
@@ -704,6 +708,7 @@ impl Account {
                 id,
                 Tombstone {
                     grant: g.grant,
+                    revoked_units: g.revoked,
                     forget_at_ms: now_ms + RETENTION_MS,
                 },
             );
@@ -804,7 +809,7 @@ impl Account {
             grant.grant_id.clone(),
             GrantState {
                 grant,
-                revoked: false,
+                revoked: None,
             },
         );
         Ok(())
@@ -1004,6 +1009,8 @@ impl Account {
     }
 
     /// Gives a whole hold back. Idempotent; after expiry it succeeds with nothing returned.
+    /// `returned_units` is what went back: the cost less the credits that could not, because
+    /// their grant had expired or been revoked (the event's `units_lost`).
     pub fn release(
         &mut self,
         generation_id: &str,
@@ -1019,7 +1026,6 @@ impl Account {
             // Expiry already gave everything back.
             HoldState::Expired => (false, 0),
             HoldState::Held => {
-                let cost = record.hold.cost_units;
                 self.finalize(
                     generation_id,
                     HoldState::Released,
@@ -1027,7 +1033,7 @@ impl Account {
                     reason.as_str(),
                     now_ms,
                 )?;
-                (false, cost)
+                (false, self.holds[generation_id].returned_units)
             }
         };
         self.sweep_grants(now_ms);
@@ -1068,7 +1074,7 @@ impl Account {
             ..UsageEvent::default()
         };
         let hold = hold.clone();
-        let id = events::keyed_event_id(
+        let id = events::hold_event_id(
             &self.account_id,
             generation_id,
             hold.created_at_ms,
@@ -1252,7 +1258,7 @@ impl Account {
             expires_at_ms: cmd.expires_at_ms,
             ..UsageEvent::default()
         };
-        let id = events::keyed_event_id(&self.account_id, &cmd.grant_id, now_ms, "granted");
+        let id = events::grant_event_id(&self.account_id, &cmd.grant_id, now_ms, "granted");
         self.emit(events::CREDITS_GRANTED, id, now_ms, event);
         Ok(Granted {
             grant,
@@ -1262,20 +1268,24 @@ impl Account {
     }
 
     /// Takes what is left of a grant; units held by open holds stay chargeable, and what a
-    /// release would give back to it is lost.
+    /// release would give back to it is lost. A retry answers what the first call took, also
+    /// after the grant was dropped; a grant spent to nothing and never revoked answers 0.
     pub fn revoke_credits(&mut self, grant_id: &str, now_ms: i64) -> LedgerResult<Revoked> {
         let revoked_units = match self.grants.get_mut(grant_id) {
-            Some(g) if g.revoked => 0,
+            Some(GrantState {
+                revoked: Some(units),
+                ..
+            }) => *units,
             Some(g) => {
-                g.revoked = true;
                 let units = std::mem::take(&mut g.grant.units_remaining);
+                g.revoked = Some(units);
                 let event = UsageEvent {
                     grant_id: grant_id.to_string(),
                     units,
                     source: g.grant.source.as_str().to_string(),
                     ..UsageEvent::default()
                 };
-                let id = events::keyed_event_id(
+                let id = events::grant_event_id(
                     &self.account_id,
                     grant_id,
                     g.grant.created_at_ms,
@@ -1284,7 +1294,9 @@ impl Account {
                 self.emit(events::CREDITS_REVOKED, id, now_ms, event);
                 units
             }
-            None if self.tombstones.contains_key(grant_id) => 0,
+            None if self.tombstones.contains_key(grant_id) => {
+                self.tombstones[grant_id].revoked_units.unwrap_or(0)
+            }
             None => {
                 return Err(LedgerError::GrantNotFound {
                     account_id: self.account_id.clone(),
@@ -1395,12 +1407,17 @@ impl Account {
                     .unwrap_or(i);
                 let item = &cmd.items[existing];
                 let r = known[existing].expect("found above");
-                return Err(conflict(
+                // With no id used for another generation, item `i` is a new one.
+                let new_generation = known[i]
+                    .is_none()
+                    .then(|| cmd.items[i].generation_id.as_str());
+                return Err(batch_conflict(
                     &item.generation_id,
                     r.hold.kind,
                     &r.hold.model,
                     r.hold.quantity,
                     &cmd.reserve_cmd(existing),
+                    new_generation,
                 ));
             }
             return Ok(ReservedBatch {
@@ -1442,7 +1459,7 @@ impl Account {
     /// Gives back a settled generation's charge, whole (`units` 0) or in part: the part that
     /// was charged from the allowance first, back to the allowance while the hold's cycle is
     /// the current one; everything else as credits to a new promotional grant
-    /// `refund:<generation_id>:<refund_id>` without expiry. Idempotent on the refund id; never
+    /// [`refund_grant_id`] without expiry. Idempotent on the refund id; never
     /// more than is left of the charge.
     pub fn refund(&mut self, cmd: &RefundCmd, now_ms: i64) -> LedgerResult<Refunded> {
         if let Some(r) = self.refunds.get(&cmd.refund_id) {
@@ -1490,8 +1507,12 @@ impl Account {
         let grant_id =
             (to_credits > 0).then(|| refund_grant_id(&cmd.generation_id, &cmd.refund_id));
         if let Some(id) = &grant_id {
+            // Only a grant made before the prefix was reserved can bear the name: a conflict
+            // with this refund's id, not a broken ledger.
             if self.grants.contains_key(id) || self.tombstones.contains_key(id) {
-                return Err(broken(format!("refund grant `{id}` exists already")));
+                return Err(LedgerError::RefundConflict {
+                    refund_id: cmd.refund_id.clone(),
+                });
             }
             self.add_grant(Grant {
                 grant_id: id.clone(),
@@ -1541,7 +1562,7 @@ impl Account {
             // which come after, carry none.
             ..UsageEvent::default()
         };
-        let id = events::keyed_event_id(
+        let id = events::hold_event_id(
             &self.account_id,
             &h.generation_id,
             h.created_at_ms,
@@ -1602,9 +1623,17 @@ pub fn unknown_plan(catalog: &Catalog, plan: &str) -> LedgerError {
     }
 }
 
-/// The promotional grant a refund's credits go to.
+/// The promotional grant a refund's credits go to: `refund:` and the SHA-1, in hex, of
+/// `<length of generation_id>:<generation_id>:<refund_id>`. The length prefix makes the
+/// encoding unambiguous (`a:b` + `c` and `a` + `b:c` are two grants, where joining the ids
+/// would name one), and the digest keeps the name at 47 characters, a grant id RevokeCredits
+/// accepts, however long the two ids are. GrantCredits refuses the `refund:` prefix, so no
+/// other grant takes such a name; the Lua twin computes the same with `redis.sha1hex`.
 pub fn refund_grant_id(generation_id: &str, refund_id: &str) -> String {
-    format!("refund:{generation_id}:{refund_id}")
+    let encoded = format!("{}:{generation_id}:{refund_id}", generation_id.len());
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, encoded.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("refund:{hex}")
 }
 
 /// Id of a `usage.threshold` event: unique per account, cycle (by number) and threshold.
@@ -1650,6 +1679,32 @@ pub fn conflict(
             "{} × {} on `{}`",
             requested.kind, requested.quantity, requested.model
         ),
+    }
+}
+
+/// The conflict of a ReserveBatch that names generation `generation_id`, reserved as `kind` ×
+/// `quantity` on `model`, for `requested`. When the batch asks for it exactly as reserved, what
+/// differs is the batch: `new_generation` is one of its items that is not reserved, and a batch
+/// is replayed only as a whole.
+pub fn batch_conflict(
+    generation_id: &str,
+    kind: super::Kind,
+    model: &str,
+    quantity: u32,
+    requested: &ReserveCmd,
+    new_generation: Option<&str>,
+) -> LedgerError {
+    let same = kind == requested.kind && model == requested.model && quantity == requested.quantity;
+    match new_generation {
+        Some(new) if same => LedgerError::GenerationConflict {
+            generation_id: generation_id.to_string(),
+            existing: format!("{kind} × {quantity} on `{model}`"),
+            requested: format!(
+                "the same in a batch that also holds `{new}`, which is not reserved (a batch \
+                 is replayed only as a whole)"
+            ),
+        },
+        _ => conflict(generation_id, kind, model, quantity, requested),
     }
 }
 

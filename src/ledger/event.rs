@@ -5,13 +5,32 @@ use std::collections::BTreeMap;
 
 use super::{GrantDraw, Kind};
 
-/// Id of an event about an idempotency key (generation, grant or plan request):
-/// `<account>/<key>@<created_ms>:<what>`, e.g. `studio-1/gen-7@1768435200000:settled`.
+/// Id of an event about an idempotency key: `<account>/<key>@<created_ms>:<what>`, e.g.
+/// `studio-1/upgrade-2@1768435200000:upgraded` for a plan request; holds and grants name
+/// what they are in the key ([`hold_event_id`], [`grant_event_id`]).
 /// Deterministic for downstream de-duplication, and unique for all time: a key reused after
 /// the store forgot it (see `RETENTION_SECONDS`) was created at another time. `@` and `/`
 /// cannot occur in ids, so the parts never run together.
 pub fn keyed_event_id(account_id: &str, key: &str, created_ms: i64, what: &str) -> String {
     format!("{account_id}/{key}@{created_ms}:{what}")
+}
+
+/// Id of an event about a hold: `<account>/hold/<generation>@<created_ms>:<what>`, e.g.
+/// `studio-1/hold/gen-7@1768435200000:settled`. The `hold/` part keeps it apart from an event
+/// about a grant of the same id created in the same millisecond (both can expire at once).
+pub fn hold_event_id(account_id: &str, generation_id: &str, created_ms: i64, what: &str) -> String {
+    keyed_event_id(
+        account_id,
+        &format!("hold/{generation_id}"),
+        created_ms,
+        what,
+    )
+}
+
+/// Id of an event about a grant: `<account>/grant/<grant>@<created_ms>:<what>`, e.g.
+/// `studio-1/grant/pack-7@1768435200000:granted`.
+pub fn grant_event_id(account_id: &str, grant_id: &str, created_ms: i64, what: &str) -> String {
+    keyed_event_id(account_id, &format!("grant/{grant_id}"), created_ms, what)
 }
 
 /// Event types. Billable: [`HOLD_SETTLED`] (usage), [`HOLD_REFUNDED`] (negative usage) and
@@ -35,9 +54,9 @@ pub const USAGE_THRESHOLD: &str = "usage.threshold";
 /// One change to an account. Fields that do not apply to a type stay empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UsageEvent {
-    /// Deterministic, for downstream de-duplication: `<account>/<generation>:settled`,
-    /// `<account>/<grant>:granted`, `<account>/<request>:<change>`,
-    /// `<account>:<cycle_start_ms>:renewed`.
+    /// Deterministic, for downstream de-duplication: `<account>/hold/<generation>@<ms>:settled`,
+    /// `<account>/grant/<grant>@<ms>:granted`, `<account>/<request>@<ms>:<change>`,
+    /// `<account>:<cycle_start_ms>:renewed` (see docs/events.md).
     pub id: String,
     /// One of the type constants of this module.
     pub event_type: String,

@@ -295,7 +295,7 @@ pub struct Refunded {
     pub to_allowance: u64,
     /// As credits, to the promotional grant `grant_id`.
     pub to_credits: u64,
-    /// `refund:<generation_id>:<refund_id>`, when anything went to credits.
+    /// `refund:<digest>` (see `account::refund_grant_id`), when anything went to credits.
     pub grant_id: Option<String>,
     pub replayed: bool,
     pub balance: Balance,

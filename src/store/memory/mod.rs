@@ -527,6 +527,7 @@ mod tests {
                 expires_at_ms: None,
                 created_at_ms: 0,
             },
+            revoked_units: None,
             forget_at_ms,
         }
     }

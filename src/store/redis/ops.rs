@@ -7,7 +7,9 @@ use super::library::Function;
 use super::plan_table::thresholds_arg;
 use super::reply::{anomaly, parse_state, ScriptReply};
 use super::RedisStore;
-use crate::ledger::account::{conflict, unit_cost, unknown_model, unknown_plan, wrong_state};
+use crate::ledger::account::{
+    batch_conflict, conflict, unit_cost, unknown_model, unknown_plan, wrong_state,
+};
 use crate::ledger::cycle::Anchor;
 use crate::ledger::{Catalog, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS};
 use crate::store::keys::AccountKeys;
@@ -494,7 +496,28 @@ impl Store for RedisStore {
                     .iter()
                     .position(|item| item.generation_id == gen)
                     .ok_or_else(|| anomaly(format!("conflict on unknown `{gen}`")))?;
-                Err(conflict_of(r, &gen, &cmd.reserve_cmd(i))?)
+                let new_generation = match r.index {
+                    Some(j) => Some(
+                        cmd.items
+                            .get(j)
+                            .ok_or_else(|| anomaly(format!("item {j}")))?
+                            .generation_id
+                            .as_str(),
+                    ),
+                    None => None,
+                };
+                let kind = ScriptReply::need(r.kind, "kind")?;
+                let kind = Kind::parse(&kind).ok_or_else(|| anomaly(kind))?;
+                let model = ScriptReply::need(r.model, "model")?;
+                let qty = ScriptReply::need(r.qty, "qty")?;
+                Err(batch_conflict(
+                    &gen,
+                    kind,
+                    &model,
+                    qty,
+                    &cmd.reserve_cmd(i),
+                    new_generation,
+                ))
             }
             "item" => {
                 let index = ScriptReply::need(r.index, "index")?;

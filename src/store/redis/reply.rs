@@ -64,7 +64,8 @@ pub struct ScriptReply {
     pub fc: Option<u64>,
     /// Quote: what Reserve would refuse with; ReserveBatch: why an item failed.
     pub refusal: Option<Box<ScriptReply>>,
-    /// ReserveBatch: the failing item, or the generation a conflict names.
+    /// ReserveBatch: the failing item (or, in a conflict, an item not reserved), and the
+    /// generation a conflict names.
     #[serde(default, deserialize_with = "opt_num")]
     pub index: Option<usize>,
     pub gen: Option<String>,

@@ -13,7 +13,7 @@ local function extend()
     OPEN_RAW[h.gen] = pack_open(h)
     acct_dirty = true
     write('ZADD', K_EXPIRY, n2s(exp), ACCOUNT_ID .. '/' .. h.gen)
-    emit('hold.extended', keyed_id(h.gen, h.created, 'extended:' .. n2s(exp)), {
+    emit('hold.extended', hold_event_id(h.gen, h.created, 'extended:' .. n2s(exp)), {
       'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(h.qty), 'expires', n2s(exp),
       'labels', hold_labels(h),
     })

@@ -20,7 +20,7 @@ local function grant_credits()
   if exp and exp <= NOW then return reply('expired') end
   g = add_grant(id, source, units, exp, tonumber(ARGV[13]))
   if not g then return reply('too_many') end
-  emit('credits.granted', keyed_id(id, g.created, 'granted'), {
+  emit('credits.granted', grant_event_id(id, g.created, 'granted'), {
     'grant', id, 'units', n2s(units), 'source', source, 'expires', exp and n2s(exp) or '',
   })
   return reply('ok', { grant = grant_reply(g), balance = balance_reply() })

@@ -209,6 +209,14 @@ local function keyed_id(key, created, what)
   return ACCOUNT_ID .. '/' .. key .. '@' .. n2s(created) .. ':' .. what
 end
 
+-- events::hold_event_id and events::grant_event_id: the key says what the event is about.
+local function hold_event_id(gen, created, what)
+  return keyed_id('hold/' .. gen, created, what)
+end
+local function grant_event_id(id, created, what)
+  return keyed_id('grant/' .. id, created, what)
+end
+
 -- Outbox: one stream entry per event, appended in the same script as the change, with only the
 -- fields the event has (empty ones, zero numbers and empty labels are left out: readers
 -- default them). Plain stream
@@ -286,8 +294,10 @@ end
 
 ---------------------------------------------------------------------------------------------
 -- Grants: hash field grant id -> "L|source|granted|remaining|held|expires|created|revoked" for
--- a live grant, "T|source|granted|expires|created|forget_ms" for a dropped one (its terms are
--- remembered for the retention period, so GrantCredits stays idempotent).
+-- a live grant (`revoked`: 0, or 1:<units the revocation took>; a bare 1, as earlier versions
+-- wrote, took units no longer known), "T|source|granted|expires|created|[r<units>|]forget_ms"
+-- for a dropped one (its terms are remembered for the retention period, so GrantCredits stays
+-- idempotent; `r<units>`: what its revocation took, so RevokeCredits does too).
 
 local grants        -- live grants by id, once loaded (nil: not loaded by this call)
 local tombs         -- dropped grants by id: { terms, forget }
@@ -300,21 +310,22 @@ local function load_grants()
   for i = 1, #raw, 2 do
     local id, v = raw[i], raw[i + 1]
     if string.sub(v, 1, 2) == 'T|' then
-      local terms, forget = string.match(v, '^T|(.*)|(%d+)$')
+      local terms, rv, forget = string.match(v, '^T|([^|]*|[^|]*|[^|]*|[^|]*)|r(%d+)|(%d+)$')
+      if not forget then terms, forget = string.match(v, '^T|(.*)|(%d+)$') end
       if not forget then broken('grant ' .. id .. ' reads `' .. v .. '`') end
       if tonumber(forget) <= NOW then
         write('HDEL', K_GRANTS, id)
       else
-        tombs[id] = { terms = terms, forget = tonumber(forget) }
+        tombs[id] = { terms = terms, rv = tonumber(rv), forget = tonumber(forget) }
       end
     else
-      local src, granted, rem, held, exp, created, revoked =
-        string.match(v, '^L|(%a+)|(%d+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d)$')
+      local src, granted, rem, held, exp, created, revoked, rv =
+        string.match(v, '^L|(%a+)|(%d+)|(%d+)|(%d+)|(%d*)|(%d+)|([01]):?(%d*)$')
       if not src then broken('grant ' .. id .. ' reads `' .. v .. '`') end
       local g = {
         id = id, src = src, granted = tonumber(granted), rem = tonumber(rem),
         held = tonumber(held), exp = tonumber(exp), created = tonumber(created),
-        revoked = revoked == '1',
+        revoked = revoked == '1', rv = tonumber(rv) or 0,
       }
       if g.rem + g.held > g.granted then broken('grant ' .. id .. ' reads `' .. v .. '`') end
       grants[id] = g
@@ -329,7 +340,10 @@ local function add_grant(id, source, units, exp, max_live)
   local live = 0
   for _ in pairs(grants) do live = live + 1 end
   if live >= max_live then return nil end
-  local g = { id = id, src = source, granted = units, rem = units, held = 0, exp = exp, created = NOW, revoked = false }
+  local g = {
+    id = id, src = source, granted = units, rem = units, held = 0, exp = exp, created = NOW,
+    revoked = false, rv = 0,
+  }
   grants[id] = g
   grants_dirty[id] = true
   acct.cr = acct.cr + units
@@ -383,7 +397,7 @@ local function sweep_grants()
   table.sort(expired, function(a, b) return bytes_less(a.id, b.id) end)
   if #expired > 0 then acct_dirty = true end
   for _, g in ipairs(expired) do
-    emit('credits.expired', keyed_id(g.id, g.created, 'expired'), {
+    emit('credits.expired', grant_event_id(g.id, g.created, 'expired'), {
       'grant', g.id, 'units', n2s(g.rem), 'source', g.src, 'expires', n2s(g.exp),
     })
     acct.cr = acct.cr - g.rem
@@ -392,7 +406,7 @@ local function sweep_grants()
   end
   for id, g in pairs(grants) do
     if g.held == 0 and g.rem == 0 then
-      tombs[id] = { terms = grant_terms(g), forget = NOW + RETENTION_MS }
+      tombs[id] = { terms = grant_terms(g), rv = g.revoked and g.rv or nil, forget = NOW + RETENTION_MS }
       grants[id] = nil
       grants_dirty[id] = true
       acct.ng = acct.ng - 1
@@ -405,7 +419,9 @@ end
 -- Holds. Open: account field `h:<gen>` =
 --   "exp|kind|model|qty|unit|fa|draws|created|cycle_start|cn" (times in base 36, the kind as
 --   one letter), its labels (JSON) in `l:<gen>` when there are any.
--- Finished: "state|kind|model|qty|unit|fa|draws|exp|created|charged|cycle_start|cn|forget",
+-- Finished: "state|kind|model|qty|unit|fa|draws|exp|created|charged|cycle_start|cn|refunded|
+-- cfa|[lost|]forget" (`cfa`: the part of the charge from the allowance; `lost`: credits that
+-- could not go back, only when there were any, so a record without reads as before),
 -- in `f:<account>/<gen>` when settled or released (the call's own key), in the account field
 -- `x:<gen>` when expired (reclaiming may expire holds of any generation, whose keys the call
 -- cannot declare).
@@ -478,13 +494,20 @@ local function pack_finished(h)
   return STATE_CODE[h.state] .. '|' .. KIND_CODE[h.kind] .. '|' .. h.model .. '|' .. n2s(h.qty) ..
     '|' .. n2s(h.unit) .. '|' .. n2s(h.fa) .. '|' .. draws_text(h.draws) .. '|' .. b36(h.exp) ..
     '|' .. b36(h.created) .. '|' .. n2s(h.charged) .. '|' .. b36(h.cycle) .. '|' .. n2s(h.cn) ..
-    '|' .. n2s(h.refunded or 0) .. '|' .. n2s(h.cfa or 0) .. '|' .. b36(h.forget)
+    '|' .. n2s(h.refunded or 0) .. '|' .. n2s(h.cfa or 0) ..
+    ((h.lost or 0) > 0 and '|' .. n2s(h.lost) or '') .. '|' .. b36(h.forget)
 end
 
+local FINISHED_FIELDS =
+  '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%d+)|(%d+)|'
 local function parse_finished(gen, v)
   local state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, cfa,
-    forget = string.match(v,
-      '^(%a)|(%a)|([^|]*)|(%d+)|(%d+)|(%d+)|([^|]*)|(%w+)|(%w+)|(%d+)|(%w+)|(%d+)|(%d+)|(%d+)|(%w+)$')
+    lost, forget = string.match(v, FINISHED_FIELDS .. '(%d+)|(%w+)$')
+  if not state then
+    state, kind, model, qty, unit, fa, draws, exp, created, charged, cycle, cn, refunded, cfa,
+      forget = string.match(v, FINISHED_FIELDS .. '(%w+)$')
+    lost = '0'
+  end
   if not state or not CODE_KIND[kind] or not CODE_STATE[state] then
     broken('finished hold ' .. gen .. ' reads `' .. v .. '`')
   end
@@ -493,6 +516,7 @@ local function parse_finished(gen, v)
     qty = tonumber(qty), unit = tonumber(unit), fa = tonumber(fa), draws = parse_draws(draws),
     exp = from36(exp), created = from36(created), charged = tonumber(charged),
     cycle = from36(cycle), cn = tonumber(cn), refunded = tonumber(refunded), cfa = tonumber(cfa),
+    lost = tonumber(lost),
     forget = from36(forget), labels = '{}',
   }
   h.cost = h.unit * h.qty
@@ -524,7 +548,7 @@ end
 local function hold_event(h, event_type, qty, units, fa, draws, reason, lost)
   local fc = 0
   for _, d in ipairs(draws) do fc = fc + d.units end
-  emit(event_type, keyed_id(h.gen, h.created, string.sub(event_type, 6)), {
+  emit(event_type, hold_event_id(h.gen, h.created, string.sub(event_type, 6)), {
     'gen', h.gen, 'kind', h.kind, 'model', h.model, 'qty', n2s(qty), 'units', n2s(units),
     'fa', n2s(fa), 'fc', n2s(fc), 'draws', draws_text(draws), 'reason', reason or '',
     'cycle', n2s(h.cycle), 'labels', hold_labels(h), 'lost', n2s(lost or 0),
@@ -594,6 +618,7 @@ local function finalize(h, state, charge, reason, own_key)
     end
   end
   h.state, h.charged, h.cfa, h.forget = state, charge, fa_charged, NOW + RETENTION_MS
+  h.lost = lost
   acct.ca = acct.ca + fa_charged
   acct.cc = acct.cc + (charge - fa_charged)
   acct_dirty = true
@@ -823,9 +848,11 @@ local function finish(result)
       if g then
         write('HSET', K_GRANTS, id, 'L|' .. g.src .. '|' .. n2s(g.granted) .. '|' .. n2s(g.rem) ..
           '|' .. n2s(g.held) .. '|' .. (g.exp and n2s(g.exp) or '') .. '|' .. n2s(g.created) ..
-          '|' .. (g.revoked and '1' or '0'))
+          '|' .. (g.revoked and '1:' .. n2s(g.rv) or '0'))
       elseif tombs[id] then
-        write('HSET', K_GRANTS, id, 'T|' .. tombs[id].terms .. '|' .. n2s(tombs[id].forget))
+        local t = tombs[id]
+        write('HSET', K_GRANTS, id,
+          'T|' .. t.terms .. '|' .. (t.rv and 'r' .. n2s(t.rv) .. '|' or '') .. n2s(t.forget))
       end
     end
     for _, w in ipairs(WRITES) do redis.call(unpack(w)) end

@@ -37,9 +37,11 @@ local function refund()
   local to_credits = units - to_allowance
   local grant_id = ''
   if to_credits > 0 then
-    grant_id = 'refund:' .. gen .. ':' .. refund_id
+    -- ledger::account::refund_grant_id: a digest of an unambiguous encoding of both ids.
+    grant_id = 'refund:' .. redis.sha1hex(n2s(#gen) .. ':' .. gen .. ':' .. refund_id)
     load_grants()
-    if grants[grant_id] or tombs[grant_id] then broken('refund grant ' .. grant_id .. ' exists already') end
+    -- Only a grant made before the prefix was reserved can bear the name: a conflict.
+    if grants[grant_id] or tombs[grant_id] then return reply('conflict') end
     if not add_grant(grant_id, 'promotional', to_credits, nil, tonumber(ARGV[13])) then
       return reply('too_many')
     end
@@ -52,7 +54,7 @@ local function refund()
   write('SET', K_OWN, pack_finished(h), 'KEEPTTL')
   local draws = {}
   if to_credits > 0 then draws[1] = { id = grant_id, units = to_credits } end
-  emit('hold.refunded', keyed_id(gen, h.created, 'refunded:' .. refund_id), {
+  emit('hold.refunded', hold_event_id(gen, h.created, 'refunded:' .. refund_id), {
     'gen', gen, 'kind', h.kind, 'model', h.model, 'units', n2s(units), 'fa', n2s(of_allowance),
     'fc', n2s(of_credits), 'added', n2s(to_allowance), 'draws', draws_text(draws),
     'grant', grant_id, 'reason', reason, 'refund', refund_id, 'cycle', n2s(h.cycle),

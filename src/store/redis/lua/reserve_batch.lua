@@ -1,7 +1,8 @@
 -- ReserveBatch (Account::reserve_batch): every item held, in order, or none. KEYS[5..4+n] the
 -- items' finished-hold keys. ARGV[9] ttl_ms, [10] n, then per item: generation id, kind,
 -- model, quantity, unit cost, labels (JSON).
--- Replies: ok|replayed {holds, balance} | conflict {gen, kind, model, qty}
+-- Replies: ok|replayed {holds, balance} | conflict {gen, kind, model, qty, index: an item not
+-- reserved, when there is one}
 --        | item {index, gen, refusal: {status: unknown_model|denied|insufficient, ...}}
 local function reserve_batch()
   local ttl_ms, n = tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -38,7 +39,13 @@ local function reserve_batch()
       if not name and known[i] then name = i end
     end
     local h = known[name]
-    return reply('conflict', { gen = items[name].gen, kind = h.kind, model = h.model, qty = n2s(h.qty) })
+    local fresh = nil
+    for i = 1, n do
+      if not fresh and not known[i] then fresh = n2s(i - 1) end
+    end
+    return reply('conflict', {
+      gen = items[name].gen, kind = h.kind, model = h.model, qty = n2s(h.qty), index = fresh,
+    })
   end
   -- A model the catalog lacks (no unit cost) is named before any item's funds or features.
   for i = 1, n do
