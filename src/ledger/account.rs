@@ -385,7 +385,12 @@ impl Account {
     ) -> LedgerResult<Transition<T>> {
         let mut next = self.clone();
         next.outbox.clear();
-        next.holds.extend(recalled.holds);
+        for (generation_id, record) in recalled.holds {
+            // An open hold is the generation's newest: a finished record under its id is of
+            // an earlier hold of that generation, past its forget time (the id could not have
+            // been reserved again otherwise) though not dropped yet, and must not hide it.
+            next.holds.entry(generation_id).or_insert(record);
+        }
         next.tombstones = recalled.tombstones;
         next.plan_requests = recalled.plan_requests;
         next.refunds = recalled.refunds;
