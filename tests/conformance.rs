@@ -13,7 +13,7 @@ use quota_sidecar::ledger::{
     Catalog, CreditSource, GrantDraw, Kind, SharedCatalog, MAX_LIVE_GRANTS, RETENTION_SECONDS,
 };
 use quota_sidecar::store::keys::Shards;
-use quota_sidecar::store::memory::MemoryStore;
+use quota_sidecar::store::memory::{MemoryStore, FORGOTTEN_PER_CALL};
 use quota_sidecar::store::redis::RedisStore;
 use quota_sidecar::store::*;
 use time::macros::datetime;
@@ -2576,6 +2576,82 @@ mod cases {
         let b = s.balance(downgrades, next).await.unwrap();
         assert_eq!((b.plan.as_str(), b.allowance_total), ("independent", 2500));
     }
+
+    /// A generation id reserved again once its finished hold is past retention names the new
+    /// hold, whatever is left of the old one: a store that drops forgotten records a few per
+    /// call (the memory store, its forget-time index) may still have the old record when the
+    /// id comes back, and it must not hide the open hold from Extend, Settle or Release.
+    pub async fn a_reused_generation_is_the_new_hold(s: Subject) {
+        let now = t0();
+        let kept_ms = i64::from(RETENTION_SECONDS) * S;
+        let a = "acct";
+        set_plan(&s, a, "start", "hollywood", now).await;
+        // Finished holds that retention forgets first: more than one call drops at once.
+        for i in 0..2 * FORGOTTEN_PER_CALL {
+            let id = format!("earlier-{i}");
+            s.reserve(&image(a, &id), now).await.unwrap();
+            s.release(a, &id, ReleaseReason::Cancelled, now)
+                .await
+                .unwrap();
+        }
+        let finished = now + S;
+        for id in ["g1", "g2"] {
+            s.reserve(&image(a, id), finished).await.unwrap();
+        }
+        let first = s.settle(a, "g1", None, finished).await.unwrap();
+        s.release(a, "g2", ReleaseReason::Failed, finished)
+            .await
+            .unwrap();
+
+        // Forgotten at the end of the retention period: both ids make new holds.
+        let later = finished + kept_ms;
+        for id in ["g1", "g2"] {
+            let again = s.reserve(&image(a, id), later).await.unwrap();
+            assert!(!again.replayed, "{id}");
+            assert_eq!(
+                (again.hold.state, again.hold.created_at_ms),
+                (HoldState::Held, later),
+                "{id}"
+            );
+        }
+        let extended = s.extend(a, "g1", 600, later).await.unwrap();
+        assert_eq!(
+            (extended.state, extended.expires_at_ms),
+            (HoldState::Held, later + 600 * S)
+        );
+        let settled = s.settle(a, "g1", None, later).await.unwrap();
+        assert!(!settled.replayed);
+        assert_eq!(
+            (settled.hold.state, settled.hold.created_at_ms),
+            (HoldState::Settled, later)
+        );
+        assert_eq!(settled.charged_units, settled.hold.cost_units);
+        let released = s
+            .release(a, "g2", ReleaseReason::Cancelled, later)
+            .await
+            .unwrap();
+        assert!(!released.replayed);
+        assert_eq!(
+            (released.hold.state, released.hold.created_at_ms),
+            (HoldState::Released, later)
+        );
+        assert_eq!(released.returned_units, released.hold.cost_units);
+        let b = s.balance(a, later).await.unwrap();
+        assert_eq!(
+            (b.open_holds, b.allowance_held, b.allowance_used),
+            (0, 0, first.charged_units + settled.charged_units)
+        );
+        // The new holds are remembered as such.
+        let replay = s.settle(a, "g1", None, later + 1).await.unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.hold, settled.hold);
+        let replay = s
+            .release(a, "g2", ReleaseReason::Cancelled, later + 1)
+            .await
+            .unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.hold, released.hold);
+    }
 }
 
 macro_rules! conformance {
@@ -2668,4 +2744,5 @@ conformance!(
     settle_charges_expired_credits_before_free_allowance,
     a_removed_plan_keeps_its_terms_and_replays_answer,
     a_long_past_changes_no_answer,
+    a_reused_generation_is_the_new_hold,
 );

@@ -388,7 +388,12 @@ impl Account {
     ) -> LedgerResult<Transition<T>> {
         let mut next = self.clone();
         next.outbox.clear();
-        next.holds.extend(recalled.holds);
+        for (generation_id, record) in recalled.holds {
+            // An open hold is the generation's newest: a finished record under its id is of
+            // an earlier hold of that generation, past its forget time (the id could not have
+            // been reserved again otherwise) though not dropped yet, and must not hide it.
+            next.holds.entry(generation_id).or_insert(record);
+        }
         next.tombstones = recalled.tombstones;
         next.plan_requests = recalled.plan_requests;
         next.refunds = recalled.refunds;
@@ -1934,6 +1939,36 @@ mod tests {
             t.remembered.holds.is_empty(),
             "a forgotten record is not kept"
         );
+    }
+
+    #[test]
+    fn a_record_past_its_forget_time_does_not_hide_the_generations_new_hold() {
+        // This ledger's past keeps every record: a forgotten one is still recalled.
+        let mut a = Ledger::new("a");
+        plan(&mut a, "p1", "microbudget", None, T0);
+        let cmd = reserve_cmd("g", Kind::CharacterImage, "standard", 1, 300);
+        run(&mut a, T0, |x| x.reserve(&Catalog::builtin(), &cmd, T0)).unwrap();
+        run(&mut a, T0, |x| x.release("g", ReleaseReason::Failed, T0)).unwrap();
+
+        let later = T0 + RETENTION_MS;
+        let (again, _) = run(&mut a, later, |x| {
+            x.reserve(&Catalog::builtin(), &cmd, later)
+        })
+        .unwrap();
+        assert!(!again.replayed);
+        assert_eq!(a.past.holds["g"].hold.state, HoldState::Released);
+        let (extended, _) = run(&mut a, later, |x| x.extend("g", 600, later)).unwrap();
+        assert_eq!(
+            (extended.state, extended.created_at_ms),
+            (HoldState::Held, later)
+        );
+        let (released, _) = run(&mut a, later, |x| {
+            x.release("g", ReleaseReason::Cancelled, later)
+        })
+        .unwrap();
+        assert!(!released.replayed);
+        assert_eq!(released.returned_units, released.hold.cost_units);
+        assert_eq!(a.past.holds["g"].hold.created_at_ms, later);
     }
 
     #[test]

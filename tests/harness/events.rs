@@ -14,21 +14,38 @@ pub async fn redis_events(url: &str) -> Vec<UsageEvent> {
     all
 }
 
+/// Stream entries one XRANGE reads at most: a long run's stream in one reply can take longer
+/// than the connection's response timeout on a loaded machine.
+const ENTRIES_PER_READ: usize = 1_000;
+
 /// Every event of one shard's stream, in stream order.
 pub async fn shard_events(
     conn: &mut ::redis::aio::MultiplexedConnection,
     shard: u32,
 ) -> Vec<UsageEvent> {
     let key = format!("{}events", shard_prefix(shard));
-    let entries: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
-        .arg(&key)
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
-        .await
-        .unwrap();
+    let mut entries = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let page: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(ENTRIES_PER_READ)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let full = page.ids.len() == ENTRIES_PER_READ;
+        if let Some(last) = page.ids.last() {
+            start = format!("({}", last.id);
+        }
+        entries.extend(page.ids);
+        if !full {
+            break;
+        }
+    }
     entries
-        .ids
         .into_iter()
         .map(|entry| {
             let fields: Vec<(String, String)> = entry
