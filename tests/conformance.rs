@@ -2467,6 +2467,39 @@ mod cases {
         assert_eq!(e.grants, draws(&[("soon", 200)]));
     }
 
+    /// A Settle for less answers as returned only what went back: credits of a grant that
+    /// expired while held are lost, not returned (first answer and replay alike).
+    pub async fn settle_for_less_returns_only_what_went_back(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(
+            &s,
+            a,
+            "soon",
+            100,
+            CreditSource::Promotional,
+            Some(now + 60 * S),
+            now,
+        )
+        .await;
+        let r = s
+            .reserve(&video(a, "g1", "standard", 5), now)
+            .await
+            .unwrap();
+        assert_eq!(r.hold.grants, draws(&[("soon", 50)]));
+        let settled = s.settle(a, "g1", Some(2), now + 120 * S).await.unwrap();
+        assert_eq!((settled.charged_units, settled.returned_units), (20, 0));
+        let again = s.settle(a, "g1", Some(2), now + 121 * S).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!((again.charged_units, again.returned_units), (20, 0));
+        let events = s.events().await;
+        let e = events
+            .iter()
+            .find(|e| e.event_type == events::HOLD_SETTLED)
+            .expect("hold.settled");
+        assert_eq!((e.units, e.from_credits, e.units_lost), (20, 20, 30));
+    }
+
     /// DESIGN.md §9: an account keeps the terms it bought. A reload that removes the plan (and
     /// a model) neither turns an upgrade into an overcharge nor stops replays being answered.
     pub async fn a_removed_plan_keeps_its_terms_and_replays_answer(s: Subject) {
@@ -2742,6 +2775,7 @@ conformance!(
     settle_takes_allowance_freed_since_the_reserve,
     settle_takes_free_allowance_then_credits,
     settle_charges_expired_credits_before_free_allowance,
+    settle_for_less_returns_only_what_went_back,
     a_removed_plan_keeps_its_terms_and_replays_answer,
     a_long_past_changes_no_answer,
     a_reused_generation_is_the_new_hold,

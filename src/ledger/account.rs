@@ -981,7 +981,7 @@ impl Account {
                 let hold = record.hold;
                 return Ok(Settled {
                     charged_units: hold.charged_units,
-                    returned_units: hold.cost_units - hold.charged_units,
+                    returned_units: record.returned_units,
                     hold,
                     replayed: true,
                     balance: self.balance(),
@@ -1003,10 +1003,11 @@ impl Account {
         self.finalize(generation_id, HoldState::Settled, charge_units, "", now_ms)?;
         self.announce_thresholds(catalog.alert_thresholds_percent(), now_ms);
         self.sweep_grants(now_ms);
-        let hold = self.holds[generation_id].hold.clone();
+        let record = &self.holds[generation_id];
+        let (hold, returned_units) = (record.hold.clone(), record.returned_units);
         Ok(Settled {
             charged_units: charge_units,
-            returned_units: hold.cost_units - charge_units,
+            returned_units,
             hold,
             replayed: false,
             balance: self.balance(),

@@ -174,6 +174,8 @@ pub struct Reserved {
 pub struct Settled {
     pub hold: Hold,
     pub charged_units: u64,
+    /// What went back: the cost less the charge and the credits that could not go back (their
+    /// grant expired or was revoked while held; the event's `units_lost`).
     pub returned_units: u64,
     pub replayed: bool,
     pub balance: Balance,
