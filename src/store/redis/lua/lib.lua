@@ -176,7 +176,8 @@ local function load_account(own)
     end
   else
     acct = {
-      l = ACCOUNT_LAYOUT, plan = 'none', pp = 0, pa = 0, sp = '', spp = 0, spa = 0, ad = 0, at = 0, cs = 0, ce = 0, cn = 0, tot = 0,
+      l = ACCOUNT_LAYOUT, plan = 'none', pp = 0, pa = 0, sp = '', spp = 0, spa = 0, ad = 0, at = 0,
+      cs = 0, ce = 0, cn = 0, tot = 0,
       used = 0, held = 0, seq = 0, ca = 0, cc = 0, cr = 0, ch = 0, gx = 0, ng = 0, tp = 0,
       h = {}, x = {},
     }
