@@ -624,24 +624,12 @@ impl Rebuilt {
                             e.id,
                             e.from_allowance
                         );
-                        // Credits of grants that expired or were revoked while held could
-                        // not go back: they are charged before free allowance.
-                        let from_live_grants: u64 = e
-                            .grants
-                            .iter()
-                            .filter(|c| {
-                                self.grants
-                                    .get(&c.grant_id)
-                                    .is_some_and(|g| !g.2 && g.3.is_none_or(|at| at > e.time_ms))
-                            })
-                            .map(|c| c.units)
-                            .sum();
                         let free = self.allowance_total - self.allowance_used - self.allowance_held;
                         assert!(
-                            from_live_grants == 0 || free == 0,
-                            "{}: {from_live_grants} charged from live grants while {free} \
-                             allowance is free",
-                            e.id
+                            e.from_credits == 0 || free == 0,
+                            "{}: {} charged from credits while {free} allowance is free",
+                            e.id,
+                            e.from_credits
                         );
                     } else {
                         assert_eq!(e.from_allowance, held_allowance, "{}", e.id);

@@ -531,9 +531,8 @@ impl Account {
     }
 
     /// Ends a held hold, charging `charge_units` (split anew: what it drew from the allowance,
-    /// then draws of grants that expired or were revoked while held, then allowance free now in
-    /// its own cycle, then its other draws in burn order; see [`split_charge`]) and giving the
-    /// rest back: allowance only to the hold's own cycle, credits only
+    /// then allowance free now in its own cycle, then its draws in burn order; see
+    /// [`split_charge`]) and giving the rest back: allowance only to the hold's own cycle, credits only
     /// to grants that can still be spent; what cannot go back is lost, and the event says so.
     fn finalize(
         &mut self,
@@ -565,12 +564,7 @@ impl Account {
         } else {
             0
         };
-        let returnable = |d: &GrantDraw| {
-            self.grants
-                .get(&d.grant_id)
-                .is_some_and(|g| g.spendable(now_ms))
-        };
-        let split = split_charge(charge_units, &held, allowance_free, returnable);
+        let split = split_charge(charge_units, &held, allowance_free);
         let mut allowance_back = 0;
         if same_cycle {
             self.allowance_held =
@@ -600,9 +594,13 @@ impl Account {
             let r = self.holds.get_mut(generation_id).expect("read above");
             r.hold.state = state;
             r.hold.charged_units = charge_units;
-            // What went back: credits whose grant can no longer be spent are lost, not
-            // returned (allowance of an ended cycle went back to that cycle).
-            r.returned_units = r.hold.cost_units - charge_units - lost;
+            // What of the hold went back: the allowance it drew and the charge did not take
+            // (to an ended cycle, when the hold's cycle ended), and credits to grants that can
+            // still be spent; those of a grant that cannot are lost, not returned. With the
+            // re-split a charge may take allowance the hold did not draw and give back credits
+            // it did.
+            r.returned_units =
+                split.returned.from_allowance + back.iter().map(|d| d.units).sum::<u64>();
             r.charged_from_allowance = split.charged.from_allowance;
             r.forget_at_ms = Some(now_ms + RETENTION_MS);
             r.clone()

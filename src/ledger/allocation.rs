@@ -129,37 +129,24 @@ pub struct SettleSplit {
 
 /// Splits a hold's funds when `charge_units` (≤ the hold) is charged, anew at the moment of
 /// the charge (DESIGN.md §9: credits only after the allowance, also at the charge): first what
-/// the hold drew from the allowance; then draws that could not go back (`returnable` says no:
-/// the grant expired or was revoked while held, so giving them back would lose them); then up
-/// to `allowance_free_units` (allowance free now in the hold's own cycle, 0 in another); and
-/// the rest from the other draws in burn order. Credits the charge does not take go back.
+/// the hold drew from the allowance, then up to `allowance_free_units` (allowance free now in
+/// the hold's own cycle, 0 in another), and credits only for the rest, in burn order from what
+/// the hold drew. Credits the charge does not take go back (or are lost, when their grant
+/// expired or was revoked while held: the caller decides which).
 pub fn split_charge(
     charge_units: u64,
     held: &Allocation,
     allowance_free_units: u64,
-    returnable: impl Fn(&GrantDraw) -> bool,
 ) -> SettleSplit {
     let from_held_allowance = charge_units.min(held.from_allowance);
     let mut rest = charge_units - from_held_allowance;
-    let mut taken = vec![0; held.draws.len()];
-    for (i, draw) in held.draws.iter().enumerate() {
-        if !returnable(draw) {
-            taken[i] = rest.min(draw.units);
-            rest -= taken[i];
-        }
-    }
     let from_free_allowance = rest.min(allowance_free_units);
     rest -= from_free_allowance;
-    for (i, draw) in held.draws.iter().enumerate() {
-        if returnable(draw) {
-            taken[i] = rest.min(draw.units);
-            rest -= taken[i];
-        }
-    }
-    assert_eq!(rest, 0, "charge {charge_units} exceeds the hold");
     let mut charged = Vec::new();
     let mut returned = Vec::new();
-    for (draw, take) in held.draws.iter().zip(taken) {
+    for draw in &held.draws {
+        let take = rest.min(draw.units);
+        rest -= take;
         if take > 0 {
             charged.push(GrantDraw {
                 grant_id: draw.grant_id.clone(),
@@ -173,6 +160,7 @@ pub fn split_charge(
             });
         }
     }
+    assert_eq!(rest, 0, "charge {charge_units} exceeds the hold");
     SettleSplit {
         charged: Allocation {
             from_allowance: from_held_allowance + from_free_allowance,
@@ -282,18 +270,18 @@ mod tests {
             from_allowance: 10,
             draws: vec![draw("g1", 5), draw("g2", 5)],
         };
-        let s = split_charge(12, &held, 0, |_| true);
+        let s = split_charge(12, &held, 0);
         assert_eq!(s.charged.from_allowance, 10);
         assert_eq!(s.charged.draws, vec![draw("g1", 2)]);
         assert_eq!(s.returned.from_allowance, 0);
         assert_eq!(s.returned.draws, vec![draw("g1", 3), draw("g2", 5)]);
-        let s = split_charge(4, &held, 0, |_| true);
+        let s = split_charge(4, &held, 0);
         assert_eq!(
             (s.charged.from_allowance, s.returned.from_allowance),
             (4, 6)
         );
         assert_eq!(s.returned.from_credits(), 10);
-        let s = split_charge(20, &held, 0, |_| true);
+        let s = split_charge(20, &held, 0);
         assert_eq!(
             s.returned,
             Allocation {
@@ -301,7 +289,7 @@ mod tests {
                 draws: vec![]
             }
         );
-        let s = split_charge(0, &held, 0, |_| true);
+        let s = split_charge(0, &held, 0);
         assert_eq!(s.returned, held);
     }
 
@@ -312,7 +300,7 @@ mod tests {
             from_allowance: 200,
             draws: vec![draw("bought", 200)],
         };
-        let s = split_charge(400, &held, 4_800, |_| true);
+        let s = split_charge(400, &held, 4_800);
         assert_eq!(s.charged.from_allowance, 400);
         assert!(s.charged.draws.is_empty());
         assert_eq!(s.returned.draws, vec![draw("bought", 200)]);
@@ -322,34 +310,15 @@ mod tests {
             from_allowance: 10,
             draws: vec![draw("g1", 5), draw("g2", 5)],
         };
-        let s = split_charge(20, &held, 3, |_| true);
+        let s = split_charge(20, &held, 3);
         assert_eq!(s.charged.from_allowance, 13);
         assert_eq!(s.charged.draws, vec![draw("g1", 5), draw("g2", 2)]);
         assert_eq!(s.returned.draws, vec![draw("g2", 3)]);
         // A charge within what the hold drew from the allowance takes nothing free.
-        let s = split_charge(8, &held, 100, |_| true);
+        let s = split_charge(8, &held, 100);
         assert_eq!(
             (s.charged.from_allowance, s.returned.from_allowance),
             (8, 2)
         );
-    }
-
-    #[test]
-    fn draws_that_cannot_go_back_are_charged_before_free_allowance() {
-        let held = Allocation {
-            from_allowance: 200,
-            draws: vec![draw("live", 100), draw("expired", 100)],
-        };
-        let s = split_charge(400, &held, 4_800, |d| d.grant_id != "expired");
-        assert_eq!(s.charged.from_allowance, 300);
-        assert_eq!(s.charged.draws, vec![draw("expired", 100)]);
-        assert_eq!(s.returned.draws, vec![draw("live", 100)]);
-        // No free allowance: burn order for the rest.
-        let s = split_charge(350, &held, 0, |d| d.grant_id != "expired");
-        assert_eq!(
-            s.charged.draws,
-            vec![draw("live", 50), draw("expired", 100)]
-        );
-        assert_eq!(s.returned.draws, vec![draw("live", 50)]);
     }
 }

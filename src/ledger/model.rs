@@ -174,8 +174,10 @@ pub struct Reserved {
 pub struct Settled {
     pub hold: Hold,
     pub charged_units: u64,
-    /// What went back: the cost less the charge and the credits that could not go back (their
-    /// grant expired or was revoked while held; the event's `units_lost`).
+    /// What of the hold went back: the allowance it drew and the charge did not take, and its
+    /// credits the charge did not take, less those that could not go back (their grant expired
+    /// or was revoked while held; the event's `units_lost`). A charge that took allowance freed
+    /// since the Reserve gives back credits the hold drew, so this may exceed cost − charge.
     pub returned_units: u64,
     pub replayed: bool,
     pub balance: Balance,

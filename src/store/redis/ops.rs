@@ -598,64 +598,77 @@ impl Store for RedisStore {
             return Ok(0);
         }
         let index = crate::store::keys::shard_expiry(&crate::store::keys::shard_prefix(shard));
+        let window = max_accounts.saturating_mul(SWEEP_ENTRIES_PER_ACCOUNT);
+        // Holds other calls found expired wait in the index below every expiry (MOVE_SCORE):
+        // moved to their own keys first. They are no account's due work (the memory store has
+        // no such entries), so they neither count nor take the window's places.
         let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(&index).arg("-inf").arg(now_ms).arg("LIMIT").arg(0);
-        cmd.arg(max_accounts.saturating_mul(SWEEP_ENTRIES_PER_ACCOUNT));
+        cmd.arg(&index).arg("-inf").arg("(0").arg("LIMIT").arg(0);
+        cmd.arg(window);
         let mut conn = self.conn.clone();
-        let due: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
-        let (mut expired, mut swept_accounts) = (0, 0);
-        // An account whose entries were only holds another call found expired (`moved`) is
-        // not one the memory store would visit: it does not count against `max_accounts`.
-        for (account, members) in due_accounts(due, usize::MAX) {
-            if swept_accounts == max_accounts {
-                break;
+        let waiting: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+        for (account, members) in due_accounts(waiting, usize::MAX) {
+            match self.sweep_account(&account, &members, "move", now_ms).await {
+                Ok(_) => {}
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                Err(e) => crate::store::sweeper::skipped(&account, &e),
             }
-            let keys = AccountKeys::new(&account, self.shards);
-            // Each due entry's finished-hold key, declared: the expiry is written there.
-            let finished: Vec<String> = members
-                .iter()
-                .map(|member| {
-                    let generation = member.get(account.len() + 1..).unwrap_or_default();
-                    keys.finished_hold(&account, generation)
-                })
-                .collect();
-            let Some((first, more)) = finished.split_first() else {
-                continue;
-            };
-            let swept = self
-                .run(
-                    Function::ExpireDue,
-                    &keys,
-                    &account,
-                    first,
-                    now_ms,
-                    |call| {
-                        for key in more {
-                            call.key(key);
-                        }
-                        call.arg(&members);
-                    },
-                )
+        }
+        // The window both stores read: the first entries due by now, earliest first.
+        let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(&index).arg(0).arg(now_ms).arg("LIMIT").arg(0);
+        cmd.arg(window);
+        let due: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+        let mut expired = 0;
+        for (account, members) in due_accounts(due, max_accounts) {
+            match self
+                .sweep_account(&account, &members, "expire", now_ms)
                 .await
-                .and_then(|r| match r.status.as_str() {
-                    "ok" => Ok(Some(ScriptReply::need(r.expired, "expired")?)),
-                    "moved" => Ok(None),
-                    other => Err(anomaly(other)),
-                });
-            match swept {
-                Ok(Some(n)) => {
-                    expired += n;
-                    swept_accounts += 1;
-                }
-                Ok(None) => {}
+            {
+                Ok(n) => expired += n,
                 Err(e @ StoreError::Unavailable(_)) => return Err(e),
                 // One broken account must not stop the expiry of every other one.
-                Err(e) => {
-                    crate::store::sweeper::skipped(&account, &e);
-                    swept_accounts += 1;
-                }
+                Err(e) => crate::store::sweeper::skipped(&account, &e),
             }
         }
         Ok(expired)
+    }
+}
+
+impl RedisStore {
+    /// One ExpireDue call for `account`'s index `members` in `mode` (`move`: holds another
+    /// call found expired, moved to their keys; `expire`: due holds): the holds it expired.
+    async fn sweep_account(
+        &self,
+        account: &str,
+        members: &[String],
+        mode: &str,
+        now_ms: i64,
+    ) -> StoreResult<u32> {
+        let keys = AccountKeys::new(account, self.shards);
+        // Each entry's finished-hold key, declared: the expiry is written there.
+        let finished: Vec<String> = members
+            .iter()
+            .map(|member| {
+                let generation = member.get(account.len() + 1..).unwrap_or_default();
+                keys.finished_hold(account, generation)
+            })
+            .collect();
+        let Some((first, more)) = finished.split_first() else {
+            return Ok(0);
+        };
+        let r = self
+            .run(Function::ExpireDue, &keys, account, first, now_ms, |call| {
+                for key in more {
+                    call.key(key);
+                }
+                call.arg(mode).arg(members);
+            })
+            .await?;
+        match r.status.as_str() {
+            "ok" => ScriptReply::need(r.expired, "expired"),
+            "moved" => Ok(0),
+            other => Err(anomaly(other)),
+        }
     }
 }

@@ -38,6 +38,9 @@ local K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN
 -- Generation id -> the declared key of its finished hold, for the holds this call may finish.
 local FINISHED_KEYS
 local DAY_MS = 86400000
+-- The expiry-index score of a hold expired by a call that could not declare its key, waiting
+-- for the sweeper to move it: below every expiry (RedisStore::expire_due reads the two apart).
+local MOVE_SCORE = '-1'
 -- The layout of the account's state, stored in it as `l`.
 local ACCOUNT_LAYOUT = 3
 
@@ -563,31 +566,21 @@ end
 local function finalize(h, state, charge, reason, own_key)
   if charge > h.cost then broken('charge ' .. n2s(charge) .. ' above hold ' .. n2s(h.cost)) end
   local same_cycle = acct.ce ~= 0 and h.cn == acct.cn
-  -- ledger::allocation::split_charge: what the hold drew from the allowance, then draws that
-  -- cannot go back (grant expired or revoked while held), then allowance free now (beside this
-  -- hold) in its own cycle, then the other draws in burn order.
+  -- ledger::allocation::split_charge: what the hold drew from the allowance, then allowance
+  -- free now (beside this hold) in its own cycle, then credits in burn order from its draws.
   local allowance_free = 0
   if same_cycle then allowance_free = allowance_available() end
   local from_held_allowance = math.min(charge, h.fa)
   local rest = charge - from_held_allowance
+  local from_free_allowance = math.min(rest, allowance_free)
+  rest = rest - from_free_allowance
   if #h.draws > 0 then load_grants() end
   local taken, returnable = {}, {}
   for i, d in ipairs(h.draws) do
     local g = grants[d.id]
     returnable[i] = g ~= nil and grant_spendable(g)
-    taken[i] = 0
-    if not returnable[i] then
-      taken[i] = math.min(rest, d.units)
-      rest = rest - taken[i]
-    end
-  end
-  local from_free_allowance = math.min(rest, allowance_free)
-  rest = rest - from_free_allowance
-  for i, d in ipairs(h.draws) do
-    if returnable[i] then
-      taken[i] = math.min(rest, d.units)
-      rest = rest - taken[i]
-    end
+    taken[i] = math.min(rest, d.units)
+    rest = rest - taken[i]
   end
   if rest > 0 then broken('charge ' .. n2s(charge) .. ' exceeds what hold ' .. h.gen .. ' drew') end
   local fa_charged = from_held_allowance + from_free_allowance
@@ -637,9 +630,18 @@ local function finalize(h, state, charge, reason, own_key)
     write('ZREM', K_EXPIRY, ACCOUNT_ID .. '/' .. h.gen)
   else
     -- An expiry whose key this call could not declare: kept in the account's state, and in
-    -- the expiry index, until the sweeper moves it to its own key (`move_expired`).
+    -- the expiry index scored MOVE_SCORE, until the sweeper moves it to its own key
+    -- (`move_expired`). Below every expiry, so the entries the sweeper counts (those due) are
+    -- the memory store's: a hold already expired is no account's due work.
     EXPIRED_RAW[h.gen] = pack_finished(h)
+    write('ZADD', K_EXPIRY, MOVE_SCORE, ACCOUNT_ID .. '/' .. h.gen)
   end
+end
+
+-- What of finished hold `h` went back (HoldRecord::returned_units): the allowance it drew and
+-- the charge did not take, and its credits the charge did not take, less those lost.
+local function returned_units(h)
+  return h.fa - math.min(h.charged, h.fa) + h.fc - (h.charged - h.cfa) - h.lost
 end
 
 -- Reclaims open holds past their expiry, earliest first (ties by generation id), and forgets

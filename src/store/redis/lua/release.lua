@@ -8,7 +8,7 @@ local function release()
   if h.state == 'settled' then return reply('state', { state = h.state }) end
   if h.state == 'released' then
     return reply('replayed', {
-      hold = hold_reply(h), returned = n2s(h.cost - h.lost), balance = balance_reply(),
+      hold = hold_reply(h), returned = n2s(returned_units(h)), balance = balance_reply(),
     })
   end
   if h.state == 'expired' then
@@ -17,7 +17,7 @@ local function release()
   finalize(h, 'released', 0, ARGV[10], K_OWN)
   sweep_grants()
   return reply('ok', {
-    hold = hold_reply(h), returned = n2s(h.cost - h.lost), balance = balance_reply(),
+    hold = hold_reply(h), returned = n2s(returned_units(h)), balance = balance_reply(),
   })
 end
 register('release', release, own_generation)

@@ -2,14 +2,14 @@
 -- [10] actual quantity ('' = as reserved), [11] usage alert thresholds ("80,100").
 -- Replies: ok|replayed {hold, charged, returned, balance} | not_found | state {state}
 --        | above {reserved}
--- `returned`: the cost less the charge and the credits that could not go back.
+-- `returned`: what of the hold went back (`returned_units`).
 local function settle()
   local h = find_hold(ARGV[9], K_OWN)
   if not h then return reply('not_found') end
   if h.state == 'settled' then
     return reply('replayed', {
       hold = hold_reply(h), charged = n2s(h.charged),
-      returned = n2s(h.cost - h.charged - h.lost), balance = balance_reply(),
+      returned = n2s(returned_units(h)), balance = balance_reply(),
     })
   end
   if h.state ~= 'held' then return reply('state', { state = h.state }) end
@@ -21,7 +21,7 @@ local function settle()
   announce_thresholds(ARGV[11])
   sweep_grants()
   return reply('ok', {
-    hold = hold_reply(h), charged = n2s(charge), returned = n2s(h.cost - charge - h.lost),
+    hold = hold_reply(h), charged = n2s(charge), returned = n2s(returned_units(h)),
     balance = balance_reply(),
   })
 end
