@@ -44,8 +44,8 @@ impl RedisStore {
             .await?;
         match reply {
             Reply::Ok { hold } => hold.into_hold(account_id),
-            Reply::NotFound => Err(not_found(account_id, generation_id)),
-            Reply::State { state } => Err(wrong_state(generation_id, state, "extend")),
+            Reply::NotFound => Err(not_found(account_id, generation_id).into()),
+            Reply::State { state } => Err(wrong_state(generation_id, state, "extend").into()),
         }
     }
 }

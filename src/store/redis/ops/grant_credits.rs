@@ -7,7 +7,7 @@ use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
 use crate::store::redis::reply::{BalanceReply, GrantReply};
 use crate::store::redis::RedisStore;
-use crate::store::{GrantCmd, Granted, StoreError, StoreResult};
+use crate::store::{GrantCmd, Granted, LedgerError, StoreResult};
 
 /// `ok|replayed {grant, balance} | conflict | expired | too_many`
 #[derive(Debug, Deserialize)]
@@ -63,17 +63,20 @@ impl RedisStore {
         match reply {
             Reply::Ok(g) => granted(g, false),
             Reply::Replayed(g) => granted(g, true),
-            Reply::Conflict => Err(StoreError::GrantConflict {
+            Reply::Conflict => Err(LedgerError::GrantConflict {
                 grant_id: cmd.grant_id.clone(),
-            }),
-            Reply::Expired => Err(StoreError::InvalidArgument {
+            }
+            .into()),
+            Reply::Expired => Err(LedgerError::InvalidArgument {
                 field: "expires_at",
                 message: "must be in the future".into(),
-            }),
-            Reply::TooMany => Err(StoreError::TooManyGrants {
+            }
+            .into()),
+            Reply::TooMany => Err(LedgerError::TooManyGrants {
                 account_id: cmd.account_id.clone(),
                 limit: MAX_LIVE_GRANTS,
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -26,8 +26,8 @@ mod revoke_credits;
 mod set_plan;
 mod settle;
 
-fn not_found(account_id: &str, generation_id: &str) -> StoreError {
-    StoreError::HoldNotFound {
+fn not_found(account_id: &str, generation_id: &str) -> LedgerError {
+    LedgerError::HoldNotFound {
         account_id: account_id.to_string(),
         generation_id: generation_id.to_string(),
     }
@@ -51,16 +51,16 @@ fn refused(
     kind: Kind,
     model: &str,
     quantity: u32,
-) -> StoreResult<StoreError> {
+) -> StoreResult<LedgerError> {
     match refusal {
         Refusal::UnknownModel => Ok(unknown_model(catalog, model)),
         Refusal::Denied(denied) => {
             match catalog.check_features(&denied.plan, kind, model, quantity, denied.open) {
-                Err(denial) => Ok(StoreError::Denied(denial)),
+                Err(denial) => Ok(LedgerError::Denied(denial)),
                 Ok(()) => Err(anomaly("script denied what the catalog allows")),
             }
         }
-        Refusal::Insufficient(short) => Ok(StoreError::InsufficientFunds {
+        Refusal::Insufficient(short) => Ok(LedgerError::InsufficientFunds {
             needed: short.needed,
             available: short.available,
         }),

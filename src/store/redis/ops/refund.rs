@@ -9,7 +9,7 @@ use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
 use crate::store::redis::reply::{hold_state, num, BalanceReply};
 use crate::store::redis::RedisStore;
-use crate::store::{HoldState, RefundCmd, Refunded, StoreError, StoreResult};
+use crate::store::{HoldState, LedgerError, RefundCmd, Refunded, StoreResult};
 
 /// `ok|replayed {refunded, to_allowance, to_credits, refund_grant, balance} | not_found
 /// | state {state} | above {requested, refundable} | conflict | too_many`
@@ -79,23 +79,26 @@ impl RedisStore {
         match reply {
             Reply::Ok(r) => Ok(refunded(r, false)),
             Reply::Replayed(r) => Ok(refunded(r, true)),
-            Reply::NotFound => Err(not_found(&cmd.account_id, &cmd.generation_id)),
-            Reply::State { state } => Err(wrong_state(&cmd.generation_id, state, "refund")),
+            Reply::NotFound => Err(not_found(&cmd.account_id, &cmd.generation_id).into()),
+            Reply::State { state } => Err(wrong_state(&cmd.generation_id, state, "refund").into()),
             Reply::Above {
                 requested,
                 refundable,
-            } => Err(StoreError::RefundAboveCharge {
+            } => Err(LedgerError::RefundAboveCharge {
                 generation_id: cmd.generation_id.clone(),
                 requested,
                 refundable,
-            }),
-            Reply::Conflict => Err(StoreError::RefundConflict {
+            }
+            .into()),
+            Reply::Conflict => Err(LedgerError::RefundConflict {
                 refund_id: cmd.refund_id.clone(),
-            }),
-            Reply::TooMany => Err(StoreError::TooManyGrants {
+            }
+            .into()),
+            Reply::TooMany => Err(LedgerError::TooManyGrants {
                 account_id: cmd.account_id.clone(),
                 limit: MAX_LIVE_GRANTS,
-            }),
+            }
+            .into()),
         }
     }
 }

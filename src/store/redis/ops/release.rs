@@ -57,8 +57,8 @@ impl RedisStore {
         match reply {
             Reply::Ok(r) => released(r, false),
             Reply::Replayed(r) => released(r, true),
-            Reply::NotFound => Err(not_found(account_id, generation_id)),
-            Reply::State { state } => Err(wrong_state(generation_id, state, "release")),
+            Reply::NotFound => Err(not_found(account_id, generation_id).into()),
+            Reply::State { state } => Err(wrong_state(generation_id, state, "release").into()),
         }
     }
 }

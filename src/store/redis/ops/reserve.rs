@@ -72,18 +72,12 @@ impl RedisStore {
             Reply::Ok(held) => return reserved(held, false),
             Reply::Replayed(held) => return reserved(held, true),
             Reply::Conflict(t) => {
-                return Err(conflict(&cmd.generation_id, t.kind, &t.model, t.qty, cmd))
+                return Err(conflict(&cmd.generation_id, t.kind, &t.model, t.qty, cmd).into())
             }
             Reply::Denied(denied) => Refusal::Denied(denied),
             Reply::Insufficient(short) => Refusal::Insufficient(short),
             Reply::UnknownModel => Refusal::UnknownModel,
         };
-        Err(refused(
-            &catalog,
-            refusal,
-            cmd.kind,
-            &cmd.model,
-            cmd.quantity,
-        )?)
+        Err(refused(&catalog, refusal, cmd.kind, &cmd.model, cmd.quantity)?.into())
     }
 }

@@ -11,7 +11,7 @@ use crate::store::redis::reply::{
     anomaly, kind, list, num, opt_num, BalanceReply, HoldReply, Refusal,
 };
 use crate::store::redis::RedisStore;
-use crate::store::{ReserveBatchCmd, ReservedBatch, StoreError, StoreResult};
+use crate::store::{LedgerError, ReserveBatchCmd, ReservedBatch, StoreResult};
 
 /// `ok|replayed {holds, balance} | conflict {gen, kind, model, qty, index?}
 /// | item {index, gen, refusal: {status: unknown_model|denied|insufficient, ...}}`
@@ -131,7 +131,8 @@ impl RedisStore {
                     c.qty,
                     &cmd.reserve_cmd(i),
                     new_generation,
-                ))
+                )
+                .into())
             }
             Reply::Item { index, refusal } => {
                 let item = cmd
@@ -139,11 +140,12 @@ impl RedisStore {
                     .get(index)
                     .ok_or_else(|| anomaly(format!("item {index}")))?;
                 let source = refused(&catalog, refusal, item.kind, &item.model, item.quantity)?;
-                Err(StoreError::BatchItem {
+                Err(LedgerError::BatchItem {
                     index,
                     generation_id: item.generation_id.clone(),
                     source: Box::new(source),
-                })
+                }
+                .into())
             }
         }
     }

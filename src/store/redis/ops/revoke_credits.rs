@@ -6,7 +6,7 @@ use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
 use crate::store::redis::reply::{num, BalanceReply};
 use crate::store::redis::RedisStore;
-use crate::store::{Revoked, StoreError, StoreResult};
+use crate::store::{LedgerError, Revoked, StoreResult};
 
 /// `ok {revoked, balance} | not_found`
 #[derive(Debug, Deserialize)]
@@ -45,10 +45,11 @@ impl RedisStore {
                 revoked_units: revoked,
                 balance: balance.into_balance(account_id),
             }),
-            Reply::NotFound => Err(StoreError::GrantNotFound {
+            Reply::NotFound => Err(LedgerError::GrantNotFound {
                 account_id: account_id.to_string(),
                 grant_id: grant_id.to_string(),
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
 use crate::store::redis::reply::{anomaly, num, BalanceReply};
 use crate::store::redis::RedisStore;
-use crate::store::{PlanChange, PlanSet, SetPlanCmd, StoreError, StoreResult};
+use crate::store::{LedgerError, PlanChange, PlanSet, SetPlanCmd, StoreResult};
 
 /// `ok|replayed {change, effective, added, charge, balance} | conflict | unknown_plan`
 #[derive(Debug, Deserialize)]
@@ -77,10 +77,11 @@ impl RedisStore {
         match reply {
             Reply::Ok(c) => plan_set(c, false),
             Reply::Replayed(c) => plan_set(c, true),
-            Reply::Conflict => Err(StoreError::RequestConflict {
+            Reply::Conflict => Err(LedgerError::RequestConflict {
                 request_id: cmd.request_id.clone(),
-            }),
-            Reply::UnknownPlan => Err(unknown_plan(&catalog, &cmd.plan)),
+            }
+            .into()),
+            Reply::UnknownPlan => Err(unknown_plan(&catalog, &cmd.plan).into()),
         }
     }
 }

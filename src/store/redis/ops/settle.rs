@@ -9,7 +9,7 @@ use crate::store::redis::library::Function;
 use crate::store::redis::plan_table::thresholds_arg;
 use crate::store::redis::reply::{hold_state, num, BalanceReply, HoldReply};
 use crate::store::redis::RedisStore;
-use crate::store::{HoldState, Settled, StoreError, StoreResult};
+use crate::store::{HoldState, LedgerError, Settled, StoreResult};
 
 /// `ok|replayed {hold, charged, returned, balance} | not_found | state {state} | above {reserved}`
 #[derive(Debug, Deserialize)]
@@ -76,13 +76,14 @@ impl RedisStore {
         match reply {
             Reply::Ok(s) => settled(s, false),
             Reply::Replayed(s) => settled(s, true),
-            Reply::NotFound => Err(not_found(account_id, generation_id)),
-            Reply::State { state } => Err(wrong_state(generation_id, state, "settle")),
-            Reply::Above { reserved } => Err(StoreError::SettleAboveHold {
+            Reply::NotFound => Err(not_found(account_id, generation_id).into()),
+            Reply::State { state } => Err(wrong_state(generation_id, state, "settle").into()),
+            Reply::Above { reserved } => Err(LedgerError::SettleAboveHold {
                 generation_id: generation_id.to_string(),
                 actual_quantity: actual_quantity.unwrap_or_default(),
                 reserved_quantity: reserved,
-            }),
+            }
+            .into()),
         }
     }
 }
