@@ -433,7 +433,10 @@ mod cases {
         ] {
             let err = s.reserve(&other, now).await.unwrap_err();
             assert!(
-                matches!(err, StoreError::GenerationConflict { .. }),
+                matches!(
+                    err,
+                    StoreError::Ledger(LedgerError::GenerationConflict { .. })
+                ),
                 "{err:?}"
             );
         }
@@ -447,19 +450,19 @@ mod cases {
         let err = s.reserve(&image(a, "g1"), now).await.unwrap_err();
         assert_eq!(
             err,
-            StoreError::InsufficientFunds {
+            StoreError::Ledger(LedgerError::InsufficientFunds {
                 needed: 4,
                 available: 0
-            }
+            })
         );
         grant(&s, a, "small", 3, CreditSource::Promotional, None, now).await;
         let err = s.reserve(&image(a, "g1"), now).await.unwrap_err();
         assert_eq!(
             err,
-            StoreError::InsufficientFunds {
+            StoreError::Ledger(LedgerError::InsufficientFunds {
                 needed: 4,
                 available: 3
-            }
+            })
         );
         let b = s.balance(a, now).await.unwrap();
         assert_eq!(
@@ -468,7 +471,7 @@ mod cases {
         );
         assert!(matches!(
             s.settle(a, "g1", None, now).await,
-            Err(StoreError::HoldNotFound { .. })
+            Err(StoreError::Ledger(LedgerError::HoldNotFound { .. }))
         ));
         // After a top-up the same generation goes through, as a first reservation.
         grant(&s, a, "topup", 10, CreditSource::Purchased, None, now).await;
@@ -520,11 +523,11 @@ mod cases {
         assert!(
             matches!(
                 err,
-                StoreError::SettleAboveHold {
+                StoreError::Ledger(LedgerError::SettleAboveHold {
                     actual_quantity: 6,
                     reserved_quantity: 5,
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -535,10 +538,10 @@ mod cases {
         assert!(
             matches!(
                 err,
-                StoreError::HoldState {
+                StoreError::Ledger(LedgerError::HoldState {
                     state: HoldState::Released,
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -550,10 +553,10 @@ mod cases {
         assert!(
             matches!(
                 err,
-                StoreError::HoldState {
+                StoreError::Ledger(LedgerError::HoldState {
                     state: HoldState::Expired,
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -575,10 +578,10 @@ mod cases {
         assert!(
             matches!(
                 err,
-                StoreError::HoldState {
+                StoreError::Ledger(LedgerError::HoldState {
                     state: HoldState::Settled,
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -595,7 +598,10 @@ mod cases {
                 .unwrap_err(),
             s.extend("acct", "nope", 60, now).await.unwrap_err(),
         ] {
-            assert!(matches!(err, StoreError::HoldNotFound { .. }), "{err:?}");
+            assert!(
+                matches!(err, StoreError::Ledger(LedgerError::HoldNotFound { .. })),
+                "{err:?}"
+            );
         }
     }
 
@@ -622,10 +628,10 @@ mod cases {
         assert!(
             matches!(
                 err,
-                StoreError::HoldState {
+                StoreError::Ledger(LedgerError::HoldState {
                     state: HoldState::Expired,
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -662,7 +668,7 @@ mod cases {
         set_plan(&s, a, "r1", "microbudget", now).await;
         grant(&s, a, "rich", 1_000_000, CreditSource::Purchased, None, now).await;
         let denied = |e: StoreError| match e {
-            StoreError::Denied(d) => d,
+            StoreError::Ledger(LedgerError::Denied(d)) => d,
             other => panic!("expected a denial, got {other:?}"),
         };
         let d = denied(
@@ -837,7 +843,10 @@ mod cases {
             .reserve(&video(a, "g2", "cinema", 5), may1)
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Denied(_)), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Ledger(LedgerError::Denied(_))),
+            "{err:?}"
+        );
     }
 
     pub async fn asking_for_the_current_plan_cancels_a_downgrade(s: Subject) {
@@ -1172,12 +1181,12 @@ mod cases {
             .await;
         // 40 s is longer than Hollywood allows: a plan denial comes first.
         let denied = short.unwrap().denial.unwrap();
-        assert!(matches!(denied, StoreError::Denied(_)), "{denied:?}");
+        assert!(matches!(denied, LedgerError::Denied(_)), "{denied:?}");
         let reserve_err = s
             .reserve(&video(a, "too-long", "cinema", 40), now)
             .await
             .unwrap_err();
-        assert_eq!(denied, reserve_err);
+        assert_eq!(Some(&denied), reserve_err.refusal());
         assert_eq!(s.events().await, before_events, "Quote wrote an event");
         let r = s.reserve(&video(a, "g1", "cinema", 20), now).await.unwrap();
         assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 600));
@@ -1185,7 +1194,7 @@ mod cases {
             .quote(&quote_cmd(a, Kind::Video, "cinema", 20), now)
             .await
             .unwrap();
-        let expected = StoreError::InsufficientFunds {
+        let expected = LedgerError::InsufficientFunds {
             needed: 800,
             available: 400,
         };
@@ -1195,7 +1204,7 @@ mod cases {
             .reserve(&video(a, "g2", "cinema", 20), now)
             .await
             .unwrap_err();
-        assert_eq!(err, expected);
+        assert_eq!(err.refusal(), Some(&expected));
         // Lazy work Quote sees is not written: a quote after the cycle ended writes nothing.
         let later = now + 40 * DAY;
         let events = s.events().await;
@@ -1246,15 +1255,15 @@ mod cases {
         let events = s.events().await;
         let err = s.reserve_batch(&one_short, now).await.unwrap_err();
         match &err {
-            StoreError::BatchItem {
+            StoreError::Ledger(LedgerError::BatchItem {
                 index,
                 generation_id,
                 source,
-            } => {
+            }) => {
                 assert_eq!((*index, generation_id.as_str()), (2, "c3"));
                 assert_eq!(
                     **source,
-                    StoreError::InsufficientFunds {
+                    LedgerError::InsufficientFunds {
                         needed: 4,
                         available: 0
                     }
@@ -1302,7 +1311,9 @@ mod cases {
             ],
         );
         match s.reserve_batch(&overlap, now).await.unwrap_err() {
-            StoreError::GenerationConflict { generation_id, .. } => assert_eq!(generation_id, "b2"),
+            StoreError::Ledger(LedgerError::GenerationConflict { generation_id, .. }) => {
+                assert_eq!(generation_id, "b2")
+            }
             other => panic!("{other:?}"),
         }
         let other_terms = batch(
@@ -1310,7 +1321,9 @@ mod cases {
             &[("b1", Kind::Video, "pro", 5), ("b2", Kind::Video, "pro", 6)],
         );
         match s.reserve_batch(&other_terms, now).await.unwrap_err() {
-            StoreError::GenerationConflict { generation_id, .. } => assert_eq!(generation_id, "b2"),
+            StoreError::Ledger(LedgerError::GenerationConflict { generation_id, .. }) => {
+                assert_eq!(generation_id, "b2")
+            }
             other => panic!("{other:?}"),
         }
         // Over the plan's cap (Hollywood: 8 open holds, 2 open already): the 7th item fails.
@@ -1321,9 +1334,9 @@ mod cases {
             .map(|g| (g.as_str(), Kind::CharacterImage, "standard", 1))
             .collect();
         match s.reserve_batch(&batch(a, &items), now).await.unwrap_err() {
-            StoreError::BatchItem { index, source, .. } => {
+            StoreError::Ledger(LedgerError::BatchItem { index, source, .. }) => {
                 assert_eq!(index, 6);
-                assert!(matches!(*source, StoreError::Denied(_)), "{source:?}");
+                assert!(matches!(*source, LedgerError::Denied(_)), "{source:?}");
             }
             other => panic!("{other:?}"),
         }
@@ -1361,7 +1374,9 @@ mod cases {
             .await
             .unwrap_err()
         {
-            StoreError::HoldState { state, .. } => assert_eq!(state, HoldState::Held),
+            StoreError::Ledger(LedgerError::HoldState { state, .. }) => {
+                assert_eq!(state, HoldState::Held)
+            }
             other => panic!("{other:?}"),
         }
         s.release(a, "open", ReleaseReason::Failed, now)
@@ -1369,7 +1384,7 @@ mod cases {
             .unwrap();
         assert!(matches!(
             s.refund(&refund_cmd(a, "nope", "r0", 0), now).await,
-            Err(StoreError::HoldNotFound { .. })
+            Err(StoreError::Ledger(LedgerError::HoldNotFound { .. }))
         ));
         // 300 of 800: the 200 charged from the allowance go back to it, 100 as credits.
         let r = s
@@ -1391,14 +1406,16 @@ mod cases {
         assert_eq!(replay.refunded_units, 300);
         assert!(matches!(
             s.refund(&refund_cmd(a, "g1", "r1", 301), now).await,
-            Err(StoreError::RefundConflict { .. })
+            Err(StoreError::Ledger(LedgerError::RefundConflict { .. }))
         ));
         match s
             .refund(&refund_cmd(a, "g1", "r2", 600), now)
             .await
             .unwrap_err()
         {
-            StoreError::RefundAboveCharge { refundable, .. } => assert_eq!(refundable, 500),
+            StoreError::Ledger(LedgerError::RefundAboveCharge { refundable, .. }) => {
+                assert_eq!(refundable, 500)
+            }
             other => panic!("{other:?}"),
         }
         // The rest (units 0 = all that is left), in the next cycle: all as credits.
@@ -1413,7 +1430,10 @@ mod cases {
         );
         assert!(matches!(
             s.refund(&refund_cmd(a, "g1", "r3", 0), later).await,
-            Err(StoreError::RefundAboveCharge { refundable: 0, .. })
+            Err(StoreError::Ledger(LedgerError::RefundAboveCharge {
+                refundable: 0,
+                ..
+            }))
         ));
         let view = s.account(a, later).await.unwrap();
         let c = view.lifetime_charged;
@@ -1642,7 +1662,10 @@ mod cases {
             50
         );
         let err = s.revoke_credits(a, "never", now).await.unwrap_err();
-        assert!(matches!(err, StoreError::GrantNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Ledger(LedgerError::GrantNotFound { .. })),
+            "{err:?}"
+        );
     }
 
     /// A grant and a generation of one account with the same id, created in the same
@@ -1752,7 +1775,7 @@ mod cases {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::RefundConflict { refund_id } if refund_id == "r9"),
+            matches!(&err, StoreError::Ledger(LedgerError::RefundConflict { refund_id }) if refund_id == "r9"),
             "{err:?}"
         );
         assert_eq!(s.account(a, now).await.unwrap(), before);
@@ -1874,11 +1897,11 @@ mod cases {
         };
         let err = s.reserve_batch(&batch, now).await.unwrap_err();
         match &err {
-            StoreError::GenerationConflict {
+            StoreError::Ledger(LedgerError::GenerationConflict {
                 generation_id,
                 existing,
                 requested,
-            } => {
+            }) => {
                 assert_eq!(generation_id, "known");
                 assert_ne!(existing, requested, "{err}");
                 assert!(requested.contains("`fresh`"), "{err}");
@@ -1912,7 +1935,10 @@ mod cases {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::RequestConflict { .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Ledger(LedgerError::RequestConflict { .. })),
+            "{err:?}"
+        );
         assert_eq!(s.balance(a, now).await.unwrap().plan, "microbudget");
 
         let g = grant(&s, a, "pack-1", 50, CreditSource::Purchased, None, now).await;
@@ -1942,7 +1968,10 @@ mod cases {
             )
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::GrantConflict { .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Ledger(LedgerError::GrantConflict { .. })),
+            "{err:?}"
+        );
         // A grant spent to nothing is still recognised by its id.
         let c = "credits-only";
         grant(&s, c, "exact", 4, CreditSource::Promotional, None, now).await;
@@ -1982,10 +2011,10 @@ mod cases {
         assert!(
             matches!(
                 err,
-                StoreError::InvalidArgument {
+                StoreError::Ledger(LedgerError::InvalidArgument {
                     field: "expires_at",
                     ..
-                }
+                })
             ),
             "{err:?}"
         );
@@ -2016,10 +2045,10 @@ mod cases {
         let err = s.grant_credits(&cmd("one-more"), now).await.unwrap_err();
         assert_eq!(
             err,
-            StoreError::TooManyGrants {
+            StoreError::Ledger(LedgerError::TooManyGrants {
                 account_id: a.into(),
                 limit: MAX_LIVE_GRANTS,
-            }
+            })
         );
         // A replay is not a new grant.
         assert!(s.grant_credits(&cmd("g7"), now).await.unwrap().replayed);
@@ -2051,7 +2080,10 @@ mod cases {
         assert!(replay.replayed);
         let later = now + kept_ms;
         let err = s.settle(a, "g1", None, later).await.unwrap_err();
-        assert!(matches!(err, StoreError::HoldNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Ledger(LedgerError::HoldNotFound { .. })),
+            "{err:?}"
+        );
         let again = s.reserve(&image(a, "g1"), later).await.unwrap();
         assert!(!again.replayed);
         assert_eq!(
@@ -2089,7 +2121,10 @@ mod cases {
             .revoke_credits(c, "pack", now + kept_ms)
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::GrantNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Ledger(LedgerError::GrantNotFound { .. })),
+            "{err:?}"
+        );
         let fresh = grant(
             &s,
             c,
@@ -2278,7 +2313,7 @@ mod cases {
             assert_eq!(&again.hold, hold, "{id}");
             assert!(matches!(
                 s.settle(a, id, None, now).await,
-                Err(StoreError::HoldState { .. })
+                Err(StoreError::Ledger(LedgerError::HoldState { .. }))
             ));
         }
         if let Some(fields) = s.account_fields(a) {
@@ -2543,12 +2578,15 @@ mod cases {
             .await
             .unwrap_err();
         assert!(
-            matches!(conflict, StoreError::GenerationConflict { .. }),
+            matches!(
+                conflict,
+                StoreError::Ledger(LedgerError::GenerationConflict { .. })
+            ),
             "{conflict:?}"
         );
         let before = s.account(a, now + S).await.unwrap();
         match s.reserve(&video(a, "g-new", "pro", 5), now + S).await {
-            Err(StoreError::InvalidArgument { field, message }) => {
+            Err(StoreError::Ledger(LedgerError::InvalidArgument { field, message })) => {
                 assert_eq!(field, "model");
                 assert!(message.contains("unknown model \"pro\""), "{message}");
             }
@@ -2566,10 +2604,10 @@ mod cases {
             ttl_seconds: 300,
         };
         match s.reserve_batch(&batch, now + S).await {
-            Err(StoreError::BatchItem {
+            Err(StoreError::Ledger(LedgerError::BatchItem {
                 index: 0, source, ..
-            }) => assert!(
-                matches!(*source, StoreError::InvalidArgument { field: "model", .. }),
+            })) => assert!(
+                matches!(*source, LedgerError::InvalidArgument { field: "model", .. }),
                 "{source:?}"
             ),
             other => panic!("{other:?}"),
@@ -2581,7 +2619,7 @@ mod cases {
             cycle_anchor_ms: None,
         };
         match s.set_plan(&new_request, now + S).await {
-            Err(StoreError::InvalidArgument { field, message }) => {
+            Err(StoreError::Ledger(LedgerError::InvalidArgument { field, message })) => {
                 assert_eq!(field, "plan");
                 assert!(
                     message.contains("unknown plan \"independent\""),

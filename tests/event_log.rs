@@ -182,10 +182,10 @@ mod cases {
         assert!(
             matches!(
                 bad,
-                StoreError::InvalidArgument {
+                StoreError::Ledger(LedgerError::InvalidArgument {
                     field: "ack_ids",
                     ..
-                }
+                })
             ),
             "{bad:?}"
         );

@@ -176,10 +176,10 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
         assert!(
             matches!(
                 err,
-                StoreError::HoldState {
+                StoreError::Ledger(LedgerError::HoldState {
                     state: HoldState::Expired,
                     ..
-                }
+                })
             ),
             "{id}: {err:?}"
         );
@@ -197,7 +197,10 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
         };
         let err = store.reserve(&other_terms, replay_at).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::GenerationConflict { .. }),
+            matches!(
+                err,
+                StoreError::Ledger(LedgerError::GenerationConflict { .. })
+            ),
             "{id}: {err:?}"
         );
     }
@@ -212,7 +215,10 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
     let late = now + i64::from(RETENTION_SECONDS) * S + 1;
     let last = released_ids.last().unwrap();
     let err = store.settle(old, last, None, late).await.unwrap_err();
-    assert!(matches!(err, StoreError::HoldNotFound { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Ledger(LedgerError::HoldNotFound { .. })),
+        "{err:?}"
+    );
     let kept = store.remembered_records(old);
     assert!(kept > EXPIRED, "one call forgot only a few: {kept} kept");
     // The sweep forgets the rest.
@@ -229,7 +235,7 @@ async fn finished_holds_leave_the_live_state_and_replays_still_find_them() {
     for id in expired_ids.iter().chain(&released_ids) {
         let err = store.settle(old, id, None, late).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::HoldNotFound { .. }),
+            matches!(err, StoreError::Ledger(LedgerError::HoldNotFound { .. })),
             "{id}: {err:?}"
         );
     }

@@ -275,7 +275,7 @@ async fn drive(store: &dyn Store, seed: u64, ops: usize, drain: bool) -> (Vec<St
                             assert_eq!(split, (quoted.from_allowance, quoted.from_credits));
                             known.holds[i].push(reserve.generation_id.clone());
                         }
-                        (Some(denial), Err(refused)) => assert_eq!(denial, refused),
+                        (Some(denial), Err(refused)) => assert_eq!(Some(denial), refused.refusal()),
                         other => panic!("step {step}: Quote and Reserve disagree: {other:?}"),
                     }
                     known.reserves[i].push(reserve);

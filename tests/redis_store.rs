@@ -116,7 +116,10 @@ async fn every_operation_is_one_fcall() {
             NOW_MS + 40 * 86_400_000,
         )
         .await;
-    assert!(matches!(denied, Err(StoreError::Denied(_))), "{denied:?}");
+    assert!(
+        matches!(denied, Err(StoreError::Ledger(LedgerError::Denied(_)))),
+        "{denied:?}"
+    );
     assert_eq!(proxy.take(), ["FCALL"], "a denied reserve");
     let quote = QuoteCmd {
         account_id: a.into(),
@@ -150,7 +153,10 @@ async fn the_library_reloads_after_a_flush() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::InsufficientFunds { .. }),
+        matches!(
+            err,
+            StoreError::Ledger(LedgerError::InsufficientFunds { .. })
+        ),
         "{err:?}"
     );
     assert_eq!(proxy.take(), ["FCALL", "FUNCTION", "FCALL"]);
@@ -326,7 +332,7 @@ async fn racing_reserves_never_overspend() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(StoreError::InsufficientFunds { .. }) => {}
+            Err(StoreError::Ledger(LedgerError::InsufficientFunds { .. })) => {}
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
@@ -385,11 +391,14 @@ async fn racing_batches_and_reserves_never_overspend() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(n) => holds += n,
-            Err(StoreError::InsufficientFunds { .. } | StoreError::Denied(_)) => {}
-            Err(StoreError::BatchItem { source, .. })
+            Err(
+                StoreError::Ledger(LedgerError::InsufficientFunds { .. })
+                | StoreError::Ledger(LedgerError::Denied(_)),
+            ) => {}
+            Err(StoreError::Ledger(LedgerError::BatchItem { source, .. }))
                 if matches!(
                     *source,
-                    StoreError::InsufficientFunds { .. } | StoreError::Denied(_)
+                    LedgerError::InsufficientFunds { .. } | LedgerError::Denied(_)
                 ) => {}
             Err(e) => panic!("unexpected {e:?}"),
         }

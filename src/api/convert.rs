@@ -158,10 +158,10 @@ pub fn account(a: store::AccountView) -> pb::Account {
 /// A Quote's answer on the wire: the denial as its reason and the message Reserve would give.
 pub fn quote(q: crate::store::Quoted) -> pb::QuoteResponse {
     use crate::ledger::DenialReason as Reason;
-    use crate::store::StoreError;
+    use crate::store::LedgerError;
     let denial = match &q.denial {
         None => pb::DenialReason::Unspecified,
-        Some(StoreError::Denied(d)) => match d.reason {
+        Some(LedgerError::Denied(d)) => match d.reason {
             Reason::Model { .. } => pb::DenialReason::ModelNotInPlan,
             Reason::VideoSeconds { .. } => pb::DenialReason::VideoTooLong,
             Reason::ConcurrentHolds { .. } => pb::DenialReason::TooManyHolds,

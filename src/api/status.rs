@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::ledger::DenialReason;
-use crate::store::StoreError;
+use crate::store::{LedgerError, StoreError};
 
 /// The `ErrorInfo.domain` of every error this service answers.
 pub const DOMAIN: &str = "quota.v1";
@@ -53,45 +53,61 @@ pub mod reason {
 /// The gRPC code of a store error.
 pub fn code(err: &StoreError) -> Code {
     match err {
-        StoreError::InvalidArgument { .. } => Code::InvalidArgument,
-        StoreError::Denied(_) => Code::PermissionDenied,
-        StoreError::InsufficientFunds { .. } | StoreError::TooManyGrants { .. } => {
-            Code::ResourceExhausted
-        }
-        StoreError::GenerationConflict { .. }
-        | StoreError::GrantConflict { .. }
-        | StoreError::RequestConflict { .. } => Code::AlreadyExists,
-        StoreError::HoldNotFound { .. } | StoreError::GrantNotFound { .. } => Code::NotFound,
-        StoreError::HoldState { .. } | StoreError::SettleAboveHold { .. } => {
-            Code::FailedPrecondition
-        }
-        StoreError::RefundAboveCharge { .. } => Code::FailedPrecondition,
-        StoreError::RefundConflict { .. } => Code::AlreadyExists,
-        StoreError::BatchItem { source, .. } => code(source),
+        StoreError::Ledger(refusal) => refusal_code(refusal),
         StoreError::Unavailable(_) => Code::Unavailable,
         StoreError::Internal(_) => Code::Internal,
+    }
+}
+
+/// The gRPC code of a ledger's refusal; a batch item's is its own error's.
+fn refusal_code(err: &LedgerError) -> Code {
+    match err {
+        LedgerError::InvalidArgument { .. } => Code::InvalidArgument,
+        LedgerError::Denied(_) => Code::PermissionDenied,
+        LedgerError::InsufficientFunds { .. } | LedgerError::TooManyGrants { .. } => {
+            Code::ResourceExhausted
+        }
+        LedgerError::GenerationConflict { .. }
+        | LedgerError::GrantConflict { .. }
+        | LedgerError::RequestConflict { .. } => Code::AlreadyExists,
+        LedgerError::HoldNotFound { .. } | LedgerError::GrantNotFound { .. } => Code::NotFound,
+        LedgerError::HoldState { .. } | LedgerError::SettleAboveHold { .. } => {
+            Code::FailedPrecondition
+        }
+        LedgerError::RefundAboveCharge { .. } => Code::FailedPrecondition,
+        LedgerError::RefundConflict { .. } => Code::AlreadyExists,
+        LedgerError::BatchItem { source, .. } => refusal_code(source),
+        LedgerError::InvariantBroken(_) => Code::Internal,
     }
 }
 
 /// The `ErrorInfo.reason` of a store error; a batch item's is its own error's.
 pub fn reason_of(err: &StoreError) -> &'static str {
     match err {
-        StoreError::InvalidArgument { .. } => reason::INVALID_ARGUMENT,
-        StoreError::Denied(_) => reason::PLAN_DENIED,
-        StoreError::InsufficientFunds { .. } => reason::INSUFFICIENT_FUNDS,
-        StoreError::GenerationConflict { .. } => reason::GENERATION_CONFLICT,
-        StoreError::GrantConflict { .. } => reason::GRANT_CONFLICT,
-        StoreError::RequestConflict { .. } => reason::REQUEST_CONFLICT,
-        StoreError::RefundConflict { .. } => reason::REFUND_CONFLICT,
-        StoreError::HoldNotFound { .. } => reason::HOLD_NOT_FOUND,
-        StoreError::GrantNotFound { .. } => reason::GRANT_NOT_FOUND,
-        StoreError::HoldState { .. } => reason::HOLD_STATE,
-        StoreError::SettleAboveHold { .. } => reason::SETTLE_ABOVE_HOLD,
-        StoreError::RefundAboveCharge { .. } => reason::REFUND_ABOVE_CHARGE,
-        StoreError::TooManyGrants { .. } => reason::TOO_MANY_GRANTS,
-        StoreError::BatchItem { source, .. } => reason_of(source),
+        StoreError::Ledger(refusal) => refusal_reason(refusal),
         StoreError::Unavailable(_) => reason::STORE_UNAVAILABLE,
         StoreError::Internal(_) => reason::INTERNAL,
+    }
+}
+
+/// The `ErrorInfo.reason` of a ledger's refusal.
+fn refusal_reason(err: &LedgerError) -> &'static str {
+    match err {
+        LedgerError::InvalidArgument { .. } => reason::INVALID_ARGUMENT,
+        LedgerError::Denied(_) => reason::PLAN_DENIED,
+        LedgerError::InsufficientFunds { .. } => reason::INSUFFICIENT_FUNDS,
+        LedgerError::GenerationConflict { .. } => reason::GENERATION_CONFLICT,
+        LedgerError::GrantConflict { .. } => reason::GRANT_CONFLICT,
+        LedgerError::RequestConflict { .. } => reason::REQUEST_CONFLICT,
+        LedgerError::RefundConflict { .. } => reason::REFUND_CONFLICT,
+        LedgerError::HoldNotFound { .. } => reason::HOLD_NOT_FOUND,
+        LedgerError::GrantNotFound { .. } => reason::GRANT_NOT_FOUND,
+        LedgerError::HoldState { .. } => reason::HOLD_STATE,
+        LedgerError::SettleAboveHold { .. } => reason::SETTLE_ABOVE_HOLD,
+        LedgerError::RefundAboveCharge { .. } => reason::REFUND_ABOVE_CHARGE,
+        LedgerError::TooManyGrants { .. } => reason::TOO_MANY_GRANTS,
+        LedgerError::BatchItem { source, .. } => refusal_reason(source),
+        LedgerError::InvariantBroken(_) => reason::INTERNAL,
     }
 }
 
@@ -101,7 +117,7 @@ pub fn reason_of(err: &StoreError) -> &'static str {
 pub fn details(err: &StoreError) -> ErrorDetails {
     let mut metadata = Metadata::new();
     let mut details = ErrorDetails::new();
-    fill(err, &mut metadata, &mut details, "");
+    fill(err, &mut metadata, &mut details);
     details.set_error_info(reason_of(err), DOMAIN, metadata.0);
     details
 }
@@ -119,13 +135,29 @@ impl Metadata {
     }
 }
 
-fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, prefix: &str) {
+fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails) {
     match err {
-        StoreError::InvalidArgument { field, message } => {
+        StoreError::Ledger(refusal) => fill_refusal(refusal, metadata, details, ""),
+        StoreError::Unavailable(_) => {
+            details.set_retry_info(Some(STORE_RETRY_DELAY));
+        }
+        StoreError::Internal(_) => {}
+    }
+}
+
+/// A refusal's metadata and details; `prefix` names a batch item's fields (`items[2].`).
+fn fill_refusal(
+    err: &LedgerError,
+    metadata: &mut Metadata,
+    details: &mut ErrorDetails,
+    prefix: &str,
+) {
+    match err {
+        LedgerError::InvalidArgument { field, message } => {
             metadata.put("field", format!("{prefix}{field}"));
             details.add_bad_request_violation(format!("{prefix}{field}"), message.clone());
         }
-        StoreError::Denied(denial) => {
+        LedgerError::Denied(denial) => {
             metadata.put("plan", &denial.plan);
             if let Some(needs) = &denial.needs {
                 metadata.put("required_plan", needs);
@@ -149,7 +181,7 @@ fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, p
                 }
             }
         }
-        StoreError::InsufficientFunds { needed, available } => {
+        LedgerError::InsufficientFunds { needed, available } => {
             metadata.put("needed_units", needed);
             metadata.put("available_units", available);
             details.add_quota_failure_violation(
@@ -157,7 +189,7 @@ fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, p
                 format!("needs {needed} units, {available} available"),
             );
         }
-        StoreError::GenerationConflict {
+        LedgerError::GenerationConflict {
             generation_id,
             existing,
             requested,
@@ -166,24 +198,24 @@ fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, p
             metadata.put("existing", existing);
             metadata.put("requested", requested);
         }
-        StoreError::GrantConflict { grant_id } => metadata.put("grant_id", grant_id),
-        StoreError::RequestConflict { request_id } => metadata.put("request_id", request_id),
-        StoreError::RefundConflict { refund_id } => metadata.put("refund_id", refund_id),
-        StoreError::HoldNotFound {
+        LedgerError::GrantConflict { grant_id } => metadata.put("grant_id", grant_id),
+        LedgerError::RequestConflict { request_id } => metadata.put("request_id", request_id),
+        LedgerError::RefundConflict { refund_id } => metadata.put("refund_id", refund_id),
+        LedgerError::HoldNotFound {
             account_id,
             generation_id,
         } => {
             metadata.put("account_id", account_id);
             metadata.put("generation_id", generation_id);
         }
-        StoreError::GrantNotFound {
+        LedgerError::GrantNotFound {
             account_id,
             grant_id,
         } => {
             metadata.put("account_id", account_id);
             metadata.put("grant_id", grant_id);
         }
-        StoreError::HoldState {
+        LedgerError::HoldState {
             generation_id,
             state,
             operation,
@@ -192,7 +224,7 @@ fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, p
             metadata.put("state", state);
             metadata.put("operation", operation);
         }
-        StoreError::SettleAboveHold {
+        LedgerError::SettleAboveHold {
             generation_id,
             actual_quantity,
             reserved_quantity,
@@ -201,7 +233,7 @@ fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, p
             metadata.put("actual_quantity", actual_quantity);
             metadata.put("reserved_quantity", reserved_quantity);
         }
-        StoreError::RefundAboveCharge {
+        LedgerError::RefundAboveCharge {
             generation_id,
             requested,
             refundable,
@@ -210,37 +242,41 @@ fn fill(err: &StoreError, metadata: &mut Metadata, details: &mut ErrorDetails, p
             metadata.put("requested_units", requested);
             metadata.put("refundable_units", refundable);
         }
-        StoreError::TooManyGrants { account_id, limit } => {
+        LedgerError::TooManyGrants { account_id, limit } => {
             metadata.put("account_id", account_id);
             metadata.put("max_live_grants", limit);
         }
-        StoreError::BatchItem {
+        LedgerError::BatchItem {
             index,
             generation_id,
             source,
         } => {
             metadata.put("index", index);
             metadata.put("generation_id", generation_id);
-            fill(source, metadata, details, &format!("items[{index}]."));
+            fill_refusal(source, metadata, details, &format!("items[{index}]."));
         }
-        StoreError::Unavailable(_) => {
-            details.set_retry_info(Some(STORE_RETRY_DELAY));
-        }
-        StoreError::Internal(_) => {}
+        LedgerError::InvariantBroken(_) => {}
     }
 }
 
 /// The message for people: the error's `Display`, except an internal error's, whose detail
 /// stays in the log.
 fn message(err: &StoreError) -> String {
-    match err {
-        StoreError::Internal(_) => INTERNAL_MESSAGE.to_string(),
-        StoreError::BatchItem { source, .. } if matches!(**source, StoreError::Internal(_)) => {
+    let refusal = match err {
+        StoreError::Ledger(refusal) => refusal,
+        StoreError::Unavailable(_) => return err.to_string(),
+        StoreError::Internal(_) => return INTERNAL_MESSAGE.to_string(),
+    };
+    match refusal {
+        LedgerError::InvariantBroken(_) => INTERNAL_MESSAGE.to_string(),
+        LedgerError::BatchItem { source, .. }
+            if matches!(**source, LedgerError::InvariantBroken(_)) =>
+        {
             INTERNAL_MESSAGE.to_string()
         }
         // A bad field of an item reads as the edge names it: `items[2].model: ...`.
-        StoreError::BatchItem { index, source, .. } => match &**source {
-            StoreError::InvalidArgument { field, message } => {
+        LedgerError::BatchItem { index, source, .. } => match &**source {
+            LedgerError::InvalidArgument { field, message } => {
                 format!("items[{index}].{field}: {message}")
             }
             _ => err.to_string(),
@@ -255,9 +291,11 @@ impl From<StoreError> for Status {
     fn from(err: StoreError) -> Status {
         let code = code(&err);
         match &err {
-            StoreError::Internal(_) => tracing::error!(error = %err, "store failed"),
+            StoreError::Internal(_) | StoreError::Ledger(LedgerError::InvariantBroken(_)) => {
+                tracing::error!(error = %err, "store failed")
+            }
             StoreError::Unavailable(_) => tracing::warn!(error = %err, "store unavailable"),
-            StoreError::Denied(denial) => {
+            StoreError::Ledger(LedgerError::Denied(denial)) => {
                 tracing::debug!(reason = denial.code(), error = %err, "denied by plan")
             }
             _ => tracing::debug!(code = ?code, error = %err, "refused by store"),
@@ -350,75 +388,78 @@ mod tests {
         };
         let cases = [
             (
-                StoreError::InvalidArgument {
+                StoreError::Ledger(LedgerError::InvalidArgument {
                     field: "model",
                     message: "unknown model `x`".into(),
-                },
+                }),
                 Code::InvalidArgument,
             ),
-            (StoreError::Denied(denial.clone()), Code::PermissionDenied),
             (
-                StoreError::InsufficientFunds {
+                StoreError::Ledger(LedgerError::Denied(denial.clone())),
+                Code::PermissionDenied,
+            ),
+            (
+                StoreError::Ledger(LedgerError::InsufficientFunds {
                     needed: 8,
                     available: 4,
-                },
+                }),
                 Code::ResourceExhausted,
             ),
             (
-                StoreError::GenerationConflict {
+                StoreError::Ledger(LedgerError::GenerationConflict {
                     generation_id: "g".into(),
                     existing: "a".into(),
                     requested: "b".into(),
-                },
+                }),
                 Code::AlreadyExists,
             ),
             (
-                StoreError::GrantConflict {
+                StoreError::Ledger(LedgerError::GrantConflict {
                     grant_id: "g".into(),
-                },
+                }),
                 Code::AlreadyExists,
             ),
             (
-                StoreError::RequestConflict {
+                StoreError::Ledger(LedgerError::RequestConflict {
                     request_id: "r".into(),
-                },
+                }),
                 Code::AlreadyExists,
             ),
             (
-                StoreError::HoldNotFound {
+                StoreError::Ledger(LedgerError::HoldNotFound {
                     account_id: "a".into(),
                     generation_id: "g".into(),
-                },
+                }),
                 Code::NotFound,
             ),
             (
-                StoreError::GrantNotFound {
+                StoreError::Ledger(LedgerError::GrantNotFound {
                     account_id: "a".into(),
                     grant_id: "g".into(),
-                },
+                }),
                 Code::NotFound,
             ),
             (
-                StoreError::HoldState {
+                StoreError::Ledger(LedgerError::HoldState {
                     generation_id: "g".into(),
                     state: HoldState::Settled,
                     operation: "release",
-                },
+                }),
                 Code::FailedPrecondition,
             ),
             (
-                StoreError::SettleAboveHold {
+                StoreError::Ledger(LedgerError::SettleAboveHold {
                     generation_id: "g".into(),
                     actual_quantity: 3,
                     reserved_quantity: 2,
-                },
+                }),
                 Code::FailedPrecondition,
             ),
             (
-                StoreError::TooManyGrants {
+                StoreError::Ledger(LedgerError::TooManyGrants {
                     account_id: "a".into(),
                     limit: 1_000,
-                },
+                }),
                 Code::ResourceExhausted,
             ),
             (StoreError::Unavailable("timeout".into()), Code::Unavailable),
@@ -440,21 +481,21 @@ mod tests {
             }
         }
         assert_eq!(
-            Status::from(StoreError::Denied(denial)).message(),
+            Status::from(StoreError::Ledger(LedgerError::Denied(denial))).message(),
             "model `cinema` needs plan `hollywood`; account is on `microbudget`"
         );
     }
 
     #[test]
     fn batch_item_details_name_the_item() {
-        let err = StoreError::BatchItem {
+        let err = StoreError::Ledger(LedgerError::BatchItem {
             index: 2,
             generation_id: "g2".into(),
-            source: Box::new(StoreError::InsufficientFunds {
+            source: Box::new(LedgerError::InsufficientFunds {
                 needed: 8,
                 available: 3,
             }),
-        };
+        });
         let details = Status::from(err).get_error_details();
         let info = details.error_info().unwrap();
         assert_eq!(info.reason, reason::INSUFFICIENT_FUNDS);
@@ -474,6 +515,28 @@ mod tests {
             details.error_info().unwrap().metadata["field"],
             "items[2].quantity"
         );
+    }
+
+    #[test]
+    fn a_broken_invariant_answers_internal_wherever_it_is() {
+        let broken = || LedgerError::InvariantBroken("held below zero".into());
+        let in_item = StoreError::Ledger(LedgerError::BatchItem {
+            index: 1,
+            generation_id: "g1".into(),
+            source: Box::new(broken()),
+        });
+        for err in [
+            StoreError::from(broken()),
+            StoreError::Ledger(broken()),
+            in_item,
+        ] {
+            let status = Status::from(err.clone());
+            assert_eq!(status.code(), Code::Internal, "{err:?}");
+            assert_eq!(status.message(), INTERNAL_MESSAGE, "{err:?}");
+            let details = status.get_error_details();
+            assert_eq!(details.error_info().unwrap().reason, reason::INTERNAL);
+            assert!(!format!("{:?}", status.details()).contains("below"));
+        }
     }
 
     #[test]

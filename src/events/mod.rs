@@ -147,13 +147,13 @@ impl AckId {
     pub fn parse_in(text: &str, shards: Shards) -> StoreResult<AckId> {
         let id = AckId::parse(text)?;
         if !shards.contains(id.shard) {
-            return Err(StoreError::InvalidArgument {
-                field: "ack_ids",
-                message: format!(
+            return Err(StoreError::invalid_argument(
+                "ack_ids",
+                format!(
                     "`{text}` names shard {}, but this deployment has {shards} shards",
                     id.shard
                 ),
-            });
+            ));
         }
         Ok(id)
     }
@@ -161,9 +161,11 @@ impl AckId {
     /// Parses `<shard>/<ms>-<seq>` with any possible shard (see [`Shards::MAX`]); the error
     /// names the `ack_ids` field.
     pub fn parse(text: &str) -> StoreResult<AckId> {
-        let bad = || StoreError::InvalidArgument {
-            field: "ack_ids",
-            message: format!("`{text}` is not an ack id from Subscribe"),
+        let bad = || {
+            StoreError::invalid_argument(
+                "ack_ids",
+                format!("`{text}` is not an ack id from Subscribe"),
+            )
         };
         let (shard, entry_id) = text.split_once('/').ok_or_else(bad)?;
         let shard: u32 = shard.parse().map_err(|_| bad())?;

@@ -1,10 +1,12 @@
-//! Why a ledger or store operation did not happen.
+//! Why a ledger operation did not happen: the ledger's refusals, and its own finding that an
+//! account breaks an invariant. What can go wrong around the ledger (a store that does not
+//! answer, a reply it cannot read) is the store's error (`store/error.rs`), which wraps this.
 
 use super::hold_state::HoldState;
 use super::Denial;
 
-/// Why an operation did not happen. A refused or failed operation changes nothing: not the
-/// account, not an event, not a counter.
+/// Why an operation did not happen. A refused operation (or one a broken invariant stopped)
+/// changes nothing: not the account, not an event, not a counter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     /// A request field is out of range; `field` is its wire name.
@@ -80,11 +82,9 @@ pub enum LedgerError {
     /// The refund id was already used for another refund.
     #[error("refund `{refund_id}` was already used for a different refund")]
     RefundConflict { refund_id: String },
-    /// The store did not answer in time: the call may or may not have taken effect, so only
-    /// the same call with the same ids may be sent again.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or corrupt state; never expected.
-    #[error("internal store error: {0}")]
-    Internal(String),
+    /// The account's state breaks one of the ledger's invariants (corrupt state or a bug;
+    /// never expected). The operation stops before anything changes; a store answers it as
+    /// its internal error.
+    #[error("ledger invariant broken: {0}")]
+    InvariantBroken(String),
 }

@@ -93,10 +93,10 @@ impl Store for InstrumentedStore {
         match &result {
             Ok(reserved) if !reserved.replayed => metrics::counter!(HOLDS_OPENED).increment(1),
             Ok(_) => {}
-            Err(StoreError::Denied(denial)) => {
+            Err(StoreError::Ledger(LedgerError::Denied(denial))) => {
                 metrics::counter!(RESERVE_DENIALS, "reason" => denial.code()).increment(1)
             }
-            Err(StoreError::InsufficientFunds { .. }) => {
+            Err(StoreError::Ledger(LedgerError::InsufficientFunds { .. })) => {
                 metrics::counter!(RESERVE_DENIALS, "reason" => INSUFFICIENT_FUNDS).increment(1)
             }
             Err(_) => {}
@@ -277,10 +277,10 @@ mod tests {
             failure_kind(&StoreError::Internal("bug".into())),
             Some("internal")
         );
-        let refusal = StoreError::InsufficientFunds {
+        let refusal = StoreError::Ledger(LedgerError::InsufficientFunds {
             needed: 2,
             available: 1,
-        };
+        });
         assert_eq!(failure_kind(&refusal), None);
     }
 }

@@ -19,7 +19,7 @@ pub mod unavailable;
 
 pub use crate::ledger::model::*;
 use async_trait::async_trait;
-pub use error::{StoreError, StoreResult};
+pub use error::{LedgerError, StoreError, StoreResult};
 pub use fleet::{Fleet, FleetTask};
 
 /// The ledger's state. Every method is one atomic step; retries are safe where the API says

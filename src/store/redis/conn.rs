@@ -53,15 +53,12 @@ impl RedisConn {
         timeout: Duration,
         root_ca_pem: Option<&[u8]>,
     ) -> StoreResult<RedisConn> {
-        let bad_url = |e: ::redis::RedisError| StoreError::InvalidArgument {
-            field: "store",
-            message: format!("bad Redis URL `{url}`: {e}"),
+        let bad_url = |e: ::redis::RedisError| {
+            StoreError::invalid_argument("store", format!("bad Redis URL `{url}`: {e}"))
         };
         if url.starts_with(CLUSTER_SCHEME) {
-            let nodes = cluster_nodes(url).map_err(|message| StoreError::InvalidArgument {
-                field: "store",
-                message,
-            })?;
+            let nodes = cluster_nodes(url)
+                .map_err(|message| StoreError::invalid_argument("store", message))?;
             let client = ClusterClient::builder(nodes)
                 .retries(RETRIES)
                 .max_retry_wait(MAX_RETRY_DELAY.as_millis() as u64)
@@ -80,11 +77,8 @@ impl RedisConn {
             .set_number_of_retries(RETRIES as usize)
             .set_max_delay(MAX_RETRY_DELAY);
         if url.starts_with(SENTINEL_SCHEME) {
-            let target =
-                SentinelTarget::parse(url).map_err(|message| StoreError::InvalidArgument {
-                    field: "store",
-                    message,
-                })?;
+            let target = SentinelTarget::parse(url)
+                .map_err(|message| StoreError::invalid_argument("store", message))?;
             // A failed call already means "ask Sentinel again"; retrying the old primary
             // would only spend the call's deadline on it.
             let config = manager_config.set_number_of_retries(0);

@@ -10,7 +10,8 @@
 //! (see `conn.rs`).
 //!
 //! Here: the store and its call path (one `FCALL`, with `WAIT` under `--durability`). Beside it:
-//! `ops.rs` (each ledger operation's arguments and reply), `reply.rs` (the replies' shape),
+//! `ops/` (per operation, its arguments and its typed reply), `reply.rs` (the parts replies
+//! share, and the parse),
 //! `plan_table.rs` (the catalog as call arguments), `shards.rs` (the shard-count check),
 //! `fleet.rs` (time, leases, ping), `event_log.rs` (the event log on the shards' streams),
 //! `conn.rs`/`sentinel.rs` (connections), `durability.rs` (`--durability`), `library.rs` and
@@ -41,7 +42,7 @@ use crate::ledger::cycle::month_window;
 use crate::ledger::{Catalog, SharedCatalog, RETENTION_SECONDS};
 use conn::RedisConn;
 use durability::Durability;
-use reply::ScriptReply;
+use serde::de::DeserializeOwned;
 
 const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
 
@@ -145,7 +146,7 @@ impl RedisStore {
     }
 
     /// [`RedisStore::run_on`] the catalog in force now.
-    async fn run(
+    async fn run<R: DeserializeOwned>(
         &self,
         function: Function,
         keys: &AccountKeys,
@@ -153,7 +154,7 @@ impl RedisStore {
         own_key: &str,
         now_ms: i64,
         args: impl FnOnce(&mut Call),
-    ) -> StoreResult<ScriptReply> {
+    ) -> StoreResult<R> {
         let catalog = self.catalog.current();
         self.run_on(&catalog, function, keys, account_id, own_key, now_ms, args)
             .await
@@ -165,7 +166,7 @@ impl RedisStore {
     /// plans from `catalog`: the snapshot the caller computed costs with, so a call never
     /// mixes two.
     #[allow(clippy::too_many_arguments)]
-    async fn run_on(
+    async fn run_on<R: DeserializeOwned>(
         &self,
         catalog: &Catalog,
         function: Function,
@@ -174,7 +175,7 @@ impl RedisStore {
         own_key: &str,
         now_ms: i64,
         args: impl FnOnce(&mut Call),
-    ) -> StoreResult<ScriptReply> {
+    ) -> StoreResult<R> {
         self.shards_ready().await?;
         let window = month_window(now_ms).0;
         let mut call = Call::new();
@@ -197,7 +198,7 @@ impl RedisStore {
             Some(durability) if function.writes() => self.call_durably(&cmd, durability).await?,
             _ => self.call(&cmd).await?,
         };
-        ScriptReply::parse(&json)
+        reply::parse(&json)
     }
 
     /// Sends one `FCALL`; when Redis answers that the function is missing, loads the library

@@ -1,6 +1,12 @@
-//! What the Lua scripts answer: one JSON object per call (`cjson` inside Redis), read here with
-//! serde. Numbers travel as strings, so no amount loses precision on the way (Lua numbers are
-//! doubles and `cjson` prints 14 significant digits).
+//! What the library's functions answer: one JSON object per call (`cjson` inside Redis), read
+//! here with serde. Numbers travel as strings, so no amount loses precision on the way (Lua
+//! numbers are doubles and `cjson` prints 14 significant digits).
+//!
+//! Each operation's reply is its own enum, tagged by `status`, beside its arguments in
+//! `ops/<operation>.rs`; its variants are the statuses `lua/<operation>.lua` lists in its
+//! header, so a status an operation cannot answer fails the parse. Here: the parts several
+//! replies share (a hold, a balance, a grant, a refusal of a new generation), the reading of
+//! numbers sent as strings, and the parse itself.
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -10,78 +16,6 @@ use serde::{Deserialize, Deserializer};
 
 use crate::ledger::{CreditSource, GrantDraw, Kind};
 use crate::store::{Balance, Grant, Hold, HoldState, StoreError, StoreResult};
-
-/// A script's answer: a status (`ok`, `replayed`, or the refusal) and the fields it carries.
-#[derive(Debug, Deserialize)]
-pub struct ScriptReply {
-    pub status: String,
-    pub hold: Option<HoldReply>,
-    pub balance: Option<BalanceReply>,
-    pub grant: Option<GrantReply>,
-    #[serde(default, deserialize_with = "list")]
-    pub grants: Vec<GrantReply>,
-    #[serde(default, deserialize_with = "list")]
-    pub holds: Vec<HoldReply>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub charged: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub returned: Option<u64>,
-    pub kind: Option<String>,
-    pub model: Option<String>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub qty: Option<u32>,
-    pub plan: Option<String>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub open: Option<u32>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub needed: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub available: Option<u64>,
-    pub state: Option<String>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub reserved: Option<u32>,
-    pub change: Option<String>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub effective: Option<i64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub added: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub charge: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub revoked: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub expired: Option<u32>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub charged_allowance: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub charged_credits: Option<u64>,
-    /// Quote: the cost and its split.
-    #[serde(default, deserialize_with = "opt_num")]
-    pub cost: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub fa: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub fc: Option<u64>,
-    /// Quote: what Reserve would refuse with; ReserveBatch: why an item failed.
-    pub refusal: Option<Box<ScriptReply>>,
-    /// ReserveBatch: the failing item (or, in a conflict, an item not reserved), and the
-    /// generation a conflict names.
-    #[serde(default, deserialize_with = "opt_num")]
-    pub index: Option<usize>,
-    pub gen: Option<String>,
-    /// Refund.
-    #[serde(default, deserialize_with = "opt_num")]
-    pub refunded: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub to_allowance: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub to_credits: Option<u64>,
-    pub refund_grant: Option<String>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub requested: Option<u64>,
-    #[serde(default, deserialize_with = "opt_num")]
-    pub refundable: Option<u64>,
-}
 
 /// A hold as the scripts describe it.
 #[derive(Debug, Deserialize)]
@@ -146,29 +80,52 @@ pub struct GrantReply {
     pub created: i64,
 }
 
+/// Why the library refused a new generation (Reserve, an item of ReserveBatch): the model is
+/// not in the catalog, the plan does not allow it, or the funds do not cover it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Refusal {
+    UnknownModel,
+    Denied(DeniedReply),
+    Insufficient(ShortfallReply),
+}
+
+/// A plan's refusal: the account's plan and its open holds (the catalog rebuilds the denial).
+#[derive(Debug, Deserialize)]
+pub struct DeniedReply {
+    pub plan: String,
+    #[serde(deserialize_with = "num")]
+    pub open: u32,
+}
+
+/// Funds that do not cover a cost.
+#[derive(Debug, Deserialize)]
+pub struct ShortfallReply {
+    #[serde(deserialize_with = "num")]
+    pub needed: u64,
+    #[serde(deserialize_with = "num")]
+    pub available: u64,
+}
+
+/// The terms of the hold a generation id already names (a conflict).
+#[derive(Debug, Deserialize)]
+pub struct HoldTerms {
+    #[serde(deserialize_with = "kind")]
+    pub kind: Kind,
+    pub model: String,
+    #[serde(deserialize_with = "num")]
+    pub qty: u32,
+}
+
 /// The error for a reply the store cannot make sense of (a bug, never expected).
 pub fn anomaly(what: impl Display) -> StoreError {
     StoreError::Internal(format!("unexpected script reply: {what}"))
 }
 
-impl ScriptReply {
-    /// Parses a script's JSON answer.
-    pub fn parse(json: &str) -> StoreResult<ScriptReply> {
-        serde_json::from_str(json).map_err(|e| anomaly(format!("{e} in {json}")))
-    }
-
-    /// A field the reply must carry.
-    pub fn need<T>(field: Option<T>, name: &str) -> StoreResult<T> {
-        field.ok_or_else(|| anomaly(format!("no `{name}`")))
-    }
-
-    pub fn hold(&mut self, account_id: &str) -> StoreResult<Hold> {
-        Self::need(self.hold.take(), "hold")?.into_hold(account_id)
-    }
-
-    pub fn balance(&mut self, account_id: &str) -> StoreResult<Balance> {
-        Ok(Self::need(self.balance.take(), "balance")?.into_balance(account_id))
-    }
+/// Reads a function's JSON answer as the reply `R` of its operation. A status the operation
+/// cannot answer, a missing field or a malformed number is an anomaly naming the raw reply.
+pub fn parse<R: DeserializeOwned>(json: &str) -> StoreResult<R> {
+    serde_json::from_str(json).map_err(|e| anomaly(format!("{e} in {json}")))
 }
 
 impl HoldReply {
@@ -177,7 +134,8 @@ impl HoldReply {
             account_id: account_id.to_string(),
             kind: Kind::parse(&self.kind)
                 .ok_or_else(|| anomaly(format!("kind `{}`", self.kind)))?,
-            state: parse_state(&self.state)?,
+            state: HoldState::parse(&self.state)
+                .ok_or_else(|| anomaly(format!("state `{}`", self.state)))?,
             grants: parse_draws(&self.draws)?,
             generation_id: self.gen,
             model: self.model,
@@ -231,18 +189,25 @@ impl GrantReply {
     }
 }
 
-/// A hold state by its stable id.
-pub fn parse_state(s: &str) -> StoreResult<HoldState> {
-    HoldState::parse(s).ok_or_else(|| anomaly(format!("state `{s}`")))
-}
-
 /// `"g1=5,g2=3"` → draws.
 fn parse_draws(text: &str) -> StoreResult<Vec<GrantDraw>> {
     crate::events::parse_draws(text).map_err(anomaly)
 }
 
+/// A hold state by its stable id.
+pub fn hold_state<'de, D: Deserializer<'de>>(d: D) -> Result<HoldState, D::Error> {
+    let text = String::deserialize(d)?;
+    HoldState::parse(&text).ok_or_else(|| D::Error::custom(format!("hold state `{text}`")))
+}
+
+/// A generation kind by its stable id.
+pub fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+    let text = String::deserialize(d)?;
+    Kind::parse(&text).ok_or_else(|| D::Error::custom(format!("kind `{text}`")))
+}
+
 /// A number sent as a string.
-fn num<'de, D: Deserializer<'de>, T: FromStr>(d: D) -> Result<T, D::Error>
+pub fn num<'de, D: Deserializer<'de>, T: FromStr>(d: D) -> Result<T, D::Error>
 where
     T::Err: Display,
 {
@@ -250,7 +215,8 @@ where
     text.parse().map_err(D::Error::custom)
 }
 
-fn opt_num<'de, D: Deserializer<'de>, T: FromStr>(d: D) -> Result<Option<T>, D::Error>
+/// A number sent as a string, in a field that may be absent (with `#[serde(default)]`).
+pub fn opt_num<'de, D: Deserializer<'de>, T: FromStr>(d: D) -> Result<Option<T>, D::Error>
 where
     T::Err: Display,
 {
@@ -258,7 +224,7 @@ where
 }
 
 /// A list; `cjson` writes an empty Lua table as `{}`.
-fn list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+pub fn list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Object(map) if map.is_empty() => Ok(Vec::new()),
         value => serde_json::from_value(value).map_err(D::Error::custom),
@@ -269,19 +235,90 @@ fn list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, 
 mod tests {
     use super::*;
 
+    /// A reply shaped like an operation's: statuses as variants, shared parts inside.
+    #[derive(Debug, Deserialize)]
+    #[serde(tag = "status", rename_all = "snake_case")]
+    enum Sample {
+        Ok {
+            #[serde(default, deserialize_with = "list")]
+            grants: Vec<GrantReply>,
+            #[serde(default, deserialize_with = "list")]
+            holds: Vec<HoldReply>,
+            #[serde(deserialize_with = "num")]
+            charged: u64,
+            balance: BalanceReply,
+        },
+        Conflict(HoldTerms),
+        State {
+            #[serde(deserialize_with = "hold_state")]
+            state: HoldState,
+        },
+        NotFound,
+    }
+
     #[test]
     fn reads_a_reply_with_large_numbers_and_empty_lists() {
-        let mut r = ScriptReply::parse(
+        let r: Sample = parse(
             r#"{"status":"ok","grants":{},"holds":[],"charged":"9007199254740991",
                "balance":{"plan":"none","scheduled":"","cycle_start":"","cycle_end":"",
                "total":"0","used":"0","held":"0","available":"0","credits":"5",
                "credits_held":"0","open":"0"}}"#,
         )
         .unwrap();
-        assert_eq!(r.charged, Some(9_007_199_254_740_991));
-        assert!(r.grants.is_empty() && r.holds.is_empty());
-        let b = r.balance("a").unwrap();
+        let Sample::Ok {
+            grants,
+            holds,
+            charged,
+            balance,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(charged, 9_007_199_254_740_991);
+        assert!(grants.is_empty() && holds.is_empty());
+        let b = balance.into_balance("a");
         assert_eq!((b.cycle_start_ms, b.credits_available), (None, 5));
-        assert!(ScriptReply::parse(r#"{"status":"ok","qty":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn reads_each_status_with_its_fields() {
+        let conflict: Sample =
+            parse(r#"{"status":"conflict","kind":"video","model":"pro","qty":"5"}"#).unwrap();
+        assert!(
+            matches!(&conflict, Sample::Conflict(t) if t.kind == Kind::Video && t.qty == 5),
+            "{conflict:?}"
+        );
+        let state: Sample = parse(r#"{"status":"state","state":"settled"}"#).unwrap();
+        assert!(matches!(
+            state,
+            Sample::State {
+                state: HoldState::Settled
+            }
+        ));
+        // Fields a status does not carry are ignored, as `cjson` may write them.
+        let not_found: Sample = parse(r#"{"status":"not_found","expired":"0"}"#).unwrap();
+        assert!(matches!(not_found, Sample::NotFound));
+    }
+
+    #[test]
+    fn a_status_or_field_out_of_shape_is_an_anomaly_naming_the_reply() {
+        for bad in [
+            r#"{"status":"replayed"}"#,
+            r#"{"status":"state","state":"lost"}"#,
+            r#"{"status":"conflict","kind":"video","model":"pro","qty":"x"}"#,
+            r#"{"status":"conflict","kind":"video","model":"pro"}"#,
+            r#"{"kind":"video"}"#,
+        ] {
+            match parse::<Sample>(bad) {
+                Err(StoreError::Internal(message)) => {
+                    assert!(
+                        message.starts_with("unexpected script reply: "),
+                        "{message}"
+                    );
+                    assert!(message.ends_with(bad), "{message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }
