@@ -7,10 +7,9 @@ use super::library::Function;
 use super::plan_table::thresholds_arg;
 use super::reply::{anomaly, parse_state, ScriptReply};
 use super::RedisStore;
-use crate::ledger::account::{
-    batch_conflict, conflict, unit_cost, unknown_model, unknown_plan, wrong_state,
-};
+use crate::ledger::account::{batch_conflict, conflict, wrong_state};
 use crate::ledger::cycle::Anchor;
+use crate::ledger::prepare::{self, unknown_model, unknown_plan};
 use crate::ledger::{Catalog, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS};
 use crate::store::keys::AccountKeys;
 use crate::store::sweeper::{due_accounts, SWEEP_ENTRIES_PER_ACCOUNT};
@@ -394,7 +393,7 @@ impl Store for RedisStore {
 
     async fn quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         let catalog = self.catalog.current();
-        let unit = unit_cost(&catalog, cmd.kind, &cmd.model)?;
+        let unit = prepare::unit_cost(&catalog, cmd.kind, &cmd.model)?;
         let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let mut r = self
             .run_on(
