@@ -98,3 +98,49 @@ pub fn plan_table(catalog: &Catalog) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_as_the_library_reads_it() {
+        let catalog = Catalog::builtin();
+        assert_eq!(thresholds_arg(&catalog), "80,100");
+        let table = plan_table(&catalog);
+        assert!(table.starts_with("none,0,0,1,5,standard;"), "{table}");
+        assert!(
+            table.contains(";hollywood,5000,5000,8,20,standard pro cinema;"),
+            "{table}"
+        );
+        assert_eq!(table.matches(';').count(), catalog.plans().len());
+    }
+
+    #[test]
+    fn what_the_catalog_lacks_is_named() {
+        let catalog = Catalog::builtin();
+        assert_eq!(unit_cost(&catalog, Kind::Video, "standard").unwrap(), 10);
+        let err = unit_cost(&catalog, Kind::Video, "nope").unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::InvalidArgument { field: "model", message } if message.contains("\"nope\"")),
+            "{err:?}"
+        );
+        assert_eq!(
+            plan(&catalog, "independent").unwrap().allowance_units,
+            2_500
+        );
+        let err = plan(&catalog, "platinum").unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::InvalidArgument { field: "plan", message } if message.contains("none")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_anchored_on_the_requested_moment_or_now() {
+        let now_ms = 1_767_225_600_000 + 3_600_000; // 2026-01-01T01:00:00Z
+        assert_eq!(anchor(None, now_ms), Anchor::from_ms(now_ms));
+        assert_eq!(anchor(Some(0), now_ms), Anchor::from_ms(0));
+        assert_eq!(month_window(now_ms), cycle::month_window(now_ms));
+    }
+}

@@ -43,10 +43,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::allocation::{burn_order, split_charge, Allocation, BurnKey};
 use super::catalog::NO_PLAN;
-use super::cycle::{cycle_at, Anchor, Cycle};
+use super::cycle::{cycle_containing, Anchor, Cycle};
 use super::error::LedgerError;
 use super::event::{self as events, UsageEvent};
 use super::model::*;
+use super::prepare;
 use super::{Catalog, GrantDraw, PlanSpec, MAX_LIVE_GRANTS, RETENTION_SECONDS};
 
 /// How long finished holds, tombstones and plan requests are remembered.
@@ -496,7 +497,7 @@ impl Account {
             self.terms = PlanTerms::default();
             self.allowance_total = 0;
         } else {
-            let next = cycle_at(self.anchor, now_ms);
+            let next = cycle_containing(self.anchor, prepare::month_window(now_ms), now_ms);
             self.cycle = Some(next);
             self.terms = PlanTerms::renewed(catalog, &self.plan, self.terms);
             self.allowance_total = self.terms.allowance_units;

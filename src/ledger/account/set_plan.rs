@@ -3,11 +3,11 @@
 
 use super::{Account, LedgerResult, PlanRecord, PlanTerms, Recall, RETENTION_MS};
 use crate::ledger::catalog::NO_PLAN;
-use crate::ledger::cycle::{cycle_at, Anchor};
+use crate::ledger::cycle::cycle_containing;
 use crate::ledger::error::LedgerError;
 use crate::ledger::event::{self as events, UsageEvent};
 use crate::ledger::model::{PlanChange, PlanSet, SetPlanCmd};
-use crate::ledger::prepare::unknown_plan;
+use crate::ledger::prepare;
 use crate::ledger::proration::prorate;
 use crate::ledger::Catalog;
 
@@ -45,9 +45,7 @@ impl Account {
                 balance: self.balance(),
             });
         }
-        let new = catalog
-            .plan(&cmd.plan)
-            .ok_or_else(|| unknown_plan(catalog, &cmd.plan))?;
+        let new = prepare::plan(catalog, &cmd.plan)?;
         let new_terms = PlanTerms::of(new);
         // Prorated from the terms the account has, not from what the catalog says now.
         let current = self.terms;
@@ -64,8 +62,9 @@ impl Account {
                     self.terms = new_terms;
                     self.scheduled_plan = None;
                     self.scheduled_terms = PlanTerms::default();
-                    self.anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
-                    self.cycle = Some(cycle_at(self.anchor, now_ms));
+                    self.anchor = prepare::anchor(cmd.cycle_anchor_ms, now_ms);
+                    let window = prepare::month_window(now_ms);
+                    self.cycle = Some(cycle_containing(self.anchor, window, now_ms));
                     self.cycle_number += 1;
                     self.threshold_reached = 0;
                     self.allowance_total = new.allowance_units;

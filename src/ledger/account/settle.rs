@@ -4,7 +4,7 @@
 use super::{wrong_state, Account, LedgerResult};
 use crate::ledger::error::LedgerError;
 use crate::ledger::model::{HoldState, Settled};
-use crate::ledger::Catalog;
+use crate::ledger::{prepare, Catalog};
 
 impl Account {
     /// Charges a hold, or `actual_quantity` of it at the unit cost it was reserved at; the
@@ -42,7 +42,7 @@ impl Account {
         }
         let charge_units = record.unit_cost * u64::from(actual);
         self.finalize(generation_id, HoldState::Settled, charge_units, "", now_ms)?;
-        self.announce_thresholds(catalog.alert_thresholds_percent(), now_ms);
+        self.announce_thresholds(prepare::alert_thresholds(catalog), now_ms);
         self.sweep_grants(now_ms);
         let record = &self.holds[generation_id];
         let (hold, returned_units) = (record.hold.clone(), record.returned_units);

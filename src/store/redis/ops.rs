@@ -4,11 +4,9 @@
 use async_trait::async_trait;
 
 use super::library::Function;
-use super::plan_table::thresholds_arg;
 use super::reply::{anomaly, parse_state, ScriptReply};
 use super::RedisStore;
 use crate::ledger::account::{batch_conflict, conflict, wrong_state};
-use crate::ledger::cycle::Anchor;
 use crate::ledger::prepare::{self, unknown_model, unknown_plan};
 use crate::ledger::{Catalog, Kind, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS};
 use crate::store::keys::AccountKeys;
@@ -37,12 +35,11 @@ fn conflict_of(
     Ok(conflict(generation_id, kind, &model, qty, requested))
 }
 
-/// The unit cost argument of a Reserve: the catalog's, or empty for a model the catalog does
-/// not have. The script answers a replay of a known generation before it looks at the cost,
-/// and `unknown_model` for a new one.
+/// The unit cost argument of a Reserve or batch item ([`prepare::unit_cost`]), or empty for a
+/// model the catalog does not have. The script answers a replay of a known generation before
+/// it looks at the cost, and `unknown_model` for a new one.
 fn unit_arg(catalog: &Catalog, kind: Kind, model: &str) -> String {
-    catalog
-        .unit_cost(kind, model)
+    prepare::unit_cost(catalog, kind, model)
         .map(|unit| unit.to_string())
         .unwrap_or_default()
 }
@@ -123,7 +120,7 @@ impl Store for RedisStore {
         let own = keys.finished_hold(account_id, generation_id);
         let actual = actual_quantity.map(|q| q.to_string()).unwrap_or_default();
         let catalog = self.catalog.current();
-        let thresholds = thresholds_arg(&catalog);
+        let thresholds = prepare::thresholds_arg(&catalog);
         let mut r = self
             .run_on(
                 &catalog,
@@ -278,7 +275,7 @@ impl Store for RedisStore {
             .cycle_anchor_ms
             .map(|ms| ms.to_string())
             .unwrap_or_default();
-        let anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
+        let anchor = prepare::anchor(cmd.cycle_anchor_ms, now_ms);
         let mut r = self
             .run_on(
                 &catalog,
