@@ -363,6 +363,9 @@ impl Account {
     /// invariant. Returns the new live state, its events and the records of the past to keep,
     /// or the error with nothing changed. The copy is of bounded size (counters, grants, open
     /// holds): the past is never copied beyond what `recalled` holds.
+    ///
+    /// The steps, in the library's order (`execute` in `lua/lib.lua`): load, touch, the
+    /// operation, finish (the grant sweep, the invariants, then what the store writes).
     pub fn execute<T>(
         &self,
         recalled: Past,
@@ -370,6 +373,14 @@ impl Account {
         now_ms: i64,
         op: impl FnOnce(&mut Account) -> LedgerResult<T>,
     ) -> LedgerResult<Transition<T>> {
+        let mut next = self.load(recalled);
+        next.touch(catalog, now_ms)?;
+        let reply = op(&mut next)?;
+        next.finish(reply, now_ms)
+    }
+
+    /// A copy of the live state with the `recalled` records of the past, for one call.
+    fn load(&self, recalled: Past) -> Account {
         let mut next = self.clone();
         next.outbox.clear();
         for (generation_id, record) in recalled.holds {
@@ -381,14 +392,19 @@ impl Account {
         next.tombstones = recalled.tombstones;
         next.plan_requests = recalled.plan_requests;
         next.refunds = recalled.refunds;
-        next.touch(catalog, now_ms)?;
-        let reply = op(&mut next)?;
-        next.sweep_grants(now_ms);
-        next.check_invariants()?;
-        let events = std::mem::take(&mut next.outbox);
-        let remembered = next.split_past();
+        next
+    }
+
+    /// After a successful operation: sweeps the grants, checks every invariant, and hands
+    /// back the new live state, its events and the records of the past to keep (the store
+    /// writes them; the library's `finish` performs its queued writes).
+    fn finish<T>(mut self, reply: T, now_ms: i64) -> LedgerResult<Transition<T>> {
+        self.sweep_grants(now_ms);
+        self.check_invariants()?;
+        let events = std::mem::take(&mut self.outbox);
+        let remembered = self.split_past();
         Ok(Transition {
-            account: next,
+            account: self,
             reply,
             events,
             remembered,
@@ -461,10 +477,17 @@ impl Account {
         self.plan_requests.retain(|_, r| r.forget_at_ms > now_ms);
         self.refunds.retain(|_, r| r.forget_at_ms > now_ms);
         self.rollover(catalog, now_ms);
+        self.reclaim_expired(now_ms)?;
+        self.sweep_grants(now_ms);
+        Ok(())
+    }
+
+    /// Expires the open holds due at `now_ms`, earliest first (ties by generation id): each
+    /// gives its units back.
+    fn reclaim_expired(&mut self, now_ms: i64) -> LedgerResult<()> {
         for (_, generation_id) in self.due_holds(now_ms) {
             self.finalize(&generation_id, HoldState::Expired, 0, "", now_ms)?;
         }
-        self.sweep_grants(now_ms);
         Ok(())
     }
 

@@ -36,6 +36,23 @@ impl Account {
                 cmd,
             ));
         }
+        let hold = self.reserve_new(catalog, cmd, now_ms)?;
+        Ok(Reserved {
+            hold,
+            replayed: false,
+            balance: self.balance(),
+        })
+    }
+
+    /// Reserve of a generation that is not known yet (`reserve_new` in `lua/lib.lua`, which
+    /// ReserveBatch shares): the unit cost (the catalog may lack the model), the plan's
+    /// features, the funds (allowance first, then grants in burn order), and the new hold.
+    fn reserve_new(
+        &mut self,
+        catalog: &Catalog,
+        cmd: &ReserveCmd,
+        now_ms: i64,
+    ) -> LedgerResult<Hold> {
         let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
         let cost_units = unit_cost * u64::from(cmd.quantity);
         catalog
@@ -105,11 +122,7 @@ impl Account {
             now_ms,
         );
         self.holds.insert(cmd.generation_id.clone(), record);
-        Ok(Reserved {
-            hold,
-            replayed: false,
-            balance: self.balance(),
-        })
+        Ok(hold)
     }
 }
 
