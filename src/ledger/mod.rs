@@ -12,6 +12,7 @@ pub mod features;
 pub mod hold_state;
 pub mod kind;
 pub mod model;
+pub mod prepare;
 pub mod proration;
 pub mod shared_catalog;
 

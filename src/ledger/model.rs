@@ -1,5 +1,5 @@
 //! The ledger's data: commands, holds, grants, balances and what each operation answers.
-//! Both stores speak in these types; the account state machine (`account.rs`) produces them.
+//! Both stores speak in these types; the account state machine (`account/`) produces them.
 
 use std::collections::BTreeMap;
 

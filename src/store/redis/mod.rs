@@ -11,8 +11,8 @@
 //!
 //! Here: the store and its call path (one `FCALL`, with `WAIT` under `--durability`). Beside it:
 //! `ops/` (per operation, its arguments and its typed reply), `reply.rs` (the parts replies
-//! share, and the parse),
-//! `plan_table.rs` (the catalog as call arguments), `shards.rs` (the shard-count check),
+//! share, and the parse), `plan_table.rs` (the plan table, kept per catalog version; what a
+//! call is handed is computed by `ledger::prepare`), `shards.rs` (the shard-count check),
 //! `fleet.rs` (time, leases, ping), `event_log.rs` (the event log on the shards' streams),
 //! `conn.rs`/`sentinel.rs` (connections), `durability.rs` (`--durability`), `library.rs` and
 //! `lua/` (the Functions library), `scripts/` (the plain scripts of leases and event losses).
@@ -38,8 +38,7 @@ use library::{is_function_missing, Call, Function, Library};
 use super::keys::{AccountKeys, Shards};
 use super::unavailable::{no_answer_within, store_error};
 use super::*;
-use crate::ledger::cycle::month_window;
-use crate::ledger::{Catalog, SharedCatalog, RETENTION_SECONDS};
+use crate::ledger::{prepare, Catalog, SharedCatalog, RETENTION_SECONDS};
 use conn::RedisConn;
 use durability::Durability;
 use serde::de::DeserializeOwned;
@@ -177,7 +176,7 @@ impl RedisStore {
         args: impl FnOnce(&mut Call),
     ) -> StoreResult<R> {
         self.shards_ready().await?;
-        let window = month_window(now_ms).0;
+        let window = prepare::month_window(now_ms).0;
         let mut call = Call::new();
         call.key(&keys.account)
             .key(&keys.grants)

@@ -1,9 +1,10 @@
-//! The catalog as the library reads it: the plan table and the usage alert thresholds, as
-//! call arguments.
+//! The plan table every call hands the library, encoded by [`plan_table`] and kept per catalog
+//! version.
 
 use std::sync::Arc;
 
 use super::RedisStore;
+use crate::ledger::prepare::plan_table;
 use crate::ledger::Catalog;
 
 impl RedisStore {
@@ -18,33 +19,4 @@ impl RedisStore {
         }
         cached.1.clone()
     }
-}
-
-/// The catalog's usage alert thresholds for the scripts: `80,100`.
-pub(super) fn thresholds_arg(catalog: &Catalog) -> String {
-    catalog
-        .alert_thresholds_percent()
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The catalog's plans for the scripts: `id,price,allowance,max_holds,max_seconds,models;`.
-fn plan_table(catalog: &Catalog) -> String {
-    catalog
-        .plans()
-        .iter()
-        .map(|p| {
-            format!(
-                "{},{},{},{},{},{};",
-                p.id,
-                p.price_cents,
-                p.allowance_units,
-                p.max_concurrent_holds,
-                p.max_video_seconds,
-                p.models.join(" ")
-            )
-        })
-        .collect()
 }

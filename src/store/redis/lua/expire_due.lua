@@ -1,11 +1,12 @@
--- ExpireDue (the sweeper): expire the due holds of an account nobody touches. `begin()` already
--- reclaimed them (and emitted hold.expired) into their declared keys; two sweepers running this
--- at once expire each hold once, because the second finds it no longer open. args[9] is the
--- mode, args[10..] the account's entries of the shard expiry index (`<account>/<gen>`),
--- keys[5..] their finished-hold keys, in the same order. Mode `move`: the entries are holds
--- another call found expired (scored MOVE_SCORE); they are moved to their keys and nothing else
--- is written. Mode `expire`: the entries are due; an entry whose hold another call found
--- expired is moved to its key, any other that is not an open hold any more is dropped.
+-- ExpireDue (the sweeper; Account::due_holds and Account::reclaim_expired): expire the due
+-- holds of an account nobody touches. `load_and_touch()` already reclaimed them (and emitted
+-- hold.expired) into their declared keys; two sweepers running this at once expire each hold
+-- once, because the second finds it no longer open. args[9] is the mode, args[10..] the
+-- account's entries of the shard expiry index (`<account>/<gen>`), keys[5..] their
+-- finished-hold keys, in the same order. Mode `move`: the entries are holds another call found
+-- expired (scored MOVE_SCORE); they are moved to their keys and nothing else is written. Mode
+-- `expire`: the entries are due; an entry whose hold another call found expired is moved to
+-- its key, any other that is not an open hold any more is dropped.
 -- Replies: ok {expired} | moved {expired: 0}
 local function expire_due()
   -- No open hold was due: the entries are holds another call found expired (or stale ones).

@@ -1,12 +1,17 @@
--- The Lua twin of the account state machine in src/ledger/account.rs (the memory store runs the
+-- The Lua twin of the account state machine in src/ledger/account/ (the memory store runs the
 -- Rust original; one conformance suite keeps the two identical), as one Redis Functions
--- library. src/store/redis.rs puts the library's header (`#!lua name=<library>` and the
+-- library. This file is the twin of account/mod.rs (the state, `execute` and the steps
+-- operations share); each operation is a file named as its Rust twin account/<operation>.rs.
+-- src/store/redis/library.rs puts the library's header (`#!lua name=<library>` and the
 -- `LIBRARY` local) in front of this file and appends one file per operation; each operation
 -- registers itself as `<library>_<operation>` through `register()` at the end of this file.
--- Loaded once: the definitions below run when the library is loaded, not on every call; a call
--- only resets the per-call state (`begin()`), runs its operation and `finish()`es.
+-- Loaded once: the definitions below run when the library is loaded, not on every call. A call
+-- runs the steps of Account::execute, in its order: load and touch (`load_and_touch()`), the
+-- operation, then `finish()` (the grant sweep, the invariants, the writes).
 --
--- Calling convention (built by src/store/redis.rs; every key the function touches is declared):
+-- Calling convention (built by src/store/redis/; every key the function touches is declared;
+-- what Rust computes for the arguments, the unit cost, month window, plan table and alert
+-- thresholds, is src/ledger/prepare.rs):
 --   keys[1] account hash   keys[2] grants hash   keys[3] shard expiry index (zset)
 --   keys[4] shard event stream   keys[5] the operation's own key (a finished hold or a plan
 --   request; the account hash where there is none), then more keys of the operation
@@ -25,14 +30,15 @@
 --     retention as its expiry.
 --
 -- Check, then write: every write is queued with `write()`; reads go through the tables loaded
--- by `begin()`. `finish()` checks every invariant and only then performs the writes, and only
--- for a successful reply: a refused call, or one that raises an error, writes nothing at all.
+-- by `load_and_touch()`. `finish()` checks every invariant and only then performs the writes,
+-- and only for a successful reply: a refused call, or one that raises an error, writes nothing
+-- at all.
 --
 -- Numbers: Lua numbers are doubles; the Rust side bounds every amount so sums stay below 2^53,
 -- and numbers are written with '%d' (tostring would switch to exponent notation). Replies are
 -- JSON objects whose numbers are strings, so no precision is lost on the way.
 
--- Per-call state: set by `begin()` from the call's keys and arguments.
+-- Per-call state: set by `load_and_touch()` from the call's keys and arguments.
 local KEYS, ARGV, NOW, ACCOUNT_ID, RETENTION_MS
 local K_ACCOUNT, K_GRANTS, K_EXPIRY, K_EVENTS, K_OWN
 -- Generation id -> the declared key of its finished hold, for the holds this call may finish.
@@ -370,7 +376,7 @@ local function grant_spendable(g)
 end
 
 -- ledger::allocation::burn_order
-local function burns_before(a, b)
+local function burn_order(a, b)
   local ea, eb = a.exp or math.huge, b.exp or math.huge
   if ea ~= eb then return ea < eb end
   if a.src ~= b.src then return a.src == 'promotional' end
@@ -381,7 +387,7 @@ end
 local function grants_in_burn_order()
   local list = {}
   for _, g in pairs(load_grants()) do list[#list + 1] = g end
-  table.sort(list, burns_before)
+  table.sort(list, burn_order)
   return list
 end
 
@@ -644,8 +650,8 @@ local function returned_units(h)
   return h.fa - math.min(h.charged, h.fa) + h.fc - (h.charged - h.cfa) - h.lost
 end
 
--- Reclaims open holds past their expiry, earliest first (ties by generation id), and forgets
--- expired holds past retention.
+-- Account::reclaim_expired: reclaims open holds past their expiry, earliest first (ties by
+-- generation id), and forgets expired holds past retention.
 local RECLAIMED    -- holds this call expired
 local function reclaim_expired()
   local due = {}
@@ -698,7 +704,7 @@ local function announce_thresholds(list)
 end
 
 ---------------------------------------------------------------------------------------------
--- Replies (parsed by src/store/redis.rs with serde): JSON objects, numbers as strings.
+-- Replies (parsed by src/store/redis/reply.rs with serde): JSON objects, numbers as strings.
 
 local function hold_reply(h)
   return {
@@ -735,9 +741,9 @@ end
 -- Replies that change something; every other reply is a refusal and writes nothing.
 local SUCCESS = { ok = true, replayed = true }
 
--- The plan's refusal of a generation, or nil (features come from the plan alone; the Rust
--- side rebuilds the exact denial from the plan and the open holds).
-local function features_refusal(kind, model, qty)
+-- Catalog::check_features: the plan's refusal of a generation, or nil (features come from the
+-- plan alone; the Rust side rebuilds the exact denial from the plan and the open holds).
+local function check_features(kind, model, qty)
   local plan = plan_of(acct.plan)
   if not plan_allows_model(plan, model) or (kind == 'video' and qty > plan.max_seconds)
     or OPEN_COUNT >= plan.max_holds then
@@ -746,13 +752,13 @@ local function features_refusal(kind, model, qty)
   return nil
 end
 
--- Account::reserve for a generation that is not known yet: checks features and funds and holds
--- the cost. Returns the new hold, or nil and the refusal.
+-- Account::reserve_new, for a generation that is not known yet: checks features and funds and
+-- holds the cost. Returns the new hold, or nil and the refusal.
 local function reserve_new(gen, kind, model, qty, unit, ttl_ms, labels)
   -- No unit cost: the catalog has no such model (checked after replays, as in Rust).
   if not unit then return nil, reply('unknown_model') end
   local cost = unit * qty
-  local refusal = features_refusal(kind, model, qty)
+  local refusal = check_features(kind, model, qty)
   if refusal then return nil, refusal end
   -- ledger::allocation::allocate: allowance first, then spendable grants in burn order. The
   -- account counts its spendable credits, so grants are read only when they are drawn from.
@@ -799,7 +805,8 @@ local function reserve_new(gen, kind, model, qty, unit, ttl_ms, labels)
   return h, nil
 end
 
--- Checks every invariant on what the call computed; raises on the first broken one.
+-- Account::check_invariants: checks every invariant on what the call computed; raises on the
+-- first broken one.
 local function check_invariants()
   check_allowance()
   local held_here, credits_held, open = 0, 0, 0
@@ -834,8 +841,9 @@ local function check_invariants()
   end
 end
 
--- Hands back `result` as JSON and, for a successful one, performs every queued write after
--- checking the invariants (an error raised here leaves Redis as it was).
+-- Account::execute's finish: hands back `result` as JSON and, for a successful one, sweeps the
+-- grants and performs every queued write after checking the invariants (an error raised here
+-- leaves Redis as it was).
 local function finish(result)
   if SUCCESS[result.status] then
     sweep_grants()
@@ -863,11 +871,11 @@ local function finish(result)
   return cjson.encode(result)
 end
 
--- Every operation starts here: the call's state from its keys and arguments (`finished_keys`:
--- generation id -> the declared key of its finished hold; `own`: the call's own generation),
--- the account, then the lazy work:
--- roll the cycle over, reclaim expired holds, expire grants.
-local function begin(keys, args, finished_keys, own)
+-- Every operation starts here (Account::execute's load, then Account::touch): the call's state
+-- from its keys and arguments (`finished_keys`: generation id -> the declared key of its
+-- finished hold; `own`: the call's own generation), the account, then the lazy work: roll the
+-- cycle over, reclaim expired holds, expire grants.
+local function load_and_touch(keys, args, finished_keys, own)
   KEYS, ARGV = keys, args
   NOW, ACCOUNT_ID = tonumber(args[1]), args[2]
   if args[3] ~= PLAN_TABLE then PLAN_TABLE, PLANS = args[3], {} end
@@ -889,16 +897,17 @@ local function own_generation(keys, args)
   return { [args[9]] = keys[5] }
 end
 
--- Registers operation `op` as the function `<library>_<name>`: `begin()`, the operation,
--- `finish()`. `finished_keys(keys, args)` names the finished-hold keys the call declares;
--- `flags` are the function's Redis flags (`no-writes` for an operation that never writes).
+-- Registers operation `op` as the function `<library>_<name>`, run as Account::execute runs
+-- one: `load_and_touch()`, the operation, `finish()`. `finished_keys(keys, args)` names the
+-- finished-hold keys the call declares; `flags` are the function's Redis flags (`no-writes`
+-- for an operation that never writes).
 local function register(name, op, finished_keys, flags)
   redis.register_function({
     function_name = LIBRARY .. '_' .. name,
     callback = function(keys, args)
       -- An operation on its own generation may need that hold's labels for its event.
       local own = finished_keys == own_generation and args[9] or nil
-      begin(keys, args, finished_keys and finished_keys(keys, args), own)
+      load_and_touch(keys, args, finished_keys and finished_keys(keys, args), own)
       return finish(op())
     end,
     flags = flags,

@@ -8,7 +8,7 @@ local function quote()
   local available = allowance_available()
   local fa = math.min(cost, available)
   local fc = math.min(cost - fa, acct.cr)
-  local refusal = features_refusal(kind, model, qty)
+  local refusal = check_features(kind, model, qty)
   if not refusal and fa + fc < cost then
     refusal = reply('insufficient', { needed = n2s(cost), available = n2s(available + acct.cr) })
   end

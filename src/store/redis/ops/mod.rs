@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::reply::{anomaly, Refusal};
 use super::RedisStore;
-use crate::ledger::account::unknown_model;
+use crate::ledger::prepare::{self, unknown_model};
 use crate::ledger::{Catalog, Kind};
 use crate::store::*;
 
@@ -33,12 +33,11 @@ fn not_found(account_id: &str, generation_id: &str) -> LedgerError {
     }
 }
 
-/// The unit cost argument of a Reserve: the catalog's, or empty for a model the catalog does
-/// not have. The script answers a replay of a known generation before it looks at the cost,
-/// and `unknown_model` for a new one.
+/// The unit cost argument of a Reserve or batch item ([`prepare::unit_cost`]), or empty for a
+/// model the catalog does not have. The script answers a replay of a known generation before
+/// it looks at the cost, and `unknown_model` for a new one.
 fn unit_arg(catalog: &Catalog, kind: Kind, model: &str) -> String {
-    catalog
-        .unit_cost(kind, model)
+    prepare::unit_cost(catalog, kind, model)
         .map(|unit| unit.to_string())
         .unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::refused;
-use crate::ledger::account::unit_cost;
+use crate::ledger::prepare;
 use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
 use crate::store::redis::reply::{num, BalanceReply, DeniedReply, Refusal, ShortfallReply};
@@ -49,7 +49,7 @@ impl From<QuoteRefusal> for Refusal {
 impl RedisStore {
     pub(super) async fn fcall_quote(&self, cmd: &QuoteCmd, now_ms: i64) -> StoreResult<Quoted> {
         let catalog = self.catalog.current();
-        let unit = unit_cost(&catalog, cmd.kind, &cmd.model)?;
+        let unit = prepare::unit_cost(&catalog, cmd.kind, &cmd.model)?;
         let keys = AccountKeys::new(&cmd.account_id, self.shards);
         let reply = self
             .run_on(

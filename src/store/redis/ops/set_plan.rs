@@ -2,8 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::ledger::account::unknown_plan;
-use crate::ledger::cycle::Anchor;
+use crate::ledger::prepare::{self, unknown_plan};
 use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
 use crate::store::redis::reply::{anomaly, num, BalanceReply};
@@ -46,7 +45,7 @@ impl RedisStore {
             .cycle_anchor_ms
             .map(|ms| ms.to_string())
             .unwrap_or_default();
-        let anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
+        let anchor = prepare::anchor(cmd.cycle_anchor_ms, now_ms);
         let reply = self
             .run_on(
                 &catalog,

@@ -4,9 +4,9 @@ use serde::Deserialize;
 
 use super::not_found;
 use crate::ledger::account::wrong_state;
+use crate::ledger::prepare::thresholds_arg;
 use crate::store::keys::AccountKeys;
 use crate::store::redis::library::Function;
-use crate::store::redis::plan_table::thresholds_arg;
 use crate::store::redis::reply::{hold_state, num, BalanceReply, HoldReply};
 use crate::store::redis::RedisStore;
 use crate::store::{HoldState, LedgerError, Settled, StoreResult};

@@ -1,13 +1,20 @@
 //! The account as a pure state machine: every operation is a function from a state, a command
 //! and `now_ms` to a new state, a reply and the events it emits. No I/O, no clock, no locks.
 //!
-//! [`Account::execute`] is the only way in: it runs the lazy work every operation starts with
-//! (forgetting what retention dropped, cycle rollover, reclaiming expired holds, expiring
-//! grants), the operation itself and the grant sweep after it on a copy of the live state,
-//! checks every invariant, and hands back the new state with its events only when all of that
-//! succeeded. A refused or failed operation leaves the caller's state untouched and emits
-//! nothing. The memory store is a lock around this; the Lua scripts in `store/lua/` are its
-//! twin, and the conformance suite holds the two together.
+//! [`Account::execute`] is the only way in: it loads a copy of the live state with the records
+//! of the past the call recalled, runs the lazy work every operation starts with (`touch`:
+//! forgetting what retention dropped, cycle rollover, reclaiming expired holds, expiring
+//! grants), the operation itself and the grant sweep after it, checks every invariant, and
+//! hands back the new state with its events only when all of that succeeded. A refused or
+//! failed operation leaves the caller's state untouched and emits nothing. The memory store is
+//! a lock around this; the Functions library in `src/store/redis/lua/` is its twin, and the
+//! conformance suite holds the two together.
+//!
+//! This file holds the state, [`Account::execute`] and the steps operations share (touch and
+//! rollover, finalize, hold events, the grant sweep, thresholds, invariants): the twin of
+//! `lua/lib.lua`. Each operation is a file of its own, named as the operation and as its Lua
+//! twin `lua/<operation>.lua` is; what is computed before a call (costs, the month window, the
+//! plan check) is [`crate::ledger::prepare`].
 //!
 //! An [`Account`] is its live state only: counters, grants and open holds, all bounded. What it
 //! remembers of its past for replays (finished holds, tombstones of dropped grants, SetPlan
@@ -15,18 +22,33 @@
 //! its ids name ([`Recall`]) and hands back those it read or made, so no call reads or copies
 //! more of the past than that, however long the account has lived.
 
+mod balance;
+mod extend;
+mod grant_credits;
+mod quote;
+mod refund;
+mod release;
+mod reserve;
+mod reserve_batch;
+mod revoke_credits;
+mod set_plan;
+mod settle;
+mod view;
+
+pub use refund::refund_grant_id;
+pub use reserve::conflict;
+pub use reserve_batch::batch_conflict;
+
 use std::collections::{BTreeMap, HashMap};
 
-use super::allocation::{allocate, burn_order, split_charge, Allocation, BurnKey};
+use super::allocation::{burn_order, split_charge, Allocation, BurnKey};
 use super::catalog::NO_PLAN;
-use super::cycle::{cycle_at, Anchor, Cycle};
+use super::cycle::{cycle_containing, Anchor, Cycle};
 use super::error::LedgerError;
 use super::event::{self as events, UsageEvent};
 use super::model::*;
-use super::proration::prorate;
-use super::{
-    Catalog, GrantDraw, PlanSpec, MAX_HOLD_LIFETIME_SECONDS, MAX_LIVE_GRANTS, RETENTION_SECONDS,
-};
+use super::prepare;
+use super::{Catalog, GrantDraw, PlanSpec, MAX_LIVE_GRANTS, RETENTION_SECONDS};
 
 /// How long finished holds, tombstones and plan requests are remembered.
 pub const RETENTION_MS: i64 = RETENTION_SECONDS as i64 * 1000;
@@ -249,7 +271,7 @@ impl Past {
 /// The ids of the records of the past one operation may read: a store hands the operation
 /// these records and no others, the twin of the keys a Redis script declares. An operation
 /// given fewer would answer as if they were forgotten, so each operation's recall is built
-/// here, beside the operation.
+/// beside the operation, in its file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recall {
     /// Finished holds, by generation id.
@@ -272,44 +294,6 @@ impl Recall {
     pub fn hold(generation_id: &str) -> Recall {
         Recall {
             holds: vec![generation_id.to_string()],
-            ..Recall::default()
-        }
-    }
-
-    /// ReserveBatch: every item's generation.
-    pub fn batch(cmd: &ReserveBatchCmd) -> Recall {
-        Recall {
-            holds: cmd
-                .items
-                .iter()
-                .map(|item| item.generation_id.clone())
-                .collect(),
-            ..Recall::default()
-        }
-    }
-
-    /// GrantCredits and RevokeCredits of one grant.
-    pub fn grant(grant_id: &str) -> Recall {
-        Recall {
-            grants: vec![grant_id.to_string()],
-            ..Recall::default()
-        }
-    }
-
-    /// SetPlan.
-    pub fn plan_request(request_id: &str) -> Recall {
-        Recall {
-            plan_requests: vec![request_id.to_string()],
-            ..Recall::default()
-        }
-    }
-
-    /// Refund: the refund, its generation, and the name its credits' grant would take.
-    pub fn refund(cmd: &RefundCmd) -> Recall {
-        Recall {
-            holds: vec![cmd.generation_id.clone()],
-            grants: vec![refund_grant_id(&cmd.generation_id, &cmd.refund_id)],
-            refunds: vec![cmd.refund_id.clone()],
             ..Recall::default()
         }
     }
@@ -379,6 +363,9 @@ impl Account {
     /// invariant. Returns the new live state, its events and the records of the past to keep,
     /// or the error with nothing changed. The copy is of bounded size (counters, grants, open
     /// holds): the past is never copied beyond what `recalled` holds.
+    ///
+    /// The steps, in the library's order (`execute` in `lua/lib.lua`): load, touch, the
+    /// operation, finish (the grant sweep, the invariants, then what the store writes).
     pub fn execute<T>(
         &self,
         recalled: Past,
@@ -386,6 +373,14 @@ impl Account {
         now_ms: i64,
         op: impl FnOnce(&mut Account) -> LedgerResult<T>,
     ) -> LedgerResult<Transition<T>> {
+        let mut next = self.load(recalled);
+        next.touch(catalog, now_ms)?;
+        let reply = op(&mut next)?;
+        next.finish(reply, now_ms)
+    }
+
+    /// A copy of the live state with the `recalled` records of the past, for one call.
+    fn load(&self, recalled: Past) -> Account {
         let mut next = self.clone();
         next.outbox.clear();
         for (generation_id, record) in recalled.holds {
@@ -397,14 +392,19 @@ impl Account {
         next.tombstones = recalled.tombstones;
         next.plan_requests = recalled.plan_requests;
         next.refunds = recalled.refunds;
-        next.touch(catalog, now_ms)?;
-        let reply = op(&mut next)?;
-        next.sweep_grants(now_ms);
-        next.check_invariants()?;
-        let events = std::mem::take(&mut next.outbox);
-        let remembered = next.split_past();
+        next
+    }
+
+    /// After a successful operation: sweeps the grants, checks every invariant, and hands
+    /// back the new live state, its events and the records of the past to keep (the store
+    /// writes them; the library's `finish` performs its queued writes).
+    fn finish<T>(mut self, reply: T, now_ms: i64) -> LedgerResult<Transition<T>> {
+        self.sweep_grants(now_ms);
+        self.check_invariants()?;
+        let events = std::mem::take(&mut self.outbox);
+        let remembered = self.split_past();
         Ok(Transition {
-            account: next,
+            account: self,
             reply,
             events,
             remembered,
@@ -477,10 +477,17 @@ impl Account {
         self.plan_requests.retain(|_, r| r.forget_at_ms > now_ms);
         self.refunds.retain(|_, r| r.forget_at_ms > now_ms);
         self.rollover(catalog, now_ms);
+        self.reclaim_expired(now_ms)?;
+        self.sweep_grants(now_ms);
+        Ok(())
+    }
+
+    /// Expires the open holds due at `now_ms`, earliest first (ties by generation id): each
+    /// gives its units back.
+    fn reclaim_expired(&mut self, now_ms: i64) -> LedgerResult<()> {
         for (_, generation_id) in self.due_holds(now_ms) {
             self.finalize(&generation_id, HoldState::Expired, 0, "", now_ms)?;
         }
-        self.sweep_grants(now_ms);
         Ok(())
     }
 
@@ -513,7 +520,7 @@ impl Account {
             self.terms = PlanTerms::default();
             self.allowance_total = 0;
         } else {
-            let next = cycle_at(self.anchor, now_ms);
+            let next = cycle_containing(self.anchor, prepare::month_window(now_ms), now_ms);
             self.cycle = Some(next);
             self.terms = PlanTerms::renewed(catalog, &self.plan, self.terms);
             self.allowance_total = self.terms.allowance_units;
@@ -796,9 +803,6 @@ impl Account {
             })
     }
 
-    // ---------------------------------------------------------------------------------------
-    // Reads.
-
     /// Adds a new live grant (GrantCredits, or a refund's credits), unless the account holds
     /// [`MAX_LIVE_GRANTS`] already.
     fn add_grant(&mut self, grant: Grant) -> LedgerResult<()> {
@@ -816,503 +820,6 @@ impl Account {
             },
         );
         Ok(())
-    }
-
-    /// The account's funds now.
-    pub fn balance(&self) -> Balance {
-        Balance {
-            account_id: self.account_id.clone(),
-            plan: self.plan.clone(),
-            scheduled_plan: self.scheduled_plan.clone(),
-            cycle_start_ms: self.cycle.map(|c| c.start_ms),
-            cycle_end_ms: self.cycle.map(|c| c.end_ms),
-            allowance_total: self.allowance_total,
-            allowance_used: self.allowance_used,
-            allowance_held: self.allowance_held,
-            allowance_available: self.allowance_available(),
-            credits_available: self.grants.values().map(|g| g.grant.units_remaining).sum(),
-            credits_held: self.grants.values().map(|g| g.grant.units_held).sum(),
-            open_holds: self.open_holds(),
-        }
-    }
-
-    /// Balance, live grants in burn order, open holds oldest first, lifetime charges.
-    pub fn view(&self) -> AccountView {
-        let grants = self
-            .grants_in_burn_order()
-            .into_iter()
-            .map(|g| g.grant.clone())
-            .collect();
-        let mut holds: Vec<Hold> = self
-            .holds
-            .values()
-            .filter(|r| r.hold.state == HoldState::Held)
-            .map(|r| r.hold.clone())
-            .collect();
-        holds.sort_by(|x, y| {
-            (x.created_at_ms, &x.generation_id).cmp(&(y.created_at_ms, &y.generation_id))
-        });
-        AccountView {
-            balance: self.balance(),
-            grants,
-            holds,
-            lifetime_charged: self.lifetime_charged,
-        }
-    }
-
-    // ---------------------------------------------------------------------------------------
-    // Operations.
-
-    /// Checks features and funds and holds the cost; a replay returns the first hold, before
-    /// anything is checked against the catalog (which may have dropped the model since).
-    pub fn reserve(
-        &mut self,
-        catalog: &Catalog,
-        cmd: &ReserveCmd,
-        now_ms: i64,
-    ) -> LedgerResult<Reserved> {
-        if let Some(existing) = self.holds.get(&cmd.generation_id) {
-            let h = &existing.hold;
-            if h.kind == cmd.kind && h.model == cmd.model && h.quantity == cmd.quantity {
-                return Ok(Reserved {
-                    hold: h.clone(),
-                    replayed: true,
-                    balance: self.balance(),
-                });
-            }
-            return Err(conflict(
-                &cmd.generation_id,
-                h.kind,
-                &h.model,
-                h.quantity,
-                cmd,
-            ));
-        }
-        let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
-        let cost_units = unit_cost * u64::from(cmd.quantity);
-        catalog
-            .check_features(
-                &self.plan,
-                cmd.kind,
-                &cmd.model,
-                cmd.quantity,
-                self.open_holds(),
-            )
-            .map_err(LedgerError::Denied)?;
-        let spendable: Vec<(&str, u64)> = self
-            .grants_in_burn_order()
-            .into_iter()
-            .filter(|g| g.spendable(now_ms) && g.grant.units_remaining > 0)
-            .map(|g| (g.grant.grant_id.as_str(), g.grant.units_remaining))
-            .collect();
-        let allocation =
-            allocate(cost_units, self.allowance_available(), &spendable).map_err(|s| {
-                LedgerError::InsufficientFunds {
-                    needed: s.needed,
-                    available: s.available,
-                }
-            })?;
-        for draw in &allocation.draws {
-            let g = self
-                .grants
-                .get_mut(&draw.grant_id)
-                .expect("allocated grant");
-            g.grant.units_remaining -= draw.units;
-            g.grant.units_held += draw.units;
-        }
-        self.allowance_held += allocation.from_allowance;
-        let hold = Hold {
-            account_id: self.account_id.clone(),
-            generation_id: cmd.generation_id.clone(),
-            kind: cmd.kind,
-            model: cmd.model.clone(),
-            quantity: cmd.quantity,
-            cost_units,
-            from_allowance: allocation.from_allowance,
-            from_credits: allocation.from_credits(),
-            grants: allocation.draws,
-            state: HoldState::Held,
-            expires_at_ms: now_ms + i64::from(cmd.ttl_seconds) * 1000,
-            created_at_ms: now_ms,
-            charged_units: 0,
-        };
-        let record = HoldRecord {
-            hold: hold.clone(),
-            unit_cost,
-            cycle_number: self.cycle_number,
-            cycle_start_ms: self.cycle.map(|c| c.start_ms),
-            returned_units: 0,
-            charged_from_allowance: 0,
-            refunded_units: 0,
-            labels: cmd.labels.clone(),
-            forget_at_ms: None,
-        };
-        self.hold_event(
-            &record,
-            events::HOLD_RESERVED,
-            cmd.quantity,
-            (hold.from_allowance, &hold.grants),
-            0,
-            "",
-            now_ms,
-        );
-        self.holds.insert(cmd.generation_id.clone(), record);
-        Ok(Reserved {
-            hold,
-            replayed: false,
-            balance: self.balance(),
-        })
-    }
-
-    /// Charges a hold, or `actual_quantity` of it at the unit cost it was reserved at; the
-    /// rest goes back, credits first. A second Settle replays the first.
-    pub fn settle(
-        &mut self,
-        catalog: &Catalog,
-        generation_id: &str,
-        actual_quantity: Option<u32>,
-        now_ms: i64,
-    ) -> LedgerResult<Settled> {
-        let record = self.hold_record(generation_id)?.clone();
-        match record.hold.state {
-            HoldState::Settled => {
-                let hold = record.hold;
-                return Ok(Settled {
-                    charged_units: hold.charged_units,
-                    returned_units: record.returned_units,
-                    hold,
-                    replayed: true,
-                    balance: self.balance(),
-                });
-            }
-            HoldState::Held => {}
-            state => return Err(wrong_state(generation_id, state, "settle")),
-        }
-        let reserved_quantity = record.hold.quantity;
-        let actual = actual_quantity.unwrap_or(reserved_quantity);
-        if actual > reserved_quantity {
-            return Err(LedgerError::SettleAboveHold {
-                generation_id: generation_id.to_string(),
-                actual_quantity: actual,
-                reserved_quantity,
-            });
-        }
-        let charge_units = record.unit_cost * u64::from(actual);
-        self.finalize(generation_id, HoldState::Settled, charge_units, "", now_ms)?;
-        self.announce_thresholds(catalog.alert_thresholds_percent(), now_ms);
-        self.sweep_grants(now_ms);
-        let record = &self.holds[generation_id];
-        let (hold, returned_units) = (record.hold.clone(), record.returned_units);
-        Ok(Settled {
-            charged_units: charge_units,
-            returned_units,
-            hold,
-            replayed: false,
-            balance: self.balance(),
-        })
-    }
-
-    /// Gives a whole hold back. Idempotent; after expiry it succeeds with nothing returned.
-    /// `returned_units` is what went back: the cost less the credits that could not, because
-    /// their grant had expired or been revoked (the event's `units_lost`).
-    pub fn release(
-        &mut self,
-        generation_id: &str,
-        reason: ReleaseReason,
-        now_ms: i64,
-    ) -> LedgerResult<Released> {
-        let record = self.hold_record(generation_id)?;
-        let (replayed, returned_units) = match record.hold.state {
-            HoldState::Settled => {
-                return Err(wrong_state(generation_id, HoldState::Settled, "release"))
-            }
-            HoldState::Released => (true, record.returned_units),
-            // Expiry already gave everything back.
-            HoldState::Expired => (false, 0),
-            HoldState::Held => {
-                self.finalize(
-                    generation_id,
-                    HoldState::Released,
-                    0,
-                    reason.as_str(),
-                    now_ms,
-                )?;
-                (false, self.holds[generation_id].returned_units)
-            }
-        };
-        self.sweep_grants(now_ms);
-        Ok(Released {
-            hold: self.holds[generation_id].hold.clone(),
-            returned_units,
-            replayed,
-            balance: self.balance(),
-        })
-    }
-
-    /// Moves a held hold's expiry to `now + ttl`, within its total lifetime, never earlier.
-    pub fn extend(
-        &mut self,
-        generation_id: &str,
-        ttl_seconds: u32,
-        now_ms: i64,
-    ) -> LedgerResult<Hold> {
-        let record = self.hold_record(generation_id)?;
-        if record.hold.state != HoldState::Held {
-            return Err(wrong_state(generation_id, record.hold.state, "extend"));
-        }
-        let record = self.holds.get_mut(generation_id).expect("found");
-        let hold = &mut record.hold;
-        let cap_ms = hold.created_at_ms + i64::from(MAX_HOLD_LIFETIME_SECONDS) * 1000;
-        let wanted_ms = (now_ms + i64::from(ttl_seconds) * 1000).min(cap_ms);
-        if wanted_ms <= hold.expires_at_ms {
-            return Ok(hold.clone());
-        }
-        hold.expires_at_ms = wanted_ms;
-        let event = UsageEvent {
-            generation_id: hold.generation_id.clone(),
-            kind: Some(hold.kind),
-            model: hold.model.clone(),
-            quantity: hold.quantity,
-            expires_at_ms: Some(wanted_ms),
-            labels: record.labels.clone(),
-            ..UsageEvent::default()
-        };
-        let hold = hold.clone();
-        let id = events::hold_event_id(
-            &self.account_id,
-            generation_id,
-            hold.created_at_ms,
-            &format!("extended:{wanted_ms}"),
-        );
-        self.emit(events::HOLD_EXTENDED, id, now_ms, event);
-        Ok(hold)
-    }
-
-    /// Starts, upgrades, downgrades or cancels a plan; idempotent on the request id.
-    pub fn set_plan(
-        &mut self,
-        catalog: &Catalog,
-        cmd: &SetPlanCmd,
-        now_ms: i64,
-    ) -> LedgerResult<PlanSet> {
-        // A replay gets its first answer, even after a reload dropped the plan.
-        if let Some(r) = self.plan_requests.get(&cmd.request_id) {
-            if r.plan != cmd.plan || r.requested_anchor_ms != cmd.cycle_anchor_ms {
-                return Err(LedgerError::RequestConflict {
-                    request_id: cmd.request_id.clone(),
-                });
-            }
-            return Ok(PlanSet {
-                change: r.change,
-                effective_at_ms: r.effective_at_ms,
-                allowance_added: r.allowance_added,
-                prorated_charge_cents: r.prorated_charge_cents,
-                replayed: true,
-                balance: self.balance(),
-            });
-        }
-        let new = catalog
-            .plan(&cmd.plan)
-            .ok_or_else(|| unknown_plan(catalog, &cmd.plan))?;
-        let new_terms = PlanTerms::of(new);
-        // Prorated from the terms the account has, not from what the catalog says now.
-        let current = self.terms;
-        let previous = self.plan.clone();
-        let (mut change, mut effective_at_ms, mut added, mut charge) =
-            (PlanChange::Unchanged, now_ms, 0, 0);
-        match self.cycle {
-            None => {
-                if cmd.plan != NO_PLAN {
-                    // none -> plan: a new cycle anchored on the requested moment.
-                    change = PlanChange::Started;
-                    added = new.allowance_units;
-                    self.plan = cmd.plan.clone();
-                    self.terms = new_terms;
-                    self.scheduled_plan = None;
-                    self.scheduled_terms = PlanTerms::default();
-                    self.anchor = Anchor::from_ms(cmd.cycle_anchor_ms.unwrap_or(now_ms));
-                    self.cycle = Some(cycle_at(self.anchor, now_ms));
-                    self.cycle_number += 1;
-                    self.threshold_reached = 0;
-                    self.allowance_total = new.allowance_units;
-                    self.allowance_used = 0;
-                    self.allowance_held = 0;
-                }
-            }
-            Some(_) if cmd.plan == self.plan => {
-                if self.scheduled_plan.take().is_some() {
-                    self.scheduled_terms = PlanTerms::default();
-                    change = PlanChange::ScheduledChangeCancelled;
-                }
-            }
-            Some(cycle) if new.price_cents > current.price_cents => {
-                let remaining_ms = cycle.end_ms - now_ms;
-                change = PlanChange::Upgraded;
-                added = prorate(
-                    new.allowance_units.saturating_sub(current.allowance_units),
-                    remaining_ms,
-                    cycle.length_ms(),
-                );
-                charge = prorate(
-                    new.price_cents - current.price_cents,
-                    remaining_ms,
-                    cycle.length_ms(),
-                );
-                self.plan = cmd.plan.clone();
-                self.terms = new_terms;
-                self.scheduled_plan = None;
-                self.scheduled_terms = PlanTerms::default();
-                self.allowance_total += added;
-            }
-            Some(cycle) => {
-                change = PlanChange::DowngradeScheduled;
-                effective_at_ms = cycle.end_ms;
-                self.scheduled_plan = Some(cmd.plan.clone());
-                self.scheduled_terms = new_terms;
-            }
-        }
-        let event_type = match change {
-            PlanChange::Started | PlanChange::ScheduledChangeCancelled => {
-                Some(events::PLAN_CHANGED)
-            }
-            PlanChange::Upgraded => Some(events::PLAN_UPGRADED),
-            PlanChange::DowngradeScheduled => Some(events::PLAN_DOWNGRADE_SCHEDULED),
-            PlanChange::Unchanged => None,
-        };
-        if let Some(event_type) = event_type {
-            let event = UsageEvent {
-                plan: cmd.plan.clone(),
-                previous_plan: previous,
-                cycle_start_ms: self.cycle.map(|c| c.start_ms),
-                allowance_added: added,
-                prorated_charge_cents: charge,
-                effective_at_ms: Some(effective_at_ms),
-                ..UsageEvent::default()
-            };
-            let id =
-                events::keyed_event_id(&self.account_id, &cmd.request_id, now_ms, change.as_str());
-            self.emit(event_type, id, now_ms, event);
-        }
-        self.plan_requests.insert(
-            cmd.request_id.clone(),
-            PlanRecord {
-                plan: cmd.plan.clone(),
-                requested_anchor_ms: cmd.cycle_anchor_ms,
-                change,
-                effective_at_ms,
-                allowance_added: added,
-                prorated_charge_cents: charge,
-                forget_at_ms: now_ms + RETENTION_MS,
-            },
-        );
-        Ok(PlanSet {
-            change,
-            effective_at_ms,
-            allowance_added: added,
-            prorated_charge_cents: charge,
-            replayed: false,
-            balance: self.balance(),
-        })
-    }
-
-    /// Adds a grant; idempotent on the grant id (also after the grant was used up).
-    pub fn grant_credits(&mut self, cmd: &GrantCmd, now_ms: i64) -> LedgerResult<Granted> {
-        let same_terms = |g: &Grant| {
-            g.units_granted == cmd.units
-                && g.source == cmd.source
-                && g.expires_at_ms == cmd.expires_at_ms
-        };
-        let known = self
-            .grants
-            .get(&cmd.grant_id)
-            .map(|g| g.grant.clone())
-            .or_else(|| self.tombstones.get(&cmd.grant_id).map(|t| gone(&t.grant)));
-        if let Some(grant) = known {
-            if !same_terms(&grant) {
-                return Err(LedgerError::GrantConflict {
-                    grant_id: cmd.grant_id.clone(),
-                });
-            }
-            return Ok(Granted {
-                grant,
-                replayed: true,
-                balance: self.balance(),
-            });
-        }
-        if cmd.expires_at_ms.is_some_and(|at| at <= now_ms) {
-            return Err(LedgerError::InvalidArgument {
-                field: "expires_at",
-                message: "must be in the future".into(),
-            });
-        }
-        let grant = Grant {
-            grant_id: cmd.grant_id.clone(),
-            source: cmd.source,
-            units_granted: cmd.units,
-            units_remaining: cmd.units,
-            units_held: 0,
-            expires_at_ms: cmd.expires_at_ms,
-            created_at_ms: now_ms,
-        };
-        self.add_grant(grant.clone())?;
-        let event = UsageEvent {
-            grant_id: cmd.grant_id.clone(),
-            units: cmd.units,
-            source: cmd.source.as_str().to_string(),
-            expires_at_ms: cmd.expires_at_ms,
-            ..UsageEvent::default()
-        };
-        let id = events::grant_event_id(&self.account_id, &cmd.grant_id, now_ms, "granted");
-        self.emit(events::CREDITS_GRANTED, id, now_ms, event);
-        Ok(Granted {
-            grant,
-            replayed: false,
-            balance: self.balance(),
-        })
-    }
-
-    /// Takes what is left of a grant; units held by open holds stay chargeable, and what a
-    /// release would give back to it is lost. A retry answers what the first call took, also
-    /// after the grant was dropped; a grant spent to nothing and never revoked answers 0.
-    pub fn revoke_credits(&mut self, grant_id: &str, now_ms: i64) -> LedgerResult<Revoked> {
-        let revoked_units = match self.grants.get_mut(grant_id) {
-            Some(GrantState {
-                revoked: Some(units),
-                ..
-            }) => *units,
-            Some(g) => {
-                let units = std::mem::take(&mut g.grant.units_remaining);
-                g.revoked = Some(units);
-                let event = UsageEvent {
-                    grant_id: grant_id.to_string(),
-                    units,
-                    source: g.grant.source.as_str().to_string(),
-                    ..UsageEvent::default()
-                };
-                let id = events::grant_event_id(
-                    &self.account_id,
-                    grant_id,
-                    g.grant.created_at_ms,
-                    "revoked",
-                );
-                self.emit(events::CREDITS_REVOKED, id, now_ms, event);
-                units
-            }
-            None if self.tombstones.contains_key(grant_id) => {
-                self.tombstones[grant_id].revoked_units.unwrap_or(0)
-            }
-            None => {
-                return Err(LedgerError::GrantNotFound {
-                    account_id: self.account_id.clone(),
-                    grant_id: grant_id.to_string(),
-                })
-            }
-        };
-        self.sweep_grants(now_ms);
-        Ok(Revoked {
-            revoked_units,
-            balance: self.balance(),
-        })
     }
 
     /// `usage.threshold` for every alert threshold (percent of the cycle's allowance, in
@@ -1341,303 +848,6 @@ impl Account {
             self.emit(events::USAGE_THRESHOLD, id, now_ms, event);
         }
     }
-
-    /// What Reserve would answer now: the cost, its split, and the refusal if any. Changes
-    /// nothing (a store discards the transition).
-    pub fn quote(&self, catalog: &Catalog, cmd: &QuoteCmd, now_ms: i64) -> LedgerResult<Quoted> {
-        let unit_cost = unit_cost(catalog, cmd.kind, &cmd.model)?;
-        let cost_units = unit_cost * u64::from(cmd.quantity);
-        let allowance = self.allowance_available();
-        let credits: u64 = self
-            .grants
-            .values()
-            .filter(|g| g.spendable(now_ms))
-            .map(|g| g.grant.units_remaining)
-            .sum();
-        let from_allowance = cost_units.min(allowance);
-        let from_credits = (cost_units - from_allowance).min(credits);
-        let denial = match catalog.check_features(
-            &self.plan,
-            cmd.kind,
-            &cmd.model,
-            cmd.quantity,
-            self.open_holds(),
-        ) {
-            Err(denial) => Some(LedgerError::Denied(denial)),
-            Ok(()) if from_allowance + from_credits < cost_units => {
-                Some(LedgerError::InsufficientFunds {
-                    needed: cost_units,
-                    available: allowance + credits,
-                })
-            }
-            Ok(()) => None,
-        };
-        Ok(Quoted {
-            cost_units,
-            from_allowance,
-            from_credits,
-            denial,
-            balance: self.balance(),
-        })
-    }
-
-    /// Holds every item of the batch, in order, or none: the first item that fails fails the
-    /// batch, named. The same batch again replays its holds; a batch with some ids already
-    /// used otherwise is a conflict naming one.
-    pub fn reserve_batch(
-        &mut self,
-        catalog: &Catalog,
-        cmd: &ReserveBatchCmd,
-        now_ms: i64,
-    ) -> LedgerResult<ReservedBatch> {
-        let known: Vec<Option<&HoldRecord>> = cmd
-            .items
-            .iter()
-            .map(|item| self.holds.get(&item.generation_id))
-            .collect();
-        if known.iter().any(Option::is_some) {
-            let same = |item: &BatchItem, r: &HoldRecord| {
-                r.hold.kind == item.kind
-                    && r.hold.model == item.model
-                    && r.hold.quantity == item.quantity
-            };
-            if let Some(i) =
-                (0..cmd.items.len()).find(|&i| !known[i].is_some_and(|r| same(&cmd.items[i], r)))
-            {
-                // Some ids are new or were used for other generations: not this batch again.
-                let existing = (0..cmd.items.len())
-                    .find(|&j| known[j].is_some_and(|r| !same(&cmd.items[j], r)))
-                    .or_else(|| (0..cmd.items.len()).find(|&j| known[j].is_some()))
-                    .unwrap_or(i);
-                let item = &cmd.items[existing];
-                let r = known[existing].expect("found above");
-                // With no id used for another generation, item `i` is a new one.
-                let new_generation = known[i]
-                    .is_none()
-                    .then(|| cmd.items[i].generation_id.as_str());
-                return Err(batch_conflict(
-                    &item.generation_id,
-                    r.hold.kind,
-                    &r.hold.model,
-                    r.hold.quantity,
-                    &cmd.reserve_cmd(existing),
-                    new_generation,
-                ));
-            }
-            return Ok(ReservedBatch {
-                holds: known
-                    .into_iter()
-                    .map(|r| r.expect("all known").hold.clone())
-                    .collect(),
-                replayed: true,
-                balance: self.balance(),
-            });
-        }
-        // A model the catalog lacks is a bad request, named before any item's funds or
-        // features are looked at (as the edge named it before replays came first).
-        for (i, item) in cmd.items.iter().enumerate() {
-            unit_cost(catalog, item.kind, &item.model).map_err(|e| LedgerError::BatchItem {
-                index: i,
-                generation_id: item.generation_id.clone(),
-                source: Box::new(e),
-            })?;
-        }
-        let mut holds = Vec::with_capacity(cmd.items.len());
-        for i in 0..cmd.items.len() {
-            let reserved = self
-                .reserve(catalog, &cmd.reserve_cmd(i), now_ms)
-                .map_err(|e| LedgerError::BatchItem {
-                    index: i,
-                    generation_id: cmd.items[i].generation_id.clone(),
-                    source: Box::new(e),
-                })?;
-            holds.push(reserved.hold);
-        }
-        Ok(ReservedBatch {
-            holds,
-            replayed: false,
-            balance: self.balance(),
-        })
-    }
-
-    /// Gives back a settled generation's charge, whole (`units` 0) or in part: the part that
-    /// was charged from the allowance first, back to the allowance while the hold's cycle is
-    /// the current one; everything else as credits to a new promotional grant
-    /// [`refund_grant_id`] without expiry. Idempotent on the refund id; never
-    /// more than is left of the charge.
-    pub fn refund(&mut self, cmd: &RefundCmd, now_ms: i64) -> LedgerResult<Refunded> {
-        if let Some(r) = self.refunds.get(&cmd.refund_id) {
-            if r.generation_id != cmd.generation_id || r.units_requested != cmd.units {
-                return Err(LedgerError::RefundConflict {
-                    refund_id: cmd.refund_id.clone(),
-                });
-            }
-            return Ok(Refunded {
-                refunded_units: r.refunded_units,
-                to_allowance: r.to_allowance,
-                to_credits: r.to_credits,
-                grant_id: r.grant_id.clone(),
-                replayed: true,
-                balance: self.balance(),
-            });
-        }
-        let record = self.hold_record(&cmd.generation_id)?.clone();
-        if record.hold.state != HoldState::Settled {
-            return Err(wrong_state(&cmd.generation_id, record.hold.state, "refund"));
-        }
-        let charged = record.hold.charged_units;
-        let refundable = charged - record.refunded_units;
-        let units = if cmd.units == 0 {
-            refundable
-        } else {
-            cmd.units
-        };
-        if units == 0 || units > refundable {
-            return Err(LedgerError::RefundAboveCharge {
-                generation_id: cmd.generation_id.clone(),
-                requested: units,
-                refundable,
-            });
-        }
-        // Refunds give back the allowance part of the charge first.
-        let allowance_left = record
-            .charged_from_allowance
-            .saturating_sub(record.refunded_units);
-        let of_allowance = units.min(allowance_left);
-        let of_credits = units - of_allowance;
-        let same_cycle = self.cycle.is_some() && record.cycle_number == self.cycle_number;
-        let to_allowance = if same_cycle { of_allowance } else { 0 };
-        let to_credits = units - to_allowance;
-        let grant_id =
-            (to_credits > 0).then(|| refund_grant_id(&cmd.generation_id, &cmd.refund_id));
-        if let Some(id) = &grant_id {
-            // Only a grant made before the prefix was reserved can bear the name: a conflict
-            // with this refund's id, not a broken ledger.
-            if self.grants.contains_key(id) || self.tombstones.contains_key(id) {
-                return Err(LedgerError::RefundConflict {
-                    refund_id: cmd.refund_id.clone(),
-                });
-            }
-            self.add_grant(Grant {
-                grant_id: id.clone(),
-                source: super::CreditSource::Promotional,
-                units_granted: to_credits,
-                units_remaining: to_credits,
-                units_held: 0,
-                expires_at_ms: None,
-                created_at_ms: now_ms,
-            })?;
-        }
-        self.allowance_used = minus(self.allowance_used, to_allowance, "allowance used")?;
-        self.lifetime_charged.allowance_units = minus(
-            self.lifetime_charged.allowance_units,
-            of_allowance,
-            "lifetime allowance charged",
-        )?;
-        self.lifetime_charged.credit_units = minus(
-            self.lifetime_charged.credit_units,
-            of_credits,
-            "lifetime credits charged",
-        )?;
-        let r = self.holds.get_mut(&cmd.generation_id).expect("read above");
-        r.refunded_units += units;
-        let r = r.clone();
-        let h = &r.hold;
-        let event = UsageEvent {
-            generation_id: h.generation_id.clone(),
-            kind: Some(h.kind),
-            model: h.model.clone(),
-            units,
-            from_allowance: of_allowance,
-            from_credits: of_credits,
-            allowance_added: to_allowance,
-            grants: grant_id
-                .iter()
-                .map(|id| GrantDraw {
-                    grant_id: id.clone(),
-                    units: to_credits,
-                })
-                .collect(),
-            grant_id: grant_id.clone().unwrap_or_default(),
-            reason: cmd.reason.clone(),
-            refund_id: cmd.refund_id.clone(),
-            cycle_start_ms: r.cycle_start_ms,
-            // A finished hold keeps no labels (the Redis record is kept short), so refunds,
-            // which come after, carry none.
-            ..UsageEvent::default()
-        };
-        let id = events::hold_event_id(
-            &self.account_id,
-            &h.generation_id,
-            h.created_at_ms,
-            &format!("refunded:{}", cmd.refund_id),
-        );
-        self.emit(events::HOLD_REFUNDED, id, now_ms, event);
-        self.refunds.insert(
-            cmd.refund_id.clone(),
-            RefundRecord {
-                generation_id: cmd.generation_id.clone(),
-                units_requested: cmd.units,
-                refunded_units: units,
-                to_allowance,
-                to_credits,
-                grant_id: grant_id.clone(),
-                forget_at_ms: now_ms + RETENTION_MS,
-            },
-        );
-        Ok(Refunded {
-            refunded_units: units,
-            to_allowance,
-            to_credits,
-            grant_id,
-            replayed: false,
-            balance: self.balance(),
-        })
-    }
-}
-
-/// The cost of one image or video second of `kind` on `model`, or the error naming the model.
-pub fn unit_cost(catalog: &Catalog, kind: super::Kind, model: &str) -> LedgerResult<u64> {
-    catalog
-        .unit_cost(kind, model)
-        .ok_or_else(|| unknown_model(catalog, model))
-}
-
-/// `model` is not in the catalog: the error names the field and the models there are.
-pub fn unknown_model(catalog: &Catalog, model: &str) -> LedgerError {
-    let known: Vec<&str> = catalog.model_ids().collect();
-    LedgerError::InvalidArgument {
-        field: "model",
-        message: format!(
-            "unknown model \"{model}\" (catalog has: {})",
-            known.join(", ")
-        ),
-    }
-}
-
-/// `plan` is not in the catalog: the error names the field and the plans there are.
-pub fn unknown_plan(catalog: &Catalog, plan: &str) -> LedgerError {
-    let known: Vec<&str> = catalog.plans().iter().map(|p| p.id.as_str()).collect();
-    LedgerError::InvalidArgument {
-        field: "plan",
-        message: format!(
-            "unknown plan \"{plan}\" (catalog has: {})",
-            known.join(", ")
-        ),
-    }
-}
-
-/// The promotional grant a refund's credits go to: `refund:` and the SHA-1, in hex, of
-/// `<length of generation_id>:<generation_id>:<refund_id>`. The length prefix makes the
-/// encoding unambiguous (`a:b` + `c` and `a` + `b:c` are two grants, where joining the ids
-/// would name one), and the digest keeps the name at 47 characters, a grant id RevokeCredits
-/// accepts, however long the two ids are. GrantCredits refuses the `refund:` prefix, so no
-/// other grant takes such a name; the Lua twin computes the same with `redis.sha1hex`.
-pub fn refund_grant_id(generation_id: &str, refund_id: &str) -> String {
-    let encoded = format!("{}:{generation_id}:{refund_id}", generation_id.len());
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, encoded.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("refund:{hex}")
 }
 
 /// Id of a `usage.threshold` event: unique per account, cycle (by number) and threshold.
@@ -1650,65 +860,12 @@ pub fn threshold_event_id(
     format!("{account_id}/cycle-{cycle_number}@{cycle_start_ms}:threshold:{percent}")
 }
 
-/// A dropped grant as GrantCredits replays it: nothing left, nothing held.
-fn gone(grant: &Grant) -> Grant {
-    Grant {
-        units_remaining: 0,
-        units_held: 0,
-        ..grant.clone()
-    }
-}
-
 /// The error both stores give when a hold is not in a state that allows `operation`.
 pub fn wrong_state(generation_id: &str, state: HoldState, operation: &'static str) -> LedgerError {
     LedgerError::HoldState {
         generation_id: generation_id.to_string(),
         state,
         operation,
-    }
-}
-
-/// The error both stores give when a generation id is reused for another generation.
-pub fn conflict(
-    generation_id: &str,
-    kind: super::Kind,
-    model: &str,
-    quantity: u32,
-    requested: &ReserveCmd,
-) -> LedgerError {
-    LedgerError::GenerationConflict {
-        generation_id: generation_id.to_string(),
-        existing: format!("{kind} × {quantity} on `{model}`"),
-        requested: format!(
-            "{} × {} on `{}`",
-            requested.kind, requested.quantity, requested.model
-        ),
-    }
-}
-
-/// The conflict of a ReserveBatch that names generation `generation_id`, reserved as `kind` ×
-/// `quantity` on `model`, for `requested`. When the batch asks for it exactly as reserved, what
-/// differs is the batch: `new_generation` is one of its items that is not reserved, and a batch
-/// is replayed only as a whole.
-pub fn batch_conflict(
-    generation_id: &str,
-    kind: super::Kind,
-    model: &str,
-    quantity: u32,
-    requested: &ReserveCmd,
-    new_generation: Option<&str>,
-) -> LedgerError {
-    let same = kind == requested.kind && model == requested.model && quantity == requested.quantity;
-    match new_generation {
-        Some(new) if same => LedgerError::GenerationConflict {
-            generation_id: generation_id.to_string(),
-            existing: format!("{kind} × {quantity} on `{model}`"),
-            requested: format!(
-                "the same in a batch that also holds `{new}`, which is not reserved (a batch \
-                 is replayed only as a whole)"
-            ),
-        },
-        _ => conflict(generation_id, kind, model, quantity, requested),
     }
 }
 
