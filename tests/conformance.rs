@@ -1395,7 +1395,7 @@ mod cases {
             (r.refunded_units, r.to_allowance, r.to_credits),
             (300, 200, 100)
         );
-        assert_eq!(r.grant_id, Some(refund_grant_id("g1", "r1")));
+        assert_eq!(r.grant_id, Some(refund_grant_id("g1", now, "r1")));
         assert_eq!(r.balance.allowance_used, 4800);
         assert_eq!(r.balance.credits_available, 400 + 100);
         let replay = s
@@ -1441,7 +1441,7 @@ mod cases {
         let refund_grant = view
             .grants
             .iter()
-            .find(|g| g.grant_id == refund_grant_id("g1", "r2"))
+            .find(|g| g.grant_id == refund_grant_id("g1", now, "r2"))
             .unwrap();
         assert_eq!(
             (
@@ -1463,7 +1463,7 @@ mod cases {
             (e.units, e.from_allowance, e.from_credits, e.allowance_added),
             (300, 200, 100, 200)
         );
-        let r1_grant = refund_grant_id("g1", "r1");
+        let r1_grant = refund_grant_id("g1", now, "r1");
         assert_eq!(
             (e.refund_id.as_str(), e.grant_id.as_str()),
             ("r1", r1_grant.as_str())
@@ -1762,11 +1762,11 @@ mod cases {
             assert!(id.starts_with("refund:"), "{id}");
             assert!(quota_sidecar::ledger::is_valid_id(id), "{id}");
         }
-        assert_eq!(ids[0], refund_grant_id("a:b", "c"));
+        assert_eq!(ids[0], refund_grant_id("a:b", now, "c"));
         let revoked = s.revoke_credits(a, &ids[2], now).await.unwrap();
         assert_eq!(revoked.revoked_units, 4);
 
-        let taken = refund_grant_id("clash", "r9");
+        let taken = refund_grant_id("clash", now, "r9");
         grant(&s, a, &taken, 7, CreditSource::Promotional, None, now).await;
         let before = s.account(a, now).await.unwrap();
         let events_before = s.events().await.len();
@@ -1780,6 +1780,28 @@ mod cases {
         );
         assert_eq!(s.account(a, now).await.unwrap(), before);
         assert_eq!(s.events().await.len(), events_before);
+    }
+
+    /// A generation id reused after retention is another hold: its refund, under the same
+    /// refund id, is a new refund with a grant of its own, though the first refund's grant
+    /// (or its tombstone) is still there: refund grant names carry the hold's creation time.
+    pub async fn a_reused_generation_is_refunded_again(s: Subject) {
+        let now = t0();
+        let a = "acct";
+        grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
+        let mut grants = Vec::new();
+        for at in [now, now + 8 * DAY] {
+            s.reserve(&image(a, "g"), at).await.unwrap();
+            s.settle(a, "g", None, at).await.unwrap();
+            let r = s
+                .refund(&refund_cmd(a, "g", "r1", 0), at)
+                .await
+                .expect("a refund of the new hold");
+            assert!(!r.replayed);
+            assert_eq!((r.refunded_units, r.to_credits), (4, 4));
+            grants.push(r.grant_id.expect("credits"));
+        }
+        assert_ne!(grants[0], grants[1]);
     }
 
     /// Release after the grant the hold drew from expired: `returned_units` is what went
@@ -2795,6 +2817,7 @@ conformance!(
     revoke_with_a_live_hold,
     hold_and_grant_event_ids_differ,
     refund_grant_ids_cannot_collide,
+    a_reused_generation_is_refunded_again,
     release_returns_only_what_went_back,
     retried_revoke_answers_the_first_answer,
     mixed_batch_conflict_says_what_differs,

@@ -579,12 +579,16 @@ async fn refunds_go_back_to_the_allowance_and_as_credits() {
 
     // Charged from credits: it comes back as a promotional grant named after the refund.
     let c = "acct-refund-credits";
-    let r1_grant = quota_sidecar::ledger::account::refund_grant_id("gen-1", "r1");
-    let r2_grant = quota_sidecar::ledger::account::refund_grant_id("gen-1", "r2");
+    // The grant's name is a digest of the generation, its hold's creation time and the refund.
+    let grant_of = |table: &str| -> String {
+        let at = table.find("(grant refund:").expect("a refund grant") + "(grant ".len();
+        table[at..at + "refund:".len() + 40].to_string()
+    };
     ctl.run(&["grant", c, "pack-1", "100"]).ok();
     ctl.run(&["reserve", c, "gen-1", "video", "5"]).ok();
     ctl.run(&["settle", c, "gen-1"]).ok();
     let table = ctl.run(&["refund", c, "gen-1", "r1", "--units", "20"]).ok();
+    let r1_grant = grant_of(&table);
     assert!(
         table.starts_with(&format!(
             "refunded 20 units: 0 to the allowance, 20 as credits (grant {r1_grant})\n\n"
@@ -594,6 +598,8 @@ async fn refunds_go_back_to_the_allowance_and_as_credits() {
     assert!(table.contains("credits    70 available, 0 held"), "{table}");
     // Units 0: all that is left. A retry of a refund id replays it.
     let table = ctl.run(&["refund", c, "gen-1", "r2"]).ok();
+    let r2_grant = grant_of(&table);
+    assert_ne!(r1_grant, r2_grant);
     assert!(
         table.starts_with(&format!(
             "refunded 30 units: 0 to the allowance, 30 as credits (grant {r2_grant})\n"

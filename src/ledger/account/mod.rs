@@ -251,9 +251,19 @@ impl Past {
                 .map(|(id, r)| (id.clone(), r.clone()))
                 .collect()
         }
+        let mut grants = recall.grants.clone();
+        if let Some((generation_id, refund_id)) = &recall.refund_grant {
+            if let Some(r) = self.holds.get(generation_id) {
+                grants.push(refund_grant_id(
+                    generation_id,
+                    r.hold.created_at_ms,
+                    refund_id,
+                ));
+            }
+        }
         Past {
             holds: pick(&self.holds, &recall.holds),
-            tombstones: pick(&self.tombstones, &recall.grants),
+            tombstones: pick(&self.tombstones, &grants),
             plan_requests: pick(&self.plan_requests, &recall.plan_requests),
             refunds: pick(&self.refunds, &recall.refunds),
         }
@@ -282,6 +292,9 @@ pub struct Recall {
     pub plan_requests: Vec<String>,
     /// Refunds, by refund id.
     pub refunds: Vec<String>,
+    /// A refund's (generation id, refund id): the tombstone of the grant its credits would
+    /// take, named from the recalled hold ([`refund_grant_id`] needs the hold's creation time).
+    pub refund_grant: Option<(String, String)>,
 }
 
 impl Recall {

@@ -12,7 +12,7 @@ impl Recall {
     pub fn refund(cmd: &RefundCmd) -> Recall {
         Recall {
             holds: vec![cmd.generation_id.clone()],
-            grants: vec![refund_grant_id(&cmd.generation_id, &cmd.refund_id)],
+            refund_grant: Some((cmd.generation_id.clone(), cmd.refund_id.clone())),
             refunds: vec![cmd.refund_id.clone()],
             ..Recall::default()
         }
@@ -68,8 +68,13 @@ impl Account {
         let same_cycle = self.cycle.is_some() && record.cycle_number == self.cycle_number;
         let to_allowance = if same_cycle { of_allowance } else { 0 };
         let to_credits = units - to_allowance;
-        let grant_id =
-            (to_credits > 0).then(|| refund_grant_id(&cmd.generation_id, &cmd.refund_id));
+        let grant_id = (to_credits > 0).then(|| {
+            refund_grant_id(
+                &cmd.generation_id,
+                record.hold.created_at_ms,
+                &cmd.refund_id,
+            )
+        });
         if let Some(id) = &grant_id {
             // Only a grant made before the prefix was reserved can bear the name: a conflict
             // with this refund's id, not a broken ledger.
@@ -157,13 +162,17 @@ impl Account {
 }
 
 /// The promotional grant a refund's credits go to: `refund:` and the SHA-1, in hex, of
-/// `<length of generation_id>:<generation_id>:<refund_id>`. The length prefix makes the
-/// encoding unambiguous (`a:b` + `c` and `a` + `b:c` are two grants, where joining the ids
-/// would name one), and the digest keeps the name at 47 characters, a grant id RevokeCredits
-/// accepts, however long the two ids are. GrantCredits refuses the `refund:` prefix, so no
+/// `<length of generation_id>:<generation_id>:<created_at_ms>:<refund_id>`. The length prefix
+/// makes the encoding unambiguous (`a:b` + `c` and `a` + `b:c` are two grants, where joining
+/// the ids would name one); the hold's creation time tells a generation id reused after
+/// retention from the first hold of that id, whose refund grant may still live; the digest
+/// keeps the name at 47 characters, a grant id RevokeCredits accepts, however long the ids. GrantCredits refuses the `refund:` prefix, so no
 /// other grant takes such a name; the Lua twin computes the same with `redis.sha1hex`.
-pub fn refund_grant_id(generation_id: &str, refund_id: &str) -> String {
-    let encoded = format!("{}:{generation_id}:{refund_id}", generation_id.len());
+pub fn refund_grant_id(generation_id: &str, created_at_ms: i64, refund_id: &str) -> String {
+    let encoded = format!(
+        "{}:{generation_id}:{created_at_ms}:{refund_id}",
+        generation_id.len()
+    );
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, encoded.as_bytes());
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("refund:{hex}")

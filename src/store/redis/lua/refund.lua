@@ -37,8 +37,10 @@ local function refund()
   local to_credits = units - to_allowance
   local grant_id = ''
   if to_credits > 0 then
-    -- ledger::account::refund_grant_id: a digest of an unambiguous encoding of both ids.
-    grant_id = 'refund:' .. redis.sha1hex(n2s(#gen) .. ':' .. gen .. ':' .. refund_id)
+    -- ledger::account::refund_grant_id: a digest of an unambiguous encoding of both ids and
+    -- the hold's creation time (a generation id reused after retention is another hold).
+    grant_id = 'refund:' .. redis.sha1hex(n2s(#gen) .. ':' .. gen .. ':' .. n2s(h.created) .. ':' ..
+      refund_id)
     load_grants()
     -- Only a grant made before the prefix was reserved can bear the name: a conflict.
     if grants[grant_id] or tombs[grant_id] then return reply('conflict') end
