@@ -274,6 +274,27 @@ async fn hollywood_with_200_left(s: &Subject, account: &str, now_ms: i64) {
     assert_eq!((b.allowance_used, b.allowance_available), (4800, 200));
 }
 
+/// Six 20 s cinema videos held on `account` (`busy-0`..`busy-5`): 4,800 units of a Hollywood
+/// allowance.
+async fn hold_six_cinema_videos(s: &Subject, account: &str, now_ms: i64) {
+    for i in 0..6 {
+        let generation = format!("busy-{i}");
+        s.reserve(&video(account, &generation, "cinema", 20), now_ms)
+            .await
+            .unwrap();
+    }
+}
+
+/// Releases what [`hold_six_cinema_videos`] held.
+async fn release_six_cinema_videos(s: &Subject, account: &str, now_ms: i64) {
+    for i in 0..6 {
+        let generation = format!("busy-{i}");
+        s.release(account, &generation, ReleaseReason::Failed, now_ms)
+            .await
+            .unwrap();
+    }
+}
+
 mod cases {
     use super::*;
 
@@ -2355,21 +2376,13 @@ mod cases {
         let a = "acct";
         set_plan(&s, a, "start", "hollywood", now).await;
         grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
-        for i in 0..6 {
-            let g = format!("busy-{i}");
-            s.reserve(&video(a, &g, "cinema", 20), now).await.unwrap();
-        }
+        hold_six_cinema_videos(&s, a, now).await;
         let r = s
             .reserve(&video(a, "seventh", "cinema", 10), now)
             .await
             .unwrap();
         assert_eq!((r.hold.from_allowance, r.hold.from_credits), (200, 200));
-        for i in 0..6 {
-            let g = format!("busy-{i}");
-            s.release(a, &g, ReleaseReason::Failed, now + S)
-                .await
-                .unwrap();
-        }
+        release_six_cinema_videos(&s, a, now + S).await;
         let settled = s.settle(a, "seventh", None, now + 2 * S).await.unwrap();
         // The whole charge from the allowance; the 200 credits the hold drew went back.
         assert_eq!((settled.charged_units, settled.returned_units), (400, 200));
@@ -2435,10 +2448,7 @@ mod cases {
         s.reserve(&video(a, "small", "standard", 5), now)
             .await
             .unwrap();
-        for i in 0..6 {
-            let g = format!("busy-{i}");
-            s.reserve(&video(a, &g, "cinema", 20), now).await.unwrap();
-        }
+        hold_six_cinema_videos(&s, a, now).await;
         let big = s
             .reserve(&video(a, "big", "cinema", 10), now)
             .await
@@ -2491,21 +2501,13 @@ mod cases {
         let soon = Some(now + 60 * S);
         grant(&s, a, "soon", 1000, CreditSource::Promotional, soon, now).await;
         grant(&s, a, "pack", 1000, CreditSource::Purchased, None, now).await;
-        for i in 0..6 {
-            let g = format!("busy-{i}");
-            s.reserve(&video(a, &g, "cinema", 20), now).await.unwrap();
-        }
+        hold_six_cinema_videos(&s, a, now).await;
         let r = s
             .reserve(&video(a, "seventh", "cinema", 10), now)
             .await
             .unwrap();
         assert_eq!(r.hold.grants, draws(&[("soon", 200)]));
-        for i in 0..6 {
-            let g = format!("busy-{i}");
-            s.release(a, &g, ReleaseReason::Failed, now + S)
-                .await
-                .unwrap();
-        }
+        release_six_cinema_videos(&s, a, now + S).await;
         let settled = s.settle(a, "seventh", None, now + 120 * S).await.unwrap();
         assert_eq!((settled.charged_units, settled.returned_units), (400, 0));
         let b = &settled.balance;
