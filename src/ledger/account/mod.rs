@@ -245,25 +245,30 @@ impl Past {
 
     /// Copies of the records `recall` names (those this past has).
     pub fn recall(&self, recall: &Recall) -> Past {
-        fn pick<R: Clone>(map: &HashMap<String, R>, ids: &[String]) -> HashMap<String, R> {
-            ids.iter()
+        fn pick<'a, R: Clone>(
+            map: &HashMap<String, R>,
+            ids: impl IntoIterator<Item = &'a String>,
+        ) -> HashMap<String, R> {
+            ids.into_iter()
                 .filter_map(|id| map.get_key_value(id))
                 .map(|(id, r)| (id.clone(), r.clone()))
                 .collect()
         }
-        let mut grants = recall.grants.clone();
-        if let Some((generation_id, refund_id)) = &recall.refund_grant {
-            if let Some(r) = self.holds.get(generation_id) {
-                grants.push(refund_grant_id(
+        // A refund's grant is named from its hold, so its tombstone is found once the hold is.
+        let refund_grant = recall
+            .refund_grant
+            .as_ref()
+            .and_then(|(generation_id, refund_id)| {
+                let r = self.holds.get(generation_id)?;
+                Some(refund_grant_id(
                     generation_id,
                     r.hold.created_at_ms,
                     refund_id,
-                ));
-            }
-        }
+                ))
+            });
         Past {
             holds: pick(&self.holds, &recall.holds),
-            tombstones: pick(&self.tombstones, &grants),
+            tombstones: pick(&self.tombstones, recall.grants.iter().chain(&refund_grant)),
             plan_requests: pick(&self.plan_requests, &recall.plan_requests),
             refunds: pick(&self.refunds, &recall.refunds),
         }
